@@ -1,2 +1,4 @@
 //! The secops daemon library: policy loading and validation, the rule engine, the audit log,
 //! and the command-line interface that wires them together.
+
+pub mod audit;

@@ -1,0 +1,1 @@
+//! OCSF export of audit records (being written).
