@@ -2,3 +2,5 @@
 //! and the command-line interface that wires them together.
 
 pub mod audit;
+pub mod policy;
+pub mod engine;

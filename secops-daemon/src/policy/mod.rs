@@ -1,0 +1,18 @@
+//! The policy language: YAML files with agents, rules, egress allowlists, defaults and
+//! includes, validated into a [`Policy`] with `file:line:column: field: message` errors.
+
+mod error;
+mod load;
+mod location;
+pub mod model;
+pub mod pattern;
+mod schema;
+mod validate;
+
+pub use error::{PolicyError, PolicyErrors};
+pub use load::{load_policy, parse_policy_str};
+pub use model::{Agent, Egress, EgressDefault, EgressEntry, EgressTarget, Policy, Rule, Selectors};
+pub use validate::{builtin_default_risk, DEFAULT_AUTONOMY, DEFAULT_HOMES};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! A policy after validation: every name resolved, every pattern checked. Only the loader
+//! builds one, so holding a `Policy` means holding a whole, valid policy.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+use secops_common::{ActionId, ActionRegistry, AutonomyLevel, RiskLevel, Verdict};
+
+pub use super::schema::EgressDefault;
+use super::pattern::{HostPattern, PathPattern, PortRange};
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub registry: ActionRegistry,
+    pub defaults: Defaults,
+    pub agents: Vec<Agent>,
+    /// In file order, includes first where they are named.
+    pub rules: Vec<Rule>,
+    pub egress: BTreeMap<String, Egress>,
+    /// Risk of an action no rule matched, by action id; `None` means it cannot be classified.
+    pub default_risk: Vec<Option<RiskLevel>>,
+    /// Every file the policy was read from, the top-level one first.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub autonomy: AutonomyLevel,
+    /// What `~` stands for where an agent has no `home`.
+    pub homes: Vec<String>,
+    pub egress: EgressDefault,
+}
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub name: String,
+    pub cgroup: String,
+    pub workspace: String,
+    pub home: Option<String>,
+    pub autonomy: AutonomyLevel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub actions: Vec<ActionId>,
+    /// `None`: every agent.
+    pub agents: Option<Vec<String>>,
+    pub selectors: Selectors,
+    pub unless: Option<Selectors>,
+    pub verdict: Option<Verdict>,
+    pub risk: RiskLevel,
+    pub hard: bool,
+    /// Why the rule decides as it does: the rule's `reason`, else its `description`, else
+    /// its id.
+    pub reason: String,
+    pub origin: Origin,
+}
+
+/// Where a rule was written, for explanations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// Each non-empty kind must match; within a kind any entry may.
+#[derive(Debug, Clone, Default)]
+pub struct Selectors {
+    pub paths: Vec<PathPattern>,
+    pub binaries: Vec<PathPattern>,
+    pub cidrs: Vec<IpNet>,
+    pub hosts: Vec<HostPattern>,
+    pub ports: Vec<PortRange>,
+}
+
+impl Selectors {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+            && self.binaries.is_empty()
+            && self.cidrs.is_empty()
+            && self.hosts.is_empty()
+            && self.ports.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    pub allow: Vec<EgressEntry>,
+    pub dns_resolvers: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EgressEntry {
+    pub target: EgressTarget,
+    /// Empty: every port.
+    pub ports: Vec<PortRange>,
+}
+
+#[derive(Debug, Clone)]
+pub enum EgressTarget {
+    Cidr(IpNet),
+    Host(HostPattern),
+}
+
+impl Policy {
+    pub fn agent(&self, name: &str) -> Option<&Agent> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+}

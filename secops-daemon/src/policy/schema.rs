@@ -1,0 +1,125 @@
+//! The policy file as written: what serde_yaml reads, before any meaning is checked.
+//! Unknown keys are errors everywhere, so a misspelt field never silently does nothing.
+
+use std::collections::BTreeMap;
+
+use secops_common::{AutonomyLevel, RiskLevel, Verdict};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// The policy language version; only 1 exists.
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub action_types: Vec<ActionTypeDecl>,
+    pub defaults: Option<DefaultsSpec>,
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+    /// Agent name to its allowlist. A BTreeMap keeps error order stable.
+    #[serde(default)]
+    pub egress: BTreeMap<String, EgressSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionTypeDecl {
+    pub name: String,
+    /// The risk of this action when no rule matches it. Without one, an unmatched action of
+    /// this type cannot be classified and escalates.
+    pub risk: Option<RiskLevel>,
+    /// For the people reading the policy; the engine has no use for it.
+    #[allow(dead_code)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsSpec {
+    pub autonomy: Option<AutonomyLevel>,
+    /// What `~` means for agents without a `home`.
+    pub homes: Option<Vec<String>>,
+    /// Egress for agents without an `egress` entry.
+    pub egress: Option<EgressDefault>,
+    /// Risk of unmatched actions, by action type or `category:*`, over the built-in table.
+    #[serde(default)]
+    pub risk: BTreeMap<String, RiskLevel>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressDefault {
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    pub name: String,
+    /// The agent's cgroup name under the secops root cgroup; defaults to the agent's name.
+    pub cgroup: Option<String>,
+    pub workspace: String,
+    pub home: Option<String>,
+    pub autonomy: Option<AutonomyLevel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub description: Option<String>,
+    pub actions: Vec<String>,
+    /// Limit the rule to these agents; all agents when absent.
+    pub agents: Option<Vec<String>>,
+    // The selectors are spelled out rather than a flattened SelectorSpec: serde ignores
+    // deny_unknown_fields on a struct with a flattened field.
+    pub paths: Option<Vec<String>>,
+    pub binaries: Option<Vec<String>>,
+    pub cidrs: Option<Vec<String>>,
+    pub hosts: Option<Vec<String>>,
+    pub ports: Option<Vec<serde_yaml::Value>>,
+    pub unless: Option<SelectorSpec>,
+    /// When absent, the agent's autonomy turns `risk` into the verdict.
+    pub verdict: Option<Verdict>,
+    pub risk: RiskLevel,
+    #[serde(default)]
+    pub hard: bool,
+    pub reason: Option<String>,
+}
+
+/// What a rule (or its `unless`) matches. Each kind given must match; within a kind, any
+/// entry may.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorSpec {
+    pub paths: Option<Vec<String>>,
+    pub binaries: Option<Vec<String>>,
+    pub cidrs: Option<Vec<String>>,
+    pub hosts: Option<Vec<String>>,
+    /// `443` or `"8000-8100"`; read as raw values so a bad one gets a precise message.
+    pub ports: Option<Vec<serde_yaml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressSpec {
+    #[serde(default)]
+    pub allow: Vec<EgressEntrySpec>,
+    /// DNS resolvers the agent may send UDP to (port 53). All other UDP is denied.
+    #[serde(default)]
+    pub dns_resolvers: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressEntrySpec {
+    pub cidr: Option<String>,
+    pub host: Option<String>,
+    /// All ports when absent.
+    pub ports: Option<Vec<serde_yaml::Value>>,
+}

@@ -1,0 +1,274 @@
+//! Parser and validation errors: each kind, with its position asserted.
+
+use std::path::Path;
+
+use super::*;
+
+fn errors(source: &str) -> Vec<PolicyError> {
+    match parse_policy_str(Path::new("p.yaml"), source) {
+        Ok(_) => panic!("policy unexpectedly valid:\n{source}"),
+        Err(e) => e.0,
+    }
+}
+
+/// The one error of a policy, as `line:column field message-fragment`.
+fn only_error(source: &str) -> PolicyError {
+    let mut all = errors(source);
+    assert_eq!(all.len(), 1, "expected one error, got: {all:#?}");
+    all.remove(0)
+}
+
+fn assert_error(source: &str, line: usize, column: usize, field: &str, fragment: &str) {
+    let e = only_error(source);
+    assert_eq!((e.line, e.column, e.field.as_str()), (line, column, field), "{e}");
+    assert!(e.message.contains(fragment), "{e:?} does not say {fragment:?}");
+    assert!(e.to_string().starts_with(&format!("p.yaml:{line}:{column}: {field}: ")), "{e}");
+}
+
+const AGENT: &str = "agents:\n  - name: coder\n    workspace: /ws\n";
+
+#[test]
+fn unknown_keys_are_errors_with_their_position() {
+    assert_error("versoin: 1\n", 1, 1, ".", "unknown field `versoin`");
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    verdit: deny\n"),
+        8,
+        5,
+        "rules[0]",
+        "unknown field `verdit`",
+    );
+    assert_error(&format!("{AGENT}    worksapce: /x\n"), 4, 5, "agents[0]", "unknown field `worksapce`");
+}
+
+#[test]
+fn wrong_values_are_errors_with_their_position() {
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: severe\n"),
+        7,
+        11,
+        "rules[0].risk",
+        "unknown variant `severe`",
+    );
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    verdict: maybe\n"),
+        8,
+        14,
+        "rules[0].verdict",
+        "unknown variant `maybe`",
+    );
+    assert_error("agents: 5\n", 1, 9, "agents", "invalid type");
+}
+
+#[test]
+fn syntax_errors_keep_their_position() {
+    let e = only_error("version: 1\nrules:\n  - id: x\n\tactions: [fs:read]\n");
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("tab"), "{e}");
+}
+
+#[test]
+fn bad_globs_name_the_pattern() {
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    paths: [/ok/**, \"/bad/[z-a]\"]\n    risk: low\n"),
+        7,
+        21,
+        "rules[0].paths[1]",
+        "invalid glob",
+    );
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    paths: [relative/x]\n    risk: low\n"),
+        7,
+        13,
+        "rules[0].paths[0]",
+        "must start with",
+    );
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    paths: [\"${{home}}/x\"]\n    risk: low\n"),
+        7,
+        13,
+        "rules[0].paths[0]",
+        "must start with",
+    );
+}
+
+#[test]
+fn bad_cidrs_hosts_and_ports_name_the_entry() {
+    let rule = |sel: &str| format!("{AGENT}rules:\n  - id: a\n    actions: [net:connect]\n    {sel}\n    risk: low\n");
+    assert_error(&rule("cidrs: [10.0.0.0/8, 10.0.0.1/8]"), 7, 25, "rules[0].cidrs[1]", "did you mean 10.0.0.0/8");
+    assert_error(&rule("cidrs: [300.1.1.1]"), 7, 13, "rules[0].cidrs[0]", "is not a CIDR");
+    assert_error(&rule("hosts: [\"bad host\"]"), 7, 13, "rules[0].hosts[0]", "not a valid host name");
+    assert_error(&rule("ports: [22, 70000]"), 7, 17, "rules[0].ports[1]", "out of range");
+    assert_error(
+        &format!("{AGENT}egress:\n  coder:\n    allow:\n      - cidr: 10.0.0.0/33\n"),
+        7,
+        15,
+        "egress.coder.allow[0].cidr",
+        "is not a CIDR",
+    );
+    assert_error(
+        &format!("{AGENT}egress:\n  coder:\n    allow:\n      - cidr: 10.0.0.0/8\n        host: x.com\n"),
+        7,
+        9,
+        "egress.coder.allow[0]",
+        "exactly one of",
+    );
+    assert_error(&format!("{AGENT}egress:\n  coder:\n    dns_resolvers: [dns.google]\n"), 6, 21, "egress.coder.dns_resolvers[0]", "not an IP");
+}
+
+#[test]
+fn duplicate_rule_ids_point_at_both_definitions() {
+    let e = only_error(&format!(
+        "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n  - id: a\n    actions: [fs:write]\n    risk: low\n"
+    ));
+    assert_eq!((e.line, e.column, e.field.as_str()), (8, 9, "rules[1].id"));
+    assert!(e.message.contains("duplicate rule id \"a\" (first defined at p.yaml:5)"), "{e}");
+}
+
+#[test]
+fn unknown_action_types_are_errors_with_a_suggestion() {
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read, fs:delte]\n    risk: low\n"),
+        6,
+        24,
+        "rules[0].actions[1]",
+        "did you mean \"fs:delete\"",
+    );
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [\"fz:*\"]\n    risk: low\n"),
+        6,
+        15,
+        "rules[0].actions[0]",
+        "unknown category",
+    );
+    assert_error("action_types:\n  - name: fs:shred\n", 2, 11, "action_types[0].name", "cannot be extended");
+    // A declared custom type is known; the same name undeclared is not.
+    assert!(parse_policy_str(
+        Path::new("p.yaml"),
+        &format!("action_types:\n  - name: db:vacuum\n{AGENT}rules:\n  - id: a\n    actions: [db:vacuum]\n    risk: low\n")
+    )
+    .is_ok());
+}
+
+#[test]
+fn hard_rules_must_deny() {
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    hard: true\n"),
+        8,
+        11,
+        "rules[0].hard",
+        "verdict: deny",
+    );
+}
+
+#[test]
+fn references_must_resolve() {
+    assert_error("egress:\n  ghost:\n    allow: []\n", 3, 5, "egress.ghost", "no agent named \"ghost\"");
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    agents: [coder, codr]\n    risk: low\n"),
+        7,
+        21,
+        "rules[0].agents[1]",
+        "no agent named \"codr\"",
+    );
+    assert_error(&format!("{AGENT}  - name: coder\n    workspace: /w2\n"), 4, 11, "agents[1].name", "already defined");
+    assert_error("agents:\n  - name: a\n    workspace: relative\n", 3, 16, "agents[0].workspace", "absolute");
+    assert_error("agents:\n  - name: a/b\n    workspace: /w\n", 2, 11, "agents[0].name", "not a valid name");
+}
+
+#[test]
+fn selectors_that_can_never_match_are_errors() {
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [net:connect]\n    paths: [/x]\n    risk: low\n"),
+        7,
+        12,
+        "rules[0].paths",
+        "never matches",
+    );
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    paths: []\n    risk: low\n"),
+        7,
+        12,
+        "rules[0].paths",
+        "empty",
+    );
+    assert_error(
+        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    unless: {{}}\n    risk: low\n"),
+        7,
+        13,
+        "rules[0].unless",
+        "exempt everything",
+    );
+}
+
+#[test]
+fn empty_and_multi_document_files_are_errors() {
+    assert!(only_error("").message.contains("holds no policy"));
+    assert!(only_error("# only a comment\n").message.contains("holds no policy"));
+    assert!(only_error("version: 1\n---\nversion: 1\n").message.contains("more than one document"));
+    assert_error("version: 2\n", 1, 10, "version", "unsupported policy version 2");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let all = errors(&format!(
+        "{AGENT}rules:\n  - id: a\n    actions: [fs:nope]\n    risk: low\n  - id: b\n    actions: [fs:read]\n    paths: [x]\n    risk: low\n"
+    ));
+    let fields: Vec<_> = all.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["rules[0].actions[0]", "rules[1].paths[0]"]);
+}
+
+mod files {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn includes_merge_and_their_errors_name_the_included_file() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("inc")).unwrap();
+        fs::write(dir.path().join("inc/rules.yaml"), "rules:\n  - id: r\n    actions: [fs:read]\n    risk: lo\n").unwrap();
+        fs::write(dir.path().join("main.yaml"), format!("include: [inc/rules.yaml]\n{AGENT}")).unwrap();
+        let e = load_policy(&dir.path().join("main.yaml")).unwrap_err().0.remove(0);
+        assert_eq!(e.file, dir.path().join("inc/rules.yaml"));
+        assert_eq!((e.line, e.column, e.field.as_str()), (4, 11, "rules[0].risk"));
+
+        fs::write(dir.path().join("inc/rules.yaml"), "rules:\n  - id: r\n    actions: [fs:read]\n    agents: [coder]\n    risk: low\n").unwrap();
+        let policy = load_policy(&dir.path().join("main.yaml")).unwrap();
+        assert_eq!(policy.rules.len(), 1);
+        assert_eq!(policy.files.len(), 2);
+        assert_eq!(policy.rules[0].origin.file, dir.path().join("inc/rules.yaml"));
+    }
+
+    #[test]
+    fn include_cycles_missing_files_and_defaults_in_includes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("a.yaml"), "include: [b.yaml]\n").unwrap();
+        fs::write(p("b.yaml"), "include: [c.yaml, a.yaml]\n").unwrap();
+        fs::write(p("c.yaml"), "version: 1\n").unwrap();
+        let e = load_policy(&p("a.yaml")).unwrap_err().0.remove(0);
+        assert_eq!((e.file.clone(), e.line, e.column, e.field.as_str()), (p("b.yaml"), 1, 19, "include[1]"));
+        assert!(e.message.contains("include cycle"), "{e}");
+
+        fs::write(p("b.yaml"), "include:\n  - missing.yaml\n").unwrap();
+        let e = load_policy(&p("a.yaml")).unwrap_err().0.remove(0);
+        assert_eq!((e.line, e.column, e.field.as_str()), (2, 5, "include[0]"));
+        assert!(e.message.contains("missing.yaml"), "{e}");
+
+        fs::write(p("b.yaml"), "defaults:\n  autonomy: full\n").unwrap();
+        let e = load_policy(&p("a.yaml")).unwrap_err().0.remove(0);
+        assert_eq!((e.file.clone(), e.field.as_str()), (p("b.yaml"), "defaults"));
+
+        let e = load_policy(&p("nope.yaml")).unwrap_err().0.remove(0);
+        assert!(e.to_string().starts_with(&format!("{}: .: cannot read policy file", p("nope.yaml").display())), "{e}");
+    }
+
+    #[test]
+    fn the_same_file_included_twice_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        fs::write(p("shared.yaml"), "rules:\n  - id: s\n    actions: [fs:read]\n    risk: low\n").unwrap();
+        fs::write(p("x.yaml"), "include: [shared.yaml]\n").unwrap();
+        fs::write(p("main.yaml"), "include: [shared.yaml, x.yaml]\n").unwrap();
+        assert_eq!(load_policy(&p("main.yaml")).unwrap().rules.len(), 1);
+    }
+}

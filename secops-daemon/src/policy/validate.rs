@@ -1,0 +1,421 @@
+//! What a policy means: names resolved, patterns checked, references followed. Every problem
+//! is collected (an operator fixes a file in one pass, not one error per run).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use secops_common::{ActionRegistry, AutonomyLevel, Category, CoreAction, RiskLevel, Verdict};
+
+use super::error::PolicyError;
+use super::load::SourceFile;
+use super::model::{Agent, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors};
+use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
+use super::schema::{EgressDefault, SelectorSpec};
+
+/// The autonomy of agents that do not name one: a human is asked before anything risky.
+pub const DEFAULT_AUTONOMY: AutonomyLevel = AutonomyLevel::Supervised;
+/// What `~` means by default: every user's home.
+pub const DEFAULT_HOMES: &[&str] = &["/root", "/home/*"];
+
+/// The risk of each core action type when no rule matches it and the policy says nothing.
+pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
+    use CoreAction::*;
+    use RiskLevel::*;
+    match action {
+        FsRead | FsCreate | ProcExit | NetDns | CodeEdit | VcsCommit | DbRead => Low,
+        FsWrite | FsRename | FsLink | FsChmod | ProcExec | ProcSignal | NetConnect | NetSend | NetBind
+        | CodeExec | VcsPush | CommsSend | DbWrite | ToolCall => Medium,
+        FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback | DbMigrate => High,
+        ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup | DbDrop => Critical,
+    }
+}
+
+/// Validates parsed files (includes before the files that include them, the root last) into
+/// one policy, pushing every problem found onto `errors`. The returned policy is meaningless
+/// unless `errors` stayed empty.
+pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
+    let mut v = Validator { errors, registry: ActionRegistry::core() };
+    let mut default_risk: Vec<Option<RiskLevel>> =
+        CoreAction::ALL.iter().map(|&c| Some(builtin_default_risk(c))).collect();
+
+    for file in files {
+        if let Some(version) = file.doc.version {
+            if version != 1 {
+                v.push(file.error("version", format!("unsupported policy version {version} (this secops reads version 1)")));
+            }
+        }
+        if file.doc.defaults.is_some() && !file.is_root {
+            v.push(file.error("defaults", "only the top-level policy file may set defaults"));
+        }
+        for (i, decl) in file.doc.action_types.iter().enumerate() {
+            match v.registry.declare(&decl.name) {
+                Ok(id) => {
+                    default_risk.resize(id.index() + 1, None);
+                    default_risk[id.index()] = decl.risk;
+                }
+                Err(e) => v.push(file.error(format!("action_types[{i}].name"), e.to_string())),
+            }
+        }
+    }
+
+    let root = files.iter().find(|f| f.is_root);
+    let defaults_spec = root.and_then(|f| f.doc.defaults.as_ref().map(|d| (f, d)));
+    let mut defaults = Defaults {
+        autonomy: DEFAULT_AUTONOMY,
+        homes: DEFAULT_HOMES.iter().map(|h| h.to_string()).collect(),
+        egress: EgressDefault::Deny,
+    };
+    if let Some((file, spec)) = defaults_spec {
+        defaults.autonomy = spec.autonomy.unwrap_or(DEFAULT_AUTONOMY);
+        defaults.egress = spec.egress.unwrap_or(EgressDefault::Deny);
+        if let Some(homes) = &spec.homes {
+            defaults.homes.clear();
+            for (i, home) in homes.iter().enumerate() {
+                match check_home_glob(home) {
+                    Ok(()) => defaults.homes.push(home.trim_end_matches('/').to_owned()),
+                    Err(e) => v.push(file.error(format!("defaults.homes[{i}]"), e)),
+                }
+            }
+        }
+        for (pattern, &risk) in &spec.risk {
+            match v.registry.resolve_pattern(pattern) {
+                Ok(ids) => ids.iter().for_each(|id| default_risk[id.index()] = Some(risk)),
+                Err(e) => v.push(file.error(format!("defaults.risk.{pattern}"), e.to_string())),
+            }
+        }
+    }
+    default_risk.resize(v.registry.len(), None);
+
+    let agents = v.agents(files, defaults.autonomy);
+    let rules = v.rules(files, &agents);
+    let egress = v.egress(files, &agents);
+
+    Policy {
+        registry: v.registry,
+        defaults,
+        agents,
+        rules,
+        egress,
+        default_risk,
+        files: files.iter().rev().map(|f| f.path.clone()).collect(),
+    }
+}
+
+struct Validator<'e> {
+    errors: &'e mut Vec<PolicyError>,
+    registry: ActionRegistry,
+}
+
+impl Validator<'_> {
+    fn push(&mut self, error: PolicyError) {
+        self.errors.push(error);
+    }
+
+    fn agents(&mut self, files: &[SourceFile], default_autonomy: AutonomyLevel) -> Vec<Agent> {
+        let mut agents: Vec<Agent> = Vec::new();
+        let mut first_seen: HashMap<String, String> = HashMap::new();
+        let mut cgroups: HashMap<String, String> = HashMap::new();
+        for file in files {
+            for (i, spec) in file.doc.agents.iter().enumerate() {
+                let at = |field: &str| format!("agents[{i}].{field}");
+                let here = format!("{}:{}", file.path.display(), file.line_of(&format!("agents[{i}]")));
+                let mut ok = true;
+                if let Err(e) = check_name(&spec.name) {
+                    self.push(file.error(at("name"), e));
+                    ok = false;
+                } else if let Some(first) = first_seen.get(&spec.name) {
+                    self.push(file.error(at("name"), format!("agent {:?} is already defined at {first}", spec.name)));
+                    ok = false;
+                }
+                let cgroup = spec.cgroup.clone().unwrap_or_else(|| spec.name.clone());
+                if spec.cgroup.is_none() && !ok {
+                    // The name's own error says it all.
+                } else if let Err(e) = check_name(&cgroup) {
+                    self.push(file.error(at("cgroup"), e));
+                    ok = false;
+                } else if let Some(first) = cgroups.get(&cgroup) {
+                    self.push(file.error(at("cgroup"), format!("cgroup {cgroup:?} is already used by the agent at {first}")));
+                    ok = false;
+                }
+                let workspace = match check_concrete_dir(&spec.workspace) {
+                    Ok(ws) => ws,
+                    Err(e) => {
+                        self.push(file.error(at("workspace"), e));
+                        ok = false;
+                        String::new()
+                    }
+                };
+                let home = match spec.home.as_deref().map(check_concrete_dir) {
+                    Some(Err(e)) => {
+                        self.push(file.error(at("home"), e));
+                        ok = false;
+                        None
+                    }
+                    Some(Ok(home)) => Some(home),
+                    None => None,
+                };
+                if ok {
+                    first_seen.insert(spec.name.clone(), here.clone());
+                    cgroups.insert(cgroup.clone(), here);
+                    agents.push(Agent {
+                        name: spec.name.clone(),
+                        cgroup,
+                        workspace,
+                        home,
+                        autonomy: spec.autonomy.unwrap_or(default_autonomy),
+                    });
+                }
+            }
+        }
+        agents
+    }
+
+    fn rules(&mut self, files: &[SourceFile], agents: &[Agent]) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        let mut first_seen: HashMap<String, String> = HashMap::new();
+        for file in files {
+            for (i, spec) in file.doc.rules.iter().enumerate() {
+                let at = |field: &str| format!("rules[{i}].{field}");
+                let errors_before = self.errors.len();
+                if let Err(e) = check_rule_id(&spec.id) {
+                    self.push(file.error(at("id"), e));
+                } else if let Some(first) = first_seen.get(&spec.id) {
+                    self.push(file.error(at("id"), format!("duplicate rule id {:?} (first defined at {first})", spec.id)));
+                } else {
+                    first_seen.insert(spec.id.clone(), format!("{}:{}", file.path.display(), file.line_of(&at("id"))));
+                }
+
+                let mut actions = Vec::new();
+                if spec.actions.is_empty() {
+                    self.push(file.error(at("actions"), "a rule must name at least one action type"));
+                }
+                for (j, name) in spec.actions.iter().enumerate() {
+                    match self.registry.resolve_pattern(name) {
+                        Ok(ids) => actions.extend(ids),
+                        Err(e) => self.push(file.error(format!("rules[{i}].actions[{j}]"), e.to_string())),
+                    }
+                }
+                actions.sort();
+                actions.dedup();
+
+                if let Some(scope) = &spec.agents {
+                    if scope.is_empty() {
+                        self.push(file.error(at("agents"), "an empty agent list would make the rule apply to no one; leave it out to mean every agent"));
+                    }
+                    for (j, name) in scope.iter().enumerate() {
+                        if !agents.iter().any(|a| &a.name == name) {
+                            self.push(file.error(format!("rules[{i}].agents[{j}]"), format!("no agent named {name:?} is defined")));
+                        }
+                    }
+                }
+
+                let own = SelectorSpec {
+                    paths: spec.paths.clone(),
+                    binaries: spec.binaries.clone(),
+                    cidrs: spec.cidrs.clone(),
+                    hosts: spec.hosts.clone(),
+                    ports: spec.ports.clone(),
+                };
+                let selectors = self.selectors(file, &format!("rules[{i}]"), &own);
+                let unless = spec.unless.as_ref().map(|u| self.selectors(file, &format!("rules[{i}].unless"), u));
+                if matches!(&unless, Some(u) if u.is_empty()) && !self.errors[errors_before..].iter().any(|e| e.field.starts_with(&at("unless"))) {
+                    self.push(file.error(at("unless"), "an `unless` with no selectors would exempt everything"));
+                }
+                self.check_applicable(file, i, &actions, &selectors, unless.as_ref());
+
+                if spec.hard && spec.verdict != Some(Verdict::Deny) {
+                    self.push(file.error(
+                        at("hard"),
+                        "a hard rule must say `verdict: deny` (hard rules are never relaxed, so they cannot be left to autonomy or approval)",
+                    ));
+                }
+
+                if self.errors.len() == errors_before {
+                    rules.push(Rule {
+                        id: spec.id.clone(),
+                        actions,
+                        agents: spec.agents.clone(),
+                        selectors,
+                        unless,
+                        verdict: spec.verdict,
+                        risk: spec.risk,
+                        hard: spec.hard,
+                        reason: spec
+                            .reason
+                            .clone()
+                            .or_else(|| spec.description.clone())
+                            .unwrap_or_else(|| format!("rule {}", spec.id)),
+                        origin: Origin { file: file.path.clone(), line: file.line_of(&format!("rules[{i}]")) },
+                    });
+                }
+            }
+        }
+        rules
+    }
+
+    fn selectors(&mut self, file: &SourceFile, at: &str, spec: &SelectorSpec) -> Selectors {
+        let mut out = Selectors::default();
+        let each = |name: &str, list: &Option<Vec<String>>, errors: &mut Vec<PolicyError>, f: &mut dyn FnMut(&str) -> Result<(), String>| {
+            if let Some(list) = list {
+                if list.is_empty() {
+                    errors.push(file.error(format!("{at}.{name}"), format!("an empty `{name}` list matches nothing; leave it out to mean any")));
+                }
+                for (j, raw) in list.iter().enumerate() {
+                    if let Err(e) = f(raw) {
+                        errors.push(file.error(format!("{at}.{name}[{j}]"), e));
+                    }
+                }
+            }
+        };
+        each("paths", &spec.paths, self.errors, &mut |raw| PathPattern::parse(raw).map(|p| out.paths.push(p)));
+        each("binaries", &spec.binaries, self.errors, &mut |raw| PathPattern::parse(raw).map(|p| out.binaries.push(p)));
+        each("cidrs", &spec.cidrs, self.errors, &mut |raw| parse_cidr(raw).map(|n| out.cidrs.push(n)));
+        each("hosts", &spec.hosts, self.errors, &mut |raw| HostPattern::parse(raw).map(|h| out.hosts.push(h)));
+        if let Some(ports) = &spec.ports {
+            if ports.is_empty() {
+                self.push(file.error(format!("{at}.ports"), "an empty `ports` list matches nothing; leave it out to mean any"));
+            }
+            for (j, raw) in ports.iter().enumerate() {
+                match PortRange::parse(raw) {
+                    Ok(p) => out.ports.push(p),
+                    Err(e) => self.push(file.error(format!("{at}.ports[{j}]"), e)),
+                }
+            }
+        }
+        out
+    }
+
+    /// A selector none of the rule's action types can carry would make the rule silently
+    /// match nothing; that is a mistake in the policy, so it is an error.
+    fn check_applicable(&mut self, file: &SourceFile, i: usize, actions: &[secops_common::ActionId], own: &Selectors, unless: Option<&Selectors>) {
+        let categories: Vec<(Category, Option<CoreAction>)> =
+            actions.iter().filter_map(|&id| self.registry.get(id)).map(|t| (t.category(), t.as_core())).collect();
+        if categories.is_empty() {
+            return;
+        }
+        let any = |f: &dyn Fn(Category, Option<CoreAction>) -> bool| categories.iter().any(|&(c, a)| f(c, a));
+        let has_path = any(&|c, _| matches!(c, Category::Fs | Category::Secret) || !c.is_kernel_observable());
+        let has_binary = any(&|c, a| a == Some(CoreAction::ProcExec) || !c.is_kernel_observable());
+        let has_endpoint = any(&|c, _| c == Category::Net || !c.is_kernel_observable());
+        for (prefix, sel) in [(format!("rules[{i}]"), Some(own)), (format!("rules[{i}].unless"), unless)] {
+            let Some(sel) = sel else { continue };
+            let mut complain = |field: &str, what: &str| {
+                self.errors.push(file.error(format!("{prefix}.{field}"), format!("never matches: none of the rule's action types has {what}")));
+            };
+            if !sel.paths.is_empty() && !has_path {
+                complain("paths", "a path (fs:*, secret:*, in-process types)");
+            }
+            if !sel.binaries.is_empty() && !has_binary {
+                complain("binaries", "a binary (proc:exec, in-process types)");
+            }
+            for (field, present) in [("cidrs", !sel.cidrs.is_empty()), ("hosts", !sel.hosts.is_empty()), ("ports", !sel.ports.is_empty())] {
+                if present && !has_endpoint {
+                    complain(field, "a network endpoint (net:*, in-process types)");
+                }
+            }
+        }
+    }
+
+    fn egress(&mut self, files: &[SourceFile], agents: &[Agent]) -> std::collections::BTreeMap<String, Egress> {
+        let mut out = std::collections::BTreeMap::new();
+        for file in files {
+            for (agent, spec) in &file.doc.egress {
+                let at = format!("egress.{agent}");
+                if !agents.iter().any(|a| &a.name == agent) {
+                    self.push(file.error(&at, format!("no agent named {agent:?} is defined")));
+                    continue;
+                }
+                if out.contains_key(agent) {
+                    self.push(file.error(&at, format!("egress for {agent:?} is already defined in another file")));
+                    continue;
+                }
+                let mut egress = Egress::default();
+                for (k, entry) in spec.allow.iter().enumerate() {
+                    let entry_at = format!("{at}.allow[{k}]");
+                    let target = match (&entry.cidr, &entry.host) {
+                        (Some(cidr), None) => parse_cidr(cidr).map(EgressTarget::Cidr).map_err(|e| (format!("{entry_at}.cidr"), e)),
+                        (None, Some(host)) => HostPattern::parse(host).map(EgressTarget::Host).map_err(|e| (format!("{entry_at}.host"), e)),
+                        _ => Err((entry_at.clone(), "an allow entry needs exactly one of `cidr` or `host`".to_owned())),
+                    };
+                    let mut ports = Vec::new();
+                    let mut ports_ok = true;
+                    if let Some(list) = &entry.ports {
+                        if list.is_empty() {
+                            self.push(file.error(format!("{entry_at}.ports"), "an empty `ports` list allows nothing; leave it out to mean every port"));
+                            ports_ok = false;
+                        }
+                        for (j, raw) in list.iter().enumerate() {
+                            match PortRange::parse(raw) {
+                                Ok(p) => ports.push(p),
+                                Err(e) => {
+                                    self.push(file.error(format!("{entry_at}.ports[{j}]"), e));
+                                    ports_ok = false;
+                                }
+                            }
+                        }
+                    }
+                    match target {
+                        Ok(target) if ports_ok => egress.allow.push(EgressEntry { target, ports }),
+                        Ok(_) => {}
+                        Err((field, e)) => self.push(file.error(field, e)),
+                    }
+                }
+                for (k, raw) in spec.dns_resolvers.iter().enumerate() {
+                    match raw.parse::<IpAddr>() {
+                        Ok(addr) => egress.dns_resolvers.push(addr.to_canonical()),
+                        Err(_) => self.push(file.error(format!("{at}.dns_resolvers[{k}]"), format!("{raw:?} is not an IP address"))),
+                    }
+                }
+                out.insert(agent.clone(), egress);
+            }
+        }
+        out
+    }
+}
+
+/// Agent and cgroup names end up in cgroup paths, log lines and map keys.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid name (1-64 of letters, digits, '_', '.', '-', starting with a letter or digit)"))
+    }
+}
+
+fn check_rule_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{id:?} is not a valid rule id (letters, digits, '_', '.', ':', '-')"))
+    }
+}
+
+/// A workspace or home: an absolute, normalized directory without glob characters.
+fn check_concrete_dir(raw: &str) -> Result<String, String> {
+    if !raw.starts_with('/') {
+        return Err(format!("{raw:?} must be an absolute path"));
+    }
+    if raw.contains(['*', '?', '[', ']', '{', '}', '\\']) || raw.contains("${") || raw.contains('~') {
+        return Err(format!("{raw:?} must be a plain directory, without glob characters or variables"));
+    }
+    if raw.split('/').any(|c| c == "." || c == "..") {
+        return Err(format!("{raw:?} must not contain '.' or '..' components"));
+    }
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("the root directory cannot be a workspace or home".to_owned());
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn check_home_glob(raw: &str) -> Result<(), String> {
+    if !raw.starts_with('/') || raw.contains("${") || raw.contains('~') {
+        return Err(format!("{raw:?} must be an absolute path (globs like /home/* are allowed)"));
+    }
+    PathPattern::parse(raw).map(|_| ())
+}
