@@ -307,3 +307,6 @@ fn has_required_object(category: Category, core: Option<CoreAction>, request: &A
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests;
