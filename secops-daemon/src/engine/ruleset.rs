@@ -3,6 +3,7 @@
 //! the rules that do not depend on a path or binary. A decision visits only the candidates.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -77,13 +78,110 @@ impl GlobIndex {
     }
 }
 
+/// Rules with network destinations, by destination: per prefix length a hash of networks,
+/// and host names exact or by wildcard suffix. A lookup costs one hash probe per distinct
+/// prefix length and per label of the host name, however many rules there are.
+#[derive(Default)]
+struct DestinationIndex {
+    v4: Vec<(u8, HashMap<u32, Vec<u32>>)>,
+    v6: Vec<(u8, HashMap<u128, Vec<u32>>)>,
+    exact_hosts: HashMap<String, Vec<u32>>,
+    wildcard_hosts: HashMap<String, Vec<u32>>,
+}
+
+fn mask_v4(addr: u32, prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - u32::from(prefix)))
+    }
+}
+
+fn mask_v6(addr: u128, prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - u32::from(prefix)))
+    }
+}
+
+impl DestinationIndex {
+    fn insert(&mut self, selectors: &Selectors, rule: u32) {
+        for net in &selectors.cidrs {
+            match net {
+                IpNet::V4(n) => {
+                    let prefix = n.prefix_len();
+                    let slot = position_or_push(&mut self.v4, prefix);
+                    slot.entry(mask_v4(u32::from(n.network()), prefix)).or_default().push(rule);
+                }
+                IpNet::V6(n) => {
+                    let prefix = n.prefix_len();
+                    let slot = position_or_push(&mut self.v6, prefix);
+                    slot.entry(mask_v6(u128::from(n.network()), prefix)).or_default().push(rule);
+                }
+            }
+        }
+        for host in &selectors.hosts {
+            let (wildcard, key) = host.index_key();
+            let map = if wildcard { &mut self.wildcard_hosts } else { &mut self.exact_hosts };
+            map.entry(key.to_owned()).or_default().push(rule);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty() && self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty()
+    }
+
+    fn candidates(&self, addr: Option<IpAddr>, host: Option<&str>, lowered: &mut String, out: &mut Vec<u32>) {
+        match addr {
+            Some(IpAddr::V4(a)) => {
+                let a = u32::from(a);
+                for (prefix, map) in &self.v4 {
+                    out.extend(map.get(&mask_v4(a, *prefix)).into_iter().flatten());
+                }
+            }
+            Some(IpAddr::V6(a)) => {
+                let a = u128::from(a);
+                for (prefix, map) in &self.v6 {
+                    out.extend(map.get(&mask_v6(a, *prefix)).into_iter().flatten());
+                }
+            }
+            None => {}
+        }
+        if let Some(host) = host {
+            lowered.clear();
+            lowered.push_str(host.trim_end_matches('.'));
+            lowered.make_ascii_lowercase();
+            out.extend(self.exact_hosts.get(lowered.as_str()).into_iter().flatten());
+            let mut rest = lowered.as_str();
+            while let Some((_, suffix)) = rest.split_once('.') {
+                out.extend(self.wildcard_hosts.get(suffix).into_iter().flatten());
+                rest = suffix;
+            }
+        }
+    }
+}
+
+fn position_or_push<V: Default>(slots: &mut Vec<(u8, V)>, prefix: u8) -> &mut V {
+    let i = match slots.iter().position(|(p, _)| *p == prefix) {
+        Some(i) => i,
+        None => {
+            slots.push((prefix, V::default()));
+            slots.len() - 1
+        }
+    };
+    &mut slots[i].1
+}
+
 pub struct RuleSet {
     pub rules: Vec<CompiledRule>,
     paths: GlobIndex,
     binaries: GlobIndex,
     unless_paths: GlobIndex,
     unless_binaries: GlobIndex,
-    /// Per action id: rules with neither path nor binary selectors.
+    /// Rules whose destination selectors (cidrs/hosts) decide whether they are candidates.
+    destinations: DestinationIndex,
+    /// Per action id: rules with no path, binary or destination selector.
     unconditional: Vec<Vec<u32>>,
     /// Per action id: a bitset over rules that name the action.
     members: Vec<Vec<u64>>,
@@ -97,6 +195,7 @@ struct Scratch {
     unless_path_hits: Vec<u32>,
     unless_binary_hits: Vec<u32>,
     candidates: Vec<u32>,
+    lowered_host: String,
 }
 
 thread_local! {
@@ -109,6 +208,7 @@ impl RuleSet {
         let mut compiled = Vec::new();
         let (mut paths, mut binaries, mut unless_paths, mut unless_binaries) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut unconditional = vec![Vec::new(); action_count];
+        let mut destinations = DestinationIndex::default();
         let mut member_lists: Vec<Vec<u32>> = vec![Vec::new(); action_count];
         for (policy_index, rule) in rules {
             let idx = compiled.len() as u32;
@@ -124,10 +224,14 @@ impl RuleSet {
                 expand(&unless.binaries, &mut unless_binaries);
             }
             let own = NetSelectors::from(&rule.selectors);
+            let by_destination = !own.has_paths && !own.has_binaries && (!own.cidrs.is_empty() || !own.hosts.is_empty());
+            if by_destination {
+                destinations.insert(&rule.selectors, idx);
+            }
             for &action in &rule.actions {
                 if let Some(list) = member_lists.get_mut(action.index()) {
                     list.push(idx);
-                    if !own.has_paths && !own.has_binaries {
+                    if !own.has_paths && !own.has_binaries && !by_destination {
                         unconditional[action.index()].push(idx);
                     }
                 }
@@ -159,6 +263,7 @@ impl RuleSet {
             binaries: GlobIndex::build(binaries),
             unless_paths: GlobIndex::build(unless_paths),
             unless_binaries: GlobIndex::build(unless_binaries),
+            destinations,
             unconditional,
             members,
         }
@@ -188,7 +293,11 @@ impl RuleSet {
                 None => s.binary_hits.clear(),
             }
             s.candidates.clear();
-            s.candidates.extend(s.path_hits.iter().chain(&s.binary_hits).copied().filter(|&r| self.is_member(request.action, r)));
+            s.candidates.extend(s.path_hits.iter().chain(&s.binary_hits).copied());
+            if !self.destinations.is_empty() {
+                self.destinations.candidates(request.addr, request.host, &mut s.lowered_host, &mut s.candidates);
+            }
+            s.candidates.retain(|&r| self.is_member(request.action, r));
             s.candidates.extend_from_slice(unconditional);
             s.candidates.sort_unstable();
             s.candidates.dedup();

@@ -317,6 +317,41 @@ fn egress_allowlists_are_default_deny() {
 }
 
 #[test]
+fn destination_rules_are_found_by_prefix_and_host_suffix() {
+    let e = engine(
+        "defaults:\n  egress: allow\nagents:\n  - name: a\n    workspace: /ws\n    autonomy: full\n\
+         rules:\n\
+         - {id: any4, actions: [net:connect], cidrs: [0.0.0.0/0], ports: [25], verdict: deny, risk: low}\n\
+         - {id: net16, actions: [net:connect], cidrs: [10.20.0.0/16], verdict: deny, risk: low}\n\
+         - {id: host32, actions: [net:connect], cidrs: [10.30.1.2], verdict: deny, risk: low}\n\
+         - {id: v6, actions: [net:connect], cidrs: [\"2001:db8::/32\"], verdict: deny, risk: low}\n\
+         - {id: wild, actions: [net:connect], hosts: [\"*.Corp.Example\"], verdict: deny, risk: low}\n\
+         - {id: exact, actions: [net:connect], hosts: [api.test], cidrs: [192.0.2.0/24], verdict: deny, risk: low}\n",
+    );
+    let rule = |addr: Option<&str>, host: Option<&str>, port: u16| {
+        let mut ask = Ask::new(&e, "a", "net:connect");
+        ask.addr = addr.map(|a| a.parse().unwrap());
+        ask.host = host;
+        ask.port = Some(port);
+        ask.rule()
+    };
+    assert_eq!(rule(Some("8.8.8.8"), None, 25).as_deref(), Some("any4"));
+    assert_eq!(rule(Some("8.8.8.8"), None, 26), None);
+    assert_eq!(rule(Some("10.20.255.1"), None, 1).as_deref(), Some("net16"));
+    assert_eq!(rule(Some("10.21.0.1"), None, 1), None);
+    assert_eq!(rule(Some("10.30.1.2"), None, 1).as_deref(), Some("host32"));
+    assert_eq!(rule(Some("10.30.1.3"), None, 1), None);
+    assert_eq!(rule(Some("2001:db8:ffff::1"), None, 1).as_deref(), Some("v6"));
+    assert_eq!(rule(Some("2001:db9::1"), None, 1), None);
+    assert_eq!(rule(None, Some("git.CORP.example."), 1).as_deref(), Some("wild"));
+    assert_eq!(rule(None, Some("a.b.corp.example"), 1).as_deref(), Some("wild"));
+    assert_eq!(rule(None, Some("corp.example"), 1), None);
+    assert_eq!(rule(None, Some("api.test"), 1).as_deref(), Some("exact"), "hosts or cidrs");
+    assert_eq!(rule(Some("192.0.2.9"), None, 1).as_deref(), Some("exact"));
+    assert_eq!(rule(Some("::ffff:10.20.0.1"), None, 1).as_deref(), Some("net16"));
+}
+
+#[test]
 fn egress_default_allow_leaves_connections_to_rules_and_autonomy() {
     let e = engine(&EGRESS.replace("egress: deny", "egress: allow"));
     assert_eq!(Ask::new(&e, "open", "net:connect").to("8.8.8.8", 443).verdict(), Verdict::Allow);

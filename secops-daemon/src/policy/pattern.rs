@@ -128,6 +128,16 @@ impl HostPattern {
         }
     }
 
+    /// What to index the pattern by: whether it is a wildcard, and the lowercase name (for a
+    /// wildcard, the suffix after `*.`).
+    pub fn index_key(&self) -> (bool, &str) {
+        if self.wildcard {
+            (true, &self.name[1..])
+        } else {
+            (false, &self.name)
+        }
+    }
+
     /// The name to resolve, for exact names.
     pub fn exact_name(&self) -> Option<&str> {
         (!self.wildcard).then_some(self.name.as_str())
