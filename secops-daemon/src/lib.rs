@@ -2,5 +2,6 @@
 //! and the command-line interface that wires them together.
 
 pub mod audit;
-pub mod policy;
+pub mod cli;
 pub mod engine;
+pub mod policy;

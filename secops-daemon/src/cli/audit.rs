@@ -1,0 +1,240 @@
+//! `secops audit verify|tail|query|export`.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+use secops_common::Verdict;
+
+use super::time::{format_ns, parse_time_arg};
+use crate::audit::ocsf::{write_ocsf_line, OcsfContext};
+use crate::audit::{verify, AuditPaths, AuditReader, QueryFilter, Record};
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole log: the hash chain record by record and every signed checkpoint.
+    /// Reports the first record that was altered, deleted, inserted or reordered, a
+    /// truncation, or a torn tail after a crash. Exits 1 if the log does not verify.
+    Verify,
+    /// Show the newest records.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing new records as they are written (until interrupted).
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object per record.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Search the log.
+    Query {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many records (the oldest first).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write records out for other tools.
+    Export {
+        /// `ocsf`: OCSF 1.7 JSON lines (File System 1001, Process 1007, Network 4001, ...).
+        /// `jsonl`: secops' own records with their hashes.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Ocsf)]
+        format: ExportFormat,
+        /// Write here instead of standard output. An existing file is not overwritten
+        /// unless `--force` is given.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[arg(long, requires = "output")]
+        force: bool,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Ocsf,
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only this agent's records.
+    #[arg(long)]
+    agent: Option<String>,
+    /// Only records with this verdict (allow, deny, escalate).
+    #[arg(long)]
+    verdict: Option<Verdict>,
+    /// Only this action type (`fs:delete`) or category (`fs:*`).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only records from this time on: RFC 3339 (2026-11-22T10:00:00Z) or an age (10m, 2h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records before this time (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> anyhow::Result<QueryFilter> {
+        Ok(QueryFilter {
+            agent: self.agent.clone(),
+            verdict: self.verdict,
+            action: self.action.clone(),
+            since_ns: self
+                .since
+                .as_deref()
+                .map(parse_time_arg)
+                .transpose()
+                .context("--since")?,
+            until_ns: self
+                .until
+                .as_deref()
+                .map(parse_time_arg)
+                .transpose()
+                .context("--until")?,
+            after_seq: None,
+            limit: None,
+        })
+    }
+}
+
+pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
+    let paths = AuditPaths::new(state_dir);
+    match command {
+        AuditCommand::Verify => {
+            let report = verify(&paths)?;
+            println!("{report}");
+            Ok(if report.is_ok() { 0 } else { 1 })
+        }
+        AuditCommand::Tail {
+            lines,
+            follow,
+            json,
+            filter,
+        } => {
+            let reader = AuditReader::open(&paths)?;
+            let mut filter = filter.to_filter()?;
+            let mut out = io::stdout().lock();
+            let mut last = 0;
+            for record in reader.tail_matching(&filter, lines)? {
+                last = record.seq;
+                print_record(&mut out, &record, json)?;
+            }
+            while follow {
+                out.flush()?;
+                std::thread::sleep(Duration::from_millis(500));
+                filter.after_seq = Some(last.max(filter.after_seq.unwrap_or(0)));
+                for record in reader.iter(&filter)? {
+                    let record = record?;
+                    last = record.seq;
+                    print_record(&mut out, &record, json)?;
+                }
+            }
+            Ok(0)
+        }
+        AuditCommand::Query {
+            filter,
+            limit,
+            json,
+        } => {
+            let reader = AuditReader::open(&paths)?;
+            let filter = QueryFilter {
+                limit,
+                ..filter.to_filter()?
+            };
+            let mut out = BufWriter::new(io::stdout().lock());
+            for record in reader.iter(&filter)? {
+                print_record(&mut out, &record?, json)?;
+            }
+            out.flush()?;
+            Ok(0)
+        }
+        AuditCommand::Export {
+            format,
+            output,
+            force,
+            filter,
+        } => {
+            let reader = AuditReader::open(&paths)?;
+            let filter = filter.to_filter()?;
+            let sink: Box<dyn Write> = match &output {
+                Some(file) => Box::new(
+                    OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .create_new(!force)
+                        .truncate(true)
+                        .open(file)
+                        .with_context(|| {
+                            format!("creating {} (use --force to overwrite)", file.display())
+                        })?,
+                ),
+                None => Box::new(io::stdout().lock()),
+            };
+            let mut out = BufWriter::new(sink);
+            let context = OcsfContext {
+                hostname: hostname(),
+            };
+            let mut count = 0u64;
+            for record in reader.iter(&filter)? {
+                let record = record?;
+                match format {
+                    ExportFormat::Ocsf => write_ocsf_line(&record, &context, &mut out)?,
+                    ExportFormat::Jsonl => {
+                        serde_json::to_writer(&mut out, &record)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                count += 1;
+            }
+            out.flush()?;
+            if let Some(file) = output {
+                eprintln!("wrote {count} record(s) to {}", file.display());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, record)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let b = &record.body;
+    writeln!(
+        out,
+        "#{seq} {time} {source:<8} agent={agent} {action} {object} -> {verdict} ({risk}) rule={rule}: {reason}",
+        seq = record.seq,
+        time = format_ns(b.ts_ns),
+        source = b.source.as_str(),
+        agent = b.agent.as_deref().unwrap_or("-"),
+        action = b.action,
+        object = b.object.as_ref().map_or("-", |o| o.value.as_str()),
+        verdict = b.verdict,
+        risk = b.risk,
+        rule = b.rule_id.as_deref().unwrap_or("-"),
+        reason = b.reason,
+    )?;
+    Ok(())
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}

@@ -1,0 +1,95 @@
+//! The `secops` command line. Each subcommand is one module; this one parses arguments and
+//! maps outcomes to exit codes.
+//!
+//! Exit codes: `check` exits 0 (allow), 1 (deny) or 2 (escalate). Every other command exits
+//! 0 when it did what was asked and 1 when it ran but found a problem (an invalid policy, a
+//! log that does not verify). Any error, including a mistyped command line, exits 3, so a
+//! script can never mistake a usage error for a verdict.
+
+mod action_args;
+mod audit;
+mod check;
+mod policy;
+mod time;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// The exit code of every error.
+pub const EXIT_ERROR: u8 = 3;
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/secops";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "secops",
+    version,
+    about = "Enforcement agent for hosts that run untrusted AI-agent workloads",
+    long_about = "secops applies one action taxonomy, one YAML rule engine and one tamper-evident \
+                  audit log to what AI agents do: through the kernel (eBPF) and through the API an \
+                  agent framework calls before a tool call.\n\n\
+                  Exit codes: `check` exits 0 for allow, 1 for deny, 2 for escalate. Other commands \
+                  exit 0 on success and 1 when they found a problem. Errors exit 3."
+)]
+pub struct Cli {
+    /// Where secops keeps its state: the audit database and its signing keys. Give each
+    /// instance (and each test) its own.
+    #[arg(long, global = true, env = "SECOPS_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Log filter for diagnostics on stderr (e.g. `info`, `secops_daemon=debug`).
+    #[arg(long, global = true, env = "SECOPS_LOG", default_value = "warn")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate and explain policy files.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Decide one action under a policy, record the decision in the audit log, and exit
+    /// with its verdict: 0 allow, 1 deny, 2 escalate (3 on error).
+    Check(check::CheckArgs),
+    /// Verify, read, search and export the audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_ERROR } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(&cli.log);
+    let outcome = match cli.command {
+        Command::Policy(command) => policy::run(command),
+        Command::Check(args) => check::run(args, &cli.state_dir),
+        Command::Audit(command) => audit::run(command, &cli.state_dir),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("secops: error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

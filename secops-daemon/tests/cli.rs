@@ -1,0 +1,370 @@
+//! The `secops` binary end to end: real policy files, a real audit database, real exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+struct Secops {
+    state: tempfile::TempDir,
+}
+
+impl Secops {
+    fn new() -> Secops {
+        Secops {
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_secops"))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .args(args)
+            .env_remove("SECOPS_POLICY")
+            .output()
+            .unwrap()
+    }
+
+    fn check(&self, args: &[&str]) -> (i32, String) {
+        let policy = policies().join("default.yaml");
+        let mut all = vec!["check", "--policy", policy.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+#[test]
+fn the_default_policy_validates() {
+    let s = Secops::new();
+    for file in ["default.yaml"] {
+        let out = s.run(&[
+            "policy",
+            "validate",
+            policies().join(file).to_str().unwrap(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": valid ("));
+    }
+}
+
+#[test]
+fn a_broken_policy_is_reported_with_file_line_column_and_field() {
+    let s = Secops::new();
+    let file = s.state.path().join("broken.yaml");
+    std::fs::write(&file, "agents:\n  - name: a\n    workspace: /w\nrules:\n  - id: r\n    actions: [fs:remove]\n    risk: low\n").unwrap();
+    let out = s.run(&["policy", "validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:6:15: rules[0].actions[0]: unknown action type \"fs:remove\"",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    // A broken policy decides nothing: check fails with the error code, not a verdict.
+    let out = s.run(&[
+        "check",
+        "--policy",
+        file.to_str().unwrap(),
+        "--agent",
+        "a",
+        "--action",
+        "fs:read",
+        "--path",
+        "/w/x",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn check_exits_with_the_verdict_and_audits_it() {
+    let s = Secops::new();
+    let (code, out) = s.check(&[
+        "--agent",
+        "coder",
+        "--action",
+        "secret:read",
+        "--path",
+        "/root/.ssh/id_rsa",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("deny (risk critical, rule credentials.read)"),
+        "{out}"
+    );
+    assert_eq!(
+        s.check(&[
+            "--agent",
+            "coder",
+            "--action",
+            "fs:delete",
+            "--path",
+            "/etc/hosts"
+        ])
+        .0,
+        2
+    );
+    assert_eq!(
+        s.check(&[
+            "--agent",
+            "coder",
+            "--action",
+            "fs:write",
+            "--path",
+            "/srv/agents/coder/src/a.rs"
+        ])
+        .0,
+        0
+    );
+    assert_eq!(
+        s.check(&[
+            "--agent",
+            "coder",
+            "--action",
+            "net:connect",
+            "--addr",
+            "::ffff:10.0.0.1",
+            "--port",
+            "443"
+        ])
+        .0,
+        1
+    );
+    // Errors are never verdicts.
+    assert_eq!(
+        s.check(&["--agent", "coder", "--action", "fs:delte", "--path", "/x"])
+            .0,
+        3
+    );
+    assert_eq!(s.check(&["--agent", "coder"]).0, 3);
+    assert_eq!(s.run(&["no-such-command"]).status.code(), Some(3));
+
+    let tail = s.stdout(&["audit", "tail", "-n", "10"]);
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 4, "{tail}");
+    assert!(
+        lines[0].contains(
+            "agent=coder secret:read /root/.ssh/id_rsa -> deny (critical) rule=credentials.read"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[3].contains("net:connect 10.0.0.1:443 -> deny (high) rule=egress.coder.default-deny"),
+        "{}",
+        lines[3]
+    );
+
+    let verify = s.run(&["audit", "verify"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
+
+#[test]
+fn query_filters_and_exports() {
+    let s = Secops::new();
+    s.check(&[
+        "--agent",
+        "coder",
+        "--action",
+        "secret:read",
+        "--path",
+        "/root/.aws/credentials",
+    ]);
+    s.check(&[
+        "--agent",
+        "coder",
+        "--action",
+        "fs:delete",
+        "--path",
+        "/etc/passwd",
+    ]);
+    s.check(&[
+        "--agent",
+        "intruder",
+        "--action",
+        "proc:exec",
+        "--binary",
+        "/usr/bin/curl",
+    ]);
+
+    let json = s.stdout(&["audit", "query", "--verdict", "deny", "--json"]);
+    let records: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["rule_id"], "credentials.read");
+    assert_eq!(records[0]["agent"], "coder");
+    assert_eq!(records[0]["source"], "api");
+
+    assert_eq!(
+        s.stdout(&["audit", "query", "--agent", "intruder"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        s.stdout(&["audit", "query", "--action", "fs:*"])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(
+        s.stdout(&["audit", "query", "--since", "1h"])
+            .lines()
+            .count(),
+        3
+    );
+    assert_eq!(
+        s.stdout(&["audit", "query", "--until", "1970-01-02T00:00:00Z"])
+            .lines()
+            .count(),
+        0
+    );
+    assert_eq!(
+        s.run(&["audit", "query", "--since", "whenever"])
+            .status
+            .code(),
+        Some(3)
+    );
+
+    let ocsf = s.stdout(&["audit", "export", "--format", "ocsf"]);
+    let events: Vec<serde_json::Value> = ocsf
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let classes: Vec<i64> = events
+        .iter()
+        .map(|e| e["class_uid"].as_i64().unwrap())
+        .collect();
+    assert_eq!(classes, [1001, 1001, 1007]);
+    assert_eq!(events[0]["actor"]["app_name"], "coder");
+    assert_eq!(events[2]["actor"]["app_name"], "intruder");
+
+    let file = s.state.path().join("export.jsonl");
+    let f = file.to_str().unwrap();
+    assert_eq!(
+        s.run(&["audit", "export", "--format", "jsonl", "-o", f])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
+    assert_eq!(
+        s.run(&["audit", "export", "-o", f]).status.code(),
+        Some(3),
+        "an existing file is not overwritten"
+    );
+    assert_eq!(
+        s.run(&["audit", "export", "-o", f, "--force"])
+            .status
+            .code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn verify_reports_a_tampered_record_and_exits_1() {
+    let s = Secops::new();
+    for _ in 0..3 {
+        s.check(&[
+            "--agent",
+            "coder",
+            "--action",
+            "fs:delete",
+            "--path",
+            "/etc/hosts",
+        ]);
+    }
+    let db = rusqlite::Connection::open(s.state.path().join("audit.db")).unwrap();
+    let triggers: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for t in triggers {
+        db.execute(&format!("DROP TRIGGER {t}"), []).unwrap();
+    }
+    db.execute("UPDATE records SET verdict = 'allow' WHERE seq = 2", [])
+        .unwrap();
+    drop(db);
+    let out = s.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("PROBLEM") && report.contains("record 2"),
+        "{report}"
+    );
+}
+
+#[test]
+fn help_explains_the_commands_and_exit_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_secops"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in ["policy", "check", "audit", "--state-dir", "Exit codes"] {
+        assert!(
+            help.contains(word),
+            "--help does not mention {word}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_audit_database_is_an_error_naming_the_file() {
+    let s = Secops::new();
+    std::fs::write(
+        s.state.path().join("audit.db"),
+        b"this is not sqlite, not at all, not even close......",
+    )
+    .unwrap();
+    let out = s.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("audit.db"), "{stderr}");
+    let (code, _) = s.check(&[
+        "--agent",
+        "coder",
+        "--action",
+        "fs:read",
+        "--path",
+        "/srv/agents/coder/x",
+    ]);
+    assert_eq!(
+        code, 3,
+        "a decision that cannot be recorded is an error, not a verdict"
+    );
+}
