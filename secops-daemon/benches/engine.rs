@@ -23,7 +23,11 @@ const RULES: usize = 1000;
 fn thousand_rule_policy() -> String {
     let mut p = String::from("version: 1\nagents:\n");
     for a in 0..8 {
-        writeln!(p, "  - name: agent{a}\n    workspace: /srv/agents/agent{a}\n    autonomy: semi").unwrap();
+        writeln!(
+            p,
+            "  - name: agent{a}\n    workspace: /srv/agents/agent{a}\n    autonomy: semi"
+        )
+        .unwrap();
     }
     p.push_str("rules:\n");
     let verdicts = ["allow", "deny", "escalate", ""];
@@ -61,16 +65,54 @@ struct Shape {
 
 fn shapes() -> Vec<Shape> {
     let path = |p: &str| Some(NormalizedPath::new(p).unwrap());
-    let s = |name, action, p: Option<NormalizedPath>| Shape { name, action, path: p, binary: None, addr: None, port: None };
+    let s = |name, action, p: Option<NormalizedPath>| Shape {
+        name,
+        action,
+        path: p,
+        binary: None,
+        addr: None,
+        port: None,
+    };
     vec![
-        s("fs:write in workspace, no rule", "fs:write", path("/srv/agents/agent0/src/lib.rs")),
-        s("fs:delete hitting a prefix rule", "fs:delete", path("/data/project500/deep/file.txt")),
-        s("fs:write hitting an extension rule", "fs:write", path("/srv/agents/agent0/x/y.ext31")),
-        s("fs:delete with unless", "fs:delete", path("/srv/agents/agent0/build3/out/keep3")),
-        s("secret:read miss", "secret:read", path("/etc/app99/server.pem")),
-        Shape { binary: path("/opt/bin405/run"), ..s("proc:exec hitting a binary rule", "proc:exec", None) },
-        Shape { addr: Some("10.1.226.0".parse().unwrap()), port: Some(1482), ..s("net:connect hitting a cidr rule", "net:connect", None) },
-        Shape { addr: Some("127.0.0.1".parse().unwrap()), port: Some(8080), ..s("net:connect via egress", "net:connect", None) },
+        s(
+            "fs:write in workspace, no rule",
+            "fs:write",
+            path("/srv/agents/agent0/src/lib.rs"),
+        ),
+        s(
+            "fs:delete hitting a prefix rule",
+            "fs:delete",
+            path("/data/project500/deep/file.txt"),
+        ),
+        s(
+            "fs:write hitting an extension rule",
+            "fs:write",
+            path("/srv/agents/agent0/x/y.ext31"),
+        ),
+        s(
+            "fs:delete with unless",
+            "fs:delete",
+            path("/srv/agents/agent0/build3/out/keep3"),
+        ),
+        s(
+            "secret:read miss",
+            "secret:read",
+            path("/etc/app99/server.pem"),
+        ),
+        Shape {
+            binary: path("/opt/bin405/run"),
+            ..s("proc:exec hitting a binary rule", "proc:exec", None)
+        },
+        Shape {
+            addr: Some("10.1.226.0".parse().unwrap()),
+            port: Some(1482),
+            ..s("net:connect hitting a cidr rule", "net:connect", None)
+        },
+        Shape {
+            addr: Some("127.0.0.1".parse().unwrap()),
+            port: Some(8080),
+            ..s("net:connect via egress", "net:connect", None)
+        },
     ]
 }
 
@@ -89,10 +131,14 @@ fn request<'a>(engine: &Engine, shape: &'a Shape) -> ActionRequest<'a> {
 
 fn build_engine() -> Engine {
     let started = Instant::now();
-    let policy = parse_policy_str(Path::new("bench.yaml"), &thousand_rule_policy()).unwrap_or_else(|e| panic!("{e}"));
+    let policy = parse_policy_str(Path::new("bench.yaml"), &thousand_rule_policy())
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.rules.len(), RULES);
     let engine = Engine::new(Arc::new(policy));
-    eprintln!("loaded and compiled {RULES} rules for 8 agents in {:?}", started.elapsed());
+    eprintln!(
+        "loaded and compiled {RULES} rules for 8 agents in {:?}",
+        started.elapsed()
+    );
     engine
 }
 
@@ -102,7 +148,9 @@ fn decisions(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide_1000_rules");
     for shape in &shapes {
         let req = request(&engine, shape);
-        group.bench_function(shape.name, |b| b.iter(|| black_box(engine.decide(black_box(&req)))));
+        group.bench_function(shape.name, |b| {
+            b.iter(|| black_box(engine.decide(black_box(&req))))
+        });
     }
     group.finish();
 }

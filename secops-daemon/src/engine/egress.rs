@@ -37,32 +37,60 @@ impl EgressCheck {
             allow_rule: Arc::from(format!("egress.{agent}")),
             deny_rule: Arc::from(format!("egress.{agent}.default-deny")),
             dns_rule: Arc::from(format!("egress.{agent}.dns")),
-            deny_reason: Arc::from(format!("destination is not in the egress allowlist of agent {agent}")),
-            allow_reason: Arc::from(format!("destination is in the egress allowlist of agent {agent}")),
+            deny_reason: Arc::from(format!(
+                "destination is not in the egress allowlist of agent {agent}"
+            )),
+            allow_reason: Arc::from(format!(
+                "destination is in the egress allowlist of agent {agent}"
+            )),
             dns_reason: Arc::from(format!("DNS to a resolver configured for agent {agent}")),
         }
     }
 
     /// `None` for actions egress does not judge. UDP (`net:send`) may only reach the
     /// configured resolvers; connections may reach the allowlist or a resolver's DNS port.
-    pub fn judge(&self, request: &ActionRequest<'_>, core: Option<CoreAction>) -> Option<EgressOutcome<'_>> {
+    pub fn judge(
+        &self,
+        request: &ActionRequest<'_>,
+        core: Option<CoreAction>,
+    ) -> Option<EgressOutcome<'_>> {
         let is_send = match core {
             Some(CoreAction::NetConnect) => false,
             Some(CoreAction::NetSend) => true,
             _ => return None,
         };
-        let to_resolver = request.port == Some(DNS_PORT) && request.addr.is_some_and(|a| self.allowlist.dns_resolvers.contains(&a));
+        let to_resolver = request.port == Some(DNS_PORT)
+            && request
+                .addr
+                .is_some_and(|a| self.allowlist.dns_resolvers.contains(&a));
         if to_resolver {
-            return Some(EgressOutcome { verdict: Verdict::Allow, risk: RiskLevel::Low, rule: &self.dns_rule, reason: &self.dns_reason });
+            return Some(EgressOutcome {
+                verdict: Verdict::Allow,
+                risk: RiskLevel::Low,
+                rule: &self.dns_rule,
+                reason: &self.dns_reason,
+            });
         }
         if !is_send && self.allows(request.addr, request.host, request.port) {
-            return Some(EgressOutcome { verdict: Verdict::Allow, risk: RiskLevel::Low, rule: &self.allow_rule, reason: &self.allow_reason });
+            return Some(EgressOutcome {
+                verdict: Verdict::Allow,
+                risk: RiskLevel::Low,
+                rule: &self.allow_rule,
+                reason: &self.allow_reason,
+            });
         }
-        Some(EgressOutcome { verdict: Verdict::Deny, risk: RiskLevel::High, rule: &self.deny_rule, reason: &self.deny_reason })
+        Some(EgressOutcome {
+            verdict: Verdict::Deny,
+            risk: RiskLevel::High,
+            rule: &self.deny_rule,
+            reason: &self.deny_reason,
+        })
     }
 
     fn allows(&self, addr: Option<IpAddr>, host: Option<&str>, port: Option<u16>) -> bool {
-        let port_ok = |ports: &[PortRange]| ports.is_empty() || port.is_some_and(|p| ports.iter().any(|r| r.contains(p)));
+        let port_ok = |ports: &[PortRange]| {
+            ports.is_empty() || port.is_some_and(|p| ports.iter().any(|r| r.contains(p)))
+        };
         self.allowlist.allow.iter().any(|entry| {
             let target_ok = match &entry.target {
                 EgressTarget::Cidr(net) => addr.is_some_and(|a| net.contains(&a)),

@@ -53,7 +53,15 @@ pub struct ActionRequest<'a> {
 
 impl<'a> ActionRequest<'a> {
     pub fn new(agent: Option<AgentIdx>, action: ActionId) -> Self {
-        ActionRequest { agent, action, path: None, binary: None, addr: None, host: None, port: None }
+        ActionRequest {
+            agent,
+            action,
+            path: None,
+            binary: None,
+            addr: None,
+            host: None,
+            port: None,
+        }
     }
 }
 
@@ -122,9 +130,18 @@ impl Engine {
         let action_count = policy.registry.len();
         let rule_list = |hard: bool, agent: Option<&str>| {
             let applies = |r: &&crate::policy::Rule| {
-                r.hard == hard && r.agents.as_ref().is_none_or(|scope| agent.is_some_and(|a| scope.iter().any(|s| s == a)))
+                r.hard == hard
+                    && r.agents
+                        .as_ref()
+                        .is_none_or(|scope| agent.is_some_and(|a| scope.iter().any(|s| s == a)))
             };
-            policy.rules.iter().enumerate().filter(|(_, r)| applies(r)).collect::<Vec<_>>().into_iter()
+            policy
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| applies(r))
+                .collect::<Vec<_>>()
+                .into_iter()
         };
         let mut agents = Vec::with_capacity(policy.agents.len());
         let mut by_name = HashMap::new();
@@ -133,24 +150,45 @@ impl Engine {
                 Some(home) => vec![home.clone()],
                 None => policy.defaults.homes.clone(),
             };
-            let expansion = Expansion { homes: &homes, workspace: Some(&agent.workspace) };
+            let expansion = Expansion {
+                homes: &homes,
+                workspace: Some(&agent.workspace),
+            };
             let egress = match (policy.egress.get(&agent.name), policy.defaults.egress) {
                 (Some(allowlist), _) => Some(EgressCheck::new(&agent.name, allowlist.clone())),
-                (None, EgressDefault::Deny) => Some(EgressCheck::new(&agent.name, Default::default())),
+                (None, EgressDefault::Deny) => {
+                    Some(EgressCheck::new(&agent.name, Default::default()))
+                }
                 (None, EgressDefault::Allow) => None,
             };
             agents.push(AgentContext {
                 name: Arc::from(agent.name.as_str()),
                 autonomy: agent.autonomy,
-                hard: RuleSet::compile(rule_list(true, Some(&agent.name)), action_count, &expansion),
-                regular: RuleSet::compile(rule_list(false, Some(&agent.name)), action_count, &expansion),
+                hard: RuleSet::compile(
+                    rule_list(true, Some(&agent.name)),
+                    action_count,
+                    &expansion,
+                ),
+                regular: RuleSet::compile(
+                    rule_list(false, Some(&agent.name)),
+                    action_count,
+                    &expansion,
+                ),
                 egress,
             });
             by_name.insert(agent.name.clone(), AgentIdx(i as u32));
         }
-        let unknown_expansion = Expansion { homes: &policy.defaults.homes, workspace: None };
-        let unknown_hard = RuleSet::compile(rule_list(true, None), action_count, &unknown_expansion);
-        let kinds = policy.registry.iter().map(|(_, t)| (t.category(), t.as_core())).collect();
+        let unknown_expansion = Expansion {
+            homes: &policy.defaults.homes,
+            workspace: None,
+        };
+        let unknown_hard =
+            RuleSet::compile(rule_list(true, None), action_count, &unknown_expansion);
+        let kinds = policy
+            .registry
+            .iter()
+            .map(|(_, t)| (t.category(), t.as_core()))
+            .collect();
         Engine {
             agents,
             by_name,
@@ -195,7 +233,10 @@ impl Engine {
         let canonical;
         let request = match request.addr {
             Some(addr) if addr.to_canonical() != addr => {
-                canonical = ActionRequest { addr: Some(addr.to_canonical()), ..request.clone() };
+                canonical = ActionRequest {
+                    addr: Some(addr.to_canonical()),
+                    ..request.clone()
+                };
                 trace.note(|| format!("address {addr} is judged as {}", addr.to_canonical()));
                 &canonical
             }
@@ -203,7 +244,11 @@ impl Engine {
         };
         let Some(&(category, core)) = self.kinds.get(request.action.index()) else {
             trace.note(|| "the action type is not in this policy's registry".to_owned());
-            return self.fixed(Verdict::Escalate, RiskLevel::Critical, &self.reasons.unclassified);
+            return self.fixed(
+                Verdict::Escalate,
+                RiskLevel::Critical,
+                &self.reasons.unclassified,
+            );
         };
         let context = request.agent.and_then(|a| self.agents.get(a.0 as usize));
         match context {
@@ -215,36 +260,77 @@ impl Engine {
         let hard = context.map_or(&self.unknown_hard, |c| &c.hard);
         let mut hard_hit: Option<&CompiledRule> = None;
         hard.for_each_match(request, |rule| {
-            trace.note(|| format!("hard rule {} ({}) matches: deny, risk {}", rule.id, self.origin(rule), rule.risk));
+            trace.note(|| {
+                format!(
+                    "hard rule {} ({}) matches: deny, risk {}",
+                    rule.id,
+                    self.origin(rule),
+                    rule.risk
+                )
+            });
             if hard_hit.is_none_or(|best| rule.risk > best.risk) {
                 hard_hit = Some(rule);
             }
         });
         if let Some(rule) = hard_hit {
-            return Decision { verdict: Verdict::Deny, risk: rule.risk, rule_id: Some(rule.id.clone()), reason: rule.reason.clone() };
+            return Decision {
+                verdict: Verdict::Deny,
+                risk: rule.risk,
+                rule_id: Some(rule.id.clone()),
+                reason: rule.reason.clone(),
+            };
         }
 
         // 2. What cannot be classified.
-        let default_risk = self.policy.default_risk.get(request.action.index()).copied().flatten();
+        let default_risk = self
+            .policy
+            .default_risk
+            .get(request.action.index())
+            .copied()
+            .flatten();
         let Some(context) = context else {
-            return self.fixed(Verdict::Escalate, default_risk.unwrap_or(RiskLevel::High), &self.reasons.unknown_agent);
+            return self.fixed(
+                Verdict::Escalate,
+                default_risk.unwrap_or(RiskLevel::High),
+                &self.reasons.unknown_agent,
+            );
         };
         if !has_required_object(category, core, request) {
             trace.note(|| "the object this action type needs is missing".to_owned());
-            return self.fixed(Verdict::Escalate, default_risk.unwrap_or(RiskLevel::High), &self.reasons.missing_object);
+            return self.fixed(
+                Verdict::Escalate,
+                default_risk.unwrap_or(RiskLevel::High),
+                &self.reasons.missing_object,
+            );
         }
 
         // 3. Rules and egress: the strictest opinion wins.
         let mut best: Option<Decision> = None;
-        let mut consider = |verdict: Verdict, risk: RiskLevel, rule: &Arc<str>, reason: &Arc<str>| {
-            if best.as_ref().is_none_or(|b| (verdict, risk) > (b.verdict, b.risk)) {
-                best = Some(Decision { verdict, risk, rule_id: Some(rule.clone()), reason: reason.clone() });
-            }
-        };
+        let mut consider =
+            |verdict: Verdict, risk: RiskLevel, rule: &Arc<str>, reason: &Arc<str>| {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| (verdict, risk) > (b.verdict, b.risk))
+                {
+                    best = Some(Decision {
+                        verdict,
+                        risk,
+                        rule_id: Some(rule.clone()),
+                        reason: reason.clone(),
+                    });
+                }
+            };
         context.regular.for_each_match(request, |rule| {
-            let verdict = rule.verdict.unwrap_or_else(|| context.autonomy.verdict_for(rule.risk));
+            let verdict = rule
+                .verdict
+                .unwrap_or_else(|| context.autonomy.verdict_for(rule.risk));
             trace.note(|| match rule.verdict {
-                Some(v) => format!("rule {} ({}) matches: {v}, risk {}", rule.id, self.origin(rule), rule.risk),
+                Some(v) => format!(
+                    "rule {} ({}) matches: {v}, risk {}",
+                    rule.id,
+                    self.origin(rule),
+                    rule.risk
+                ),
                 None => format!(
                     "rule {} ({}) matches: risk {} under autonomy {} gives {verdict}",
                     rule.id,
@@ -270,8 +356,14 @@ impl Engine {
                     self.fixed(verdict, risk, &self.reasons.default_risk)
                 }
                 None => {
-                    trace.note(|| "no rule matches and the action type has no default risk".to_owned());
-                    return self.fixed(Verdict::Escalate, RiskLevel::High, &self.reasons.unclassified);
+                    trace.note(|| {
+                        "no rule matches and the action type has no default risk".to_owned()
+                    });
+                    return self.fixed(
+                        Verdict::Escalate,
+                        RiskLevel::High,
+                        &self.reasons.unclassified,
+                    );
                 }
             },
         };
@@ -279,7 +371,11 @@ impl Engine {
         // 5. Locked agents.
         if context.autonomy == AutonomyLevel::Locked && decision.verdict == Verdict::Allow {
             trace.note(|| "the agent is locked, so allow becomes escalate".to_owned());
-            return Decision { verdict: Verdict::Escalate, reason: self.reasons.locked.clone(), ..decision };
+            return Decision {
+                verdict: Verdict::Escalate,
+                reason: self.reasons.locked.clone(),
+                ..decision
+            };
         }
         decision
     }
@@ -292,12 +388,21 @@ impl Engine {
     }
 
     fn fixed(&self, verdict: Verdict, risk: RiskLevel, reason: &Arc<str>) -> Decision {
-        Decision { verdict, risk, rule_id: None, reason: reason.clone() }
+        Decision {
+            verdict,
+            risk,
+            rule_id: None,
+            reason: reason.clone(),
+        }
     }
 }
 
 /// File actions need a path, `proc:exec` a binary, connections an address or host name.
-fn has_required_object(category: Category, core: Option<CoreAction>, request: &ActionRequest<'_>) -> bool {
+fn has_required_object(
+    category: Category,
+    core: Option<CoreAction>,
+    request: &ActionRequest<'_>,
+) -> bool {
     match (category, core) {
         (Category::Fs | Category::Secret, _) => request.path.is_some(),
         (_, Some(CoreAction::ProcExec)) => request.binary.is_some(),

@@ -75,8 +75,14 @@ mod tests {
         assert_eq!(n("/a/./b/"), "/a/b");
         assert_eq!(n("/"), "/");
         assert_eq!(n("/.."), "/");
-        assert_eq!(NormalizedPath::new("etc/passwd"), Err(PathError::NotAbsolute("etc/passwd".into())));
+        assert_eq!(
+            NormalizedPath::new("etc/passwd"),
+            Err(PathError::NotAbsolute("etc/passwd".into()))
+        );
         assert_eq!(NormalizedPath::new("/a\0b"), Err(PathError::Nul));
-        assert_eq!(NormalizedPath::new(&format!("/{}", "a".repeat(5000))), Err(PathError::TooLong));
+        assert_eq!(
+            NormalizedPath::new(&format!("/{}", "a".repeat(5000))),
+            Err(PathError::TooLong)
+        );
     }
 }

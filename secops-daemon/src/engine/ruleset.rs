@@ -112,27 +112,44 @@ impl DestinationIndex {
                 IpNet::V4(n) => {
                     let prefix = n.prefix_len();
                     let slot = position_or_push(&mut self.v4, prefix);
-                    slot.entry(mask_v4(u32::from(n.network()), prefix)).or_default().push(rule);
+                    slot.entry(mask_v4(u32::from(n.network()), prefix))
+                        .or_default()
+                        .push(rule);
                 }
                 IpNet::V6(n) => {
                     let prefix = n.prefix_len();
                     let slot = position_or_push(&mut self.v6, prefix);
-                    slot.entry(mask_v6(u128::from(n.network()), prefix)).or_default().push(rule);
+                    slot.entry(mask_v6(u128::from(n.network()), prefix))
+                        .or_default()
+                        .push(rule);
                 }
             }
         }
         for host in &selectors.hosts {
             let (wildcard, key) = host.index_key();
-            let map = if wildcard { &mut self.wildcard_hosts } else { &mut self.exact_hosts };
+            let map = if wildcard {
+                &mut self.wildcard_hosts
+            } else {
+                &mut self.exact_hosts
+            };
             map.entry(key.to_owned()).or_default().push(rule);
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.v4.is_empty() && self.v6.is_empty() && self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty()
+        self.v4.is_empty()
+            && self.v6.is_empty()
+            && self.exact_hosts.is_empty()
+            && self.wildcard_hosts.is_empty()
     }
 
-    fn candidates(&self, addr: Option<IpAddr>, host: Option<&str>, lowered: &mut String, out: &mut Vec<u32>) {
+    fn candidates(
+        &self,
+        addr: Option<IpAddr>,
+        host: Option<&str>,
+        lowered: &mut String,
+        out: &mut Vec<u32>,
+    ) {
         match addr {
             Some(IpAddr::V4(a)) => {
                 let a = u32::from(a);
@@ -204,9 +221,14 @@ thread_local! {
 
 impl RuleSet {
     /// Compiles `rules` (with their indices in the policy) for one agent.
-    pub fn compile<'r>(rules: impl Iterator<Item = (usize, &'r Rule)>, action_count: usize, expansion: &Expansion<'_>) -> RuleSet {
+    pub fn compile<'r>(
+        rules: impl Iterator<Item = (usize, &'r Rule)>,
+        action_count: usize,
+        expansion: &Expansion<'_>,
+    ) -> RuleSet {
         let mut compiled = Vec::new();
-        let (mut paths, mut binaries, mut unless_paths, mut unless_binaries) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut paths, mut binaries, mut unless_paths, mut unless_binaries) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut unconditional = vec![Vec::new(); action_count];
         let mut destinations = DestinationIndex::default();
         let mut member_lists: Vec<Vec<u32>> = vec![Vec::new(); action_count];
@@ -214,7 +236,12 @@ impl RuleSet {
             let idx = compiled.len() as u32;
             let expand = |patterns: &[PathPattern], into: &mut Vec<(String, u32)>| {
                 for pattern in patterns {
-                    into.extend(pattern.expand(expansion.homes, expansion.workspace).into_iter().map(|g| (g, idx)));
+                    into.extend(
+                        pattern
+                            .expand(expansion.homes, expansion.workspace)
+                            .into_iter()
+                            .map(|g| (g, idx)),
+                    );
                 }
             };
             expand(&rule.selectors.paths, &mut paths);
@@ -224,7 +251,9 @@ impl RuleSet {
                 expand(&unless.binaries, &mut unless_binaries);
             }
             let own = NetSelectors::from(&rule.selectors);
-            let by_destination = !own.has_paths && !own.has_binaries && (!own.cidrs.is_empty() || !own.hosts.is_empty());
+            let by_destination = !own.has_paths
+                && !own.has_binaries
+                && (!own.cidrs.is_empty() || !own.hosts.is_empty());
             if by_destination {
                 destinations.insert(&rule.selectors, idx);
             }
@@ -277,8 +306,14 @@ impl RuleSet {
     }
 
     /// Calls `on_match` with every rule that matches `request`, in policy order.
-    pub fn for_each_match<'s>(&'s self, request: &ActionRequest<'_>, mut on_match: impl FnMut(&'s CompiledRule)) {
-        let Some(unconditional) = self.unconditional.get(request.action.index()) else { return };
+    pub fn for_each_match<'s>(
+        &'s self,
+        request: &ActionRequest<'_>,
+        mut on_match: impl FnMut(&'s CompiledRule),
+    ) {
+        let Some(unconditional) = self.unconditional.get(request.action.index()) else {
+            return;
+        };
         SCRATCH.with(|scratch| {
             let mut guard = scratch.borrow_mut();
             let s = &mut *guard;
@@ -293,9 +328,15 @@ impl RuleSet {
                 None => s.binary_hits.clear(),
             }
             s.candidates.clear();
-            s.candidates.extend(s.path_hits.iter().chain(&s.binary_hits).copied());
+            s.candidates
+                .extend(s.path_hits.iter().chain(&s.binary_hits).copied());
             if !self.destinations.is_empty() {
-                self.destinations.candidates(request.addr, request.host, &mut s.lowered_host, &mut s.candidates);
+                self.destinations.candidates(
+                    request.addr,
+                    request.host,
+                    &mut s.lowered_host,
+                    &mut s.candidates,
+                );
             }
             s.candidates.retain(|&r| self.is_member(request.action, r));
             s.candidates.extend_from_slice(unconditional);
@@ -312,11 +353,18 @@ impl RuleSet {
                 if let Some(unless) = &rule.unless {
                     if !unless_computed && (unless.has_paths || unless.has_binaries) {
                         match &path {
-                            Some(c) => self.unless_paths.hits(c, &mut s.globs, &mut s.unless_path_hits),
+                            Some(c) => {
+                                self.unless_paths
+                                    .hits(c, &mut s.globs, &mut s.unless_path_hits)
+                            }
                             None => s.unless_path_hits.clear(),
                         }
                         match &binary {
-                            Some(c) => self.unless_binaries.hits(c, &mut s.globs, &mut s.unless_binary_hits),
+                            Some(c) => self.unless_binaries.hits(
+                                c,
+                                &mut s.globs,
+                                &mut s.unless_binary_hits,
+                            ),
                             None => s.unless_binary_hits.clear(),
                         }
                         unless_computed = true;
@@ -346,7 +394,13 @@ impl From<&Selectors> for NetSelectors {
 impl NetSelectors {
     /// Every kind the selectors have must match. `cidrs` and `hosts` together name one
     /// destination, so either may match it.
-    fn matches(&self, rule: u32, request: &ActionRequest<'_>, path_hits: &[u32], binary_hits: &[u32]) -> bool {
+    fn matches(
+        &self,
+        rule: u32,
+        request: &ActionRequest<'_>,
+        path_hits: &[u32],
+        binary_hits: &[u32],
+    ) -> bool {
         if self.has_paths && path_hits.binary_search(&rule).is_err() {
             return false;
         }
@@ -354,13 +408,21 @@ impl NetSelectors {
             return false;
         }
         if !self.cidrs.is_empty() || !self.hosts.is_empty() {
-            let by_addr = request.addr.is_some_and(|a: IpAddr| self.cidrs.iter().any(|n| n.contains(&a)));
-            let by_host = request.host.is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)));
+            let by_addr = request
+                .addr
+                .is_some_and(|a: IpAddr| self.cidrs.iter().any(|n| n.contains(&a)));
+            let by_host = request
+                .host
+                .is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)));
             if !by_addr && !by_host {
                 return false;
             }
         }
-        if !self.ports.is_empty() && !request.port.is_some_and(|p| self.ports.iter().any(|r| r.contains(p))) {
+        if !self.ports.is_empty()
+            && !request
+                .port
+                .is_some_and(|p| self.ports.iter().any(|r| r.contains(p)))
+        {
             return false;
         }
         true

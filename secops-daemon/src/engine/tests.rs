@@ -28,7 +28,16 @@ struct Ask<'e> {
 
 impl<'e> Ask<'e> {
     fn new(engine: &'e Engine, agent: &'e str, action: &'e str) -> Self {
-        Ask { engine, agent: Some(agent), action, path: None, binary: None, addr: None, host: None, port: None }
+        Ask {
+            engine,
+            agent: Some(agent),
+            action,
+            path: None,
+            binary: None,
+            addr: None,
+            host: None,
+            port: None,
+        }
     }
     fn path(mut self, p: &str) -> Self {
         self.path = Some(NormalizedPath::new(p).unwrap());
@@ -89,7 +98,11 @@ fn every_autonomy_and_risk_cell() {
                  rules:\n  - id: r\n    actions: [tool:call]\n    risk: {risk}\n"
             ));
             let d = Ask::new(&e, "a", "tool:call").decide();
-            assert_eq!((d.verdict, d.risk), (verdict, risk), "autonomy {autonomy}, risk {risk}");
+            assert_eq!(
+                (d.verdict, d.risk),
+                (verdict, risk),
+                "autonomy {autonomy}, risk {risk}"
+            );
             assert_eq!(d.rule_id.as_deref(), Some("r"));
         }
     }
@@ -102,10 +115,16 @@ fn unmatched_actions_use_the_default_risk_through_autonomy() {
          agents:\n  - name: full\n    workspace: /w1\n    autonomy: full\n  - name: semi\n    workspace: /w2\n    autonomy: semi\n",
     );
     assert_eq!(Ask::new(&e, "full", "tool:call").verdict(), Verdict::Allow);
-    assert_eq!(Ask::new(&e, "semi", "tool:call").verdict(), Verdict::Escalate);
+    assert_eq!(
+        Ask::new(&e, "semi", "tool:call").verdict(),
+        Verdict::Escalate
+    );
     // Built-in table: secret:read is critical.
     let d = Ask::new(&e, "full", "secret:read").path("/x").decide();
-    assert_eq!((d.verdict, d.risk, d.rule_id), (Verdict::Escalate, RiskLevel::Critical, None));
+    assert_eq!(
+        (d.verdict, d.risk, d.rule_id),
+        (Verdict::Escalate, RiskLevel::Critical, None)
+    );
 }
 
 const HARD: &str = "\
@@ -130,15 +149,28 @@ rules:
 #[test]
 fn hard_rules_are_never_relaxed() {
     let e = engine(HARD);
-    let d = Ask::new(&e, "a", "fs:read").path("/root/.ssh/id_rsa").decide();
-    assert_eq!((d.verdict, d.rule_id.as_deref()), (Verdict::Deny, Some("keys")));
-    assert_eq!(Ask::new(&e, "a", "secret:read").path("/home/bob/.ssh/id_ed25519").verdict(), Verdict::Deny);
+    let d = Ask::new(&e, "a", "fs:read")
+        .path("/root/.ssh/id_rsa")
+        .decide();
+    assert_eq!(
+        (d.verdict, d.rule_id.as_deref()),
+        (Verdict::Deny, Some("keys"))
+    );
+    assert_eq!(
+        Ask::new(&e, "a", "secret:read")
+            .path("/home/bob/.ssh/id_ed25519")
+            .verdict(),
+        Verdict::Deny
+    );
     // Not relaxed for processes of no known agent either.
     let mut unknown = Ask::new(&e, "a", "fs:read").path("/root/.ssh/id_rsa");
     unknown.agent = None;
     assert_eq!(unknown.verdict(), Verdict::Deny);
     // The explicit allow applies elsewhere.
-    assert_eq!(Ask::new(&e, "a", "fs:read").path("/etc/hosts").verdict(), Verdict::Allow);
+    assert_eq!(
+        Ask::new(&e, "a", "fs:read").path("/etc/hosts").verdict(),
+        Verdict::Allow
+    );
 }
 
 #[test]
@@ -148,8 +180,16 @@ fn the_strictest_matching_rule_wins_whatever_the_order() {
             .iter()
             .map(|v| format!("  - id: {v}\n    actions: [fs:write]\n    paths: [/data/**]\n    verdict: {v}\n    risk: low\n"))
             .collect();
-        let e = engine(&format!("agents:\n  - name: a\n    workspace: /ws\nrules:\n{rules}"));
-        assert_eq!(Ask::new(&e, "a", "fs:write").path("/data/x").rule().as_deref(), Some("deny"));
+        let e = engine(&format!(
+            "agents:\n  - name: a\n    workspace: /ws\nrules:\n{rules}"
+        ));
+        assert_eq!(
+            Ask::new(&e, "a", "fs:write")
+                .path("/data/x")
+                .rule()
+                .as_deref(),
+            Some("deny")
+        );
     }
     // Equal verdicts: the higher risk names the decision.
     let e = engine(
@@ -158,7 +198,10 @@ fn the_strictest_matching_rule_wins_whatever_the_order() {
          - {id: high, actions: [fs:write], paths: [/d/**], verdict: escalate, risk: high}\n",
     );
     let d = Ask::new(&e, "a", "fs:write").path("/d/x").decide();
-    assert_eq!((d.rule_id.as_deref(), d.risk), (Some("high"), RiskLevel::High));
+    assert_eq!(
+        (d.rule_id.as_deref(), d.risk),
+        (Some("high"), RiskLevel::High)
+    );
 }
 
 #[test]
@@ -174,7 +217,10 @@ fn what_cannot_be_classified_escalates() {
     // A file action without a path, an exec without a binary, a connect without an address.
     assert_eq!(Ask::new(&e, "a", "fs:delete").verdict(), Verdict::Escalate);
     assert_eq!(Ask::new(&e, "a", "proc:exec").verdict(), Verdict::Escalate);
-    assert_eq!(Ask::new(&e, "a", "net:connect").verdict(), Verdict::Escalate);
+    assert_eq!(
+        Ask::new(&e, "a", "net:connect").verdict(),
+        Verdict::Escalate
+    );
     // A declared type without a default risk, no rule matching it.
     let d = Ask::new(&e, "a", "tool:browser_open").decide();
     assert_eq!((d.verdict, d.rule_id), (Verdict::Escalate, None));
@@ -195,16 +241,60 @@ fn workspace_and_home_expand_per_agent() {
          - {id: not-ws, actions: [fs:delete], paths: [/srv/**], verdict: escalate, risk: high, unless: {paths: [\"${workspace}/**\"]}}\n\
          - {id: home, actions: [fs:write], paths: [\"~/.bashrc\"], verdict: deny, risk: high}\n",
     );
-    assert_eq!(Ask::new(&e, "a", "fs:delete").path("/srv/a/src/x.rs").rule().as_deref(), Some("ws"));
-    assert_eq!(Ask::new(&e, "a", "fs:delete").path("/srv/b/src/x.rs").rule().as_deref(), Some("not-ws"));
-    assert_eq!(Ask::new(&e, "b", "fs:delete").path("/srv/b/src/x.rs").rule().as_deref(), Some("ws"));
+    assert_eq!(
+        Ask::new(&e, "a", "fs:delete")
+            .path("/srv/a/src/x.rs")
+            .rule()
+            .as_deref(),
+        Some("ws")
+    );
+    assert_eq!(
+        Ask::new(&e, "a", "fs:delete")
+            .path("/srv/b/src/x.rs")
+            .rule()
+            .as_deref(),
+        Some("not-ws")
+    );
+    assert_eq!(
+        Ask::new(&e, "b", "fs:delete")
+            .path("/srv/b/src/x.rs")
+            .rule()
+            .as_deref(),
+        Some("ws")
+    );
     // `..` cannot borrow the workspace's allowance.
-    assert_eq!(Ask::new(&e, "a", "fs:delete").path("/srv/a/../b/x").rule().as_deref(), Some("not-ws"));
+    assert_eq!(
+        Ask::new(&e, "a", "fs:delete")
+            .path("/srv/a/../b/x")
+            .rule()
+            .as_deref(),
+        Some("not-ws")
+    );
     // `~` is every default home for a, and b's own home for b.
-    assert_eq!(Ask::new(&e, "a", "fs:write").path("/home/alice/.bashrc").verdict(), Verdict::Deny);
-    assert_eq!(Ask::new(&e, "a", "fs:write").path("/var/lib/b/.bashrc").verdict(), Verdict::Allow);
-    assert_eq!(Ask::new(&e, "b", "fs:write").path("/var/lib/b/.bashrc").verdict(), Verdict::Deny);
-    assert_eq!(Ask::new(&e, "b", "fs:write").path("/home/alice/.bashrc").verdict(), Verdict::Allow);
+    assert_eq!(
+        Ask::new(&e, "a", "fs:write")
+            .path("/home/alice/.bashrc")
+            .verdict(),
+        Verdict::Deny
+    );
+    assert_eq!(
+        Ask::new(&e, "a", "fs:write")
+            .path("/var/lib/b/.bashrc")
+            .verdict(),
+        Verdict::Allow
+    );
+    assert_eq!(
+        Ask::new(&e, "b", "fs:write")
+            .path("/var/lib/b/.bashrc")
+            .verdict(),
+        Verdict::Deny
+    );
+    assert_eq!(
+        Ask::new(&e, "b", "fs:write")
+            .path("/home/alice/.bashrc")
+            .verdict(),
+        Verdict::Allow
+    );
 }
 
 #[test]
@@ -221,7 +311,11 @@ fn glob_edge_cases() {
     let read = |p: &str| Ask::new(&e, "a", "fs:read").path(p).rule();
     assert_eq!(read("/s/a.txt").as_deref(), Some("star"));
     assert_eq!(read("/s/sub/a.txt"), None, "* does not cross /");
-    assert_eq!(read("/g/a.txt").as_deref(), Some("globstar"), "** matches zero directories");
+    assert_eq!(
+        read("/g/a.txt").as_deref(),
+        Some("globstar"),
+        "** matches zero directories"
+    );
     assert_eq!(read("/g/x/y/z/a.txt").as_deref(), Some("globstar"));
     assert_eq!(read("/g/a.txt.bak"), None);
     assert_eq!(read("/.env").as_deref(), Some("env"));
@@ -233,7 +327,11 @@ fn glob_edge_cases() {
     assert_eq!(read("/c/filex"), None);
     assert_eq!(read("/c/b.conf").as_deref(), Some("class"));
     let delete = |p: &str| Ask::new(&e, "a", "fs:delete").path(p).rule();
-    assert_eq!(delete("/t").as_deref(), Some("tree"), "dir/** covers the directory itself");
+    assert_eq!(
+        delete("/t").as_deref(),
+        Some("tree"),
+        "dir/** covers the directory itself"
+    );
     assert_eq!(delete("/t/a/b").as_deref(), Some("tree"));
     assert_eq!(delete("/tx"), None);
     assert_eq!(delete("/t/../x"), None, "normalized before matching");
@@ -247,17 +345,38 @@ fn selectors_combine_and_binaries_match() {
          - {id: nc, actions: [proc:exec], binaries: [\"**/nc\"], verdict: deny, risk: high}\n\
          - {id: ssh-out, actions: [net:connect], cidrs: [10.0.0.0/8], ports: [22], verdict: deny, risk: high}\n",
     );
-    assert_eq!(Ask::new(&e, "a", "proc:exec").binary("/usr/bin/nc").verdict(), Verdict::Deny);
-    assert_eq!(Ask::new(&e, "a", "proc:exec").binary("/ws/tools/nc").verdict(), Verdict::Deny);
+    assert_eq!(
+        Ask::new(&e, "a", "proc:exec")
+            .binary("/usr/bin/nc")
+            .verdict(),
+        Verdict::Deny
+    );
+    assert_eq!(
+        Ask::new(&e, "a", "proc:exec")
+            .binary("/ws/tools/nc")
+            .verdict(),
+        Verdict::Deny
+    );
     // No rule: proc:exec's default risk (medium) under full autonomy.
-    assert_eq!(Ask::new(&e, "a", "proc:exec").binary("/usr/bin/ncat").verdict(), Verdict::Allow);
+    assert_eq!(
+        Ask::new(&e, "a", "proc:exec")
+            .binary("/usr/bin/ncat")
+            .verdict(),
+        Verdict::Allow
+    );
     // cidrs and ports must both match.
     let connect = |addr: &str, port: u16| Ask::new(&e, "a", "net:connect").to(addr, port).rule();
     // (The agent has no allowlist and egress defaults to deny, so the egress stage denies too;
     // between equal verdicts and risks the rule comes first.)
     assert_eq!(connect("10.1.2.3", 22).as_deref(), Some("ssh-out"));
-    assert_eq!(connect("10.1.2.3", 80).as_deref(), Some("egress.a.default-deny"));
-    assert_eq!(connect("11.0.0.1", 22).as_deref(), Some("egress.a.default-deny"));
+    assert_eq!(
+        connect("10.1.2.3", 80).as_deref(),
+        Some("egress.a.default-deny")
+    );
+    assert_eq!(
+        connect("11.0.0.1", 22).as_deref(),
+        Some("egress.a.default-deny")
+    );
 }
 
 const EGRESS: &str = "\
@@ -293,27 +412,58 @@ fn egress_allowlists_are_default_deny() {
     let e = engine(EGRESS);
     let connect = |addr: &str, port: u16| Ask::new(&e, "a", "net:connect").to(addr, port).verdict();
     assert_eq!(connect("127.0.0.1", 8080), Verdict::Allow);
-    assert_eq!(connect("127.0.0.1", 8101), Verdict::Deny, "port outside the range");
-    assert_eq!(connect("::ffff:127.0.0.1", 8080), Verdict::Allow, "IPv4-mapped is judged as IPv4");
+    assert_eq!(
+        connect("127.0.0.1", 8101),
+        Verdict::Deny,
+        "port outside the range"
+    );
+    assert_eq!(
+        connect("::ffff:127.0.0.1", 8080),
+        Verdict::Allow,
+        "IPv4-mapped is judged as IPv4"
+    );
     assert_eq!(connect("::ffff:127.0.0.1", 9000), Verdict::Deny);
-    assert_eq!(connect("fd12::1", 1), Verdict::Allow, "no ports means every port");
+    assert_eq!(
+        connect("fd12::1", 1),
+        Verdict::Allow,
+        "no ports means every port"
+    );
     assert_eq!(connect("8.8.8.8", 443), Verdict::Deny);
-    let by_host = |host: &str, port: u16| Ask::new(&e, "a", "net:connect").host(host, port).verdict();
+    let by_host =
+        |host: &str, port: u16| Ask::new(&e, "a", "net:connect").host(host, port).verdict();
     assert_eq!(by_host("api.example.com", 443), Verdict::Allow);
     assert_eq!(by_host("example.com", 443), Verdict::Deny);
     assert_eq!(by_host("api.example.com", 80), Verdict::Deny);
     // UDP reaches only the resolvers, and only DNS.
     let send = |addr: &str, port: u16| Ask::new(&e, "a", "net:send").to(addr, port).decide();
     assert_eq!(send("127.0.0.53", 53).verdict, Verdict::Allow);
-    assert_eq!(send("10.0.0.2", 53).verdict, Verdict::Allow, "a mapped resolver address is its IPv4 address");
+    assert_eq!(
+        send("10.0.0.2", 53).verdict,
+        Verdict::Allow,
+        "a mapped resolver address is its IPv4 address"
+    );
     assert_eq!(send("::ffff:127.0.0.53", 53).verdict, Verdict::Allow);
     assert_eq!(send("127.0.0.53", 54).verdict, Verdict::Deny);
     let d = send("127.0.0.1", 8080);
-    assert_eq!((d.verdict, d.rule_id.as_deref()), (Verdict::Deny, Some("egress.a.default-deny")), "UDP is not TCP's allowlist");
+    assert_eq!(
+        (d.verdict, d.rule_id.as_deref()),
+        (Verdict::Deny, Some("egress.a.default-deny")),
+        "UDP is not TCP's allowlist"
+    );
     // A hard deny beats the allowlist; an agent without an entry gets the default (deny).
-    assert_eq!(Ask::new(&e, "open", "net:connect").to("127.0.0.1", 8080).verdict(), Verdict::Deny);
-    let d = Ask::new(&e, "a", "net:connect").to("::ffff:169.254.169.254", 80).decide();
-    assert_eq!((d.verdict, d.rule_id.as_deref()), (Verdict::Deny, Some("metadata")));
+    assert_eq!(
+        Ask::new(&e, "open", "net:connect")
+            .to("127.0.0.1", 8080)
+            .verdict(),
+        Verdict::Deny
+    );
+    let d = Ask::new(&e, "a", "net:connect")
+        .to("::ffff:169.254.169.254", 80)
+        .decide();
+    assert_eq!(
+        (d.verdict, d.rule_id.as_deref()),
+        (Verdict::Deny, Some("metadata"))
+    );
 }
 
 #[test]
@@ -341,21 +491,48 @@ fn destination_rules_are_found_by_prefix_and_host_suffix() {
     assert_eq!(rule(Some("10.21.0.1"), None, 1), None);
     assert_eq!(rule(Some("10.30.1.2"), None, 1).as_deref(), Some("host32"));
     assert_eq!(rule(Some("10.30.1.3"), None, 1), None);
-    assert_eq!(rule(Some("2001:db8:ffff::1"), None, 1).as_deref(), Some("v6"));
+    assert_eq!(
+        rule(Some("2001:db8:ffff::1"), None, 1).as_deref(),
+        Some("v6")
+    );
     assert_eq!(rule(Some("2001:db9::1"), None, 1), None);
-    assert_eq!(rule(None, Some("git.CORP.example."), 1).as_deref(), Some("wild"));
-    assert_eq!(rule(None, Some("a.b.corp.example"), 1).as_deref(), Some("wild"));
+    assert_eq!(
+        rule(None, Some("git.CORP.example."), 1).as_deref(),
+        Some("wild")
+    );
+    assert_eq!(
+        rule(None, Some("a.b.corp.example"), 1).as_deref(),
+        Some("wild")
+    );
     assert_eq!(rule(None, Some("corp.example"), 1), None);
-    assert_eq!(rule(None, Some("api.test"), 1).as_deref(), Some("exact"), "hosts or cidrs");
+    assert_eq!(
+        rule(None, Some("api.test"), 1).as_deref(),
+        Some("exact"),
+        "hosts or cidrs"
+    );
     assert_eq!(rule(Some("192.0.2.9"), None, 1).as_deref(), Some("exact"));
-    assert_eq!(rule(Some("::ffff:10.20.0.1"), None, 1).as_deref(), Some("net16"));
+    assert_eq!(
+        rule(Some("::ffff:10.20.0.1"), None, 1).as_deref(),
+        Some("net16")
+    );
 }
 
 #[test]
 fn egress_default_allow_leaves_connections_to_rules_and_autonomy() {
     let e = engine(&EGRESS.replace("egress: deny", "egress: allow"));
-    assert_eq!(Ask::new(&e, "open", "net:connect").to("8.8.8.8", 443).verdict(), Verdict::Allow);
-    assert_eq!(Ask::new(&e, "a", "net:connect").to("8.8.8.8", 443).verdict(), Verdict::Deny, "a's own allowlist still applies");
+    assert_eq!(
+        Ask::new(&e, "open", "net:connect")
+            .to("8.8.8.8", 443)
+            .verdict(),
+        Verdict::Allow
+    );
+    assert_eq!(
+        Ask::new(&e, "a", "net:connect")
+            .to("8.8.8.8", 443)
+            .verdict(),
+        Verdict::Deny,
+        "a's own allowlist still applies"
+    );
 }
 
 #[test]
@@ -365,7 +542,10 @@ fn locked_agents_get_no_allow() {
          rules:\n  - {id: ws, actions: [\"fs:*\"], paths: [\"${workspace}/**\"], verdict: allow, risk: low}\n",
     );
     let d = Ask::new(&e, "a", "fs:write").path("/ws/x").decide();
-    assert_eq!((d.verdict, d.rule_id.as_deref()), (Verdict::Escalate, Some("ws")));
+    assert_eq!(
+        (d.verdict, d.rule_id.as_deref()),
+        (Verdict::Escalate, Some("ws"))
+    );
     assert!(d.reason.contains("locked"));
 }
 
@@ -374,11 +554,18 @@ fn explain_says_which_rules_matched_and_why() {
     let e = engine(HARD);
     let (action, _) = e.policy().registry.resolve("fs:read").unwrap();
     let path = NormalizedPath::new("/root/.ssh/id_rsa").unwrap();
-    let request = ActionRequest { path: Some(&path), ..ActionRequest::new(e.agent_index("a"), action) };
+    let request = ActionRequest {
+        path: Some(&path),
+        ..ActionRequest::new(e.agent_index("a"), action)
+    };
     let explanation = e.explain(&request);
     assert_eq!(explanation.decision, e.decide(&request));
     assert_eq!(explanation.steps[0], "agent a (autonomy full)");
-    assert!(explanation.steps[1].starts_with("hard rule keys (t.yaml:6) matches: deny"), "{:?}", explanation.steps);
+    assert!(
+        explanation.steps[1].starts_with("hard rule keys (t.yaml:6) matches: deny"),
+        "{:?}",
+        explanation.steps
+    );
 }
 
 mod default_policy {
@@ -386,49 +573,149 @@ mod default_policy {
 
     fn default_engine() -> Engine {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/default.yaml");
-        Engine::new(Arc::new(load_policy(&path).unwrap_or_else(|e| panic!("{e}"))))
+        Engine::new(Arc::new(
+            load_policy(&path).unwrap_or_else(|e| panic!("{e}")),
+        ))
     }
 
     #[test]
     fn credentials_are_hard_denied() {
         let e = default_engine();
-        for path in ["/root/.ssh/id_rsa", "/home/dev/.aws/credentials", "/home/dev/.config/gcloud/credentials.db", "/srv/agents/coder/app/.env", "/etc/shadow"] {
+        for path in [
+            "/root/.ssh/id_rsa",
+            "/home/dev/.aws/credentials",
+            "/home/dev/.config/gcloud/credentials.db",
+            "/srv/agents/coder/app/.env",
+            "/etc/shadow",
+        ] {
             let d = Ask::new(&e, "coder", "secret:read").path(path).decide();
-            assert_eq!((d.verdict, d.risk), (Verdict::Deny, RiskLevel::Critical), "{path}");
-            assert_eq!(Ask::new(&e, "coder", "fs:read").path(path).verdict(), Verdict::Deny, "{path}");
+            assert_eq!(
+                (d.verdict, d.risk),
+                (Verdict::Deny, RiskLevel::Critical),
+                "{path}"
+            );
+            assert_eq!(
+                Ask::new(&e, "coder", "fs:read").path(path).verdict(),
+                Verdict::Deny,
+                "{path}"
+            );
         }
-        assert_eq!(Ask::new(&e, "coder", "fs:read").path("/srv/agents/coder/app/.env.example").verdict(), Verdict::Allow);
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:read")
+                .path("/srv/agents/coder/app/.env.example")
+                .verdict(),
+            Verdict::Allow
+        );
     }
 
     #[test]
     fn destruction_outside_the_workspace_escalates() {
         let e = default_engine();
-        assert_eq!(Ask::new(&e, "coder", "fs:delete").path("/srv/agents/coder/build/x.o").verdict(), Verdict::Allow);
-        assert_eq!(Ask::new(&e, "coder", "fs:delete").path("/tmp/scratch").verdict(), Verdict::Allow);
-        assert_eq!(Ask::new(&e, "coder", "fs:delete").path("/tmp").verdict(), Verdict::Escalate);
-        assert_eq!(Ask::new(&e, "coder", "fs:delete").path("/srv/agents/coder").verdict(), Verdict::Escalate, "the workspace root itself");
-        assert_eq!(Ask::new(&e, "coder", "fs:delete").path("/home/dev/notes.txt").verdict(), Verdict::Escalate);
-        assert_eq!(Ask::new(&e, "coder", "fs:rename").path("/etc/hosts").verdict(), Verdict::Escalate);
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:delete")
+                .path("/srv/agents/coder/build/x.o")
+                .verdict(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:delete")
+                .path("/tmp/scratch")
+                .verdict(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:delete").path("/tmp").verdict(),
+            Verdict::Escalate
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:delete")
+                .path("/srv/agents/coder")
+                .verdict(),
+            Verdict::Escalate,
+            "the workspace root itself"
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:delete")
+                .path("/home/dev/notes.txt")
+                .verdict(),
+            Verdict::Escalate
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:rename")
+                .path("/etc/hosts")
+                .verdict(),
+            Verdict::Escalate
+        );
     }
 
     #[test]
     fn persistence_and_secops_files_are_denied() {
         let e = default_engine();
-        assert_eq!(Ask::new(&e, "coder", "fs:write").path("/root/.bashrc").verdict(), Verdict::Deny);
-        assert_eq!(Ask::new(&e, "coder", "fs:write").path("/srv/agents/coder/.git/hooks/pre-commit").verdict(), Verdict::Deny);
-        assert_eq!(Ask::new(&e, "coder", "fs:write").path("/srv/agents/coder/src/main.rs").verdict(), Verdict::Allow);
-        assert_eq!(Ask::new(&e, "coder", "fs:read").path("/var/lib/secops/audit.db").verdict(), Verdict::Deny);
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:write")
+                .path("/root/.bashrc")
+                .verdict(),
+            Verdict::Deny
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:write")
+                .path("/srv/agents/coder/.git/hooks/pre-commit")
+                .verdict(),
+            Verdict::Deny
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:write")
+                .path("/srv/agents/coder/src/main.rs")
+                .verdict(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "fs:read")
+                .path("/var/lib/secops/audit.db")
+                .verdict(),
+            Verdict::Deny
+        );
         assert_eq!(Ask::new(&e, "coder", "sys:bpf").verdict(), Verdict::Deny);
-        assert_eq!(Ask::new(&e, "coder", "proc:exec").binary("/usr/bin/sudo").verdict(), Verdict::Deny);
-        assert_eq!(Ask::new(&e, "coder", "proc:exec").binary("/usr/bin/git").verdict(), Verdict::Allow);
+        assert_eq!(
+            Ask::new(&e, "coder", "proc:exec")
+                .binary("/usr/bin/sudo")
+                .verdict(),
+            Verdict::Deny
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "proc:exec")
+                .binary("/usr/bin/git")
+                .verdict(),
+            Verdict::Allow
+        );
     }
 
     #[test]
     fn egress_is_default_deny_with_an_allowlist() {
         let e = default_engine();
-        assert_eq!(Ask::new(&e, "coder", "net:connect").to("127.0.0.1", 8080).verdict(), Verdict::Allow);
-        assert_eq!(Ask::new(&e, "coder", "net:connect").host("pypi.org", 443).verdict(), Verdict::Allow);
-        assert_eq!(Ask::new(&e, "coder", "net:connect").to("1.1.1.1", 443).verdict(), Verdict::Deny);
-        assert_eq!(Ask::new(&e, "coder", "net:connect").to("169.254.169.254", 80).verdict(), Verdict::Deny);
+        assert_eq!(
+            Ask::new(&e, "coder", "net:connect")
+                .to("127.0.0.1", 8080)
+                .verdict(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "net:connect")
+                .host("pypi.org", 443)
+                .verdict(),
+            Verdict::Allow
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "net:connect")
+                .to("1.1.1.1", 443)
+                .verdict(),
+            Verdict::Deny
+        );
+        assert_eq!(
+            Ask::new(&e, "coder", "net:connect")
+                .to("169.254.169.254", 80)
+                .verdict(),
+            Verdict::Deny
+        );
     }
 }

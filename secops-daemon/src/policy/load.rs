@@ -28,7 +28,13 @@ impl SourceFile {
     pub fn error(&self, field: impl Into<String>, message: impl Into<String>) -> PolicyError {
         let field = field.into();
         let (line, column) = self.index.position(&field);
-        PolicyError { file: self.path.clone(), line, column, field, message: message.into() }
+        PolicyError {
+            file: self.path.clone(),
+            line,
+            column,
+            field,
+            message: message.into(),
+        }
     }
 
     pub fn line_of(&self, field: &str) -> usize {
@@ -38,9 +44,18 @@ impl SourceFile {
 
 /// Loads and validates the policy at `path` and everything it includes.
 pub fn load_policy(path: &Path) -> Result<Policy, PolicyErrors> {
-    let mut loader = Loader { files: Vec::new(), errors: Vec::new(), stack: Vec::new(), loaded: HashSet::new() };
+    let mut loader = Loader {
+        files: Vec::new(),
+        errors: Vec::new(),
+        stack: Vec::new(),
+        loaded: HashSet::new(),
+    };
     loader.read(path, None);
-    let policy = if loader.errors.is_empty() { Some(validate::validate(&loader.files, &mut loader.errors)) } else { None };
+    let policy = if loader.errors.is_empty() {
+        Some(validate::validate(&loader.files, &mut loader.errors))
+    } else {
+        None
+    };
     match policy {
         Some(policy) if loader.errors.is_empty() => Ok(policy),
         _ => Err(PolicyErrors(loader.errors)),
@@ -55,7 +70,9 @@ pub fn parse_policy_str(name: &Path, source: &str) -> Result<Policy, PolicyError
         Err(error) => return Err(PolicyErrors(vec![error])),
     };
     if !file.doc.include.is_empty() {
-        return Err(PolicyErrors(vec![file.error("include", "a policy given as text cannot include files")]));
+        return Err(PolicyErrors(vec![
+            file.error("include", "a policy given as text cannot include files")
+        ]));
     }
     let policy = validate::validate(std::slice::from_ref(&file), &mut errors);
     if errors.is_empty() {
@@ -81,24 +98,45 @@ impl Loader {
     fn read(&mut self, path: &Path, site: Option<IncludeSite<'_>>) {
         let fail = |message: String| match &site {
             Some(site) => site(message),
-            None => PolicyError { file: path.to_owned(), line: 0, column: 0, field: ".".into(), message },
+            None => PolicyError {
+                file: path.to_owned(),
+                line: 0,
+                column: 0,
+                field: ".".into(),
+                message,
+            },
         };
         let canonical = match path.canonicalize() {
             Ok(canonical) => canonical,
-            Err(e) => return self.errors.push(fail(format!("cannot read policy file {}: {e}", path.display()))),
+            Err(e) => {
+                return self.errors.push(fail(format!(
+                    "cannot read policy file {}: {e}",
+                    path.display()
+                )))
+            }
         };
         if self.stack.contains(&canonical) {
-            return self.errors.push(fail(format!("include cycle: {} includes itself", path.display())));
+            return self.errors.push(fail(format!(
+                "include cycle: {} includes itself",
+                path.display()
+            )));
         }
         if self.stack.len() >= MAX_INCLUDE_DEPTH {
-            return self.errors.push(fail(format!("includes nest deeper than {MAX_INCLUDE_DEPTH}")));
+            return self.errors.push(fail(format!(
+                "includes nest deeper than {MAX_INCLUDE_DEPTH}"
+            )));
         }
         if !self.loaded.insert(canonical.clone()) {
             return;
         }
         let source = match read_bounded(&canonical) {
             Ok(source) => source,
-            Err(message) => return self.errors.push(fail(format!("cannot read policy file {}: {message}", path.display()))),
+            Err(message) => {
+                return self.errors.push(fail(format!(
+                    "cannot read policy file {}: {message}",
+                    path.display()
+                )))
+            }
         };
         let file = match parse_file(path, &source, site.is_none()) {
             Ok(file) => file,
@@ -110,7 +148,8 @@ impl Loader {
             let field = format!("include[{i}]");
             let make_error = |message: String| file.error(field.clone(), message);
             if include.trim().is_empty() {
-                self.errors.push(make_error("an include names no file".into()));
+                self.errors
+                    .push(make_error("an include names no file".into()));
                 continue;
             }
             self.read(&base.join(include), Some(&make_error));
@@ -135,21 +174,38 @@ fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, Po
     let index = LocationIndex::build(source);
     // serde_yaml reads an empty document as a policy with nothing in it; an empty policy file
     // is far more likely a mistake than a wish for built-in defaults only.
-    if matches!(serde_yaml::from_str::<serde_yaml::Value>(source), Ok(serde_yaml::Value::Null)) {
+    if matches!(
+        serde_yaml::from_str::<serde_yaml::Value>(source),
+        Ok(serde_yaml::Value::Null)
+    ) {
         let message = "the file holds no policy (it is empty or only comments)";
-        return Err(PolicyError { file: path.to_owned(), line: 1, column: 1, field: ".".into(), message: message.into() });
+        return Err(PolicyError {
+            file: path.to_owned(),
+            line: 1,
+            column: 1,
+            field: ".".into(),
+            message: message.into(),
+        });
     }
     let doc = match serde_yaml::from_str::<PolicyFile>(source) {
         Ok(doc) => doc,
         Err(e) => return Err(yaml_error(path, &e)),
     };
-    Ok(SourceFile { path: path.to_owned(), index, doc, is_root })
+    Ok(SourceFile {
+        path: path.to_owned(),
+        index,
+        doc,
+        is_root,
+    })
 }
 
 /// Turns a serde_yaml error into `file:line:column: field: message`. serde_yaml puts the
 /// field path first and the position last in its message; both are moved to their places.
 fn yaml_error(path: &Path, error: &serde_yaml::Error) -> PolicyError {
-    let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+    let (line, column) = error
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
     let mut message = error.to_string();
     if let Some(at) = message.rfind(" at line ") {
         message.truncate(at);
@@ -158,11 +214,19 @@ fn yaml_error(path: &Path, error: &serde_yaml::Error) -> PolicyError {
     if let Some((prefix, rest)) = message.split_once(": ") {
         let looks_like_path = !prefix.is_empty()
             && !prefix.contains(' ')
-            && prefix.chars().all(|c| c.is_alphanumeric() || "_.[]-".contains(c));
+            && prefix
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_.[]-".contains(c));
         if looks_like_path {
             field = prefix.to_owned();
             message = rest.to_owned();
         }
     }
-    PolicyError { file: path.to_owned(), line, column, field, message }
+    PolicyError {
+        file: path.to_owned(),
+        line,
+        column,
+        field,
+        message,
+    }
 }

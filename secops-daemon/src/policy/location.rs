@@ -18,8 +18,15 @@ pub struct LocationIndex {
 enum Frame {
     /// `start` is where the parser saw the mapping begin; for block mappings that is the end
     /// of the first key, so the first key's own position is recorded instead when it comes.
-    Mapping { path: String, pending_key: Option<String>, start: Marker },
-    Sequence { path: String, next: usize },
+    Mapping {
+        path: String,
+        pending_key: Option<String>,
+        start: Marker,
+    },
+    Sequence {
+        path: String,
+        next: usize,
+    },
 }
 
 impl LocationIndex {
@@ -46,11 +53,19 @@ impl LocationIndex {
                     index.child_path(&mut stack, None, marker);
                 }
                 Event::MappingStart(..) => {
-                    let path = index.node_path(&mut stack, None).unwrap_or_else(|| ".".to_owned());
-                    stack.push(Frame::Mapping { path, pending_key: None, start: marker });
+                    let path = index
+                        .node_path(&mut stack, None)
+                        .unwrap_or_else(|| ".".to_owned());
+                    stack.push(Frame::Mapping {
+                        path,
+                        pending_key: None,
+                        start: marker,
+                    });
                 }
                 Event::SequenceStart(..) => {
-                    let path = index.child_path(&mut stack, None, marker).unwrap_or_else(|| ".".to_owned());
+                    let path = index
+                        .child_path(&mut stack, None, marker)
+                        .unwrap_or_else(|| ".".to_owned());
                     stack.push(Frame::Sequence { path, next: 0 });
                 }
                 Event::MappingEnd => {
@@ -69,8 +84,18 @@ impl LocationIndex {
 
     /// Handles a node that starts at `marker`: records and returns its path, or `None` when
     /// it is a mapping key.
-    fn child_path(&mut self, stack: &mut [Frame], scalar: Option<String>, marker: Marker) -> Option<String> {
-        if let Some(Frame::Mapping { path, pending_key: None, .. }) = stack.last() {
+    fn child_path(
+        &mut self,
+        stack: &mut [Frame],
+        scalar: Option<String>,
+        marker: Marker,
+    ) -> Option<String> {
+        if let Some(Frame::Mapping {
+            path,
+            pending_key: None,
+            ..
+        }) = stack.last()
+        {
             let mapping = path.clone();
             self.record(mapping, marker);
         }
@@ -80,7 +105,9 @@ impl LocationIndex {
     }
 
     fn record(&mut self, path: String, marker: Marker) {
-        self.positions.entry(path).or_insert((marker.line(), marker.col() + 1));
+        self.positions
+            .entry(path)
+            .or_insert((marker.line(), marker.col() + 1));
     }
 
     /// The path of the node that comes next in the innermost collection, or `None` when that
@@ -93,7 +120,9 @@ impl LocationIndex {
                 *next += 1;
                 child
             }
-            Some(Frame::Mapping { path, pending_key, .. }) => match pending_key.take() {
+            Some(Frame::Mapping {
+                path, pending_key, ..
+            }) => match pending_key.take() {
                 None => {
                     // A key. Non-scalar keys get a placeholder so their value is skipped.
                     *pending_key = Some(scalar.unwrap_or_default());
@@ -162,7 +191,13 @@ egress:
     #[test]
     fn unknown_paths_fall_back_to_the_nearest_parent() {
         let index = LocationIndex::build(DOC);
-        assert_eq!(index.position("rules[1].unless.paths[7]"), index.position("rules[1].unless.paths"));
-        assert_eq!(index.position("rules[1].nothing"), index.position("rules[1]"));
+        assert_eq!(
+            index.position("rules[1].unless.paths[7]"),
+            index.position("rules[1].unless.paths")
+        );
+        assert_eq!(
+            index.position("rules[1].nothing"),
+            index.position("rules[1]")
+        );
     }
 }

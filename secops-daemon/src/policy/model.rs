@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use secops_common::{ActionId, ActionRegistry, AutonomyLevel, RiskLevel, Verdict};
 
-pub use super::schema::EgressDefault;
 use super::pattern::{HostPattern, PathPattern, PortRange};
+pub use super::schema::EgressDefault;
 
 #[derive(Debug, Clone)]
 pub struct Policy {

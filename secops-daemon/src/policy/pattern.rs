@@ -24,7 +24,9 @@ impl PathPattern {
             &raw[1..]
         } else if let Some(rest) = raw.strip_prefix(WORKSPACE_VAR) {
             if !(rest.is_empty() || rest.starts_with('/')) {
-                return Err(format!("{WORKSPACE_VAR} must be followed by '/' or end the pattern"));
+                return Err(format!(
+                    "{WORKSPACE_VAR} must be followed by '/' or end the pattern"
+                ));
             }
             rest
         } else if raw.starts_with('/') || raw.starts_with("**/") || raw == "**" {
@@ -32,19 +34,27 @@ impl PathPattern {
         } else if raw.starts_with('~') {
             return Err("only '~' and '~/...' are supported ('~user' is not)".to_owned());
         } else {
-            return Err("a path pattern must start with '/', '~/', '${workspace}' or '**/'".to_owned());
+            return Err(
+                "a path pattern must start with '/', '~/', '${workspace}' or '**/'".to_owned(),
+            );
         };
         if rest.contains("${") {
-            return Err(format!("unknown variable (only {WORKSPACE_VAR} is defined, at the start)"));
+            return Err(format!(
+                "unknown variable (only {WORKSPACE_VAR} is defined, at the start)"
+            ));
         }
         if rest.contains('~') && rest.split('/').any(|c| c.starts_with('~')) {
             return Err("'~' is only meaningful at the start of a pattern".to_owned());
         }
         if rest.split('/').any(|c| c == "." || c == "..") {
-            return Err("'.' and '..' components are not allowed (paths are matched normalized)".to_owned());
+            return Err(
+                "'.' and '..' components are not allowed (paths are matched normalized)".to_owned(),
+            );
         }
         compile_glob(&format!("/x{rest}")).map_err(|e| format!("invalid glob: {e}"))?;
-        Ok(PathPattern { raw: raw.to_owned() })
+        Ok(PathPattern {
+            raw: raw.to_owned(),
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -60,9 +70,15 @@ impl PathPattern {
     /// nothing where there is none (the caller decides what an absent match means).
     pub fn expand(&self, homes: &[String], workspace: Option<&str>) -> Vec<String> {
         let bases: Vec<String> = if self.raw == "~" || self.raw.starts_with("~/") {
-            homes.iter().map(|home| format!("{}{}", home.trim_end_matches('/'), &self.raw[1..])).collect()
+            homes
+                .iter()
+                .map(|home| format!("{}{}", home.trim_end_matches('/'), &self.raw[1..]))
+                .collect()
         } else if let Some(rest) = self.raw.strip_prefix(WORKSPACE_VAR) {
-            workspace.map(|ws| format!("{}{rest}", ws.trim_end_matches('/'))).into_iter().collect()
+            workspace
+                .map(|ws| format!("{}{rest}", ws.trim_end_matches('/')))
+                .into_iter()
+                .collect()
         } else {
             vec![self.raw.clone()]
         };
@@ -73,7 +89,11 @@ impl PathPattern {
                     globs.push(dir.to_owned());
                 }
             }
-            globs.push(if base.is_empty() { "/".to_owned() } else { base });
+            globs.push(if base.is_empty() {
+                "/".to_owned()
+            } else {
+                base
+            });
         }
         globs
     }
@@ -81,7 +101,10 @@ impl PathPattern {
 
 /// The one place that says how policy globs are compiled, so that validation and matching agree.
 pub fn compile_glob(glob: &str) -> Result<globset::Glob, globset::Error> {
-    GlobBuilder::new(glob).literal_separator(true).backslash_escape(true).build()
+    GlobBuilder::new(glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
 }
 
 /// A host name, or `*.example.com` for every name below example.com (not example.com itself).
@@ -100,20 +123,27 @@ impl HostPattern {
             None => (false, lowered.as_str()),
         };
         if name.parse::<IpAddr>().is_ok() {
-            return Err("an address is not a host name; use `cidrs` (or `cidr:` in egress)".to_owned());
+            return Err(
+                "an address is not a host name; use `cidrs` (or `cidr:` in egress)".to_owned(),
+            );
         }
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         };
         if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
             return Err(format!("{raw:?} is not a valid host name (letters, digits, '-', dots; optionally '*.' first)"));
         }
         Ok(HostPattern {
-            name: if wildcard { format!(".{name}") } else { name.to_owned() },
+            name: if wildcard {
+                format!(".{name}")
+            } else {
+                name.to_owned()
+            },
             wildcard,
         })
     }
@@ -122,7 +152,8 @@ impl HostPattern {
         let host = host.trim_end_matches('.');
         if self.wildcard {
             host.len() > self.name.len()
-                && host.as_bytes()[host.len() - self.name.len()..].eq_ignore_ascii_case(self.name.as_bytes())
+                && host.as_bytes()[host.len() - self.name.len()..]
+                    .eq_ignore_ascii_case(self.name.as_bytes())
         } else {
             host.eq_ignore_ascii_case(&self.name)
         }
@@ -165,7 +196,10 @@ impl PortRange {
     /// `443`, or `"8000-8100"`.
     pub fn parse(value: &serde_yaml::Value) -> Result<PortRange, String> {
         let port = |n: i64| -> Result<u16, String> {
-            u16::try_from(n).ok().filter(|&p| p != 0).ok_or_else(|| format!("port {n} is out of range 1-65535"))
+            u16::try_from(n)
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("port {n} is out of range 1-65535"))
         };
         match value {
             serde_yaml::Value::Number(n) => match n.as_i64() {
@@ -174,7 +208,10 @@ impl PortRange {
             },
             serde_yaml::Value::String(s) => {
                 let parse = |part: &str| -> Result<u16, String> {
-                    part.trim().parse::<i64>().map_err(|_| format!("{s:?} is not a port or a range like \"8000-8100\"")).and_then(port)
+                    part.trim()
+                        .parse::<i64>()
+                        .map_err(|_| format!("{s:?} is not a port or a range like \"8000-8100\""))
+                        .and_then(port)
                 };
                 let (lo, hi) = match s.split_once('-') {
                     Some((lo, hi)) => (parse(lo)?, parse(hi)?),
@@ -188,7 +225,10 @@ impl PortRange {
                 }
                 Ok(PortRange { lo, hi })
             }
-            other => Err(format!("expected a port number or a range string, found {}", yaml_kind(other))),
+            other => Err(format!(
+                "expected a port number or a range string, found {}",
+                yaml_kind(other)
+            )),
         }
     }
 
@@ -217,11 +257,18 @@ pub fn parse_cidr(raw: &str) -> Result<IpNet, String> {
         Ok(net) => net,
         Err(_) => match raw.parse::<IpAddr>() {
             Ok(addr) => IpNet::from(addr),
-            Err(_) => return Err(format!("{raw:?} is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an address")),
+            Err(_) => {
+                return Err(format!(
+                    "{raw:?} is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an address"
+                ))
+            }
         },
     };
     if net.trunc() != net {
-        return Err(format!("{raw:?} has host bits set; did you mean {}?", net.trunc()));
+        return Err(format!(
+            "{raw:?} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
     }
     Ok(canonical_net(net))
 }
@@ -255,13 +302,37 @@ mod tests {
     #[test]
     fn tilde_and_workspace_expand_per_agent() {
         let p = PathPattern::parse("~/.ssh/**").unwrap();
-        assert_eq!(p.expand(&homes(), None), ["/root/.ssh", "/root/.ssh/**", "/home/*/.ssh", "/home/*/.ssh/**"]);
+        assert_eq!(
+            p.expand(&homes(), None),
+            [
+                "/root/.ssh",
+                "/root/.ssh/**",
+                "/home/*/.ssh",
+                "/home/*/.ssh/**"
+            ]
+        );
         let w = PathPattern::parse("${workspace}/.git/hooks/**").unwrap();
-        assert_eq!(w.expand(&homes(), Some("/srv/ws/")), ["/srv/ws/.git/hooks", "/srv/ws/.git/hooks/**"]);
+        assert_eq!(
+            w.expand(&homes(), Some("/srv/ws/")),
+            ["/srv/ws/.git/hooks", "/srv/ws/.git/hooks/**"]
+        );
         assert!(w.expand(&homes(), None).is_empty());
-        assert_eq!(PathPattern::parse("~").unwrap().expand(&["/root".into()], None), ["/root"]);
-        assert_eq!(PathPattern::parse("**/.env").unwrap().expand(&homes(), None), ["**/.env"]);
-        assert_eq!(PathPattern::parse("/**").unwrap().expand(&homes(), None), ["/**"]);
+        assert_eq!(
+            PathPattern::parse("~")
+                .unwrap()
+                .expand(&["/root".into()], None),
+            ["/root"]
+        );
+        assert_eq!(
+            PathPattern::parse("**/.env")
+                .unwrap()
+                .expand(&homes(), None),
+            ["**/.env"]
+        );
+        assert_eq!(
+            PathPattern::parse("/**").unwrap().expand(&homes(), None),
+            ["/**"]
+        );
     }
 
     #[test]
@@ -284,7 +355,9 @@ mod tests {
     #[test]
     fn hosts() {
         let exact = HostPattern::parse("PyPI.org.").unwrap();
-        assert!(exact.matches("pypi.org") && exact.matches("PYPI.ORG.") && !exact.matches("x.pypi.org"));
+        assert!(
+            exact.matches("pypi.org") && exact.matches("PYPI.ORG.") && !exact.matches("x.pypi.org")
+        );
         let wild = HostPattern::parse("*.github.com").unwrap();
         assert!(wild.matches("api.github.com") && wild.matches("a.b.github.com"));
         assert!(!wild.matches("github.com") && !wild.matches("evilgithub.com"));
@@ -297,11 +370,23 @@ mod tests {
     #[test]
     fn ports() {
         let v = |s: &str| serde_yaml::from_str::<serde_yaml::Value>(s).unwrap();
-        assert_eq!(PortRange::parse(&v("443")), Ok(PortRange { lo: 443, hi: 443 }));
-        assert_eq!(PortRange::parse(&v("'8000-8100'")), Ok(PortRange { lo: 8000, hi: 8100 }));
-        assert!(PortRange::parse(&v("0")).unwrap_err().contains("out of range"));
-        assert!(PortRange::parse(&v("65536")).unwrap_err().contains("out of range"));
-        assert!(PortRange::parse(&v("'9-1'")).unwrap_err().contains("backwards"));
+        assert_eq!(
+            PortRange::parse(&v("443")),
+            Ok(PortRange { lo: 443, hi: 443 })
+        );
+        assert_eq!(
+            PortRange::parse(&v("'8000-8100'")),
+            Ok(PortRange { lo: 8000, hi: 8100 })
+        );
+        assert!(PortRange::parse(&v("0"))
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(PortRange::parse(&v("65536"))
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(PortRange::parse(&v("'9-1'"))
+            .unwrap_err()
+            .contains("backwards"));
         assert!(PortRange::parse(&v("'http'")).is_err());
         assert!(PortRange::parse(&v("[1]")).unwrap_err().contains("a list"));
         assert!(PortRange::parse(&v("4.5")).is_err());
@@ -312,10 +397,18 @@ mod tests {
         assert_eq!(parse_cidr("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_cidr("127.0.0.1").unwrap().to_string(), "127.0.0.1/32");
         assert_eq!(parse_cidr("::1").unwrap().to_string(), "::1/128");
-        assert!(parse_cidr("10.0.0.1/8").unwrap_err().contains("did you mean 10.0.0.0/8"));
+        assert!(parse_cidr("10.0.0.1/8")
+            .unwrap_err()
+            .contains("did you mean 10.0.0.0/8"));
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("example.com").is_err());
-        assert_eq!(parse_cidr("::ffff:10.0.0.0/104").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(canonical_addr("::ffff:127.0.0.1".parse().unwrap()).to_string(), "127.0.0.1");
+        assert_eq!(
+            parse_cidr("::ffff:10.0.0.0/104").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            canonical_addr("::ffff:127.0.0.1".parse().unwrap()).to_string(),
+            "127.0.0.1"
+        );
     }
 }

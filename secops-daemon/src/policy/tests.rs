@@ -20,9 +20,20 @@ fn only_error(source: &str) -> PolicyError {
 
 fn assert_error(source: &str, line: usize, column: usize, field: &str, fragment: &str) {
     let e = only_error(source);
-    assert_eq!((e.line, e.column, e.field.as_str()), (line, column, field), "{e}");
-    assert!(e.message.contains(fragment), "{e:?} does not say {fragment:?}");
-    assert!(e.to_string().starts_with(&format!("p.yaml:{line}:{column}: {field}: ")), "{e}");
+    assert_eq!(
+        (e.line, e.column, e.field.as_str()),
+        (line, column, field),
+        "{e}"
+    );
+    assert!(
+        e.message.contains(fragment),
+        "{e:?} does not say {fragment:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with(&format!("p.yaml:{line}:{column}: {field}: ")),
+        "{e}"
+    );
 }
 
 const AGENT: &str = "agents:\n  - name: coder\n    workspace: /ws\n";
@@ -31,13 +42,21 @@ const AGENT: &str = "agents:\n  - name: coder\n    workspace: /ws\n";
 fn unknown_keys_are_errors_with_their_position() {
     assert_error("versoin: 1\n", 1, 1, ".", "unknown field `versoin`");
     assert_error(
-        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    verdit: deny\n"),
+        &format!(
+            "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    verdit: deny\n"
+        ),
         8,
         5,
         "rules[0]",
         "unknown field `verdit`",
     );
-    assert_error(&format!("{AGENT}    worksapce: /x\n"), 4, 5, "agents[0]", "unknown field `worksapce`");
+    assert_error(
+        &format!("{AGENT}    worksapce: /x\n"),
+        4,
+        5,
+        "agents[0]",
+        "unknown field `worksapce`",
+    );
 }
 
 #[test]
@@ -50,7 +69,9 @@ fn wrong_values_are_errors_with_their_position() {
         "unknown variant `severe`",
     );
     assert_error(
-        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    verdict: maybe\n"),
+        &format!(
+            "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    verdict: maybe\n"
+        ),
         8,
         14,
         "rules[0].verdict",
@@ -93,11 +114,37 @@ fn bad_globs_name_the_pattern() {
 
 #[test]
 fn bad_cidrs_hosts_and_ports_name_the_entry() {
-    let rule = |sel: &str| format!("{AGENT}rules:\n  - id: a\n    actions: [net:connect]\n    {sel}\n    risk: low\n");
-    assert_error(&rule("cidrs: [10.0.0.0/8, 10.0.0.1/8]"), 7, 25, "rules[0].cidrs[1]", "did you mean 10.0.0.0/8");
-    assert_error(&rule("cidrs: [300.1.1.1]"), 7, 13, "rules[0].cidrs[0]", "is not a CIDR");
-    assert_error(&rule("hosts: [\"bad host\"]"), 7, 13, "rules[0].hosts[0]", "not a valid host name");
-    assert_error(&rule("ports: [22, 70000]"), 7, 17, "rules[0].ports[1]", "out of range");
+    let rule = |sel: &str| {
+        format!("{AGENT}rules:\n  - id: a\n    actions: [net:connect]\n    {sel}\n    risk: low\n")
+    };
+    assert_error(
+        &rule("cidrs: [10.0.0.0/8, 10.0.0.1/8]"),
+        7,
+        25,
+        "rules[0].cidrs[1]",
+        "did you mean 10.0.0.0/8",
+    );
+    assert_error(
+        &rule("cidrs: [300.1.1.1]"),
+        7,
+        13,
+        "rules[0].cidrs[0]",
+        "is not a CIDR",
+    );
+    assert_error(
+        &rule("hosts: [\"bad host\"]"),
+        7,
+        13,
+        "rules[0].hosts[0]",
+        "not a valid host name",
+    );
+    assert_error(
+        &rule("ports: [22, 70000]"),
+        7,
+        17,
+        "rules[0].ports[1]",
+        "out of range",
+    );
     assert_error(
         &format!("{AGENT}egress:\n  coder:\n    allow:\n      - cidr: 10.0.0.0/33\n"),
         7,
@@ -106,13 +153,21 @@ fn bad_cidrs_hosts_and_ports_name_the_entry() {
         "is not a CIDR",
     );
     assert_error(
-        &format!("{AGENT}egress:\n  coder:\n    allow:\n      - cidr: 10.0.0.0/8\n        host: x.com\n"),
+        &format!(
+            "{AGENT}egress:\n  coder:\n    allow:\n      - cidr: 10.0.0.0/8\n        host: x.com\n"
+        ),
         7,
         9,
         "egress.coder.allow[0]",
         "exactly one of",
     );
-    assert_error(&format!("{AGENT}egress:\n  coder:\n    dns_resolvers: [dns.google]\n"), 6, 21, "egress.coder.dns_resolvers[0]", "not an IP");
+    assert_error(
+        &format!("{AGENT}egress:\n  coder:\n    dns_resolvers: [dns.google]\n"),
+        6,
+        21,
+        "egress.coder.dns_resolvers[0]",
+        "not an IP",
+    );
 }
 
 #[test]
@@ -121,7 +176,11 @@ fn duplicate_rule_ids_point_at_both_definitions() {
         "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n  - id: a\n    actions: [fs:write]\n    risk: low\n"
     ));
     assert_eq!((e.line, e.column, e.field.as_str()), (8, 9, "rules[1].id"));
-    assert!(e.message.contains("duplicate rule id \"a\" (first defined at p.yaml:5)"), "{e}");
+    assert!(
+        e.message
+            .contains("duplicate rule id \"a\" (first defined at p.yaml:5)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -140,7 +199,13 @@ fn unknown_action_types_are_errors_with_a_suggestion() {
         "rules[0].actions[0]",
         "unknown category",
     );
-    assert_error("action_types:\n  - name: fs:shred\n", 2, 11, "action_types[0].name", "cannot be extended");
+    assert_error(
+        "action_types:\n  - name: fs:shred\n",
+        2,
+        11,
+        "action_types[0].name",
+        "cannot be extended",
+    );
     // A declared custom type is known; the same name undeclared is not.
     assert!(parse_policy_str(
         Path::new("p.yaml"),
@@ -152,7 +217,9 @@ fn unknown_action_types_are_errors_with_a_suggestion() {
 #[test]
 fn hard_rules_must_deny() {
     assert_error(
-        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    hard: true\n"),
+        &format!(
+            "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    hard: true\n"
+        ),
         8,
         11,
         "rules[0].hard",
@@ -162,7 +229,13 @@ fn hard_rules_must_deny() {
 
 #[test]
 fn references_must_resolve() {
-    assert_error("egress:\n  ghost:\n    allow: []\n", 3, 5, "egress.ghost", "no agent named \"ghost\"");
+    assert_error(
+        "egress:\n  ghost:\n    allow: []\n",
+        3,
+        5,
+        "egress.ghost",
+        "no agent named \"ghost\"",
+    );
     assert_error(
         &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    agents: [coder, codr]\n    risk: low\n"),
         7,
@@ -170,9 +243,27 @@ fn references_must_resolve() {
         "rules[0].agents[1]",
         "no agent named \"codr\"",
     );
-    assert_error(&format!("{AGENT}  - name: coder\n    workspace: /w2\n"), 4, 11, "agents[1].name", "already defined");
-    assert_error("agents:\n  - name: a\n    workspace: relative\n", 3, 16, "agents[0].workspace", "absolute");
-    assert_error("agents:\n  - name: a/b\n    workspace: /w\n", 2, 11, "agents[0].name", "not a valid name");
+    assert_error(
+        &format!("{AGENT}  - name: coder\n    workspace: /w2\n"),
+        4,
+        11,
+        "agents[1].name",
+        "already defined",
+    );
+    assert_error(
+        "agents:\n  - name: a\n    workspace: relative\n",
+        3,
+        16,
+        "agents[0].workspace",
+        "absolute",
+    );
+    assert_error(
+        "agents:\n  - name: a/b\n    workspace: /w\n",
+        2,
+        11,
+        "agents[0].name",
+        "not a valid name",
+    );
 }
 
 #[test]
@@ -185,14 +276,18 @@ fn selectors_that_can_never_match_are_errors() {
         "never matches",
     );
     assert_error(
-        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    paths: []\n    risk: low\n"),
+        &format!(
+            "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    paths: []\n    risk: low\n"
+        ),
         7,
         12,
         "rules[0].paths",
         "empty",
     );
     assert_error(
-        &format!("{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    unless: {{}}\n    risk: low\n"),
+        &format!(
+            "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    unless: {{}}\n    risk: low\n"
+        ),
         7,
         13,
         "rules[0].unless",
@@ -203,9 +298,19 @@ fn selectors_that_can_never_match_are_errors() {
 #[test]
 fn empty_and_multi_document_files_are_errors() {
     assert!(only_error("").message.contains("holds no policy"));
-    assert!(only_error("# only a comment\n").message.contains("holds no policy"));
-    assert!(only_error("version: 1\n---\nversion: 1\n").message.contains("more than one document"));
-    assert_error("version: 2\n", 1, 10, "version", "unsupported policy version 2");
+    assert!(only_error("# only a comment\n")
+        .message
+        .contains("holds no policy"));
+    assert!(only_error("version: 1\n---\nversion: 1\n")
+        .message
+        .contains("more than one document"));
+    assert_error(
+        "version: 2\n",
+        1,
+        10,
+        "version",
+        "unsupported policy version 2",
+    );
 }
 
 #[test]
@@ -225,17 +330,38 @@ mod files {
     fn includes_merge_and_their_errors_name_the_included_file() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join("inc")).unwrap();
-        fs::write(dir.path().join("inc/rules.yaml"), "rules:\n  - id: r\n    actions: [fs:read]\n    risk: lo\n").unwrap();
-        fs::write(dir.path().join("main.yaml"), format!("include: [inc/rules.yaml]\n{AGENT}")).unwrap();
-        let e = load_policy(&dir.path().join("main.yaml")).unwrap_err().0.remove(0);
+        fs::write(
+            dir.path().join("inc/rules.yaml"),
+            "rules:\n  - id: r\n    actions: [fs:read]\n    risk: lo\n",
+        )
+        .unwrap();
+        fs::write(
+            dir.path().join("main.yaml"),
+            format!("include: [inc/rules.yaml]\n{AGENT}"),
+        )
+        .unwrap();
+        let e = load_policy(&dir.path().join("main.yaml"))
+            .unwrap_err()
+            .0
+            .remove(0);
         assert_eq!(e.file, dir.path().join("inc/rules.yaml"));
-        assert_eq!((e.line, e.column, e.field.as_str()), (4, 11, "rules[0].risk"));
+        assert_eq!(
+            (e.line, e.column, e.field.as_str()),
+            (4, 11, "rules[0].risk")
+        );
 
-        fs::write(dir.path().join("inc/rules.yaml"), "rules:\n  - id: r\n    actions: [fs:read]\n    agents: [coder]\n    risk: low\n").unwrap();
+        fs::write(
+            dir.path().join("inc/rules.yaml"),
+            "rules:\n  - id: r\n    actions: [fs:read]\n    agents: [coder]\n    risk: low\n",
+        )
+        .unwrap();
         let policy = load_policy(&dir.path().join("main.yaml")).unwrap();
         assert_eq!(policy.rules.len(), 1);
         assert_eq!(policy.files.len(), 2);
-        assert_eq!(policy.rules[0].origin.file, dir.path().join("inc/rules.yaml"));
+        assert_eq!(
+            policy.rules[0].origin.file,
+            dir.path().join("inc/rules.yaml")
+        );
     }
 
     #[test]
@@ -246,7 +372,10 @@ mod files {
         fs::write(p("b.yaml"), "include: [c.yaml, a.yaml]\n").unwrap();
         fs::write(p("c.yaml"), "version: 1\n").unwrap();
         let e = load_policy(&p("a.yaml")).unwrap_err().0.remove(0);
-        assert_eq!((e.file.clone(), e.line, e.column, e.field.as_str()), (p("b.yaml"), 1, 19, "include[1]"));
+        assert_eq!(
+            (e.file.clone(), e.line, e.column, e.field.as_str()),
+            (p("b.yaml"), 1, 19, "include[1]")
+        );
         assert!(e.message.contains("include cycle"), "{e}");
 
         fs::write(p("b.yaml"), "include:\n  - missing.yaml\n").unwrap();
@@ -256,17 +385,30 @@ mod files {
 
         fs::write(p("b.yaml"), "defaults:\n  autonomy: full\n").unwrap();
         let e = load_policy(&p("a.yaml")).unwrap_err().0.remove(0);
-        assert_eq!((e.file.clone(), e.field.as_str()), (p("b.yaml"), "defaults"));
+        assert_eq!(
+            (e.file.clone(), e.field.as_str()),
+            (p("b.yaml"), "defaults")
+        );
 
         let e = load_policy(&p("nope.yaml")).unwrap_err().0.remove(0);
-        assert!(e.to_string().starts_with(&format!("{}: .: cannot read policy file", p("nope.yaml").display())), "{e}");
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{}: .: cannot read policy file",
+                p("nope.yaml").display()
+            )),
+            "{e}"
+        );
     }
 
     #[test]
     fn the_same_file_included_twice_is_read_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
-        fs::write(p("shared.yaml"), "rules:\n  - id: s\n    actions: [fs:read]\n    risk: low\n").unwrap();
+        fs::write(
+            p("shared.yaml"),
+            "rules:\n  - id: s\n    actions: [fs:read]\n    risk: low\n",
+        )
+        .unwrap();
         fs::write(p("x.yaml"), "include: [shared.yaml]\n").unwrap();
         fs::write(p("main.yaml"), "include: [shared.yaml, x.yaml]\n").unwrap();
         assert_eq!(load_policy(&p("main.yaml")).unwrap().rules.len(), 1);

@@ -8,7 +8,9 @@ use secops_common::{ActionRegistry, AutonomyLevel, Category, CoreAction, RiskLev
 
 use super::error::PolicyError;
 use super::load::SourceFile;
-use super::model::{Agent, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors};
+use super::model::{
+    Agent, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors,
+};
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
 use super::schema::{EgressDefault, SelectorSpec};
 
@@ -23,10 +25,12 @@ pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
     use RiskLevel::*;
     match action {
         FsRead | FsCreate | ProcExit | NetDns | CodeEdit | VcsCommit | DbRead => Low,
-        FsWrite | FsRename | FsLink | FsChmod | ProcExec | ProcSignal | NetConnect | NetSend | NetBind
-        | CodeExec | VcsPush | CommsSend | DbWrite | ToolCall => Medium,
-        FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback | DbMigrate => High,
-        ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup | DbDrop => Critical,
+        FsWrite | FsRename | FsLink | FsChmod | ProcExec | ProcSignal | NetConnect | NetSend
+        | NetBind | CodeExec | VcsPush | CommsSend | DbWrite | ToolCall => Medium,
+        FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback
+        | DbMigrate => High,
+        ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup
+        | DbDrop => Critical,
     }
 }
 
@@ -34,18 +38,29 @@ pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
 /// one policy, pushing every problem found onto `errors`. The returned policy is meaningless
 /// unless `errors` stayed empty.
 pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
-    let mut v = Validator { errors, registry: ActionRegistry::core() };
-    let mut default_risk: Vec<Option<RiskLevel>> =
-        CoreAction::ALL.iter().map(|&c| Some(builtin_default_risk(c))).collect();
+    let mut v = Validator {
+        errors,
+        registry: ActionRegistry::core(),
+    };
+    let mut default_risk: Vec<Option<RiskLevel>> = CoreAction::ALL
+        .iter()
+        .map(|&c| Some(builtin_default_risk(c)))
+        .collect();
 
     for file in files {
         if let Some(version) = file.doc.version {
             if version != 1 {
-                v.push(file.error("version", format!("unsupported policy version {version} (this secops reads version 1)")));
+                v.push(file.error(
+                    "version",
+                    format!("unsupported policy version {version} (this secops reads version 1)"),
+                ));
             }
         }
         if file.doc.defaults.is_some() && !file.is_root {
-            v.push(file.error("defaults", "only the top-level policy file may set defaults"));
+            v.push(file.error(
+                "defaults",
+                "only the top-level policy file may set defaults",
+            ));
         }
         for (i, decl) in file.doc.action_types.iter().enumerate() {
             match v.registry.declare(&decl.name) {
@@ -79,7 +94,9 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         }
         for (pattern, &risk) in &spec.risk {
             match v.registry.resolve_pattern(pattern) {
-                Ok(ids) => ids.iter().for_each(|id| default_risk[id.index()] = Some(risk)),
+                Ok(ids) => ids
+                    .iter()
+                    .for_each(|id| default_risk[id.index()] = Some(risk)),
                 Err(e) => v.push(file.error(format!("defaults.risk.{pattern}"), e.to_string())),
             }
         }
@@ -118,13 +135,20 @@ impl Validator<'_> {
         for file in files {
             for (i, spec) in file.doc.agents.iter().enumerate() {
                 let at = |field: &str| format!("agents[{i}].{field}");
-                let here = format!("{}:{}", file.path.display(), file.line_of(&format!("agents[{i}]")));
+                let here = format!(
+                    "{}:{}",
+                    file.path.display(),
+                    file.line_of(&format!("agents[{i}]"))
+                );
                 let mut ok = true;
                 if let Err(e) = check_name(&spec.name) {
                     self.push(file.error(at("name"), e));
                     ok = false;
                 } else if let Some(first) = first_seen.get(&spec.name) {
-                    self.push(file.error(at("name"), format!("agent {:?} is already defined at {first}", spec.name)));
+                    self.push(file.error(
+                        at("name"),
+                        format!("agent {:?} is already defined at {first}", spec.name),
+                    ));
                     ok = false;
                 }
                 let cgroup = spec.cgroup.clone().unwrap_or_else(|| spec.name.clone());
@@ -134,7 +158,10 @@ impl Validator<'_> {
                     self.push(file.error(at("cgroup"), e));
                     ok = false;
                 } else if let Some(first) = cgroups.get(&cgroup) {
-                    self.push(file.error(at("cgroup"), format!("cgroup {cgroup:?} is already used by the agent at {first}")));
+                    self.push(file.error(
+                        at("cgroup"),
+                        format!("cgroup {cgroup:?} is already used by the agent at {first}"),
+                    ));
                     ok = false;
                 }
                 let workspace = match check_concrete_dir(&spec.workspace) {
@@ -180,19 +207,29 @@ impl Validator<'_> {
                 if let Err(e) = check_rule_id(&spec.id) {
                     self.push(file.error(at("id"), e));
                 } else if let Some(first) = first_seen.get(&spec.id) {
-                    self.push(file.error(at("id"), format!("duplicate rule id {:?} (first defined at {first})", spec.id)));
+                    self.push(file.error(
+                        at("id"),
+                        format!("duplicate rule id {:?} (first defined at {first})", spec.id),
+                    ));
                 } else {
-                    first_seen.insert(spec.id.clone(), format!("{}:{}", file.path.display(), file.line_of(&at("id"))));
+                    first_seen.insert(
+                        spec.id.clone(),
+                        format!("{}:{}", file.path.display(), file.line_of(&at("id"))),
+                    );
                 }
 
                 let mut actions = Vec::new();
                 if spec.actions.is_empty() {
-                    self.push(file.error(at("actions"), "a rule must name at least one action type"));
+                    self.push(
+                        file.error(at("actions"), "a rule must name at least one action type"),
+                    );
                 }
                 for (j, name) in spec.actions.iter().enumerate() {
                     match self.registry.resolve_pattern(name) {
                         Ok(ids) => actions.extend(ids),
-                        Err(e) => self.push(file.error(format!("rules[{i}].actions[{j}]"), e.to_string())),
+                        Err(e) => {
+                            self.push(file.error(format!("rules[{i}].actions[{j}]"), e.to_string()))
+                        }
                     }
                 }
                 actions.sort();
@@ -204,7 +241,10 @@ impl Validator<'_> {
                     }
                     for (j, name) in scope.iter().enumerate() {
                         if !agents.iter().any(|a| &a.name == name) {
-                            self.push(file.error(format!("rules[{i}].agents[{j}]"), format!("no agent named {name:?} is defined")));
+                            self.push(file.error(
+                                format!("rules[{i}].agents[{j}]"),
+                                format!("no agent named {name:?} is defined"),
+                            ));
                         }
                     }
                 }
@@ -217,9 +257,19 @@ impl Validator<'_> {
                     ports: spec.ports.clone(),
                 };
                 let selectors = self.selectors(file, &format!("rules[{i}]"), &own);
-                let unless = spec.unless.as_ref().map(|u| self.selectors(file, &format!("rules[{i}].unless"), u));
-                if matches!(&unless, Some(u) if u.is_empty()) && !self.errors[errors_before..].iter().any(|e| e.field.starts_with(&at("unless"))) {
-                    self.push(file.error(at("unless"), "an `unless` with no selectors would exempt everything"));
+                let unless = spec
+                    .unless
+                    .as_ref()
+                    .map(|u| self.selectors(file, &format!("rules[{i}].unless"), u));
+                if matches!(&unless, Some(u) if u.is_empty())
+                    && !self.errors[errors_before..]
+                        .iter()
+                        .any(|e| e.field.starts_with(&at("unless")))
+                {
+                    self.push(file.error(
+                        at("unless"),
+                        "an `unless` with no selectors would exempt everything",
+                    ));
                 }
                 self.check_applicable(file, i, &actions, &selectors, unless.as_ref());
 
@@ -245,7 +295,10 @@ impl Validator<'_> {
                             .clone()
                             .or_else(|| spec.description.clone())
                             .unwrap_or_else(|| format!("rule {}", spec.id)),
-                        origin: Origin { file: file.path.clone(), line: file.line_of(&format!("rules[{i}]")) },
+                        origin: Origin {
+                            file: file.path.clone(),
+                            line: file.line_of(&format!("rules[{i}]")),
+                        },
                     });
                 }
             }
@@ -255,10 +308,16 @@ impl Validator<'_> {
 
     fn selectors(&mut self, file: &SourceFile, at: &str, spec: &SelectorSpec) -> Selectors {
         let mut out = Selectors::default();
-        let each = |name: &str, list: &Option<Vec<String>>, errors: &mut Vec<PolicyError>, f: &mut dyn FnMut(&str) -> Result<(), String>| {
+        let each = |name: &str,
+                    list: &Option<Vec<String>>,
+                    errors: &mut Vec<PolicyError>,
+                    f: &mut dyn FnMut(&str) -> Result<(), String>| {
             if let Some(list) = list {
                 if list.is_empty() {
-                    errors.push(file.error(format!("{at}.{name}"), format!("an empty `{name}` list matches nothing; leave it out to mean any")));
+                    errors.push(file.error(
+                        format!("{at}.{name}"),
+                        format!("an empty `{name}` list matches nothing; leave it out to mean any"),
+                    ));
                 }
                 for (j, raw) in list.iter().enumerate() {
                     if let Err(e) = f(raw) {
@@ -267,13 +326,24 @@ impl Validator<'_> {
                 }
             }
         };
-        each("paths", &spec.paths, self.errors, &mut |raw| PathPattern::parse(raw).map(|p| out.paths.push(p)));
-        each("binaries", &spec.binaries, self.errors, &mut |raw| PathPattern::parse(raw).map(|p| out.binaries.push(p)));
-        each("cidrs", &spec.cidrs, self.errors, &mut |raw| parse_cidr(raw).map(|n| out.cidrs.push(n)));
-        each("hosts", &spec.hosts, self.errors, &mut |raw| HostPattern::parse(raw).map(|h| out.hosts.push(h)));
+        each("paths", &spec.paths, self.errors, &mut |raw| {
+            PathPattern::parse(raw).map(|p| out.paths.push(p))
+        });
+        each("binaries", &spec.binaries, self.errors, &mut |raw| {
+            PathPattern::parse(raw).map(|p| out.binaries.push(p))
+        });
+        each("cidrs", &spec.cidrs, self.errors, &mut |raw| {
+            parse_cidr(raw).map(|n| out.cidrs.push(n))
+        });
+        each("hosts", &spec.hosts, self.errors, &mut |raw| {
+            HostPattern::parse(raw).map(|h| out.hosts.push(h))
+        });
         if let Some(ports) = &spec.ports {
             if ports.is_empty() {
-                self.push(file.error(format!("{at}.ports"), "an empty `ports` list matches nothing; leave it out to mean any"));
+                self.push(file.error(
+                    format!("{at}.ports"),
+                    "an empty `ports` list matches nothing; leave it out to mean any",
+                ));
             }
             for (j, raw) in ports.iter().enumerate() {
                 match PortRange::parse(raw) {
@@ -287,20 +357,39 @@ impl Validator<'_> {
 
     /// A selector none of the rule's action types can carry would make the rule silently
     /// match nothing; that is a mistake in the policy, so it is an error.
-    fn check_applicable(&mut self, file: &SourceFile, i: usize, actions: &[secops_common::ActionId], own: &Selectors, unless: Option<&Selectors>) {
-        let categories: Vec<(Category, Option<CoreAction>)> =
-            actions.iter().filter_map(|&id| self.registry.get(id)).map(|t| (t.category(), t.as_core())).collect();
+    fn check_applicable(
+        &mut self,
+        file: &SourceFile,
+        i: usize,
+        actions: &[secops_common::ActionId],
+        own: &Selectors,
+        unless: Option<&Selectors>,
+    ) {
+        let categories: Vec<(Category, Option<CoreAction>)> = actions
+            .iter()
+            .filter_map(|&id| self.registry.get(id))
+            .map(|t| (t.category(), t.as_core()))
+            .collect();
         if categories.is_empty() {
             return;
         }
-        let any = |f: &dyn Fn(Category, Option<CoreAction>) -> bool| categories.iter().any(|&(c, a)| f(c, a));
-        let has_path = any(&|c, _| matches!(c, Category::Fs | Category::Secret) || !c.is_kernel_observable());
+        let any = |f: &dyn Fn(Category, Option<CoreAction>) -> bool| {
+            categories.iter().any(|&(c, a)| f(c, a))
+        };
+        let has_path =
+            any(&|c, _| matches!(c, Category::Fs | Category::Secret) || !c.is_kernel_observable());
         let has_binary = any(&|c, a| a == Some(CoreAction::ProcExec) || !c.is_kernel_observable());
         let has_endpoint = any(&|c, _| c == Category::Net || !c.is_kernel_observable());
-        for (prefix, sel) in [(format!("rules[{i}]"), Some(own)), (format!("rules[{i}].unless"), unless)] {
+        for (prefix, sel) in [
+            (format!("rules[{i}]"), Some(own)),
+            (format!("rules[{i}].unless"), unless),
+        ] {
             let Some(sel) = sel else { continue };
             let mut complain = |field: &str, what: &str| {
-                self.errors.push(file.error(format!("{prefix}.{field}"), format!("never matches: none of the rule's action types has {what}")));
+                self.errors.push(file.error(
+                    format!("{prefix}.{field}"),
+                    format!("never matches: none of the rule's action types has {what}"),
+                ));
             };
             if !sel.paths.is_empty() && !has_path {
                 complain("paths", "a path (fs:*, secret:*, in-process types)");
@@ -308,7 +397,11 @@ impl Validator<'_> {
             if !sel.binaries.is_empty() && !has_binary {
                 complain("binaries", "a binary (proc:exec, in-process types)");
             }
-            for (field, present) in [("cidrs", !sel.cidrs.is_empty()), ("hosts", !sel.hosts.is_empty()), ("ports", !sel.ports.is_empty())] {
+            for (field, present) in [
+                ("cidrs", !sel.cidrs.is_empty()),
+                ("hosts", !sel.hosts.is_empty()),
+                ("ports", !sel.ports.is_empty()),
+            ] {
                 if present && !has_endpoint {
                     complain(field, "a network endpoint (net:*, in-process types)");
                 }
@@ -316,7 +409,11 @@ impl Validator<'_> {
         }
     }
 
-    fn egress(&mut self, files: &[SourceFile], agents: &[Agent]) -> std::collections::BTreeMap<String, Egress> {
+    fn egress(
+        &mut self,
+        files: &[SourceFile],
+        agents: &[Agent],
+    ) -> std::collections::BTreeMap<String, Egress> {
         let mut out = std::collections::BTreeMap::new();
         for file in files {
             for (agent, spec) in &file.doc.egress {
@@ -326,16 +423,26 @@ impl Validator<'_> {
                     continue;
                 }
                 if out.contains_key(agent) {
-                    self.push(file.error(&at, format!("egress for {agent:?} is already defined in another file")));
+                    self.push(file.error(
+                        &at,
+                        format!("egress for {agent:?} is already defined in another file"),
+                    ));
                     continue;
                 }
                 let mut egress = Egress::default();
                 for (k, entry) in spec.allow.iter().enumerate() {
                     let entry_at = format!("{at}.allow[{k}]");
                     let target = match (&entry.cidr, &entry.host) {
-                        (Some(cidr), None) => parse_cidr(cidr).map(EgressTarget::Cidr).map_err(|e| (format!("{entry_at}.cidr"), e)),
-                        (None, Some(host)) => HostPattern::parse(host).map(EgressTarget::Host).map_err(|e| (format!("{entry_at}.host"), e)),
-                        _ => Err((entry_at.clone(), "an allow entry needs exactly one of `cidr` or `host`".to_owned())),
+                        (Some(cidr), None) => parse_cidr(cidr)
+                            .map(EgressTarget::Cidr)
+                            .map_err(|e| (format!("{entry_at}.cidr"), e)),
+                        (None, Some(host)) => HostPattern::parse(host)
+                            .map(EgressTarget::Host)
+                            .map_err(|e| (format!("{entry_at}.host"), e)),
+                        _ => Err((
+                            entry_at.clone(),
+                            "an allow entry needs exactly one of `cidr` or `host`".to_owned(),
+                        )),
                     };
                     let mut ports = Vec::new();
                     let mut ports_ok = true;
@@ -363,7 +470,10 @@ impl Validator<'_> {
                 for (k, raw) in spec.dns_resolvers.iter().enumerate() {
                     match raw.parse::<IpAddr>() {
                         Ok(addr) => egress.dns_resolvers.push(addr.to_canonical()),
-                        Err(_) => self.push(file.error(format!("{at}.dns_resolvers[{k}]"), format!("{raw:?} is not an IP address"))),
+                        Err(_) => self.push(file.error(
+                            format!("{at}.dns_resolvers[{k}]"),
+                            format!("{raw:?} is not an IP address"),
+                        )),
                     }
                 }
                 out.insert(agent.clone(), egress);
@@ -378,7 +488,9 @@ fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -387,11 +499,17 @@ fn check_name(name: &str) -> Result<(), String> {
 }
 
 fn check_rule_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(format!("{id:?} is not a valid rule id (letters, digits, '_', '.', ':', '-')"))
+        Err(format!(
+            "{id:?} is not a valid rule id (letters, digits, '_', '.', ':', '-')"
+        ))
     }
 }
 
@@ -400,8 +518,11 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
     if !raw.starts_with('/') {
         return Err(format!("{raw:?} must be an absolute path"));
     }
-    if raw.contains(['*', '?', '[', ']', '{', '}', '\\']) || raw.contains("${") || raw.contains('~') {
-        return Err(format!("{raw:?} must be a plain directory, without glob characters or variables"));
+    if raw.contains(['*', '?', '[', ']', '{', '}', '\\']) || raw.contains("${") || raw.contains('~')
+    {
+        return Err(format!(
+            "{raw:?} must be a plain directory, without glob characters or variables"
+        ));
     }
     if raw.split('/').any(|c| c == "." || c == "..") {
         return Err(format!("{raw:?} must not contain '.' or '..' components"));
@@ -415,7 +536,9 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
 
 fn check_home_glob(raw: &str) -> Result<(), String> {
     if !raw.starts_with('/') || raw.contains("${") || raw.contains('~') {
-        return Err(format!("{raw:?} must be an absolute path (globs like /home/* are allowed)"));
+        return Err(format!(
+            "{raw:?} must be an absolute path (globs like /home/* are allowed)"
+        ));
     }
     PathPattern::parse(raw).map(|_| ())
 }
