@@ -4,6 +4,7 @@
 
 pub mod action;
 pub mod decision;
+pub mod kernel;
 
 pub use action::{ActionId, ActionRegistry, ActionType, ActionTypeError, Category, CoreAction};
 pub use decision::{AutonomyLevel, ParseLevelError, RiskLevel, Verdict};

@@ -1,0 +1,262 @@
+//! The kernel <-> daemon contract in Rust: `#[repr(C)]` mirrors of every struct and
+//! constant in `secops-ebpf/include/secops.h`. The layout test (`tests/layout.rs`) compares
+//! these with the C header's BTF, field by field, so the two cannot drift apart silently;
+//! the size assertions below only catch the grossest changes at compile time.
+//!
+//! Field names are the C names, so the test can match them. Every type is plain old data:
+//! any bit pattern is a valid value, which is what lets the daemon read them out of map
+//! values and ring buffer records.
+
+use core::mem::size_of;
+
+pub const MAX_PORT_RANGES: usize = 16;
+pub const PATH_LEN: usize = 256;
+pub const ARGV_LEN: usize = 128;
+pub const COMM_LEN: usize = 16;
+/// Entries of `secops_stats`: one per event kind, indexed by kind.
+pub const STATS_LEN: usize = 8;
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_EXIT: u32 = 2;
+pub const EVENT_UNLINK: u32 = 3;
+pub const EVENT_RENAME: u32 = 4;
+pub const EVENT_NET: u32 = 5;
+
+pub const VERDICT_ALLOW: u32 = 0;
+pub const VERDICT_DENY: u32 = 1;
+
+/// `Agent::flags`: judge this agent's connect/sendmsg against its egress tries.
+pub const AGENT_EGRESS_ENFORCED: u8 = 1;
+
+/// `Agent::autonomy` values.
+pub const AUTONOMY_FULL: u8 = 0;
+pub const AUTONOMY_SEMI: u8 = 1;
+pub const AUTONOMY_SUPERVISED: u8 = 2;
+pub const AUTONOMY_LOCKED: u8 = 3;
+
+/// `PortRange::protocols` bits.
+pub const PROTO_TCP: u8 = 1;
+pub const PROTO_UDP: u8 = 2;
+
+/// Address families and IP protocols as the kernel numbers them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+
+/// `NetBody::kind`: which hook saw the destination.
+pub const NET_CONNECT: u8 = 1;
+pub const NET_SENDMSG: u8 = 2;
+
+/// Map names (each pinned under this name in the pin directory).
+pub const MAP_CONFIG: &str = "secops_config";
+pub const MAP_AGENTS: &str = "secops_agents";
+pub const MAP_EGRESS4: &str = "secops_egress4";
+pub const MAP_EGRESS6: &str = "secops_egress6";
+pub const MAP_EGRESS_ALLOWED: &str = "secops_egress_allowed";
+pub const MAP_EVENTS: &str = "secops_events";
+pub const MAP_STATS: &str = "secops_stats";
+pub const MAP_HEARTBEAT: &str = "secops_heartbeat";
+pub const MAPS: [&str; 8] = [
+    MAP_CONFIG,
+    MAP_AGENTS,
+    MAP_EGRESS4,
+    MAP_EGRESS6,
+    MAP_EGRESS_ALLOWED,
+    MAP_EVENTS,
+    MAP_STATS,
+    MAP_HEARTBEAT,
+];
+
+/// `struct secops_config`, the one entry of `secops_config`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// cgroup id of the secops root cgroup.
+    pub root_cgroup_id: u64,
+    /// cgroup2 level of agent cgroups (children of the root); 0: programs ignore everyone.
+    pub agent_level: u32,
+    pub flags: u32,
+}
+
+/// `struct secops_agent`, the value of `secops_agents` (key: the agent cgroup's id, `u64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Agent {
+    pub agent_index: u32,
+    pub autonomy: u8,
+    pub flags: u8,
+    pub pad: u16,
+}
+
+/// `struct secops_port_range`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+    /// `PROTO_TCP` | `PROTO_UDP`.
+    pub protocols: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct secops_egress4_key`: `prefixlen` counts the 32 bits of `agent_index` too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Egress4Key {
+    pub prefixlen: u32,
+    pub agent_index: u32,
+    pub addr: [u8; 4],
+}
+
+/// `struct secops_egress6_key`: `prefixlen` counts the 32 bits of `agent_index` too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Egress6Key {
+    pub prefixlen: u32,
+    pub agent_index: u32,
+    pub addr: [u8; 16],
+}
+
+/// `struct secops_egress_value`: the ranges allowed at the longest matching prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EgressValue {
+    pub n_ranges: u32,
+    pub pad: u32,
+    pub ranges: [PortRange; MAX_PORT_RANGES],
+}
+
+/// `struct secops_egress_allowed_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EgressAllowedKey {
+    pub agent_index: u32,
+    pub family: u16,
+    pub protocol: u16,
+    /// Host order.
+    pub port: u16,
+    pub pad: u16,
+    /// Network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// `struct secops_egress_allowed_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressAllowedValue {
+    pub count: u64,
+    /// `CLOCK_BOOTTIME` ns.
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// `struct secops_event_header`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub agent_index: u32,
+    /// The agent cgroup (not the task's own, possibly deeper, cgroup).
+    pub cgroup_id: u64,
+    /// `CLOCK_BOOTTIME` ns.
+    pub ts_boot_ns: u64,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    pub uid: u32,
+    pub verdict: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `struct secops_exec_body`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecBody {
+    pub filename: [u8; PATH_LEN],
+    /// The argv head, NUL between arguments.
+    pub argv: [u8; ARGV_LEN],
+    /// Valid bytes of `argv`.
+    pub argv_len: u32,
+    /// Bytes of the whole argv; more than `argv_len` means the head is truncated.
+    pub args_size: u32,
+}
+
+/// `struct secops_exit_body`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitBody {
+    /// A wait(2) status: `(code << 8) | signal`.
+    pub exit_code: u32,
+    pub pad: u32,
+}
+
+/// `struct secops_unlink_body`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnlinkBody {
+    /// `AT_FDCWD` (-100) for unlink and rmdir.
+    pub dfd: i32,
+    /// `AT_REMOVEDIR` (0x200) for rmdir.
+    pub flags: u32,
+    pub path: [u8; PATH_LEN],
+}
+
+/// `struct secops_rename_body`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RenameBody {
+    pub olddfd: i32,
+    pub newdfd: i32,
+    pub flags: u32,
+    pub pad: u32,
+    pub oldpath: [u8; PATH_LEN],
+    pub newpath: [u8; PATH_LEN],
+}
+
+/// `struct secops_net_body`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetBody {
+    pub family: u16,
+    pub protocol: u16,
+    /// Host order.
+    pub port: u16,
+    pub kind: u8,
+    pub pad: u8,
+    /// Network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+
+/// `union secops_event_body`; `EventHeader::kind` says which member is meant.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union EventBody {
+    pub exec: ExecBody,
+    pub exit: ExitBody,
+    pub unlink: UnlinkBody,
+    pub rename: RenameBody,
+    pub net: NetBody,
+}
+
+/// `struct secops_event`: every ring buffer record is exactly one of these.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Event {
+    pub header: EventHeader,
+    pub body: EventBody,
+}
+
+const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(size_of::<Agent>() == 8);
+const _: () = assert!(size_of::<PortRange>() == 8);
+const _: () = assert!(size_of::<Egress4Key>() == 12);
+const _: () = assert!(size_of::<Egress6Key>() == 24);
+const _: () = assert!(size_of::<EgressValue>() == 8 + 8 * MAX_PORT_RANGES);
+const _: () = assert!(size_of::<EgressAllowedKey>() == 28);
+const _: () = assert!(size_of::<EgressAllowedValue>() == 24);
+const _: () = assert!(size_of::<EventHeader>() == 56);
+const _: () = assert!(size_of::<RenameBody>() == 16 + 2 * PATH_LEN);
+const _: () = assert!(size_of::<EventBody>() == size_of::<RenameBody>());
+const _: () = assert!(size_of::<Event>() == 56 + 16 + 2 * PATH_LEN);

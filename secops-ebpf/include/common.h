@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/* Helpers every program family uses: who is the current task's agent, and event output. */
+#ifndef SECOPS_COMMON_H
+#define SECOPS_COMMON_H
+
+#include <stdbool.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "maps.h"
+#include "secops.h"
+
+/*
+ * The current task's agent, or NULL for every task that is not in an agent cgroup (or
+ * below one): then the caller must change nothing. This is the safety rule that lets the
+ * programs be attached on a shared machine: with an empty secops_agents map (or no
+ * config) no task is an agent.
+ *
+ * Descendants of an agent cgroup are the same agent: the agent cgroup is the task's
+ * ancestor at agent_level. bpf_get_current_ancestor_cgroup_id is available to tracepoint
+ * (bpf_tracing_func_proto) and cgroup sock_addr programs on every kernel since 5.7.
+ */
+static __always_inline const struct secops_agent *secops_current_agent(__u64 *agent_cgroup)
+{
+	__u32 zero = 0;
+	const struct secops_config *cfg = bpf_map_lookup_elem(&secops_config, &zero);
+	if (!cfg || cfg->agent_level == 0)
+		return NULL;
+	__u64 id = bpf_get_current_ancestor_cgroup_id(cfg->agent_level);
+	if (id == 0)
+		return NULL;
+	const struct secops_agent *agent = bpf_map_lookup_elem(&secops_agents, &id);
+	if (agent)
+		*agent_cgroup = id;
+	return agent;
+}
+
+static __always_inline void secops_count_lost(__u32 kind)
+{
+	__u64 *lost = bpf_map_lookup_elem(&secops_stats, &kind);
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
+
+/*
+ * A zeroed event with its header filled in, or NULL when the ring buffer is full: then
+ * the loss is counted per kind so the daemon can audit exactly what it did not see. The
+ * caller fills the body and calls bpf_ringbuf_submit.
+ */
+static __always_inline struct secops_event *
+secops_event_start(__u32 kind, const struct secops_agent *agent, __u64 agent_cgroup,
+		   __u32 verdict)
+{
+	struct secops_event *ev = bpf_ringbuf_reserve(&secops_events, sizeof(*ev), 0);
+	if (!ev) {
+		secops_count_lost(kind);
+		return NULL;
+	}
+	/* Reserved space holds old events' bytes: zero it so strings end cleanly. */
+	__builtin_memset(ev, 0, sizeof(*ev));
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	ev->header.kind = kind;
+	ev->header.agent_index = agent->agent_index;
+	ev->header.cgroup_id = agent_cgroup;
+	ev->header.ts_boot_ns = bpf_ktime_get_boot_ns();
+	ev->header.pid = (__u32)pid_tgid;
+	ev->header.tgid = pid_tgid >> 32;
+	ev->header.uid = (__u32)bpf_get_current_uid_gid();
+	ev->header.verdict = verdict;
+	bpf_get_current_comm(ev->header.comm, sizeof(ev->header.comm));
+	return ev;
+}
+
+/*
+ * The objects are dual-licensed (GPL-2.0-only OR Apache-2.0); the kernel only needs to see
+ * that they are GPL-compatible to allow the GPL-only helpers (probe reads, comm).
+ */
+#define SECOPS_LICENSE char LICENSE[] SEC("license") = "GPL"
+
+#endif /* SECOPS_COMMON_H */

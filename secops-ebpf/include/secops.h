@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The kernel <-> daemon contract: every struct and constant that BPF programs and the
+ * daemon share. secops-common/src/kernel.rs is the #[repr(C)] mirror of this file, and the
+ * layout test (tests/layout.rs) compares the two through alignchecker.bpf.c's BTF, so a
+ * change here that is not made there fails the build's tests.
+ *
+ * Constants are enumerators, not #defines, because enumerators reach BTF and so are
+ * checked by the layout test too.
+ *
+ * Rules for changing this file:
+ *  - Only fixed-width types; explicit padding fields, so no layout depends on the compiler.
+ *  - Every struct that userspace hashes as a key (egress keys) has no implicit padding:
+ *    BPF programs zero them whole before filling them in.
+ */
+#ifndef SECOPS_H
+#define SECOPS_H
+
+#include <linux/types.h>
+
+enum secops_limits {
+	/* Port ranges per egress prefix. */
+	SECOPS_MAX_PORT_RANGES = 16,
+	/* Bytes of a path (or exec filename) copied into an event, NUL included. */
+	SECOPS_PATH_LEN = 256,
+	/* Bytes of the argv head copied into an exec event (NULs between arguments). */
+	SECOPS_ARGV_LEN = 128,
+	SECOPS_COMM_LEN = 16,
+	/* Entries of the secops_stats array: one per event kind, indexed by kind. */
+	SECOPS_STATS_LEN = 8,
+};
+
+enum secops_event_kind {
+	SECOPS_EVENT_EXEC = 1,
+	SECOPS_EVENT_EXIT = 2,
+	SECOPS_EVENT_UNLINK = 3,
+	SECOPS_EVENT_RENAME = 4,
+	SECOPS_EVENT_NET = 5,
+};
+
+enum secops_verdict {
+	SECOPS_VERDICT_ALLOW = 0,
+	SECOPS_VERDICT_DENY = 1,
+};
+
+/* secops_agent.flags */
+enum secops_agent_flags {
+	/* Judge this agent's connect/sendmsg against its egress tries. Clear: not judged. */
+	SECOPS_AGENT_EGRESS_ENFORCED = 1,
+};
+
+/* secops_agent.autonomy: the policy's autonomy level, for the LSM layer (issue 4). */
+enum secops_autonomy {
+	SECOPS_AUTONOMY_FULL = 0,
+	SECOPS_AUTONOMY_SEMI = 1,
+	SECOPS_AUTONOMY_SUPERVISED = 2,
+	SECOPS_AUTONOMY_LOCKED = 3,
+};
+
+/* secops_port_range.protocols */
+enum secops_proto_bits {
+	SECOPS_PROTO_TCP = 1,
+	SECOPS_PROTO_UDP = 2,
+};
+
+/* Address families and IP protocols, as the kernel numbers them (AF_*, IPPROTO_*). */
+enum secops_net_numbers {
+	SECOPS_AF_INET = 2,
+	SECOPS_AF_INET6 = 10,
+	SECOPS_IPPROTO_TCP = 6,
+	SECOPS_IPPROTO_UDP = 17,
+};
+
+/* secops_net_body.kind: which hook saw the destination. */
+enum secops_net_kind {
+	SECOPS_NET_CONNECT = 1,
+	SECOPS_NET_SENDMSG = 2,
+};
+
+/* ARRAY secops_config, one entry, written by the daemon. */
+struct secops_config {
+	/* cgroup id of the secops root cgroup (agent cgroups are its children). */
+	__u64 root_cgroup_id;
+	/* cgroup2 level of agent cgroups; 0 means "not configured": programs ignore everyone. */
+	__u32 agent_level;
+	__u32 flags;
+};
+
+/* HASH secops_agents: key __u64 cgroup id of an agent cgroup. */
+struct secops_agent {
+	__u32 agent_index;
+	__u8 autonomy;
+	__u8 flags;
+	__u16 pad;
+};
+
+struct secops_port_range {
+	__u16 lo;
+	__u16 hi;
+	__u8 protocols;
+	__u8 pad[3];
+};
+
+/*
+ * LPM_TRIE secops_egress4 / secops_egress6. prefixlen counts the 32 bits of agent_index
+ * plus the address prefix, so every entry belongs to exactly one agent. The trie returns
+ * only the longest match: the daemon copies each prefix's ranges into every more specific
+ * entry of the same agent, and the kernel checks the longest match alone.
+ */
+struct secops_egress4_key {
+	__u32 prefixlen;
+	__u32 agent_index;
+	__u8 addr[4];
+};
+
+struct secops_egress6_key {
+	__u32 prefixlen;
+	__u32 agent_index;
+	__u8 addr[16];
+};
+
+struct secops_egress_value {
+	__u32 n_ranges;
+	__u32 pad;
+	struct secops_port_range ranges[SECOPS_MAX_PORT_RANGES];
+};
+
+/*
+ * LRU_HASH secops_egress_allowed: allowed destinations, aggregated. The daemon drains it
+ * (lookup-and-delete) to audit allowed connections without one record per packet.
+ * IPv4 (and IPv4-mapped IPv6) destinations have family SECOPS_AF_INET and the address in
+ * addr[0..4].
+ */
+struct secops_egress_allowed_key {
+	__u32 agent_index;
+	__u16 family;
+	__u16 protocol;
+	__u16 port; /* host order */
+	__u16 pad;
+	__u8 addr[16];
+};
+
+struct secops_egress_allowed_value {
+	__u64 count;
+	__u64 first_ns; /* bpf_ktime_get_boot_ns() */
+	__u64 last_ns;
+};
+
+/* RINGBUF secops_events carries struct secops_event, always whole. */
+struct secops_event_header {
+	__u32 kind; /* enum secops_event_kind */
+	__u32 agent_index;
+	__u64 cgroup_id; /* the agent cgroup (not the task's own, deeper, cgroup) */
+	__u64 ts_boot_ns;
+	__u32 pid; /* thread id */
+	__u32 tgid; /* process id */
+	__u32 uid;
+	__u32 verdict; /* enum secops_verdict */
+	char comm[SECOPS_COMM_LEN];
+};
+
+/* sched_process_exec: the new program. */
+struct secops_exec_body {
+	char filename[SECOPS_PATH_LEN]; /* as passed to execve (may be relative) */
+	char argv[SECOPS_ARGV_LEN]; /* argv head, NUL between arguments */
+	__u32 argv_len; /* bytes of argv that are valid */
+	__u32 args_size; /* bytes of the whole argv; > argv_len means truncated */
+};
+
+/* sched_process_exit of the last thread of a process. */
+struct secops_exit_body {
+	__u32 exit_code; /* wait(2) status: (code << 8) | signal */
+	__u32 pad;
+};
+
+/* sys_enter_unlinkat / unlink / rmdir: an attempt; path relative to dfd as given. */
+struct secops_unlink_body {
+	__s32 dfd; /* AT_FDCWD (-100) for unlink and rmdir */
+	__u32 flags; /* AT_REMOVEDIR (0x200) for rmdir */
+	char path[SECOPS_PATH_LEN];
+};
+
+/* sys_enter_renameat2 / renameat / rename: an attempt. */
+struct secops_rename_body {
+	__s32 olddfd;
+	__s32 newdfd;
+	__u32 flags;
+	__u32 pad;
+	char oldpath[SECOPS_PATH_LEN];
+	char newpath[SECOPS_PATH_LEN];
+};
+
+/* cgroup connect4/6, sendmsg4/6: a denied destination. */
+struct secops_net_body {
+	__u16 family; /* SECOPS_AF_INET (also IPv4-mapped IPv6) or SECOPS_AF_INET6 */
+	__u16 protocol; /* IPPROTO_* of the socket */
+	__u16 port; /* host order */
+	__u8 kind; /* enum secops_net_kind */
+	__u8 pad;
+	__u8 addr[16]; /* network order; IPv4 in addr[0..4] */
+};
+
+union secops_event_body {
+	struct secops_exec_body exec;
+	struct secops_exit_body exit;
+	struct secops_unlink_body unlink;
+	struct secops_rename_body rename;
+	struct secops_net_body net;
+};
+
+struct secops_event {
+	struct secops_event_header header;
+	union secops_event_body body;
+};
+
+#endif /* SECOPS_H */

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * Never loaded. One global of every shared type, so that this object's BTF describes each
+ * of them (and every enumerator); tests/layout.rs reads that BTF and compares it with
+ * secops-common's kernel module, size by size and offset by offset.
+ */
+#include "secops.h"
+
+struct secops_config secops_check_config;
+struct secops_agent secops_check_agent;
+struct secops_port_range secops_check_port_range;
+struct secops_egress4_key secops_check_egress4_key;
+struct secops_egress6_key secops_check_egress6_key;
+struct secops_egress_value secops_check_egress_value;
+struct secops_egress_allowed_key secops_check_egress_allowed_key;
+struct secops_egress_allowed_value secops_check_egress_allowed_value;
+struct secops_event_header secops_check_event_header;
+struct secops_exec_body secops_check_exec_body;
+struct secops_exit_body secops_check_exit_body;
+struct secops_unlink_body secops_check_unlink_body;
+struct secops_rename_body secops_check_rename_body;
+struct secops_net_body secops_check_net_body;
+union secops_event_body secops_check_event_body;
+struct secops_event secops_check_event;
+
+enum secops_limits secops_check_limits;
+enum secops_event_kind secops_check_event_kind;
+enum secops_verdict secops_check_verdict;
+enum secops_agent_flags secops_check_agent_flags;
+enum secops_autonomy secops_check_autonomy;
+enum secops_proto_bits secops_check_proto_bits;
+enum secops_net_numbers secops_check_net_numbers;
+enum secops_net_kind secops_check_net_kind;
