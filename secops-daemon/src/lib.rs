@@ -5,3 +5,4 @@ pub mod audit;
 pub mod cli;
 pub mod engine;
 pub mod policy;
+pub mod cgroups;

@@ -1,0 +1,345 @@
+//! The hash chain: the canonical encoding of a record, the record hash, the genesis value and
+//! the bytes a checkpoint signature covers.
+//!
+//! # Canonical encoding (version 1)
+//!
+//! A record's hash is `SHA-256(RECORD_TAG || prev_hash || encoding)`, where `encoding` is the
+//! fields below in this fixed order. Every field has a fixed type, so a decoder never has to
+//! guess where one field ends and the next begins, and no two different records can encode to
+//! the same bytes:
+//!
+//! | field      | type        |
+//! |------------|-------------|
+//! | seq        | u64         |
+//! | ts_ns      | i64         |
+//! | agent      | option str  |
+//! | cgroup_id  | option u64  |
+//! | pid        | option u32  |
+//! | tgid       | option u32  |
+//! | uid        | option u32  |
+//! | comm       | option str  |
+//! | exe        | option str  |
+//! | action     | str         |
+//! | object     | option (str kind, str value) |
+//! | verdict    | str         |
+//! | risk       | str         |
+//! | rule_id    | option str  |
+//! | reason     | str         |
+//! | source     | str         |
+//!
+//! - integers (u64, i64, u32): 8 bytes big-endian (i64 as its two's-complement bit pattern,
+//!   u32 widened), so an integer never changes width with its type;
+//! - str: u32 big-endian byte length, then the UTF-8 bytes;
+//! - option T: one byte `0` (absent) or `1` followed by T;
+//! - enums (object kind, verdict, risk, source) are encoded as their stable lowercase names,
+//!   the same ones stored in the database, so renumbering an enum cannot change old hashes.
+//!
+//! The three domain tags differ and none is a prefix of another, so a record hash, the
+//! genesis value and a checkpoint message can never be confused with each other.
+
+use sha2::{Digest, Sha256};
+
+use super::record::NewRecord;
+
+/// A SHA-256 value.
+pub type Hash = [u8; 32];
+
+/// Length of a log id: random, chosen when the log is created.
+pub const LOG_ID_LEN: usize = 16;
+
+pub const RECORD_TAG: &[u8] = b"secops-audit-record-v1";
+pub const GENESIS_TAG: &[u8] = b"secops-audit-genesis-v1";
+pub const CHECKPOINT_TAG: &[u8] = b"secops-audit-checkpoint-v1";
+
+/// Longest string field accepted on append. SQLite's own limit is below `u32::MAX`, so every
+/// stored string fits the u32 length prefix; this keeps producers well inside it.
+pub const MAX_FIELD_BYTES: usize = 1 << 20;
+
+/// The `prev_hash` of record 1. Binding it to the log id means records cannot be moved from
+/// one log into another without breaking the chain.
+pub fn genesis_hash(log_id: &[u8; LOG_ID_LEN]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(GENESIS_TAG);
+    h.update(log_id);
+    h.finalize().into()
+}
+
+/// The hash of record `seq` whose predecessor's hash is `prev`.
+pub fn record_hash(prev: &Hash, seq: u64, body: &NewRecord) -> Hash {
+    let mut h = Sha256::new();
+    h.update(RECORD_TAG);
+    h.update(prev);
+    encode(seq, body, &mut h);
+    h.finalize().into()
+}
+
+/// The canonical encoding of a record (without tag and `prev_hash`), for tests and tooling
+/// that want to see the exact bytes that are hashed.
+pub fn encode_record(seq: u64, body: &NewRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    encode(seq, body, &mut out);
+    out
+}
+
+/// The bytes a checkpoint signature covers.
+pub fn checkpoint_message(log_id: &[u8; LOG_ID_LEN], seq: u64, hash: &Hash, ts_ns: i64) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_TAG.len() + LOG_ID_LEN + 8 + 32 + 8);
+    m.extend_from_slice(CHECKPOINT_TAG);
+    m.extend_from_slice(log_id);
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m.extend_from_slice(&ts_ns.to_be_bytes());
+    m
+}
+
+/// Checks that a record can be encoded unambiguously; called before anything is written.
+pub fn validate(body: &NewRecord) -> Result<(), String> {
+    let strings = [
+        ("agent", body.agent.as_deref()),
+        ("comm", body.comm.as_deref()),
+        ("exe", body.exe.as_deref()),
+        ("action", Some(body.action.as_str())),
+        ("object", body.object.as_ref().map(|o| o.value.as_str())),
+        ("rule_id", body.rule_id.as_deref()),
+        ("reason", Some(body.reason.as_str())),
+    ];
+    for (name, value) in strings {
+        if let Some(v) = value {
+            if v.len() > MAX_FIELD_BYTES {
+                return Err(format!(
+                    "field {name} is {} bytes, the limit is {MAX_FIELD_BYTES}",
+                    v.len()
+                ));
+            }
+        }
+    }
+    if body.action.is_empty() {
+        return Err("action type is empty".into());
+    }
+    Ok(())
+}
+
+/// Where encoded bytes go: straight into the hasher on the hot path (no allocation), or into
+/// a buffer for inspection.
+trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+fn put_u64(s: &mut impl Sink, v: u64) {
+    s.put(&v.to_be_bytes());
+}
+
+fn put_str(s: &mut impl Sink, v: &str) {
+    // Lengths above u32::MAX cannot occur: appends are capped by `validate` and SQLite cannot
+    // hold such a string. Saturating keeps this total without a panic path.
+    let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
+    s.put(&len.to_be_bytes());
+    s.put(v.as_bytes());
+}
+
+fn encode(seq: u64, r: &NewRecord, s: &mut impl Sink) {
+    put_u64(s, seq);
+    put_u64(s, r.ts_ns as u64);
+    opt_str(s, r.agent.as_deref());
+    opt_u64(s, r.cgroup_id);
+    opt_u64(s, r.pid.map(u64::from));
+    opt_u64(s, r.tgid.map(u64::from));
+    opt_u64(s, r.uid.map(u64::from));
+    opt_str(s, r.comm.as_deref());
+    opt_str(s, r.exe.as_deref());
+    put_str(s, &r.action);
+    match &r.object {
+        None => s.put(&[0]),
+        Some(o) => {
+            s.put(&[1]);
+            put_str(s, o.kind.as_str());
+            put_str(s, &o.value);
+        }
+    }
+    put_str(s, r.verdict.as_str());
+    put_str(s, r.risk.as_str());
+    opt_str(s, r.rule_id.as_deref());
+    put_str(s, &r.reason);
+    put_str(s, r.source.as_str());
+}
+
+fn opt_str(s: &mut impl Sink, v: Option<&str>) {
+    match v {
+        None => s.put(&[0]),
+        Some(v) => {
+            s.put(&[1]);
+            put_str(s, v);
+        }
+    }
+}
+
+fn opt_u64(s: &mut impl Sink, v: Option<u64>) {
+    match v {
+        None => s.put(&[0]),
+        Some(v) => {
+            s.put(&[1]);
+            put_u64(s, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{AuditObject, ObjectKind, Source};
+    use secops_common::{RiskLevel, Verdict};
+
+    fn sample() -> NewRecord {
+        NewRecord {
+            ts_ns: 1_700_000_000_123_456_789,
+            agent: Some("builder".into()),
+            cgroup_id: Some(u64::MAX),
+            pid: Some(4242),
+            tgid: Some(4240),
+            uid: Some(1000),
+            comm: Some("rm".into()),
+            exe: Some("/usr/bin/rm".into()),
+            action: "fs:delete".into(),
+            object: Some(AuditObject {
+                kind: ObjectKind::Path,
+                value: "/home/u/project/notes.txt".into(),
+            }),
+            verdict: Verdict::Deny,
+            risk: RiskLevel::High,
+            rule_id: Some("no-delete-outside-workspace".into()),
+            reason: "outside workspace".into(),
+            source: Source::Kernel,
+        }
+    }
+
+    #[test]
+    fn moving_a_byte_between_adjacent_fields_changes_the_hash() {
+        let prev = [7u8; 32];
+        let a = sample();
+        // "rm" + "/usr/bin/rm"  vs  "rm/" + "usr/bin/rm": the concatenation is identical, only
+        // the boundary moved. A naive concatenation would hash both the same.
+        let mut b = a.clone();
+        b.comm = Some("rm/".into());
+        b.exe = Some("usr/bin/rm".into());
+        assert_eq!(
+            format!(
+                "{}{}",
+                a.comm.as_deref().unwrap(),
+                a.exe.as_deref().unwrap()
+            ),
+            format!(
+                "{}{}",
+                b.comm.as_deref().unwrap(),
+                b.exe.as_deref().unwrap()
+            )
+        );
+        assert_ne!(encode_record(1, &a), encode_record(1, &b));
+        assert_ne!(record_hash(&prev, 1, &a), record_hash(&prev, 1, &b));
+
+        // The same across an option/string boundary: the first byte of the reason moves to
+        // the end of the rule id.
+        let mut c = a.clone();
+        c.rule_id = Some("no-delete-outside-workspaceo".into());
+        c.reason = "utside workspace".into();
+        assert_ne!(record_hash(&prev, 1, &a), record_hash(&prev, 1, &c));
+    }
+
+    #[test]
+    fn absent_and_empty_differ() {
+        let prev = [0u8; 32];
+        let mut a = sample();
+        a.agent = None;
+        let mut b = sample();
+        b.agent = Some(String::new());
+        assert_ne!(record_hash(&prev, 1, &a), record_hash(&prev, 1, &b));
+    }
+
+    #[test]
+    fn every_field_is_covered() {
+        let prev = [1u8; 32];
+        let base = record_hash(&prev, 5, &sample());
+        assert_ne!(base, record_hash(&prev, 6, &sample()), "seq");
+        assert_ne!(base, record_hash(&[2u8; 32], 5, &sample()), "prev");
+        let mutations: Vec<fn(&mut NewRecord)> = vec![
+            |r| r.ts_ns += 1,
+            |r| r.agent = Some("other".into()),
+            |r| r.cgroup_id = Some(1),
+            |r| r.pid = None,
+            |r| r.tgid = Some(1),
+            |r| r.uid = Some(0),
+            |r| r.comm = None,
+            |r| r.exe = None,
+            |r| r.action = "fs:rename".into(),
+            |r| r.object.as_mut().unwrap().kind = ObjectKind::Target,
+            |r| r.object.as_mut().unwrap().value.push('x'),
+            |r| r.object = None,
+            |r| r.verdict = Verdict::Allow,
+            |r| r.risk = RiskLevel::Low,
+            |r| r.rule_id = None,
+            |r| r.reason.clear(),
+            |r| r.source = Source::Api,
+        ];
+        for (i, m) in mutations.iter().enumerate() {
+            let mut r = sample();
+            m(&mut r);
+            assert_ne!(base, record_hash(&prev, 5, &r), "mutation {i} not covered");
+        }
+    }
+
+    #[test]
+    fn encoding_layout_is_stable() {
+        let r = NewRecord {
+            ts_ns: -1,
+            agent: None,
+            cgroup_id: Some(2),
+            pid: None,
+            tgid: None,
+            uid: None,
+            comm: None,
+            exe: None,
+            action: "a:b".into(),
+            object: None,
+            verdict: Verdict::Allow,
+            risk: RiskLevel::Low,
+            rule_id: None,
+            reason: String::new(),
+            source: Source::Api,
+        };
+        let mut want = Vec::new();
+        want.extend_from_slice(&3u64.to_be_bytes());
+        want.extend_from_slice(&[0xff; 8]);
+        want.push(0);
+        want.push(1);
+        want.extend_from_slice(&2u64.to_be_bytes());
+        want.extend_from_slice(&[0, 0, 0, 0, 0]);
+        want.extend_from_slice(&3u32.to_be_bytes());
+        want.extend_from_slice(b"a:b");
+        want.push(0);
+        want.extend_from_slice(&5u32.to_be_bytes());
+        want.extend_from_slice(b"allow");
+        want.extend_from_slice(&3u32.to_be_bytes());
+        want.extend_from_slice(b"low");
+        want.push(0);
+        want.extend_from_slice(&0u32.to_be_bytes());
+        want.extend_from_slice(&3u32.to_be_bytes());
+        want.extend_from_slice(b"api");
+        assert_eq!(encode_record(3, &r), want);
+    }
+
+    #[test]
+    fn genesis_depends_on_log_id() {
+        assert_ne!(genesis_hash(&[0; 16]), genesis_hash(&[1; 16]));
+    }
+}
