@@ -202,16 +202,26 @@ fn run(mut store: AuditStore, rx: Receiver<Msg>, options: WriterOptions) -> Resu
         checkpoint_acks: Vec::new(),
         closing: false,
     };
+    // After a failed idle checkpoint, when to try again: a persistent error must not spin,
+    // and records must keep flowing meanwhile.
+    let mut retry_seal_at: Option<Instant> = None;
     loop {
         // Sleep until a record arrives or unsealed records are due for a checkpoint.
-        let first = match store.seal_due_in() {
+        let due = store.seal_due_in().map(|due| match retry_seal_at {
+            Some(at) => due.max(at.saturating_duration_since(Instant::now())),
+            None => due,
+        });
+        let first = match due {
             Some(due) => match rx.recv_timeout(due) {
                 Ok(m) => Some(m),
                 Err(RecvTimeoutError::Timeout) => {
-                    if let Err(e) = store.checkpoint_now() {
-                        tracing::error!(error = %e, "audit checkpoint failed");
-                        // Do not spin on a persistent error: back off for one interval.
-                        std::thread::sleep(store.policy().every.max(Duration::from_millis(100)));
+                    match store.checkpoint_now() {
+                        Ok(_) => retry_seal_at = None,
+                        Err(e) => {
+                            tracing::error!(error = %e, "audit checkpoint failed");
+                            let pause = store.policy().every.max(Duration::from_secs(1));
+                            retry_seal_at = Some(Instant::now() + pause);
+                        }
                     }
                     continue;
                 }
