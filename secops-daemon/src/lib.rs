@@ -6,3 +6,4 @@ pub mod cli;
 pub mod engine;
 pub mod policy;
 pub mod cgroups;
+pub mod launcher;
