@@ -1,5 +1,5 @@
-//! Times on the command line: RFC 3339 (`2026-11-22T10:00:00Z`) or an age (`10m`, `2h`,
-//! `1day`) meaning that long before now.
+//! Times for people: parsed from RFC 3339 (`2026-11-22T10:00:00Z`) or an age (`10m`, `2h`,
+//! `1day`, meaning that long before now), and printed as RFC 3339 with nanoseconds.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -9,9 +9,9 @@ use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use secops_common::Verdict;
 
-use super::time::{format_ns, parse_time_arg};
 use crate::audit::ocsf::{write_ocsf_line, OcsfContext};
 use crate::audit::{verify, AuditPaths, AuditReader, QueryFilter, Record};
+use crate::time::{format_ns, parse_time_arg};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {

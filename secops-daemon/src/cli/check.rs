@@ -7,8 +7,8 @@ use clap::Args;
 use secops_common::Verdict;
 
 use super::action_args::{load_engine, ActionArgs};
-use super::time::now_ns;
 use crate::audit::{AuditPaths, AuditStore, CheckpointPolicy, NewRecord, Source};
+use crate::time::now_ns;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

@@ -9,8 +9,8 @@
 mod action_args;
 mod audit;
 mod check;
+mod daemon;
 mod policy;
-mod time;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,8 +30,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/secops";
     long_about = "secops applies one action taxonomy, one YAML rule engine and one tamper-evident \
                   audit log to what AI agents do: through the kernel (eBPF) and through the API an \
                   agent framework calls before a tool call.\n\n\
-                  Exit codes: `check` exits 0 for allow, 1 for deny, 2 for escalate. Other commands \
-                  exit 0 on success and 1 when they found a problem. Errors exit 3."
+                  Exit codes: `check` exits 0 for allow, 1 for deny, 2 for escalate. `run` exits with \
+                  the command's status (125 if the launch failed, 126/127 if the command cannot be \
+                  executed / was not found). Other commands exit 0 on success and 1 when they found \
+                  a problem. Errors exit 3."
 )]
 pub struct Cli {
     /// Where secops keeps its state: the audit database and its signing keys. Give each
@@ -58,6 +60,28 @@ pub enum Command {
     /// Verify, read, search and export the audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Run the daemon: load the policy into the kernel, attach the BPF programs, audit
+    /// every kernel event, serve the control socket. Stops on SIGTERM/SIGINT, leaving the
+    /// programs pinned so enforcement holds until the next daemon adopts them.
+    Daemon(daemon::DaemonArgs),
+    /// Show which layers the running daemon enforces on this kernel, and its agents.
+    Status {
+        #[command(flatten)]
+        socket: daemon::SocketArg,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a command as an agent: in the agent's cgroup, with no_new_privs and the seccomp
+    /// baseline. Exits with the command's status; 125 if the launch failed, 126/127 if the
+    /// command cannot be executed / was not found.
+    Run(daemon::RunArgs),
+    /// Remove what a daemon left pinned (programs, links, maps) and the empty secops cgroups.
+    /// Enforcement stops.
+    Teardown {
+        #[command(flatten)]
+        kernel: daemon::KernelPlaceArgs,
+    },
 }
 
 /// Runs the command line and returns the process exit code.
@@ -75,6 +99,10 @@ pub fn main() -> ExitCode {
         Command::Policy(command) => policy::run(command),
         Command::Check(args) => check::run(args, &cli.state_dir),
         Command::Audit(command) => audit::run(command, &cli.state_dir),
+        Command::Daemon(args) => daemon::run_daemon(args, &cli.state_dir),
+        Command::Status { socket, json } => daemon::status(&socket, json),
+        Command::Run(args) => daemon::run_agent(args),
+        Command::Teardown { kernel } => daemon::teardown(&kernel),
     };
     match outcome {
         Ok(code) => ExitCode::from(code),

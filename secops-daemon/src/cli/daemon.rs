@@ -1,0 +1,157 @@
+//! `secops daemon`, `secops status`, `secops run`, `secops teardown`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::Args;
+
+use crate::control::client::request;
+use crate::control::{Request, Response, DEFAULT_SOCKET};
+use crate::daemon::{self, DaemonOptions};
+use crate::kernel::DEFAULT_RING_BUFFER_BYTES;
+use crate::launcher::{run_in_agent_or_exit, EXIT_LAUNCH_FAILED};
+
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/secops";
+const DEFAULT_CGROUP_ROOT: &str = "secops";
+
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The daemon's control socket.
+    #[arg(long, env = "SECOPS_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct KernelPlaceArgs {
+    /// The bpffs directory where programs, links and maps are pinned (bpffs is mounted at
+    /// /sys/fs/bpf if nothing is).
+    #[arg(long, env = "SECOPS_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// The name of the secops root cgroup, directly below the cgroup2 mount; agent cgroups
+    /// are made below it.
+    #[arg(long, env = "SECOPS_CGROUP_ROOT", default_value = DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The policy to enforce. Reloaded on SIGHUP and when it (or a file it includes) changes;
+    /// a new policy that does not validate leaves the old one in force.
+    #[arg(long, env = "SECOPS_POLICY", default_value = "/etc/secops/policy.yaml")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// The group allowed to use the control socket (numeric gid).
+    #[arg(long, default_value_t = 0)]
+    pub socket_gid: u32,
+    #[command(flatten)]
+    pub kernel: KernelPlaceArgs,
+    /// Size of the event ring buffer in MiB (a power of two). An adopted, pinned ring buffer
+    /// keeps the size it was made with.
+    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES >> 20)]
+    pub ring_buffer_mib: u32,
+    /// Seconds between checks of the policy files for changes.
+    #[arg(long, default_value_t = 1)]
+    pub watch_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The agent, by its name in the daemon's policy.
+    #[arg(long)]
+    pub agent: String,
+    #[command(flatten)]
+    pub socket: SocketArg,
+    /// The command and its arguments.
+    #[arg(required = true, last = true)]
+    pub command: Vec<OsString>,
+}
+
+pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
+    let ring_buffer_bytes = args
+        .ring_buffer_mib
+        .checked_mul(1 << 20)
+        .filter(|b| b.is_power_of_two())
+        .ok_or_else(|| anyhow!("--ring-buffer-mib must be a power of two up to 2048"))?;
+    daemon::run(DaemonOptions {
+        policy: args.policy,
+        state_dir: state_dir.to_path_buf(),
+        socket: args.socket.socket,
+        socket_gid: args.socket_gid,
+        pin_dir: args.kernel.pin_dir,
+        cgroup_root: args.kernel.cgroup_root,
+        ring_buffer_bytes,
+        watch_interval: Duration::from_secs(args.watch_secs.max(1)),
+        host_refresh: Duration::from_secs(30),
+    })?;
+    Ok(0)
+}
+
+/// Prints what the running daemon enforces; without a daemon, says so and what this kernel
+/// could do.
+pub fn status(socket: &SocketArg, json: bool) -> anyhow::Result<u8> {
+    match request(&socket.socket, &Request::Status, Duration::from_secs(5)) {
+        Ok(Response::Status(report)) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(0)
+        }
+        Ok(Response::Error { message }) => Err(anyhow!("the daemon refused: {message}")),
+        Ok(other) => Err(anyhow!("unexpected reply from the daemon: {other:?}")),
+        Err(e) => {
+            println!("daemon: NOT RUNNING ({e})");
+            println!("nothing is enforced by secops now (pinned programs of an earlier daemon may still be).");
+            println!("what this kernel supports:");
+            for line in crate::kernel::probe().to_string().lines() {
+                println!("  {line}");
+            }
+            Ok(1)
+        }
+    }
+}
+
+/// Asks the daemon for the agent's cgroup, then becomes the command inside it.
+pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
+    let registered = request(
+        &args.socket.socket,
+        &Request::Register {
+            agent: args.agent.clone(),
+        },
+        Duration::from_secs(10),
+    );
+    let cgroup = match registered {
+        Ok(Response::Registered { cgroup, .. }) => cgroup,
+        Ok(Response::Error { message }) => {
+            eprintln!("secops run: {message}");
+            return Ok(EXIT_LAUNCH_FAILED as u8);
+        }
+        Ok(other) => {
+            eprintln!("secops run: unexpected reply from the daemon: {other:?}");
+            return Ok(EXIT_LAUNCH_FAILED as u8);
+        }
+        Err(e) => {
+            eprintln!("secops run: {e}");
+            return Ok(EXIT_LAUNCH_FAILED as u8);
+        }
+    };
+    let (cmd, rest) = args
+        .command
+        .split_first()
+        .ok_or_else(|| anyhow!("no command given"))?;
+    run_in_agent_or_exit(&cgroup, cmd, rest)
+}
+
+pub fn teardown(kernel: &KernelPlaceArgs) -> anyhow::Result<u8> {
+    daemon::teardown(&kernel.pin_dir, &kernel.cgroup_root)?;
+    println!(
+        "unpinned {} and removed the empty secops cgroups below {}",
+        kernel.pin_dir.display(),
+        kernel.cgroup_root
+    );
+    Ok(0)
+}

@@ -1,0 +1,334 @@
+//! The path of one kernel event to its audit row: which action type it is (one table), which
+//! agent did it, what the engine says about it, and the record that says what happened.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use secops_common::{CoreAction, RiskLevel, Verdict};
+
+use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
+use crate::engine::{ActionRequest, Decision, Engine, NormalizedPath};
+use crate::kernel::{split_wait_status, AllowedEgress, EventMeta, KernelEvent, NetHook};
+
+const AT_FDCWD: i32 = -100;
+const IPPROTO_UDP: u16 = 17;
+
+/// The one table from kernel events to action types. UDP is `net:send` whether the socket
+/// was connected or not: the egress policy treats all UDP alike (resolvers only).
+pub fn action_of(event: &KernelEvent) -> CoreAction {
+    match event {
+        KernelEvent::Exec { .. } => CoreAction::ProcExec,
+        KernelEvent::Exit { .. } => CoreAction::ProcExit,
+        KernelEvent::Unlink { .. } => CoreAction::FsDelete,
+        KernelEvent::Rename { .. } => CoreAction::FsRename,
+        KernelEvent::Net {
+            hook: NetHook::Sendmsg,
+            ..
+        } => CoreAction::NetSend,
+        KernelEvent::Net { protocol, .. } if *protocol == IPPROTO_UDP => CoreAction::NetSend,
+        KernelEvent::Net { .. } => CoreAction::NetConnect,
+    }
+}
+
+/// Converts the kernel's CLOCK_BOOTTIME stamps to UTC.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    realtime_minus_boottime_ns: i64,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let realtime = clock_ns(libc::CLOCK_REALTIME);
+        let boottime = clock_ns(libc::CLOCK_BOOTTIME);
+        Clock {
+            realtime_minus_boottime_ns: realtime - boottime,
+        }
+    }
+
+    pub fn utc_ns(&self, boot_ns: u64) -> i64 {
+        i64::try_from(boot_ns)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.realtime_minus_boottime_ns)
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the pointer given.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
+}
+
+/// A path as the acting process meant it: relative paths are taken from its working
+/// directory or from the directory fd it passed, read from /proc while it still exists.
+fn resolve_path(tgid: u32, dfd: i32, raw: &str) -> Option<String> {
+    if raw.starts_with('/') {
+        return Some(raw.to_owned());
+    }
+    let base = if dfd == AT_FDCWD {
+        PathBuf::from(format!("/proc/{tgid}/cwd"))
+    } else {
+        PathBuf::from(format!("/proc/{tgid}/fd/{dfd}"))
+    };
+    let dir = std::fs::read_link(&base).ok()?;
+    Some(dir.join(raw).to_string_lossy().into_owned())
+}
+
+fn normalized(path: Option<&str>) -> Option<NormalizedPath> {
+    path.and_then(|p| NormalizedPath::new(p).ok())
+}
+
+/// What the engine says, and the record of what the kernel did.
+pub fn record_for(
+    event: &KernelEvent,
+    agent: Option<&str>,
+    engine: &Engine,
+    clock: &Clock,
+) -> NewRecord {
+    let meta = event.meta();
+    let core = action_of(event);
+    let action_id = secops_common::ActionId(core as u16);
+    let agent_idx = agent.and_then(|a| engine.agent_index(a));
+    let mut request = ActionRequest::new(agent_idx, action_id);
+
+    let (object, path, binary, detail): (
+        Option<AuditObject>,
+        Option<NormalizedPath>,
+        Option<NormalizedPath>,
+        String,
+    ) = match event {
+        KernelEvent::Exec {
+            filename,
+            argv,
+            argv_truncated,
+            ..
+        } => {
+            let exe =
+                resolve_path(meta.tgid, AT_FDCWD, filename).unwrap_or_else(|| filename.clone());
+            let more = if *argv_truncated { " ..." } else { "" };
+            let detail = format!("argv: {}{more}", argv.join(" "));
+            (
+                Some(AuditObject {
+                    kind: ObjectKind::Binary,
+                    value: exe.clone(),
+                }),
+                None,
+                normalized(Some(&exe)),
+                detail,
+            )
+        }
+        KernelEvent::Exit { status, .. } => {
+            let detail = match split_wait_status(*status) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (_, Some(signal)) => format!("killed by signal {signal}"),
+                _ => format!("wait status {status:#x}"),
+            };
+            (None, None, None, detail)
+        }
+        KernelEvent::Unlink {
+            dfd, path, flags, ..
+        } => {
+            let resolved = resolve_path(meta.tgid, *dfd, path).unwrap_or_else(|| path.clone());
+            let what = if flags & 0x200 != 0 {
+                "rmdir"
+            } else {
+                "unlink"
+            };
+            (
+                Some(AuditObject {
+                    kind: ObjectKind::Path,
+                    value: resolved.clone(),
+                }),
+                normalized(Some(&resolved)),
+                None,
+                what.to_owned(),
+            )
+        }
+        KernelEvent::Rename {
+            olddfd,
+            old_path,
+            newdfd,
+            new_path,
+            ..
+        } => {
+            let old =
+                resolve_path(meta.tgid, *olddfd, old_path).unwrap_or_else(|| old_path.clone());
+            let new =
+                resolve_path(meta.tgid, *newdfd, new_path).unwrap_or_else(|| new_path.clone());
+            (
+                Some(AuditObject {
+                    kind: ObjectKind::Path,
+                    value: old.clone(),
+                }),
+                normalized(Some(&old)),
+                None,
+                format!("renamed to {new}"),
+            )
+        }
+        KernelEvent::Net { addr, port, .. } => {
+            request.addr = Some(*addr);
+            request.port = Some(*port);
+            (
+                Some(AuditObject {
+                    kind: ObjectKind::Endpoint,
+                    value: endpoint(*addr, *port),
+                }),
+                None,
+                None,
+                String::new(),
+            )
+        }
+    };
+    request.path = path.as_ref();
+    request.binary = binary.as_ref();
+    let decision = engine.decide(&request);
+
+    let (verdict, rule_id, reason) = judge(event, meta, agent, &decision, &detail);
+    NewRecord {
+        ts_ns: clock.utc_ns(meta.ts_boot_ns),
+        agent: agent.map(str::to_owned),
+        cgroup_id: Some(meta.cgroup_id),
+        pid: Some(meta.pid),
+        tgid: Some(meta.tgid),
+        uid: Some(meta.uid),
+        comm: Some(meta.comm.clone()),
+        exe: std::fs::read_link(format!("/proc/{}/exe", meta.tgid))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
+        action: core.as_str().to_owned(),
+        object,
+        verdict,
+        risk: decision.risk,
+        rule_id,
+        reason,
+        source: Source::Kernel,
+    }
+}
+
+/// The record says what the kernel did. Where the kernel only observed (no BPF LSM), the
+/// verdict is allow and the reason says what the policy would have decided, so nobody reads
+/// an unenforced deny as enforced.
+fn judge(
+    event: &KernelEvent,
+    meta: &EventMeta,
+    agent: Option<&str>,
+    decision: &Decision,
+    detail: &str,
+) -> (Verdict, Option<String>, String) {
+    let with_detail = |reason: String| {
+        if detail.is_empty() {
+            reason
+        } else {
+            format!("{reason} ({detail})")
+        }
+    };
+    let rule = decision.rule_id.as_deref().map(str::to_owned);
+    match (event, meta.verdict) {
+        (KernelEvent::Net { .. }, Verdict::Deny) => {
+            if decision.verdict == Verdict::Allow {
+                // The kernel only knows addresses: a host name in the allowlist that does
+                // not resolve to this address, for one, is denied there.
+                let kernel_rule = format!("egress.{}.kernel", agent.unwrap_or("unknown"));
+                (Verdict::Deny, Some(kernel_rule), format!("not in the kernel's egress allowlist (the policy engine would allow: {})", decision.reason))
+            } else {
+                (Verdict::Deny, rule, with_detail(decision.reason.to_string()))
+            }
+        }
+        (_, Verdict::Deny) => (Verdict::Deny, rule, with_detail(decision.reason.to_string())),
+        (_, _) if decision.verdict == Verdict::Allow => (Verdict::Allow, rule, with_detail(decision.reason.to_string())),
+        (_, _) => (
+            Verdict::Allow,
+            rule,
+            with_detail(format!("observed, not blocked (no synchronous enforcement for this on this kernel): policy says {}: {}", decision.verdict, decision.reason)),
+        ),
+    }
+}
+
+fn endpoint(addr: IpAddr, port: u16) -> String {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        v4 => format!("{v4}:{port}"),
+    }
+}
+
+/// One record for many allowed connections to one destination.
+pub fn allowed_egress_record(
+    allowed: &AllowedEgress,
+    agent: Option<&str>,
+    cgroup_id: Option<u64>,
+    clock: &Clock,
+) -> NewRecord {
+    let action = if allowed.protocol == IPPROTO_UDP {
+        CoreAction::NetSend
+    } else {
+        CoreAction::NetConnect
+    };
+    NewRecord {
+        ts_ns: clock.utc_ns(allowed.last_ns),
+        agent: agent.map(str::to_owned),
+        cgroup_id,
+        pid: None,
+        tgid: None,
+        uid: None,
+        comm: None,
+        exe: None,
+        action: action.as_str().to_owned(),
+        object: Some(AuditObject {
+            kind: ObjectKind::Endpoint,
+            value: endpoint(allowed.addr, allowed.port),
+        }),
+        verdict: Verdict::Allow,
+        risk: RiskLevel::Low,
+        rule_id: agent.map(|a| format!("egress.{a}")),
+        reason: format!(
+            "{} connection(s) allowed by the egress allowlist between {} and {} (aggregated)",
+            allowed.count,
+            crate::time::format_ns(clock.utc_ns(allowed.first_ns)),
+            crate::time::format_ns(clock.utc_ns(allowed.last_ns))
+        ),
+        source: Source::Kernel,
+    }
+}
+
+/// A record saying that `count` events of one kind never reached the daemon.
+pub fn lost_events_record(kind_action: CoreAction, count: u64, clock_now_ns: i64) -> NewRecord {
+    NewRecord {
+        ts_ns: clock_now_ns,
+        agent: None,
+        cgroup_id: None,
+        pid: None,
+        tgid: None,
+        uid: None,
+        comm: None,
+        exe: None,
+        action: kind_action.as_str().to_owned(),
+        object: None,
+        verdict: Verdict::Allow,
+        risk: RiskLevel::High,
+        rule_id: Some("kernel.events-lost".to_owned()),
+        reason: format!(
+            "{count} {} event(s) lost: the ring buffer was full",
+            kind_action.as_str()
+        ),
+        source: Source::Kernel,
+    }
+}
+
+/// The action type of a kernel event kind (`secops_common::kernel::EVENT_*`), for lost-event
+/// records.
+pub fn action_of_kind(kind: u32) -> Option<CoreAction> {
+    use secops_common::kernel::*;
+    match kind {
+        EVENT_EXEC => Some(CoreAction::ProcExec),
+        EVENT_EXIT => Some(CoreAction::ProcExit),
+        EVENT_UNLINK => Some(CoreAction::FsDelete),
+        EVENT_RENAME => Some(CoreAction::FsRename),
+        EVENT_NET => Some(CoreAction::NetConnect),
+        _ => None,
+    }
+}

@@ -1,0 +1,461 @@
+//! `secops daemon`: compiles the policy into the kernel's maps, attaches the programs, turns
+//! every kernel event into an audit record, and serves the control socket.
+//!
+//! Threads and tasks, each owned and stopped on shutdown:
+//! - the event pipeline (an OS thread): ring buffer → engine → audit writer; also drains
+//!   the lost-event counters and the allowed-egress aggregates, and writes the heartbeat;
+//! - the audit writer's own thread (inside [`AuditWriter`]);
+//! - tokio tasks: the control socket, SIGHUP/SIGTERM/SIGINT, the policy file watcher, and
+//!   host name refresh for egress allowlists.
+//!
+//! On shutdown the programs and maps stay pinned, so enforcement holds while the daemon is
+//! down; the next daemon adopts them.
+
+mod agents;
+mod control;
+pub mod events;
+mod pipeline;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, Context};
+use tokio::sync::Notify;
+
+pub use agents::{compile_allowlist, AgentSlot, AgentTable, HostAddrs};
+
+use crate::audit::{AuditPaths, AuditWriter, CheckpointPolicy, WriterOptions};
+use crate::cgroups::CgroupDir;
+use crate::control::{AgentStatus, CapabilityStatus, EventCounters, StatusReport};
+use crate::engine::Engine;
+use crate::kernel::{self, Capabilities, Kernel, LoadOptions};
+use crate::policy::{load_policy, Policy};
+
+/// Everything `secops daemon` can be told.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub policy: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// The group that may use the socket (mode 0660).
+    pub socket_gid: u32,
+    /// The bpffs directory for pinned programs and maps.
+    pub pin_dir: PathBuf,
+    /// The secops root cgroup's name, directly below the cgroup2 mount.
+    pub cgroup_root: String,
+    pub ring_buffer_bytes: u32,
+    /// How often the policy files are checked for changes.
+    pub watch_interval: Duration,
+    /// How often host names in allowlists are resolved again.
+    pub host_refresh: Duration,
+}
+
+/// State shared by the daemon's tasks.
+pub struct Shared {
+    options: DaemonOptions,
+    engine: RwLock<Arc<Engine>>,
+    kernel: Mutex<Kernel>,
+    agents: RwLock<AgentTable>,
+    hosts: Mutex<HostAddrs>,
+    root: CgroupDir,
+    capabilities: Vec<CapabilityStatus>,
+    last_reload_error: Mutex<Option<String>>,
+    counters: Counters,
+    shutdown: AtomicBool,
+    shutdown_notify: Notify,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub audited: AtomicU64,
+    pub lost: AtomicU64,
+}
+
+impl Shared {
+    fn engine(&self) -> Arc<Engine> {
+        self.engine
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.shutdown_notify.notify_waiters();
+    }
+
+    /// Loads the policy again; a policy that does not load changes nothing, and the reason
+    /// is kept for `secops status`.
+    fn reload(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let result = load_policy(&self.options.policy)
+            .map_err(|errors| {
+                anyhow!("the new policy is not valid, the previous one stays in force:\n{errors}")
+            })
+            .and_then(|policy| self.apply(policy));
+        let mut last = self
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(files) => {
+                *last = None;
+                tracing::info!(files = ?files, "policy reloaded");
+            }
+            Err(e) => {
+                *last = Some(format!("{e:#}"));
+                tracing::error!("{e:#}");
+            }
+        }
+        result
+    }
+
+    /// Puts a validated policy in force: kernel maps first, then the engine, so the kernel
+    /// never enforces less than the engine believes.
+    fn apply(&self, policy: Policy) -> anyhow::Result<Vec<PathBuf>> {
+        let files = policy.files.clone();
+        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        {
+            let mut kernel = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            let mut agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
+            agents.sync(&policy, &self.root, kernel.maps_mut(), &hosts)?;
+        }
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Engine::new(Arc::new(policy)));
+        Ok(files)
+    }
+
+    fn status(&self) -> StatusReport {
+        let engine = self.engine();
+        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            policy_files: engine.policy().files.clone(),
+            last_reload_error: self
+                .last_reload_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            state_dir: self.options.state_dir.clone(),
+            cgroup_root: self.root.path().to_path_buf(),
+            pin_dir: self.options.pin_dir.clone(),
+            capabilities: self.capabilities.clone(),
+            agents: agents
+                .slots()
+                .map(|s| AgentStatus {
+                    name: s.name.clone(),
+                    cgroup: s.cgroup.clone(),
+                    cgroup_id: s.cgroup_id,
+                    autonomy: s.autonomy.to_string(),
+                    egress_enforced: s.egress_enforced,
+                    processes: CgroupDir::open_path(&s.cgroup)
+                        .and_then(|c| c.procs())
+                        .map_or(0, |p| p.len()),
+                })
+                .collect(),
+            events: EventCounters {
+                received: self.counters.received.load(Ordering::Relaxed),
+                audited: self.counters.audited.load(Ordering::Relaxed),
+                lost: self.counters.lost.load(Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+/// What each kernel layer does here, as the daemon runs it. BPF LSM programs are not part
+/// of this build yet, whatever the kernel supports.
+fn capability_report(
+    probed: &Capabilities,
+    egress_attached: bool,
+    tracepoints_attached: bool,
+) -> Vec<CapabilityStatus> {
+    let layer = |name: &str, active: bool, detail: String| CapabilityStatus {
+        name: name.to_owned(),
+        active,
+        detail,
+    };
+    vec![
+        layer(
+            "egress allowlist",
+            egress_attached,
+            if egress_attached {
+                "cgroup connect4/6 and sendmsg4/6 attached to the secops root cgroup".into()
+            } else {
+                probed.cgroup_sock_addr.reason.clone()
+            },
+        ),
+        layer(
+            "event tagging",
+            tracepoints_attached,
+            if tracepoints_attached {
+                "exec, exit, unlink/rmdir, rename tracepoints attached (observation only)".into()
+            } else {
+                probed.tracepoints.reason.clone()
+            },
+        ),
+        layer(
+            "ring buffer",
+            probed.ring_buffer.active,
+            probed.ring_buffer.reason.clone(),
+        ),
+        layer(
+            "synchronous file/exec deny (BPF LSM)",
+            false,
+            format!(
+                "not enforcing: this build has no LSM programs yet; kernel: {}",
+                probed.bpf_lsm.reason
+            ),
+        ),
+    ]
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("secops-daemon")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
+    let policy = load_policy(&options.policy)
+        .map_err(|errors| anyhow!("the policy is not valid:\n{errors}"))?;
+    tracing::info!(files = ?policy.files, rules = policy.rules.len(), agents = policy.agents.len(), "policy loaded");
+
+    let audit_paths = AuditPaths::new(&options.state_dir);
+    let writer = AuditWriter::open(
+        &audit_paths,
+        CheckpointPolicy::default(),
+        WriterOptions::default(),
+    )
+    .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))?;
+
+    let probed = kernel::probe();
+    for line in probed.to_string().lines() {
+        tracing::info!("kernel: {line}");
+    }
+
+    let mount = kernel::fs::cgroup2_mount().context("finding the cgroup2 mount")?;
+    let root =
+        CgroupDir::create(&CgroupDir::root(&mount)?, &options.cgroup_root).with_context(|| {
+            format!(
+                "creating the secops root cgroup {}",
+                mount.join(&options.cgroup_root).display()
+            )
+        })?;
+    let load_options = LoadOptions {
+        ring_buffer_bytes: options.ring_buffer_bytes,
+        ..LoadOptions::default()
+    };
+    let mut kernel =
+        Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
+    let config = secops_common::kernel::Config {
+        root_cgroup_id: root.id()?,
+        agent_level: u32::try_from(root.level() + 1).context("cgroup level")?,
+        flags: 0,
+    };
+    kernel
+        .maps_mut()
+        .set_config(&config)
+        .context("writing the kernel config")?;
+
+    let hosts = resolve_hosts(&agents::allowlist_hosts(&policy)).await;
+    let mut table = AgentTable::default();
+    table.sync(&policy, &root, kernel.maps_mut(), &hosts)?;
+
+    let egress_attached = match kernel.attach_egress(root.path()) {
+        Ok(links) => {
+            tracing::info!(?links, "egress programs attached");
+            true
+        }
+        Err(e) => {
+            tracing::error!("egress allowlist NOT enforced: {e}");
+            false
+        }
+    };
+    let tracepoints_attached = match kernel.attach_tracepoints() {
+        Ok(links) => {
+            tracing::info!(?links, "tracepoints attached");
+            true
+        }
+        Err(e) => {
+            tracing::error!("event tagging NOT active: {e}");
+            false
+        }
+    };
+    let capabilities = capability_report(&probed, egress_attached, tracepoints_attached);
+    for c in &capabilities {
+        tracing::info!(layer = %c.name, active = c.active, "{}", c.detail);
+    }
+    let reader = kernel
+        .event_reader()
+        .context("opening the event ring buffer")?;
+
+    let shared = Arc::new(Shared {
+        engine: RwLock::new(Arc::new(Engine::new(Arc::new(policy)))),
+        kernel: Mutex::new(kernel),
+        agents: RwLock::new(table),
+        hosts: Mutex::new(hosts),
+        root,
+        capabilities,
+        last_reload_error: Mutex::new(None),
+        counters: Counters::default(),
+        shutdown: AtomicBool::new(false),
+        shutdown_notify: Notify::new(),
+        options: options.clone(),
+    });
+
+    let writer = Arc::new(writer);
+    let pipeline = pipeline::spawn(shared.clone(), reader, writer.clone())?;
+    let listener = control::bind(&options.socket, options.socket_gid)?;
+    tracing::info!(socket = %options.socket.display(), "secops daemon ready");
+
+    let tasks = vec![
+        tokio::spawn(control::serve(listener, shared.clone())),
+        tokio::spawn(watch_signals(shared.clone())),
+        tokio::spawn(watch_policy_files(shared.clone())),
+        tokio::spawn(refresh_hosts(shared.clone())),
+    ];
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        let notified = shared.shutdown_notify.notified();
+        if shared.shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        notified.await;
+    }
+    tracing::info!(
+        "shutting down; programs and maps stay pinned in {}",
+        options.pin_dir.display()
+    );
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let _ = std::fs::remove_file(&options.socket);
+    pipeline
+        .join()
+        .map_err(|_| anyhow!("the event pipeline panicked"))??;
+    match Arc::try_unwrap(writer) {
+        Ok(writer) => writer.close().context("closing the audit log")?,
+        Err(_) => tracing::warn!("audit writer still shared at shutdown; it closes when dropped"),
+    }
+    Ok(())
+}
+
+async fn watch_signals(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stopping");
+        shared.request_shutdown();
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the policy");
+                let shared = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+            }
+            _ = term.recv() => { shared.request_shutdown(); return; }
+            _ = int.recv() => { shared.request_shutdown(); return; }
+        }
+    }
+}
+
+fn modified_times(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    files
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+/// Reloads when any file of the policy (the top-level one or an include) changes.
+async fn watch_policy_files(shared: Arc<Shared>) {
+    let mut files = shared.engine().policy().files.clone();
+    let mut seen = modified_times(&files);
+    loop {
+        tokio::time::sleep(shared.options.watch_interval).await;
+        let current_files = shared.engine().policy().files.clone();
+        if current_files != files {
+            files = current_files;
+            seen = modified_times(&files);
+        }
+        let now = modified_times(&files);
+        if now != seen {
+            seen = now;
+            tracing::info!("policy file changed: reloading");
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+        }
+    }
+}
+
+/// Resolves host names with the system resolver (so /etc/hosts counts). The system resolver
+/// does not report TTLs, so names are resolved again every `host_refresh` (default 30 s,
+/// shorter than common TTLs); a name that does not resolve allows nothing.
+async fn resolve_hosts(names: &[String]) -> HostAddrs {
+    let mut out = HostAddrs::new();
+    for name in names {
+        match tokio::net::lookup_host((name.as_str(), 0)).await {
+            Ok(addrs) => {
+                let mut list: Vec<_> = addrs.map(|a| a.ip().to_canonical()).collect();
+                list.sort();
+                list.dedup();
+                out.insert(name.clone(), list);
+            }
+            Err(e) => {
+                tracing::warn!(host = %name, "egress host name does not resolve (nothing allowed for it): {e}");
+                out.insert(name.clone(), Vec::new());
+            }
+        }
+    }
+    out
+}
+
+async fn refresh_hosts(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(shared.options.host_refresh).await;
+        let names = agents::allowlist_hosts(shared.engine().policy());
+        let fresh = resolve_hosts(&names).await;
+        let changed = *shared.hosts.lock().unwrap_or_else(|p| p.into_inner()) != fresh;
+        if changed {
+            *shared.hosts.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let policy = (**s.engine().policy()).clone();
+                if let Err(e) = s.apply(policy) {
+                    tracing::error!("updating egress after host names changed: {e:#}");
+                }
+            })
+            .await;
+        }
+    }
+}
+
+/// Tears down what a daemon with these options left pinned: programs, links and maps, and
+/// the secops cgroups that hold no process. For uninstalling and for tests.
+pub fn teardown(pin_dir: &Path, cgroup_root: &str) -> anyhow::Result<()> {
+    if pin_dir.exists() {
+        kernel::unpin_all(pin_dir).with_context(|| format!("unpinning {}", pin_dir.display()))?;
+    }
+    let mount = kernel::fs::cgroup2_mount()?;
+    let root = mount.join(cgroup_root);
+    if root.exists() {
+        CgroupDir::open_path(&root)?
+            .remove()
+            .with_context(|| format!("removing {}", root.display()))?;
+    }
+    Ok(())
+}

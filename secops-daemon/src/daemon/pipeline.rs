@@ -1,0 +1,224 @@
+//! The event pipeline: one OS thread that reads the ring buffer, decides each event with the
+//! engine, and appends the record to the audit log; and, on timers, audits lost events and
+//! the aggregated allowed connections, and beats the heartbeat.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use secops_common::kernel::STATS_LEN;
+
+use super::events::{action_of_kind, allowed_egress_record, lost_events_record, record_for, Clock};
+use super::Shared;
+use crate::audit::{AuditWriter, CommitTicket};
+use crate::kernel::{EventReader, LostCounts};
+
+const LOST_CHECK: Duration = Duration::from_secs(1);
+const EGRESS_DRAIN: Duration = Duration::from_secs(5);
+/// Records waited on together: the writer commits them in few transactions.
+const BATCH: usize = 4096;
+
+pub fn spawn(
+    shared: Arc<Shared>,
+    reader: EventReader,
+    writer: Arc<AuditWriter>,
+) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    std::thread::Builder::new()
+        .name("secops-events".into())
+        .spawn(move || Pipeline::new(shared, reader, writer).run())
+        .context("starting the event pipeline thread")
+}
+
+struct Pipeline {
+    shared: Arc<Shared>,
+    reader: EventReader,
+    writer: Arc<AuditWriter>,
+    /// Lost-event counts already audited. Kept in the state directory: the pinned counters
+    /// outlive a daemon, and a restarted daemon must neither hide nor repeat losses.
+    lost_audited: LostCounts,
+    lost_file: PathBuf,
+}
+
+impl Pipeline {
+    fn new(shared: Arc<Shared>, reader: EventReader, writer: Arc<AuditWriter>) -> Pipeline {
+        let lost_file = shared.options.state_dir.join("kernel-lost-events.audited");
+        let lost_audited = read_lost(&lost_file);
+        Pipeline {
+            shared,
+            reader,
+            writer,
+            lost_audited,
+            lost_file,
+        }
+    }
+
+    fn run(mut self) -> anyhow::Result<()> {
+        let mut last_lost_check = Instant::now() - LOST_CHECK;
+        let mut last_drain = Instant::now();
+        loop {
+            let stopping = self.shared.shutdown.load(Ordering::SeqCst);
+            if let Err(e) = self.reader.wait(Duration::from_millis(100)) {
+                tracing::warn!("waiting for kernel events: {e}");
+            }
+            self.drain_events();
+            if stopping || last_lost_check.elapsed() >= LOST_CHECK {
+                last_lost_check = Instant::now();
+                self.audit_lost();
+                self.heartbeat();
+            }
+            if stopping || last_drain.elapsed() >= EGRESS_DRAIN {
+                last_drain = Instant::now();
+                self.audit_allowed_egress();
+            }
+            if stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    fn drain_events(&mut self) {
+        loop {
+            let clock = Clock::now();
+            let engine = self.shared.engine();
+            let mut tickets = Vec::new();
+            {
+                let agents = self.shared.agents.read().unwrap_or_else(|p| p.into_inner());
+                while tickets.len() < BATCH {
+                    let Some(next) = self.reader.try_next() else {
+                        break;
+                    };
+                    match next {
+                        Ok(event) => {
+                            self.shared
+                                .counters
+                                .received
+                                .fetch_add(1, Ordering::Relaxed);
+                            let meta = event.meta();
+                            let slot = agents
+                                .by_cgroup_id(meta.cgroup_id)
+                                .or_else(|| agents.by_index(meta.agent_index));
+                            let record =
+                                record_for(&event, slot.map(|s| s.name.as_str()), &engine, &clock);
+                            tickets.push(self.writer.append(record));
+                        }
+                        Err(e) => tracing::warn!("unreadable kernel event: {e}"),
+                    }
+                }
+            }
+            let full = tickets.len() == BATCH;
+            self.settle(tickets);
+            if !full {
+                return;
+            }
+        }
+    }
+
+    /// Waits until every record is committed, counting what was and logging what was not.
+    fn settle(&self, tickets: Vec<CommitTicket>) {
+        for ticket in tickets {
+            match ticket.wait() {
+                Ok(_) => {
+                    self.shared.counters.audited.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => tracing::error!("an event could not be written to the audit log: {e}"),
+            }
+        }
+    }
+
+    fn audit_lost(&mut self) {
+        let current = {
+            let kernel = self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            kernel.maps().lost_counts()
+        };
+        let current = match current {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!("reading lost-event counters: {e}"),
+        };
+        let new = current.since(&self.lost_audited);
+        if new.total() == 0 {
+            return;
+        }
+        let now = crate::time::now_ns();
+        let mut tickets = Vec::new();
+        for kind in 0..STATS_LEN as u32 {
+            let count = new.get(kind);
+            if count == 0 {
+                continue;
+            }
+            let action = action_of_kind(kind).unwrap_or(secops_common::CoreAction::ProcExec);
+            tracing::warn!(
+                count,
+                action = action.as_str(),
+                "kernel events lost: the ring buffer was full"
+            );
+            tickets.push(self.writer.append(lost_events_record(action, count, now)));
+        }
+        self.shared
+            .counters
+            .lost
+            .fetch_add(new.total(), Ordering::Relaxed);
+        self.settle(tickets);
+        self.lost_audited = current;
+        write_lost(&self.lost_file, &self.lost_audited);
+    }
+
+    fn audit_allowed_egress(&self) {
+        let drained = {
+            let mut kernel = self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            kernel.maps_mut().drain_allowed_egress()
+        };
+        let drained = match drained {
+            Ok(d) => d,
+            Err(e) => return tracing::warn!("reading allowed-egress counters: {e}"),
+        };
+        let clock = Clock::now();
+        let agents = self.shared.agents.read().unwrap_or_else(|p| p.into_inner());
+        let tickets: Vec<_> = drained
+            .iter()
+            .map(|allowed| {
+                let slot = agents.by_index(allowed.agent_index);
+                self.writer.append(allowed_egress_record(
+                    allowed,
+                    slot.map(|s| s.name.as_str()),
+                    slot.map(|s| s.cgroup_id),
+                    &clock,
+                ))
+            })
+            .collect();
+        drop(agents);
+        self.settle(tickets);
+    }
+
+    fn heartbeat(&self) {
+        let mut kernel = self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        let now = u64::try_from(crate::time::now_ns()).unwrap_or(0);
+        if let Err(e) = kernel.maps_mut().set_heartbeat(now) {
+            tracing::warn!("writing the heartbeat: {e}");
+        }
+    }
+}
+
+fn read_lost(path: &std::path::Path) -> LostCounts {
+    let mut counts = LostCounts::default();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for (slot, value) in counts.by_kind.iter_mut().zip(text.split_whitespace()) {
+            *slot = value.parse().unwrap_or(0);
+        }
+    }
+    counts
+}
+
+fn write_lost(path: &std::path::Path, counts: &LostCounts) {
+    let text: Vec<String> = counts.by_kind.iter().map(u64::to_string).collect();
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = std::fs::write(&tmp, text.join(" ")).and_then(|()| std::fs::rename(&tmp, path))
+    {
+        tracing::warn!(
+            "recording audited lost-event counts in {}: {e}",
+            path.display()
+        );
+    }
+}
