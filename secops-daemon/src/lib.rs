@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod cli;
 pub mod engine;
+pub mod kernel;
 pub mod policy;
 pub mod cgroups;
 pub mod launcher;

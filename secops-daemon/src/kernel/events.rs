@@ -1,0 +1,476 @@
+//! Ring buffer records (`struct secops_event`) as Rust values, and the reader that takes
+//! them out of the pinned `secops_events` ring buffer.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use aya::maps::{Map, MapData, RingBuf};
+use secops_common::kernel::{
+    Event, EventHeader, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT, EVENT_NET, EVENT_RENAME,
+    EVENT_UNLINK, MAP_EVENTS, NET_CONNECT, NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY,
+};
+use secops_common::Verdict;
+use tokio::io::unix::AsyncFd;
+
+use super::error::{KernelError, Result};
+
+/// What every event says about who did it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventMeta {
+    pub agent_index: u32,
+    /// The agent cgroup's id (the task itself may be in a cgroup below it).
+    pub cgroup_id: u64,
+    /// CLOCK_BOOTTIME ns.
+    pub ts_boot_ns: u64,
+    /// Thread id.
+    pub pid: u32,
+    /// Process id.
+    pub tgid: u32,
+    pub uid: u32,
+    /// What the kernel did: `Allow` (observed) or `Deny` (blocked).
+    pub verdict: Verdict,
+    pub comm: String,
+}
+
+/// Which egress hook judged a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetHook {
+    /// connect(2): TCP, or a UDP socket being connected.
+    Connect,
+    /// sendto/sendmsg on an unconnected UDP socket.
+    Sendmsg,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    /// A task of the agent executed a program.
+    Exec {
+        meta: EventMeta,
+        /// As passed to execve (may be relative).
+        filename: String,
+        /// The head of argv.
+        argv: Vec<String>,
+        /// The argv was longer than the kernel copies; the last element may be cut short.
+        argv_truncated: bool,
+    },
+    /// The last thread of a process of the agent exited.
+    Exit {
+        meta: EventMeta,
+        /// A wait(2) status.
+        status: u32,
+    },
+    /// unlink, unlinkat or rmdir was called (an attempt: the result is not known).
+    Unlink {
+        meta: EventMeta,
+        /// The directory fd a relative path is relative to (-100: the working directory).
+        dfd: i32,
+        path: String,
+        /// unlinkat flags; AT_REMOVEDIR (0x200) for rmdir.
+        flags: u32,
+    },
+    /// rename, renameat or renameat2 was called (an attempt).
+    Rename {
+        meta: EventMeta,
+        olddfd: i32,
+        old_path: String,
+        newdfd: i32,
+        new_path: String,
+        flags: u32,
+    },
+    /// A destination outside the agent's egress allowlist; the syscall got EPERM.
+    Net {
+        meta: EventMeta,
+        hook: NetHook,
+        /// IPPROTO_* of the socket.
+        protocol: u16,
+        /// IPv4-mapped IPv6 destinations are reported as the IPv4 address.
+        addr: IpAddr,
+        port: u16,
+    },
+}
+
+impl KernelEvent {
+    pub fn meta(&self) -> &EventMeta {
+        match self {
+            KernelEvent::Exec { meta, .. }
+            | KernelEvent::Exit { meta, .. }
+            | KernelEvent::Unlink { meta, .. }
+            | KernelEvent::Rename { meta, .. }
+            | KernelEvent::Net { meta, .. } => meta,
+        }
+    }
+}
+
+/// A wait(2) status as (exit code, terminating signal).
+pub fn split_wait_status(status: u32) -> (Option<i32>, Option<i32>) {
+    let signal = (status & 0x7f) as i32;
+    if signal == 0 {
+        (Some(((status >> 8) & 0xff) as i32), None)
+    } else {
+        (None, Some(signal))
+    }
+}
+
+fn c_string(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn malformed(len: usize, detail: String) -> KernelError {
+    KernelError::MalformedEvent { len, detail }
+}
+
+/// Parses one ring buffer record.
+pub fn parse_event(record: &[u8]) -> Result<KernelEvent> {
+    if record.len() < std::mem::size_of::<Event>() {
+        return Err(malformed(
+            record.len(),
+            format!(
+                "shorter than struct secops_event ({} bytes)",
+                std::mem::size_of::<Event>()
+            ),
+        ));
+    }
+    // SAFETY: `Event` is #[repr(C)] plain data (integers, byte arrays, a union of such),
+    // valid for any bit pattern, and the record is at least its size.
+    let event: Event = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let h: EventHeader = event.header;
+    let verdict = match h.verdict {
+        VERDICT_ALLOW => Verdict::Allow,
+        VERDICT_DENY => Verdict::Deny,
+        other => return Err(malformed(record.len(), format!("unknown verdict {other}"))),
+    };
+    let meta = EventMeta {
+        agent_index: h.agent_index,
+        cgroup_id: h.cgroup_id,
+        ts_boot_ns: h.ts_boot_ns,
+        pid: h.pid,
+        tgid: h.tgid,
+        uid: h.uid,
+        verdict,
+        comm: c_string(&h.comm),
+    };
+    // SAFETY (each union read): every member is plain data valid for any bit pattern; the
+    // header's kind only says which one is meaningful.
+    Ok(match h.kind {
+        EVENT_EXEC => {
+            let b = unsafe { event.body.exec };
+            let len = (b.argv_len as usize).min(b.argv.len());
+            let mut argv: Vec<String> = b.argv[..len]
+                .split(|&c| c == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect();
+            // The last argument's terminating NUL leaves an empty piece behind.
+            if b.argv[..len].last() == Some(&0) {
+                argv.pop();
+            }
+            KernelEvent::Exec {
+                meta,
+                filename: c_string(&b.filename),
+                argv,
+                argv_truncated: b.args_size > b.argv_len,
+            }
+        }
+        EVENT_EXIT => KernelEvent::Exit {
+            meta,
+            status: unsafe { event.body.exit }.exit_code,
+        },
+        EVENT_UNLINK => {
+            let b = unsafe { event.body.unlink };
+            KernelEvent::Unlink {
+                meta,
+                dfd: b.dfd,
+                path: c_string(&b.path),
+                flags: b.flags,
+            }
+        }
+        EVENT_RENAME => {
+            let b = unsafe { event.body.rename };
+            KernelEvent::Rename {
+                meta,
+                olddfd: b.olddfd,
+                old_path: c_string(&b.oldpath),
+                newdfd: b.newdfd,
+                new_path: c_string(&b.newpath),
+                flags: b.flags,
+            }
+        }
+        EVENT_NET => {
+            let b = unsafe { event.body.net };
+            let addr = match b.family {
+                AF_INET => IpAddr::V4(Ipv4Addr::new(b.addr[0], b.addr[1], b.addr[2], b.addr[3])),
+                AF_INET6 => IpAddr::V6(Ipv6Addr::from(b.addr)),
+                other => {
+                    return Err(malformed(
+                        record.len(),
+                        format!("unknown address family {other}"),
+                    ))
+                }
+            };
+            let hook = match b.kind {
+                NET_CONNECT => NetHook::Connect,
+                NET_SENDMSG => NetHook::Sendmsg,
+                other => return Err(malformed(record.len(), format!("unknown net hook {other}"))),
+            };
+            KernelEvent::Net {
+                meta,
+                hook,
+                protocol: b.protocol,
+                addr,
+                port: b.port,
+            }
+        }
+        other => {
+            return Err(malformed(
+                record.len(),
+                format!("unknown event kind {other}"),
+            ))
+        }
+    })
+}
+
+fn open_ring(pin_dir: &Path) -> Result<RingBuf<MapData>> {
+    let conv = |e| KernelError::map(MAP_EVENTS, "opening the pinned ring buffer", e);
+    // From the pin, the map's size is the kernel's, not an object file's: a ring buffer
+    // adopted from an earlier daemon may have been made with another size.
+    let data = MapData::from_pin(pin_dir.join(MAP_EVENTS)).map_err(conv)?;
+    let map = Map::from_map_data(data).map_err(conv)?;
+    RingBuf::try_from(map).map_err(conv)
+}
+
+/// Reads events from the pinned ring buffer, without blocking, or blocking with a timeout.
+/// One reader per ring buffer: records are consumed as they are read.
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+impl EventReader {
+    pub fn open(pin_dir: &Path) -> Result<EventReader> {
+        Ok(EventReader {
+            ring: open_ring(pin_dir)?,
+        })
+    }
+
+    /// The next event already in the buffer, if any.
+    pub fn try_next(&mut self) -> Option<Result<KernelEvent>> {
+        let item = self.ring.next()?;
+        Some(parse_event(&item))
+    }
+
+    /// Waits until the buffer has data or `timeout` passes; Ok(true) if there is data.
+    pub fn wait(&self, timeout: Duration) -> Result<bool> {
+        let mut pfd = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
+        let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if ret < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(false);
+            }
+            return Err(KernelError::MapSyscall {
+                map: MAP_EVENTS,
+                action: "polling",
+                source: e,
+            });
+        }
+        Ok(ret > 0)
+    }
+
+    /// Reads events for up to `timeout`, stopping early once `done` says the events so far
+    /// are enough.
+    pub fn collect_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&[KernelEvent]) -> bool,
+    ) -> Result<Vec<KernelEvent>> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut events = Vec::new();
+        loop {
+            while let Some(event) = self.try_next() {
+                events.push(event?);
+            }
+            if done(&events) {
+                return Ok(events);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(events);
+            }
+            self.wait(left.min(Duration::from_millis(100)))?;
+        }
+    }
+
+    /// An async reader on the current tokio runtime (which must have IO enabled).
+    pub fn into_async(self) -> Result<AsyncEventReader> {
+        let register_err = |source| KernelError::MapSyscall {
+            map: MAP_EVENTS,
+            action: "registering with the tokio reactor",
+            source,
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(register_err(std::io::Error::other(
+                "not inside a tokio runtime",
+            )));
+        }
+        // SAFETY: the RingBuf owns its map fd for as long as it lives (and the AsyncFd owns
+        // the RingBuf), and its as_raw_fd always returns that same fd.
+        let fd =
+            unsafe { AsyncFd::register_with_interest(self.ring, tokio::io::Interest::READABLE) }
+                .map_err(|e| register_err(e.into()))?;
+        Ok(AsyncEventReader { fd })
+    }
+}
+
+/// The ring buffer read from a tokio task: `next().await` yields each event as it comes.
+pub struct AsyncEventReader {
+    fd: AsyncFd<RingBuf<MapData>>,
+}
+
+impl AsyncEventReader {
+    pub async fn next(&mut self) -> Result<KernelEvent> {
+        loop {
+            if let Some(item) = self.fd.get_mut().next() {
+                return parse_event(&item);
+            }
+            let mut guard =
+                self.fd
+                    .readable_mut()
+                    .await
+                    .map_err(|source| KernelError::MapSyscall {
+                        map: MAP_EVENTS,
+                        action: "waiting for events",
+                        source,
+                    })?;
+            if let Some(item) = guard.get_inner_mut().next() {
+                return parse_event(&item);
+            }
+            // Empty: the readiness was stale; wait for the next wakeup.
+            guard.clear_ready();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secops_common::kernel::{EventBody, ExecBody, NetBody, ARGV_LEN, PATH_LEN};
+
+    fn record(event: &Event) -> Vec<u8> {
+        let size = std::mem::size_of::<Event>();
+        let mut bytes = vec![0u8; size];
+        // SAFETY: writes exactly one Event into a buffer of its size.
+        unsafe { std::ptr::write_unaligned(bytes.as_mut_ptr().cast(), *event) };
+        bytes
+    }
+
+    fn header(kind: u32, verdict: u32) -> EventHeader {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"curl");
+        EventHeader {
+            kind,
+            agent_index: 4,
+            cgroup_id: 99,
+            ts_boot_ns: 5,
+            pid: 10,
+            tgid: 10,
+            uid: 1000,
+            verdict,
+            comm,
+        }
+    }
+
+    #[test]
+    fn parses_exec_with_argv_head() {
+        let mut exec = ExecBody {
+            filename: [0; PATH_LEN],
+            argv: [0; ARGV_LEN],
+            argv_len: 0,
+            args_size: 0,
+        };
+        exec.filename[..9].copy_from_slice(b"/bin/true");
+        let args = b"true\0--version\0";
+        exec.argv[..args.len()].copy_from_slice(args);
+        exec.argv_len = args.len() as u32;
+        exec.args_size = args.len() as u32;
+        let event = Event {
+            header: header(EVENT_EXEC, VERDICT_ALLOW),
+            body: EventBody { exec },
+        };
+        let parsed = parse_event(&record(&event)).expect("parses");
+        assert_eq!(
+            parsed,
+            KernelEvent::Exec {
+                meta: EventMeta {
+                    agent_index: 4,
+                    cgroup_id: 99,
+                    ts_boot_ns: 5,
+                    pid: 10,
+                    tgid: 10,
+                    uid: 1000,
+                    verdict: Verdict::Allow,
+                    comm: "curl".into(),
+                },
+                filename: "/bin/true".into(),
+                argv: vec!["true".into(), "--version".into()],
+                argv_truncated: false,
+            }
+        );
+    }
+
+    #[test]
+    fn parses_denied_ipv4_connect() {
+        let mut net = NetBody {
+            family: AF_INET,
+            protocol: 6,
+            port: 8080,
+            kind: NET_CONNECT,
+            ..NetBody::default()
+        };
+        net.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let event = Event {
+            header: header(EVENT_NET, VERDICT_DENY),
+            body: EventBody { net },
+        };
+        match parse_event(&record(&event)).expect("parses") {
+            KernelEvent::Net {
+                meta,
+                hook,
+                addr,
+                port,
+                protocol,
+            } => {
+                assert_eq!(meta.verdict, Verdict::Deny);
+                assert_eq!(hook, NetHook::Connect);
+                assert_eq!(addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+                assert_eq!((port, protocol), (8080, 6));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_short_records_and_unknown_kinds() {
+        assert!(parse_event(&[0u8; 16]).is_err());
+        let event = Event {
+            header: header(77, VERDICT_ALLOW),
+            body: EventBody {
+                net: NetBody::default(),
+            },
+        };
+        let err = parse_event(&record(&event)).expect_err("unknown kind");
+        assert!(err.to_string().contains("unknown event kind 77"), "{err}");
+    }
+
+    #[test]
+    fn wait_status_splits() {
+        assert_eq!(split_wait_status(3 << 8), (Some(3), None));
+        assert_eq!(split_wait_status(9), (None, Some(9)));
+    }
+}

@@ -1,0 +1,546 @@
+//! Loading the BPF objects, attaching their programs, and pinning so that enforcement
+//! outlives the daemon.
+//!
+//! Everything lives in one pin directory on bpffs: the maps (pinned by name by the objects
+//! themselves, so all objects share them) and one bpf_link per program
+//! (`link_<program>`). A pinned link keeps its program attached while no process holds it;
+//! removing the pin (and closing every fd) detaches it. A restarted daemon adopts what it
+//! finds: maps by their pins, cgroup links by swapping in its freshly loaded program with
+//! BPF_LINK_UPDATE (no moment without enforcement), tracepoint links by keeping them when
+//! the program is the same (same tag) or by attaching the new one before dropping the old
+//! (perf-event links cannot be updated).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::FdLink;
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+use secops_common::kernel::{MAPS, MAP_EVENTS};
+use secops_ebpf::programs as names;
+
+use super::error::{KernelError, Result};
+use super::events::EventReader;
+use super::fs;
+use super::maps::{check_pinned_maps, KernelMaps};
+use super::sys;
+
+/// The default ring buffer size: 16 MiB holds about 28,000 events.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 16 * 1024 * 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    CgroupSockAddr,
+    TracePoint {
+        category: &'static str,
+        name: &'static str,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ProgramSpec {
+    object: &'static str,
+    program: &'static str,
+    hook: Hook,
+}
+
+const fn tp(
+    object: &'static str,
+    program: &'static str,
+    category: &'static str,
+    name: &'static str,
+) -> ProgramSpec {
+    ProgramSpec {
+        object,
+        program,
+        hook: Hook::TracePoint { category, name },
+    }
+}
+
+const fn sock(program: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        object: "egress",
+        program,
+        hook: Hook::CgroupSockAddr,
+    }
+}
+
+/// Every program secops loads, where it comes from and where it attaches.
+const PROGRAMS: &[ProgramSpec] = &[
+    sock(names::CONNECT4),
+    sock(names::CONNECT6),
+    sock(names::SENDMSG4),
+    sock(names::SENDMSG6),
+    tp("exec", names::EXEC, "sched", "sched_process_exec"),
+    tp("exec", names::EXIT, "sched", "sched_process_exit"),
+    tp("files", names::UNLINKAT, "syscalls", "sys_enter_unlinkat"),
+    tp("files", names::UNLINK, "syscalls", "sys_enter_unlink"),
+    tp("files", names::RMDIR, "syscalls", "sys_enter_rmdir"),
+    tp("files", names::RENAMEAT2, "syscalls", "sys_enter_renameat2"),
+    tp("files", names::RENAMEAT, "syscalls", "sys_enter_renameat"),
+    tp("files", names::RENAME, "syscalls", "sys_enter_rename"),
+];
+
+/// Which program families to load, and the ring buffer's size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Bytes; a power of two and a multiple of the page size. Ignored when a ring buffer is
+    /// already pinned: that one is adopted with its size (see `Kernel::ring_buffer_bytes`).
+    pub ring_buffer_bytes: u32,
+    /// cgroup/connect4|6 and sendmsg4|6.
+    pub egress: bool,
+    /// sched_process_exec and sched_process_exit.
+    pub exec: bool,
+    /// unlink/rmdir/rename syscall tracepoints.
+    pub files: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            egress: true,
+            exec: true,
+            files: true,
+        }
+    }
+}
+
+/// How an attach went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, now pinned.
+    New,
+    /// A pinned cgroup link was adopted and now runs the newly loaded program.
+    Updated,
+    /// A pinned tracepoint link runs the same program already and was adopted as it is.
+    Kept,
+    /// A pinned tracepoint link ran another program: the new one was attached, then the old
+    /// link removed.
+    Replaced,
+}
+
+struct Object {
+    name: &'static str,
+    ebpf: Ebpf,
+}
+
+/// A link this daemon holds: its pin, and an fd for link info and updates.
+struct HeldLink {
+    program: &'static str,
+    #[allow(dead_code)] // held so the link cannot vanish between pin removal and drop
+    fd: OwnedFd,
+}
+
+/// The loaded programs and their maps.
+pub struct Kernel {
+    pin_dir: PathBuf,
+    objects: Vec<Object>,
+    links: Vec<HeldLink>,
+    maps: KernelMaps,
+    ring_buffer_bytes: u32,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("pin_dir", &self.pin_dir)
+            .field(
+                "objects",
+                &self.objects.iter().map(|o| o.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "links",
+                &self.links.iter().map(|l| l.program).collect::<Vec<_>>(),
+            )
+            .field("ring_buffer_bytes", &self.ring_buffer_bytes)
+            .finish()
+    }
+}
+
+fn object_bytes(name: &str) -> Option<&'static [u8]> {
+    secops_ebpf::PROGRAM_OBJECTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
+}
+
+fn link_pin(pin_dir: &Path, program: &str) -> PathBuf {
+    pin_dir.join(format!("link_{program}"))
+}
+
+/// Where a replacement link is pinned before it is renamed over the old one. (bpffs
+/// refuses names with a dot.)
+fn staging_pin(pin_dir: &Path, program: &str) -> PathBuf {
+    pin_dir.join(format!("newlink_{program}"))
+}
+
+/// BPF_OBJ_GET: an fd for a pinned object.
+fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    #[repr(C)]
+    struct ObjAttr {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    let mut attr = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: 0,
+        file_flags: 0,
+    };
+    const BPF_OBJ_GET: libc::c_long = 7;
+    // SAFETY: `attr` is the BPF_OBJ_GET prefix of union bpf_attr; `c` outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &mut attr as *mut ObjAttr,
+            std::mem::size_of::<ObjAttr>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+impl Kernel {
+    /// Loads every enabled object with its maps in `pin_dir` (a directory on bpffs, made
+    /// if missing; bpffs is mounted at its parent if needed). Maps already pinned there are
+    /// adopted, after checking their layout against this build. Programs are loaded into
+    /// the kernel (so verifier errors surface here) but not attached.
+    pub fn load(pin_dir: &Path, options: &LoadOptions) -> Result<Kernel> {
+        fs::ensure_pin_dir(pin_dir)?;
+        let ring_buffer_bytes = check_pinned_maps(pin_dir)?.unwrap_or(options.ring_buffer_bytes);
+
+        let wanted = [
+            ("egress", options.egress),
+            ("exec", options.exec),
+            ("files", options.files),
+        ];
+        let mut objects = Vec::new();
+        for (name, enabled) in wanted {
+            if !enabled {
+                continue;
+            }
+            let bytes = object_bytes(name).ok_or(KernelError::MissingProgram {
+                object: name,
+                program: "(object not built)",
+            })?;
+            let mut ebpf = EbpfLoader::new()
+                .default_map_pin_directory(pin_dir)
+                .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
+                .load(bytes)
+                .map_err(|e| KernelError::LoadObject {
+                    object: name,
+                    source: Box::new(e),
+                })?;
+            for spec in PROGRAMS.iter().filter(|s| s.object == name) {
+                let program =
+                    ebpf.program_mut(spec.program)
+                        .ok_or(KernelError::MissingProgram {
+                            object: name,
+                            program: spec.program,
+                        })?;
+                let loaded = match spec.hook {
+                    Hook::CgroupSockAddr => {
+                        <&mut CgroupSockAddr>::try_from(program).and_then(|p| p.load())
+                    }
+                    Hook::TracePoint { .. } => {
+                        <&mut TracePoint>::try_from(program).and_then(|p| p.load())
+                    }
+                };
+                loaded.map_err(|e| KernelError::program("loading", spec.program, e))?;
+            }
+            objects.push(Object { name, ebpf });
+        }
+        let maps = KernelMaps::open(pin_dir)?;
+        Ok(Kernel {
+            pin_dir: pin_dir.to_path_buf(),
+            objects,
+            links: Vec::new(),
+            maps,
+            ring_buffer_bytes,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The ring buffer's real size (an adopted one keeps the size it was made with).
+    pub fn ring_buffer_bytes(&self) -> u32 {
+        self.ring_buffer_bytes
+    }
+
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut KernelMaps {
+        &mut self.maps
+    }
+
+    /// A reader of the ring buffer (one per daemon: records are consumed as read).
+    pub fn event_reader(&self) -> Result<EventReader> {
+        EventReader::open(&self.pin_dir)
+    }
+
+    fn ebpf_mut(&mut self, object: &'static str) -> Result<&mut Ebpf> {
+        self.objects
+            .iter_mut()
+            .find(|o| o.name == object)
+            .map(|o| &mut o.ebpf)
+            .ok_or(KernelError::MissingProgram {
+                object,
+                program: "(object not loaded: enable it in LoadOptions)",
+            })
+    }
+
+    /// Attaches the four egress programs to the secops root cgroup `root_cgroup`: every
+    /// cgroup below it is covered, and the agents map decides whose connections are judged.
+    pub fn attach_egress(&mut self, root_cgroup: &Path) -> Result<Vec<(&'static str, Attached)>> {
+        let cgroup = File::open(root_cgroup)
+            .map_err(|e| KernelError::io("opening cgroup", root_cgroup, e))?;
+        let cgroup_id = fs::cgroup_id(root_cgroup)?;
+        let mut report = Vec::new();
+        for spec in PROGRAMS.iter().filter(|s| s.hook == Hook::CgroupSockAddr) {
+            let path = link_pin(&self.pin_dir, spec.program);
+            let program: &mut CgroupSockAddr = self
+                .ebpf_mut(spec.object)?
+                .program_mut(spec.program)
+                .ok_or(KernelError::MissingProgram {
+                    object: spec.object,
+                    program: spec.program,
+                })?
+                .try_into()
+                .map_err(|e| KernelError::program("finding", spec.program, e))?;
+            let link_err = |action: &'static str| {
+                let path = path.clone();
+                move |source| KernelError::Link {
+                    action,
+                    program: spec.program,
+                    path,
+                    source,
+                }
+            };
+
+            let outcome = if path.exists() {
+                let fd = open_pinned(&path).map_err(link_err("opening pinned"))?;
+                let info = sys::link_info(fd.as_fd()).map_err(link_err("reading info of"))?;
+                if info.link_type != sys::BPF_LINK_TYPE_CGROUP || info.cgroup_id != cgroup_id {
+                    return Err(KernelError::LinkedElsewhere {
+                        program: spec.program,
+                        path,
+                        cgroup: root_cgroup.to_path_buf(),
+                        expected: cgroup_id,
+                        actual: info.cgroup_id,
+                    });
+                }
+                let prog_fd = program
+                    .fd()
+                    .map_err(|e| KernelError::program("getting fd of", spec.program, e))?;
+                sys::link_update(fd.as_fd(), prog_fd.as_fd()).map_err(link_err("updating"))?;
+                self.links.push(HeldLink {
+                    program: spec.program,
+                    fd,
+                });
+                Attached::Updated
+            } else {
+                // Link-based cgroup attachments always run alongside others (multi mode);
+                // the kernel takes no mode flags for them.
+                let id = program
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .map_err(|e| KernelError::program("attaching", spec.program, e))?;
+                let link = program
+                    .take_link(id)
+                    .map_err(|e| KernelError::program("taking link of", spec.program, e))?;
+                let fd = pin_link(FdLink::try_from(link), spec.program, &path)?;
+                self.links.push(HeldLink {
+                    program: spec.program,
+                    fd,
+                });
+                Attached::New
+            };
+            report.push((spec.program, outcome));
+        }
+        Ok(report)
+    }
+
+    /// Attaches the exec/exit and file tracepoint programs (those loaded), mounting tracefs
+    /// first if needed. They report only tasks of agents.
+    pub fn attach_tracepoints(&mut self) -> Result<Vec<(&'static str, Attached)>> {
+        fs::mount_tracefs_if_needed()?;
+        let mut report = Vec::new();
+        let loaded: Vec<&'static str> = self.objects.iter().map(|o| o.name).collect();
+        for spec in PROGRAMS.iter().filter(|s| loaded.contains(&s.object)) {
+            let Hook::TracePoint { category, name } = spec.hook else {
+                continue;
+            };
+            let path = link_pin(&self.pin_dir, spec.program);
+            let pin_dir = self.pin_dir.clone();
+            let program: &mut TracePoint = self
+                .ebpf_mut(spec.object)?
+                .program_mut(spec.program)
+                .ok_or(KernelError::MissingProgram {
+                    object: spec.object,
+                    program: spec.program,
+                })?
+                .try_into()
+                .map_err(|e| KernelError::program("finding", spec.program, e))?;
+            let link_err = |action: &'static str| {
+                let path = path.clone();
+                move |source| KernelError::Link {
+                    action,
+                    program: spec.program,
+                    path,
+                    source,
+                }
+            };
+
+            let old = if path.exists() {
+                let fd = open_pinned(&path).map_err(link_err("opening pinned"))?;
+                let info = sys::link_info(fd.as_fd()).map_err(link_err("reading info of"))?;
+                let old_tag = program_tag(info.prog_id);
+                let new_tag = program
+                    .info()
+                    .map_err(|e| KernelError::program("reading info of", spec.program, e))?
+                    .tag();
+                if info.link_type == sys::BPF_LINK_TYPE_PERF_EVENT && old_tag == Some(new_tag) {
+                    self.links.push(HeldLink {
+                        program: spec.program,
+                        fd,
+                    });
+                    report.push((spec.program, Attached::Kept));
+                    continue;
+                }
+                Some(fd)
+            } else {
+                None
+            };
+
+            // New link first, old one removed after: at worst an event is reported twice
+            // during the switch, never missed.
+            let id = program
+                .attach(category, name)
+                .map_err(|e| KernelError::program("attaching", spec.program, e))?;
+            let link = program
+                .take_link(id)
+                .map_err(|e| KernelError::program("taking link of", spec.program, e))?;
+            let outcome = if let Some(old_fd) = old {
+                let staging = staging_pin(&pin_dir, spec.program);
+                let _ = std::fs::remove_file(&staging);
+                let new_fd = pin_link(FdLink::try_from(link), spec.program, &staging)?;
+                // bpffs renames atomically over the old pin, whose link goes away when
+                // `old_fd` closes.
+                std::fs::rename(&staging, &path).map_err(link_err("replacing"))?;
+                drop(old_fd);
+                self.links.push(HeldLink {
+                    program: spec.program,
+                    fd: new_fd,
+                });
+                Attached::Replaced
+            } else {
+                let fd = pin_link(FdLink::try_from(link), spec.program, &path)?;
+                self.links.push(HeldLink {
+                    program: spec.program,
+                    fd,
+                });
+                Attached::New
+            };
+            report.push((spec.program, outcome));
+        }
+        Ok(report)
+    }
+
+    /// Detaches every program (by removing its link pin and closing this daemon's fds),
+    /// unpins every map, and removes `pin_dir` if nothing else is in it. The kernel side is
+    /// then gone: nothing is enforced until the next load and attach.
+    pub fn detach_and_unpin(self) -> Result<()> {
+        let pin_dir = self.pin_dir.clone();
+        drop(self);
+        unpin_all(&pin_dir)
+    }
+}
+
+/// The tag (hash of the instructions, stable across loads of the same program) of a loaded
+/// program, by id.
+fn program_tag(id: u32) -> Option<u64> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .find(|p| p.id() == id)
+        .map(|p| p.tag())
+}
+
+/// Pins a freshly made link and returns an fd to it (aya's `PinnedLink` does not lend one).
+fn pin_link(
+    link: std::result::Result<FdLink, aya::programs::links::LinkError>,
+    program: &'static str,
+    path: &Path,
+) -> Result<OwnedFd> {
+    let link = link.map_err(|e| KernelError::Link {
+        action: "converting to an fd link",
+        program,
+        path: path.to_path_buf(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    let pinned = link.pin(path).map_err(|e| KernelError::Pin {
+        what: format!("link of {program}"),
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })?;
+    let fd = open_pinned(path).map_err(|source| KernelError::Link {
+        action: "reopening pinned",
+        program,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    drop(pinned); // the pin holds the link now
+    Ok(fd)
+}
+
+/// Removes every pin secops makes in `pin_dir` (links first, which detaches the programs
+/// once no process holds them, then maps) and the directory itself if it is then empty.
+/// Works without a loaded `Kernel`, e.g. to clean up after a crashed daemon or test. Goes
+/// on past a failure, so that as much as possible is removed, and reports the first one.
+pub fn unpin_all(pin_dir: &Path) -> Result<()> {
+    if !pin_dir.exists() {
+        return Ok(());
+    }
+    let mut first_error = None;
+    let pins = PROGRAMS
+        .iter()
+        .flat_map(|spec| {
+            [
+                link_pin(pin_dir, spec.program),
+                staging_pin(pin_dir, spec.program),
+            ]
+        })
+        .chain(MAPS.iter().map(|name| pin_dir.join(name)));
+    for path in pins {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                first_error.get_or_insert(KernelError::io("unpinning", path, e));
+            }
+        }
+    }
+    match std::fs::remove_dir(pin_dir) {
+        Ok(()) => {}
+        // Someone else's pins are there too: leave them and the directory.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            tracing::warn!(dir = %pin_dir.display(), "pin directory not empty after unpinning secops' pins; left in place");
+        }
+        Err(e) => {
+            first_error.get_or_insert(KernelError::io("removing", pin_dir, e));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

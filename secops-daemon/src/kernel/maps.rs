@@ -1,0 +1,471 @@
+//! The daemon's side of the maps: opened from their pins (so a process that did not load
+//! the programs, or a restarted daemon, reaches the same maps), written only here.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
+use aya::Pod;
+use secops_common::kernel::{
+    Agent, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue, EgressValue,
+    AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED,
+    MAP_EVENTS, MAP_HEARTBEAT, MAP_STATS, STATS_LEN,
+};
+
+use super::egress::{compile_egress, EgressAllow, EgressEntries};
+use super::error::{KernelError, Result};
+use super::sys;
+
+/// A contract type, usable as a map key or value. aya's `Pod` is a foreign trait and the
+/// contract types live in secops-common (which does not depend on aya), hence the wrapper.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub(crate) struct P<T>(pub T);
+
+/// Marks the secops-common contract types: `#[repr(C)]`, integers and arrays only, every
+/// bit pattern valid.
+pub(crate) trait Contract: Copy + 'static {}
+impl Contract for Config {}
+impl Contract for Agent {}
+impl Contract for EgressValue {}
+impl Contract for Lpm4 {}
+impl Contract for Lpm6 {}
+
+// SAFETY: see `Contract`: plain old data, no padding the kernel would not also see.
+unsafe impl<T: Contract> Pod for P<T> {}
+
+/// The part of `Egress4Key` after `prefixlen`: aya's `lpm_trie::Key` supplies the prefix
+/// length itself, so `Key<Lpm4>` has `Egress4Key`'s layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Lpm4 {
+    agent_index: u32,
+    addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Lpm6 {
+    agent_index: u32,
+    addr: [u8; 16],
+}
+
+const _: () = assert!(std::mem::size_of::<Key<P<Lpm4>>>() == std::mem::size_of::<Egress4Key>());
+const _: () = assert!(std::mem::size_of::<Key<P<Lpm6>>>() == std::mem::size_of::<Egress6Key>());
+
+/// What each pinned map must look like for this build: type, key size, value size.
+pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
+    use std::mem::size_of;
+    let s = |n: usize| n as u32;
+    Some(match name {
+        MAP_CONFIG => (MapType::Array, 4, s(size_of::<Config>())),
+        MAP_AGENTS => (MapType::Hash, 8, s(size_of::<Agent>())),
+        MAP_EGRESS4 => (
+            MapType::LpmTrie,
+            s(size_of::<Egress4Key>()),
+            s(size_of::<EgressValue>()),
+        ),
+        MAP_EGRESS6 => (
+            MapType::LpmTrie,
+            s(size_of::<Egress6Key>()),
+            s(size_of::<EgressValue>()),
+        ),
+        MAP_EGRESS_ALLOWED => (
+            MapType::LruHash,
+            s(size_of::<EgressAllowedKey>()),
+            s(size_of::<EgressAllowedValue>()),
+        ),
+        MAP_EVENTS => (MapType::RingBuf, 0, 0),
+        MAP_STATS => (MapType::PerCpuArray, 4, 8),
+        MAP_HEARTBEAT => (MapType::Array, 4, 8),
+        _ => return None,
+    })
+}
+
+/// Checks every map already pinned in `pin_dir` against this build's layouts, so a daemon
+/// never adopts maps whose records it would misread. Returns the pinned ring buffer's size,
+/// if there is one (an adopted ring buffer keeps its size).
+pub(crate) fn check_pinned_maps(pin_dir: &Path) -> Result<Option<u32>> {
+    let mut ring_size = None;
+    for name in MAPS {
+        let path = pin_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path)
+            .map_err(|e| KernelError::map(name, "reading pinned map info", e))?;
+        let Some((ty, key, value)) = expected_layout(name) else {
+            continue;
+        };
+        let actual_ty = info
+            .map_type()
+            .map_err(|e| KernelError::map(name, "reading map type", e))?;
+        if actual_ty != ty || info.key_size() != key || info.value_size() != value {
+            return Err(KernelError::PinnedMapMismatch {
+                path,
+                detail: format!(
+                    "pinned: {actual_ty:?} key {} value {}; expected: {ty:?} key {key} value {value}",
+                    info.key_size(),
+                    info.value_size()
+                ),
+            });
+        }
+        if name == MAP_EVENTS {
+            ring_size = Some(info.max_entries());
+        }
+    }
+    Ok(ring_size)
+}
+
+fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
+    let data = MapData::from_pin(pin_dir.join(name))
+        .map_err(|e| KernelError::map(name, "opening pinned map", e))?;
+    Map::from_map_data(data).map_err(|e| KernelError::map(name, "opening pinned map", e))
+}
+
+/// Events lost because the ring buffer was full, per event kind, summed over CPUs. The
+/// counters only grow (until the maps are unpinned): audit the difference between reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostCounts {
+    pub by_kind: [u64; STATS_LEN],
+}
+
+impl LostCounts {
+    /// Lost events of one kind (`secops_common::kernel::EVENT_*`).
+    pub fn get(&self, kind: u32) -> u64 {
+        self.by_kind.get(kind as usize).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> u64 {
+        self.by_kind.iter().sum()
+    }
+    /// Per kind, what was lost since `earlier`.
+    pub fn since(&self, earlier: &LostCounts) -> LostCounts {
+        let mut by_kind = [0; STATS_LEN];
+        for (i, slot) in by_kind.iter_mut().enumerate() {
+            *slot = self.by_kind[i].saturating_sub(earlier.by_kind[i]);
+        }
+        LostCounts { by_kind }
+    }
+}
+
+/// Allowed connections to one destination since the last drain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedEgress {
+    pub agent_index: u32,
+    pub addr: IpAddr,
+    pub port: u16,
+    /// IPPROTO_* of the socket.
+    pub protocol: u16,
+    pub count: u64,
+    /// CLOCK_BOOTTIME ns of the first and the last connection.
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+/// What `replace_egress` changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressUpdate {
+    pub written: usize,
+    pub removed: usize,
+}
+
+pub struct KernelMaps {
+    pin_dir: PathBuf,
+    config: Array<MapData, P<Config>>,
+    agents: HashMap<MapData, u64, P<Agent>>,
+    egress4: LpmTrie<MapData, P<Lpm4>, P<EgressValue>>,
+    egress6: LpmTrie<MapData, P<Lpm6>, P<EgressValue>>,
+    // Drained with lookup-and-delete, which aya's HashMap does not offer.
+    allowed: MapData,
+    stats: PerCpuArray<MapData, u64>,
+    heartbeat: Array<MapData, u64>,
+}
+
+impl std::fmt::Debug for KernelMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelMaps")
+            .field("pin_dir", &self.pin_dir)
+            .finish()
+    }
+}
+
+impl KernelMaps {
+    /// Opens every map pinned in `pin_dir` (by `Kernel::load`, in this process or an
+    /// earlier one).
+    pub fn open(pin_dir: &Path) -> Result<KernelMaps> {
+        check_pinned_maps(pin_dir)?;
+        let conv = |name: &'static str| move |e| KernelError::map(name, "opening pinned map", e);
+        Ok(KernelMaps {
+            pin_dir: pin_dir.to_path_buf(),
+            config: Array::try_from(open_map(pin_dir, MAP_CONFIG)?).map_err(conv(MAP_CONFIG))?,
+            agents: HashMap::try_from(open_map(pin_dir, MAP_AGENTS)?).map_err(conv(MAP_AGENTS))?,
+            egress4: LpmTrie::try_from(open_map(pin_dir, MAP_EGRESS4)?)
+                .map_err(conv(MAP_EGRESS4))?,
+            egress6: LpmTrie::try_from(open_map(pin_dir, MAP_EGRESS6)?)
+                .map_err(conv(MAP_EGRESS6))?,
+            allowed: MapData::from_pin(pin_dir.join(MAP_EGRESS_ALLOWED))
+                .map_err(conv(MAP_EGRESS_ALLOWED))?,
+            stats: PerCpuArray::try_from(open_map(pin_dir, MAP_STATS)?).map_err(conv(MAP_STATS))?,
+            heartbeat: Array::try_from(open_map(pin_dir, MAP_HEARTBEAT)?)
+                .map_err(conv(MAP_HEARTBEAT))?,
+        })
+    }
+
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    pub fn set_config(&mut self, config: &Config) -> Result<()> {
+        self.config
+            .set(0, P(*config), 0)
+            .map_err(|e| KernelError::map(MAP_CONFIG, "writing", e))
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        self.config
+            .get(&0, 0)
+            .map(|p| p.0)
+            .map_err(|e| KernelError::map(MAP_CONFIG, "reading", e))
+    }
+
+    /// Makes the cgroup `cgroup_id` (and every cgroup below it) the agent `agent`.
+    pub fn upsert_agent(&mut self, cgroup_id: u64, agent: &Agent) -> Result<()> {
+        self.agents
+            .insert(cgroup_id, P(*agent), 0)
+            .map_err(|e| KernelError::map(MAP_AGENTS, "writing", e))
+    }
+
+    /// Ok(false) if the cgroup was not an agent. The agent's egress entries stay: remove
+    /// them with `replace_egress(index, &[])` if the index will not be reused.
+    pub fn remove_agent(&mut self, cgroup_id: u64) -> Result<bool> {
+        match self.agents.remove(&cgroup_id) {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(KernelError::map(MAP_AGENTS, "removing", e)),
+        }
+    }
+
+    pub fn agents(&self) -> Result<Vec<(u64, Agent)>> {
+        self.agents
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (k, v.0))
+                    .map_err(|e| KernelError::map(MAP_AGENTS, "iterating", e))
+            })
+            .collect()
+    }
+
+    /// Replaces the egress allowlist of agent `agent_index` with `allow`: writes every new
+    /// entry first, then deletes the agent's entries that are no longer wanted. In between,
+    /// a lookup sees old and new entries side by side, never an empty list.
+    pub fn replace_egress(
+        &mut self,
+        agent_index: u32,
+        allow: &[EgressAllow],
+    ) -> Result<EgressUpdate> {
+        let entries = compile_egress(agent_index, allow)?;
+        let old = self.egress_entries(agent_index)?;
+        let mut update = EgressUpdate::default();
+
+        let mut keep4 = HashSet::new();
+        for (k, v) in &entries.v4 {
+            let key = Key::new(
+                k.prefixlen,
+                P(Lpm4 {
+                    agent_index,
+                    addr: k.addr,
+                }),
+            );
+            self.egress4
+                .insert(&key, P(*v), 0)
+                .map_err(|e| KernelError::map(MAP_EGRESS4, "writing", e))?;
+            keep4.insert((k.prefixlen, k.addr));
+            update.written += 1;
+        }
+        let mut keep6 = HashSet::new();
+        for (k, v) in &entries.v6 {
+            let key = Key::new(
+                k.prefixlen,
+                P(Lpm6 {
+                    agent_index,
+                    addr: k.addr,
+                }),
+            );
+            self.egress6
+                .insert(&key, P(*v), 0)
+                .map_err(|e| KernelError::map(MAP_EGRESS6, "writing", e))?;
+            keep6.insert((k.prefixlen, k.addr));
+            update.written += 1;
+        }
+        for (k, _) in old
+            .v4
+            .iter()
+            .filter(|(k, _)| !keep4.contains(&(k.prefixlen, k.addr)))
+        {
+            let key = Key::new(
+                k.prefixlen,
+                P(Lpm4 {
+                    agent_index,
+                    addr: k.addr,
+                }),
+            );
+            match self.egress4.remove(&key) {
+                Ok(()) => update.removed += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(KernelError::map(MAP_EGRESS4, "removing", e)),
+            }
+        }
+        for (k, _) in old
+            .v6
+            .iter()
+            .filter(|(k, _)| !keep6.contains(&(k.prefixlen, k.addr)))
+        {
+            let key = Key::new(
+                k.prefixlen,
+                P(Lpm6 {
+                    agent_index,
+                    addr: k.addr,
+                }),
+            );
+            match self.egress6.remove(&key) {
+                Ok(()) => update.removed += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(KernelError::map(MAP_EGRESS6, "removing", e)),
+            }
+        }
+        Ok(update)
+    }
+
+    /// The trie entries the kernel holds for agent `agent_index`.
+    pub fn egress_entries(&self, agent_index: u32) -> Result<EgressEntries> {
+        let mut entries = EgressEntries::default();
+        for item in self.egress4.iter() {
+            let (key, value) = item.map_err(|e| KernelError::map(MAP_EGRESS4, "iterating", e))?;
+            let data = key.data().0;
+            if data.agent_index == agent_index {
+                entries.v4.push((
+                    Egress4Key {
+                        prefixlen: key.prefix_len(),
+                        agent_index,
+                        addr: data.addr,
+                    },
+                    value.0,
+                ));
+            }
+        }
+        for item in self.egress6.iter() {
+            let (key, value) = item.map_err(|e| KernelError::map(MAP_EGRESS6, "iterating", e))?;
+            let data = key.data().0;
+            if data.agent_index == agent_index {
+                entries.v6.push((
+                    Egress6Key {
+                        prefixlen: key.prefix_len(),
+                        agent_index,
+                        addr: data.addr,
+                    },
+                    value.0,
+                ));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The daemon's liveness stamp (e.g. CLOCK_BOOTTIME ns); nothing in the kernel reads it
+    /// yet.
+    pub fn set_heartbeat(&mut self, value: u64) -> Result<()> {
+        self.heartbeat
+            .set(0, value, 0)
+            .map_err(|e| KernelError::map(MAP_HEARTBEAT, "writing", e))
+    }
+
+    pub fn lost_counts(&self) -> Result<LostCounts> {
+        let mut counts = LostCounts::default();
+        for (kind, slot) in counts.by_kind.iter_mut().enumerate() {
+            let per_cpu = self
+                .stats
+                .get(&(kind as u32), 0)
+                .map_err(|e| KernelError::map(MAP_STATS, "reading", e))?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(counts)
+    }
+
+    /// Takes every aggregated allowed-connection counter out of the kernel: each entry is
+    /// read and deleted in one step, so a connection counted after the read starts a fresh
+    /// entry instead of being lost.
+    pub fn drain_allowed_egress(&mut self) -> Result<Vec<AllowedEgress>> {
+        const KEY: usize = std::mem::size_of::<EgressAllowedKey>();
+        const VALUE: usize = std::mem::size_of::<EgressAllowedValue>();
+        let fd = self.allowed.fd().as_fd();
+        let syscall = |action: &'static str| {
+            move |source| KernelError::MapSyscall {
+                map: MAP_EGRESS_ALLOWED,
+                action,
+                source,
+            }
+        };
+
+        // Keys first, then lookup-and-delete: deleting while walking would restart the walk.
+        let mut keys: Vec<[u8; KEY]> = Vec::new();
+        let mut next = [0u8; KEY];
+        let mut more = sys::map_next_key(fd, None, &mut next).map_err(syscall("iterating"))?;
+        while more {
+            keys.push(next);
+            let current = next;
+            more =
+                sys::map_next_key(fd, Some(&current), &mut next).map_err(syscall("iterating"))?;
+            if keys.len() > 1 << 20 {
+                break; // a walk that keeps restarting must still end
+            }
+        }
+
+        let mut drained = Vec::with_capacity(keys.len());
+        for raw_key in &keys {
+            let mut raw_value = [0u8; VALUE];
+            let found = match sys::map_lookup_and_delete(fd, raw_key, &mut raw_value) {
+                Ok(found) => found,
+                // Kernels before 5.14 have no lookup-and-delete for hash maps.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524)) => {
+                    let found =
+                        sys::map_lookup(fd, raw_key, &mut raw_value).map_err(syscall("reading"))?;
+                    if found {
+                        sys::map_delete(fd, raw_key).map_err(syscall("deleting"))?;
+                    }
+                    found
+                }
+                Err(e) => return Err(syscall("draining")(e)),
+            };
+            if !found {
+                continue;
+            }
+            // SAFETY: both types are plain #[repr(C)] integers and arrays (any bit pattern
+            // is valid) and the buffers are exactly their size.
+            let key: EgressAllowedKey =
+                unsafe { std::ptr::read_unaligned(raw_key.as_ptr().cast()) };
+            let value: EgressAllowedValue =
+                unsafe { std::ptr::read_unaligned(raw_value.as_ptr().cast()) };
+            drained.push(AllowedEgress {
+                agent_index: key.agent_index,
+                addr: if key.family == AF_INET {
+                    IpAddr::V4(Ipv4Addr::new(
+                        key.addr[0],
+                        key.addr[1],
+                        key.addr[2],
+                        key.addr[3],
+                    ))
+                } else {
+                    IpAddr::V6(Ipv6Addr::from(key.addr))
+                },
+                port: key.port,
+                protocol: key.protocol,
+                count: value.count,
+                first_ns: value.first_ns,
+                last_ns: value.last_ns,
+            });
+        }
+        Ok(drained)
+    }
+}
