@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod btf;
+pub mod kernel;
+
 /// The repository's top directory.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
