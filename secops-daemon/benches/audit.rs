@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use secops_common::{RiskLevel, Verdict};
 use secops_daemon::audit::{
     verify, AuditObject, AuditPaths, AuditStore, AuditWriter, CheckpointPolicy, NewRecord,
@@ -113,8 +113,11 @@ fn verify_log(c: &mut Criterion) {
     }
     let mut group = c.benchmark_group("audit_verify");
     group.throughput(Throughput::Elements(RECORDS));
+    // One verify takes a few hundred ms: flat sampling keeps this group to seconds.
+    group.sampling_mode(SamplingMode::Flat);
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(8));
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(4));
     group.bench_function("verify_100k", |b| {
         b.iter(|| assert!(verify(&paths).expect("verify").is_ok()))
     });
