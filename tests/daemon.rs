@@ -1,0 +1,346 @@
+//! `secops daemon` and `secops run` on this kernel, nothing mocked: a real daemon process
+//! loads and attaches the BPF programs, agents are started with the real launcher, and their
+//! connections, execs and deletes are judged and audited.
+//!
+//! Each test runs its own daemon with its own state directory, socket, bpffs pin directory
+//! and root cgroup, and the guard tears all of it down (also when the test fails).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use secops_host_tests::kernel::{need_root, unique_name};
+use serde_json::Value;
+
+const SECOPS: &str = env!("CARGO_BIN_EXE_secops-under-test");
+const PROBE: &str = env!("CARGO_BIN_EXE_secops-netprobe");
+
+struct Daemon {
+    dir: PathBuf,
+    name: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(policy: &str) -> Daemon {
+        let name = unique_name();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+        let mut daemon = Daemon { dir, name, child: None };
+        daemon.spawn();
+        daemon
+    }
+
+    fn pin_dir(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/bpf").join(&self.name)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("secops.sock")
+    }
+
+    fn secops(&self) -> Command {
+        let mut c = Command::new(SECOPS);
+        c.arg("--state-dir").arg(self.dir.join("state"));
+        c
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let child = self
+            .secops()
+            .args(["--log", "info", "daemon", "--policy"])
+            .arg(self.dir.join("policy.yaml"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--pin-dir")
+            .arg(self.pin_dir())
+            .args(["--cgroup-root", &self.name, "--ring-buffer-mib", "4"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while self.status().is_none() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the daemon exited ({status}):\n{}", self.log());
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the daemon did not come up:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn status(&self) -> Option<Value> {
+        let out = self.secops().args(["status", "--json", "--socket"]).arg(self.socket()).output().ok()?;
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on the pid of a child this test started.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    fn kill_and_wait(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `secops run --agent AGENT -- secops-netprobe ARGS`.
+    fn agent(&self, agent: &str, args: &[&str]) -> Output {
+        self.secops().args(["run", "--agent", agent, "--socket"]).arg(self.socket()).arg("--").arg(PROBE).args(args).output().unwrap()
+    }
+
+    /// Starts an agent without waiting for it.
+    fn agent_spawn(&self, agent: &str, args: &[&str]) -> Child {
+        self.secops()
+            .args(["run", "--agent", agent, "--socket"])
+            .arg(self.socket())
+            .arg("--")
+            .arg(PROBE)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn records(&self) -> Vec<Value> {
+        let out = self.secops().args(["audit", "query", "--json"]).output().unwrap();
+        assert!(out.status.success(), "audit query: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Waits until the audit log holds `count` records matching `want`.
+    fn wait_for_records(&self, count: usize, what: &str, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let found: Vec<Value> = self.records().into_iter().filter(|r| want(r)).collect();
+            if found.len() >= count {
+                return found;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                panic!("expected {count} audit record(s) of {what}, found {}:\n{:#?}\ndaemon log:\n{}", found.len(), self.records(), self.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_and_wait();
+        // Agents this test started may still run: kill them by the pids in the cgroups.
+        if let Ok(mount) = secops_daemon::kernel::fs::cgroup2_mount() {
+            let root = mount.join(&self.name);
+            if let Ok(dir) = secops_daemon::cgroups::CgroupDir::open_path(&root) {
+                for pid in dir.procs().unwrap_or_default() {
+                    // SAFETY: kill(2) on a pid inside this test's own cgroup.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let out = self.secops().arg("teardown").arg("--pin-dir").arg(self.pin_dir()).args(["--cgroup-root", &self.name]).output();
+        if let Ok(out) = out {
+            if !out.status.success() {
+                eprintln!("teardown of {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+}
+
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn policy(allowed_ports: &[u16]) -> String {
+    let ports: Vec<String> = allowed_ports.iter().map(u16::to_string).collect();
+    format!(
+        "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    autonomy: semi\n\
+         egress:\n  web:\n    allow:\n      - cidr: 127.0.0.1/32\n        ports: [{}]\n    dns_resolvers: [127.0.0.53]\n",
+        ports.join(", ")
+    )
+}
+
+fn endpoint_is(record: &Value, action: &str, verdict: &str, endpoint: &str) -> bool {
+    record["action"] == action && record["verdict"] == verdict && record["object"]["value"] == endpoint && record["agent"] == "web"
+}
+
+#[test]
+fn egress_allowlist_is_enforced_on_agents_and_audited() {
+    if !need_root("egress_allowlist_is_enforced_on_agents_and_audited") {
+        return;
+    }
+    let (_allowed, allowed) = listener();
+    let (_denied, denied) = listener();
+    let daemon = Daemon::start(&policy(&[allowed]));
+
+    // A process outside any agent cgroup reaches the denied port throughout.
+    let outside = std::thread::spawn(move || {
+        (0..20).all(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            TcpStream::connect(("127.0.0.1", denied)).is_ok()
+        })
+    });
+    let a = format!("127.0.0.1:{allowed}");
+    let d = format!("127.0.0.1:{denied}");
+    let out = daemon.agent(
+        "web",
+        &["tcp", &a, "tcp", &d, "tcp-mapped", &d, "udp", &d, "udp", "127.0.0.53:53", "detach", "tcp", &d, "tcp", &a],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got = lines(&out);
+    assert_eq!(
+        got,
+        [
+            format!("tcp {a} ok"),
+            format!("tcp {d} errno EPERM"),
+            format!("tcp-mapped {d} errno EPERM"),
+            format!("udp {d} errno EPERM"),
+            "udp 127.0.0.53:53 ok".to_owned(),
+            got[5].clone(),
+            format!("tcp {d} errno EPERM"),
+            format!("tcp {a} ok"),
+        ],
+        "agent output"
+    );
+    assert!(got[5].starts_with("detached pid "), "{}", got[5]);
+    assert!(outside.join().unwrap(), "a process outside the agent cgroups was affected");
+
+    // Three denied connects (direct, IPv4-mapped, the grandchild's) and one denied UDP send.
+    let denied_connects = daemon.wait_for_records(3, "denied connects", |r| endpoint_is(r, "net:connect", "deny", &d));
+    for r in &denied_connects {
+        assert_eq!(r["rule_id"], "egress.web.default-deny");
+        assert_eq!(r["source"], "kernel");
+    }
+    let sends = daemon.wait_for_records(1, "a denied UDP send", |r| endpoint_is(r, "net:send", "deny", &d));
+    assert_eq!(sends[0]["rule_id"], "egress.web.default-deny");
+    // Allowed connections: aggregated into one record per destination, not one per connect.
+    let allowed_records = daemon.wait_for_records(1, "allowed connects", |r| endpoint_is(r, "net:connect", "allow", &a));
+    assert_eq!(allowed_records.len(), 1, "{allowed_records:#?}");
+    assert!(allowed_records[0]["reason"].as_str().unwrap().starts_with("2 connection(s) allowed"), "{}", allowed_records[0]["reason"]);
+
+    let status = daemon.status().unwrap();
+    let layers = status["capabilities"].as_array().unwrap();
+    assert!(layers.iter().any(|l| l["name"] == "egress allowlist" && l["active"] == true), "{status:#}");
+    assert!(layers.iter().any(|l| l["name"].as_str().unwrap().contains("BPF LSM") && l["active"] == false), "{status:#}");
+}
+
+#[test]
+fn exec_and_unlink_in_an_agent_are_audited() {
+    if !need_root("exec_and_unlink_in_an_agent_are_audited") {
+        return;
+    }
+    let daemon = Daemon::start(&policy(&[9]));
+    let victim = daemon.dir.join("victim.txt");
+    std::fs::write(&victim, "x").unwrap();
+    let victim = victim.to_str().unwrap().to_owned();
+    let out = daemon.agent("web", &["unlink", &victim]);
+    assert_eq!(lines(&out), [format!("unlink {victim} ok")]);
+
+    let deletes = daemon.wait_for_records(1, "the delete", |r| r["action"] == "fs:delete" && r["object"]["value"] == victim.as_str());
+    assert_eq!(deletes[0]["agent"], "web");
+    assert_eq!(deletes[0]["comm"], "secops-netprobe");
+    let execs = daemon.wait_for_records(1, "the exec", |r| r["action"] == "proc:exec" && r["object"]["value"] == PROBE);
+    assert_eq!(execs[0]["agent"], "web");
+    daemon.wait_for_records(1, "the exit", |r| r["action"] == "proc:exit" && r["agent"] == "web");
+    // Observation, not enforcement, on this kernel: the record says what the policy would do.
+    let reason = deletes[0]["reason"].as_str().unwrap();
+    assert!(deletes[0]["verdict"] == "allow" && reason.contains("observed, not blocked"), "{reason}");
+}
+
+#[test]
+fn enforcement_survives_the_daemon_and_a_restart_adopts_it() {
+    if !need_root("enforcement_survives_the_daemon_and_a_restart_adopts_it") {
+        return;
+    }
+    let (_denied, denied) = listener();
+    let d = format!("127.0.0.1:{denied}");
+    let mut daemon = Daemon::start(&policy(&[9]));
+    // The agent starts while the daemon runs, and connects after the daemon is killed.
+    let agent = daemon.agent_spawn("web", &["sleep", "1500", "tcp", &d]);
+    std::thread::sleep(Duration::from_millis(500));
+    daemon.kill_and_wait();
+    let out = agent.wait_with_output().unwrap();
+    assert_eq!(lines(&out), [format!("tcp {d} errno EPERM")], "denied while the daemon was down");
+
+    daemon.spawn();
+    let log = daemon.log();
+    assert!(log.contains("(\"secops_connect4\", Updated)"), "the restarted daemon adopts the pinned link:\n{log}");
+    // The event from while it was down waited in the pinned ring buffer.
+    daemon.wait_for_records(1, "the denied connect from while the daemon was down", |r| endpoint_is(r, "net:connect", "deny", &d));
+    assert_eq!(lines(&daemon.agent("web", &["tcp", &d])), [format!("tcp {d} errno EPERM")]);
+}
+
+#[test]
+fn sighup_reloads_the_allowlist_and_a_broken_policy_changes_nothing() {
+    if !need_root("sighup_reloads_the_allowlist_and_a_broken_policy_changes_nothing") {
+        return;
+    }
+    let (_first, first) = listener();
+    let (_second, second) = listener();
+    let (f, s) = (format!("127.0.0.1:{first}"), format!("127.0.0.1:{second}"));
+    let daemon = Daemon::start(&policy(&[first]));
+    assert_eq!(lines(&daemon.agent("web", &["tcp", &f, "tcp", &s])), [format!("tcp {f} ok"), format!("tcp {s} errno EPERM")]);
+
+    std::fs::write(daemon.dir.join("policy.yaml"), policy(&[first, second])).unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_until(|| lines(&daemon.agent("web", &["tcp", &s])) == [format!("tcp {s} ok")], "the new allowlist to apply");
+
+    std::fs::write(daemon.dir.join("policy.yaml"), "version: 1\nagents: [oops\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_until(|| daemon.status().is_some_and(|st| st["last_reload_error"].is_string()), "the broken policy to be refused");
+    let error = daemon.status().unwrap()["last_reload_error"].as_str().unwrap().to_owned();
+    assert!(error.contains("policy.yaml:2:"), "the refusal names file and line: {error}");
+    assert_eq!(lines(&daemon.agent("web", &["tcp", &f, "tcp", &s])), [format!("tcp {f} ok"), format!("tcp {s} ok")], "the previous policy stays in force");
+}
+
+#[test]
+fn agents_cannot_register_agents_and_unknown_agents_are_refused() {
+    if !need_root("agents_cannot_register_agents_and_unknown_agents_are_refused") {
+        return;
+    }
+    let daemon = Daemon::start(&policy(&[9]));
+    let out = daemon.secops().args(["run", "--agent", "nobody", "--socket"]).arg(daemon.socket()).args(["--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no agent named \"nobody\""));
+    // An agent asking the daemon to start another agent is refused.
+    let nested = daemon
+        .secops()
+        .args(["run", "--agent", "web", "--socket"])
+        .arg(daemon.socket())
+        .arg("--")
+        .arg(SECOPS)
+        .args(["run", "--agent", "web", "--socket"])
+        .arg(daemon.socket())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(nested.status.code(), Some(125), "{nested:?}");
+    assert!(String::from_utf8_lossy(&nested.stderr).contains("cannot start agents"), "{nested:?}");
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
