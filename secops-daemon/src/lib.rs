@@ -2,9 +2,12 @@
 //! and the command-line interface that wires them together.
 
 pub mod audit;
+pub mod cgroups;
 pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod engine;
 pub mod kernel;
-pub mod policy;
-pub mod cgroups;
 pub mod launcher;
+pub mod policy;
+pub mod time;
