@@ -108,6 +108,11 @@ fn v4(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
+/// `[::ffff:127.0.0.1]:port`, for an AF_INET6 socket.
+fn mapped(port: u16) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::LOCALHOST.to_ipv6_mapped().into(), port)
+}
+
 #[test]
 fn egress_allowlist_is_enforced_for_the_agent_only() {
     if !need_root("egress_allowlist_is_enforced_for_the_agent_only") {
@@ -130,6 +135,7 @@ fn egress_allowlist_is_enforced_for_the_agent_only() {
         Op::ConnectTcpMapped(Ipv4Addr::LOCALHOST, denied),  // (c) denied, via ::ffff:127.0.0.1
         Op::ConnectTcpMapped(Ipv4Addr::LOCALHOST, allowed), // allowed, via ::ffff:
         Op::SendUdp(v4(udp_port)),                          // (d) UDP to a non-resolver
+        Op::SendUdp(mapped(udp_port)),                      // (d) the same, via ::ffff:
         Op::SendUdp(SocketAddr::new(RESOLVER.into(), 53)),  // UDP to the resolver
         Op::ConnectUdp(v4(udp_port)),                       // connected UDP: judged at connect
     ];
@@ -147,33 +153,44 @@ fn egress_allowlist_is_enforced_for_the_agent_only() {
         eprintln!("skipped: IPv6 cases: cannot bind [::1] on this host");
     }
 
-    // The agent, from a cgroup below the agent cgroup (descendants are the agent too).
-    let agent = run_child(Some(&cgroups.child("agent/sub")), &ops);
-    let names: Vec<String> = agent.results.iter().map(|&e| errno_name(e)).collect();
-    let mut expected = vec!["ok", "EPERM", "EPERM", "ok", "EPERM", "ok", "EPERM"];
-    if v6_port.is_some() {
-        expected.extend(["ok", "EPERM"]);
-    }
-    assert_eq!(names, expected, "agent child results");
-
     // Not an agent: a process in another cgroup below the secops root, where the programs
-    // are attached, and the test itself. Same destinations, nothing denied.
+    // are attached, and one in the test's own cgroup. Same destinations, at the same time
+    // as the agent, nothing denied.
     let outside_ops = [
         Op::ConnectTcp(v4(denied)),
         Op::ConnectTcpMapped(Ipv4Addr::LOCALHOST, denied),
         Op::SendUdp(v4(udp_port)),
+        Op::SendUdp(mapped(udp_port)),
     ];
-    for (who, cgroup) in [
-        ("non-agent cgroup", Some(cgroups.child("other"))),
-        ("test process", None),
-    ] {
-        let run = run_child(cgroup.as_deref(), &outside_ops);
+    let outside_ops = &outside_ops;
+    let other_dir = cgroups.child("other");
+    let agent_dir = cgroups.child("agent/sub");
+    let (agent, outside) = std::thread::scope(|s| {
+        let outside = [
+            ("non-agent cgroup", Some(other_dir.as_path())),
+            ("test's own cgroup", None),
+        ]
+        .map(|(who, cgroup)| (who, s.spawn(move || run_child(cgroup, outside_ops))));
+        // The agent, from a cgroup below the agent cgroup (descendants are the agent too).
+        let agent = run_child(Some(&agent_dir), &ops);
+        let outside = outside.map(|(who, h)| (who, h.join().unwrap_or_else(|_| panic!("{who}"))));
+        (agent, outside)
+    });
+    let names: Vec<String> = agent.results.iter().map(|&e| errno_name(e)).collect();
+    let mut expected = vec![
+        "ok", "EPERM", "EPERM", "ok", "EPERM", "EPERM", "ok", "EPERM",
+    ];
+    if v6_port.is_some() {
+        expected.extend(["ok", "EPERM"]);
+    }
+    assert_eq!(names, expected, "agent child results");
+    for (who, run) in outside {
         let names: Vec<String> = run.results.iter().map(|&e| errno_name(e)).collect();
-        assert_eq!(names, ["ok", "ok", "ok"], "{who} must be unaffected");
+        assert_eq!(names, ["ok", "ok", "ok", "ok"], "{who} must be unaffected");
     }
 
     // Denials, from the ring buffer: exactly the agent's, with its index and destinations.
-    let want = if v6_port.is_some() { 5 } else { 4 };
+    let want = if v6_port.is_some() { 6 } else { 5 };
     let events = reader
         .collect_until(Duration::from_secs(5), |evs| evs.len() >= want)
         .unwrap_or_else(|e| panic!("reading events: {e}"));
@@ -205,6 +222,7 @@ fn egress_allowlist_is_enforced_for_the_agent_only() {
         (NetHook::Connect, 6, lo, denied),
         (NetHook::Connect, 6, lo, denied), // the ::ffff: connect, reported as IPv4
         (NetHook::Sendmsg, 17, lo, udp_port),
+        (NetHook::Sendmsg, 17, lo, udp_port), // the ::ffff: sendto, reported as IPv4
         (NetHook::Connect, 17, lo, udp_port),
     ];
     if v6_port.is_some() {

@@ -109,6 +109,9 @@ pub enum KernelError {
         max: usize,
     },
 
+    #[error("ring buffer size {bytes} is not a power of two multiple of the page size ({page})")]
+    RingBufferSize { bytes: u32, page: u32 },
+
     #[error("malformed ring buffer record ({len} bytes): {detail}")]
     MalformedEvent { len: usize, detail: String },
 

@@ -216,8 +216,14 @@ impl Kernel {
     /// adopted, after checking their layout against this build. Programs are loaded into
     /// the kernel (so verifier errors surface here) but not attached.
     pub fn load(pin_dir: &Path, options: &LoadOptions) -> Result<Kernel> {
+        // SAFETY: sysconf has no preconditions.
+        let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let bytes = options.ring_buffer_bytes;
+        if !bytes.is_power_of_two() || !bytes.is_multiple_of(page) {
+            return Err(KernelError::RingBufferSize { bytes, page });
+        }
         fs::ensure_pin_dir(pin_dir)?;
-        let ring_buffer_bytes = check_pinned_maps(pin_dir)?.unwrap_or(options.ring_buffer_bytes);
+        let ring_buffer_bytes = check_pinned_maps(pin_dir)?.unwrap_or(bytes);
 
         let wanted = [
             ("egress", options.egress),
@@ -543,4 +549,32 @@ pub fn unpin_all(pin_dir: &Path) -> Result<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_buffer_size_must_be_a_power_of_two_of_pages() {
+        for bytes in [0, 12_345, 4096 * 3, 1024] {
+            let options = LoadOptions {
+                ring_buffer_bytes: bytes,
+                ..LoadOptions::default()
+            };
+            // Checked before anything touches the filesystem or the kernel.
+            let result = Kernel::load(Path::new("/nonexistent/secops"), &options);
+            assert!(
+                matches!(result, Err(KernelError::RingBufferSize { bytes: b, .. }) if b == bytes),
+                "{bytes}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_program_is_in_its_object() {
+        for spec in PROGRAMS {
+            assert!(object_bytes(spec.object).is_some(), "{}", spec.object);
+        }
+    }
 }
