@@ -2,6 +2,8 @@
 //!
 //! - `test`: everything CI runs: formatting, clippy with warnings denied, every unit and
 //!   host integration test. Later tiers (the VM tests) join it here.
+//! - `run`: builds secops and runs the daemon with `policies/default.yaml`, state in
+//!   `/var/lib/secops` (installing missing Debian packages first when root).
 //! - `bench`: the criterion benchmarks (engine decisions, audit appends).
 //! - `deps`: checks the tools the build needs and says which Debian packages provide them;
 //!   as root, `deps --install` installs what is missing.
@@ -10,21 +12,33 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 
-/// Tools the build needs, and the Debian package each comes from.
-const TOOLS: &[(&str, &str)] = &[
-    ("cc", "gcc"),
-    ("make", "make"),
-    ("pkg-config", "pkg-config"),
+/// What the build needs, and the Debian package each comes from: a command on PATH, or a
+/// file (a header) by its path.
+const NEEDS: &[(Need, &str)] = &[
+    (Need::Command("cc"), "gcc"),
+    (Need::Command("make"), "make"),
+    (Need::Command("pkg-config"), "pkg-config"),
+    (Need::Command("clang"), "clang"),
+    (Need::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
+    (Need::File("/usr/include/seccomp.h"), "libseccomp-dev"),
+    (Need::File("/usr/include/linux/bpf.h"), "linux-libc-dev"),
 ];
+
+enum Need {
+    Command(&'static str),
+    File(&'static str),
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("run") => run(&args[1..]),
         Some("bench") => cargo(&["bench", "--workspace"]),
         Some("deps") => deps(args.iter().any(|a| a == "--install")),
         _ => {
-            eprintln!("usage: cargo xtask <test | bench | deps [--install]>");
+            eprintln!("usage: cargo xtask <test | run [DAEMON ARGS] | bench | deps [--install]>");
+            eprintln!("  run    build, then run `secops daemon` with policies/default.yaml (state in /var/lib/secops)");
             eprintln!(
                 "  test   fmt check, clippy -D warnings, cargo test --workspace (what CI runs)"
             );
@@ -45,7 +59,7 @@ fn main() -> ExitCode {
 }
 
 fn test() -> anyhow::Result<()> {
-    deps(false)?;
+    deps(is_root())?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -72,29 +86,72 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// Builds secops and replaces this process with the daemon, so Ctrl-C stops it.
+fn run(daemon_args: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    deps(is_root())?;
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "secops-daemon",
+        "--bin",
+        "secops",
+    ])?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let secops = target.join("release/secops");
+    let policy = root.join("policies/default.yaml");
+    eprintln!(
+        "xtask: {} --log info daemon --policy {} {}",
+        secops.display(),
+        policy.display(),
+        daemon_args.join(" ")
+    );
+    let err = Command::new(&secops)
+        .args(["--log", "info", "daemon", "--policy"])
+        .arg(&policy)
+        .args(daemon_args)
+        .exec();
+    Err(anyhow::Error::new(err).context(format!("starting {}", secops.display())))
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn have(need: &Need) -> bool {
+    match need {
+        Need::Command(tool) => Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        Need::File(path) => std::path::Path::new(path).exists(),
+    }
+}
+
+/// Checks the build's needs; with `install` (as root) installs the missing Debian packages,
+/// otherwise names them.
 fn deps(install: bool) -> anyhow::Result<()> {
-    let missing: Vec<&str> = TOOLS
+    let mut missing: Vec<&str> = NEEDS
         .iter()
-        .filter(|(tool, _)| !have(tool))
+        .filter(|(need, _)| !have(need))
         .map(|&(_, package)| package)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if !install || !is_root {
+    if !install || !is_root() {
         bail!(
-            "missing build tools; install the Debian packages: apt-get install {}",
+            "missing build dependencies; install the Debian packages: apt-get install {}",
             missing.join(" ")
         );
     }
