@@ -28,7 +28,11 @@ impl Daemon {
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("policy.yaml"), policy).unwrap();
-        let mut daemon = Daemon { dir, name, child: None };
+        let mut daemon = Daemon {
+            dir,
+            name,
+            child: None,
+        };
         daemon.spawn();
         daemon
     }
@@ -48,7 +52,11 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("daemon.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
         let child = self
             .secops()
             .args(["--log", "info", "daemon", "--policy"])
@@ -68,7 +76,11 @@ impl Daemon {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("the daemon exited ({status}):\n{}", self.log());
             }
-            assert!(started.elapsed() < Duration::from_secs(30), "the daemon did not come up:\n{}", self.log());
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the daemon did not come up:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -78,8 +90,16 @@ impl Daemon {
     }
 
     fn status(&self) -> Option<Value> {
-        let out = self.secops().args(["status", "--json", "--socket"]).arg(self.socket()).output().ok()?;
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+        let out = self
+            .secops()
+            .args(["status", "--json", "--socket"])
+            .arg(self.socket())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
     }
 
     fn signal(&self, signal: i32) {
@@ -98,7 +118,14 @@ impl Daemon {
 
     /// `secops run --agent AGENT -- secops-netprobe ARGS`.
     fn agent(&self, agent: &str, args: &[&str]) -> Output {
-        self.secops().args(["run", "--agent", agent, "--socket"]).arg(self.socket()).arg("--").arg(PROBE).args(args).output().unwrap()
+        self.secops()
+            .args(["run", "--agent", agent, "--socket"])
+            .arg(self.socket())
+            .arg("--")
+            .arg(PROBE)
+            .args(args)
+            .output()
+            .unwrap()
     }
 
     /// Starts an agent without waiting for it.
@@ -115,13 +142,29 @@ impl Daemon {
     }
 
     fn records(&self) -> Vec<Value> {
-        let out = self.secops().args(["audit", "query", "--json"]).output().unwrap();
-        assert!(out.status.success(), "audit query: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        let out = self
+            .secops()
+            .args(["audit", "query", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "audit query: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// Waits until the audit log holds `count` records matching `want`.
-    fn wait_for_records(&self, count: usize, what: &str, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+    fn wait_for_records(
+        &self,
+        count: usize,
+        what: &str,
+        want: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let started = Instant::now();
         loop {
             let found: Vec<Value> = self.records().into_iter().filter(|r| want(r)).collect();
@@ -129,7 +172,12 @@ impl Daemon {
                 return found;
             }
             if started.elapsed() > Duration::from_secs(15) {
-                panic!("expected {count} audit record(s) of {what}, found {}:\n{:#?}\ndaemon log:\n{}", found.len(), self.records(), self.log());
+                panic!(
+                    "expected {count} audit record(s) of {what}, found {}:\n{:#?}\ndaemon log:\n{}",
+                    found.len(),
+                    self.records(),
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -150,10 +198,20 @@ impl Drop for Daemon {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        let out = self.secops().arg("teardown").arg("--pin-dir").arg(self.pin_dir()).args(["--cgroup-root", &self.name]).output();
+        let out = self
+            .secops()
+            .arg("teardown")
+            .arg("--pin-dir")
+            .arg(self.pin_dir())
+            .args(["--cgroup-root", &self.name])
+            .output();
         if let Ok(out) = out {
             if !out.status.success() {
-                eprintln!("teardown of {}: {}", self.name, String::from_utf8_lossy(&out.stderr));
+                eprintln!(
+                    "teardown of {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -161,7 +219,10 @@ impl Drop for Daemon {
 }
 
 fn lines(out: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn listener() -> (TcpListener, u16) {
@@ -180,7 +241,10 @@ fn policy(allowed_ports: &[u16]) -> String {
 }
 
 fn endpoint_is(record: &Value, action: &str, verdict: &str, endpoint: &str) -> bool {
-    record["action"] == action && record["verdict"] == verdict && record["object"]["value"] == endpoint && record["agent"] == "web"
+    record["action"] == action
+        && record["verdict"] == verdict
+        && record["object"]["value"] == endpoint
+        && record["agent"] == "web"
 }
 
 #[test]
@@ -203,7 +267,23 @@ fn egress_allowlist_is_enforced_on_agents_and_audited() {
     let d = format!("127.0.0.1:{denied}");
     let out = daemon.agent(
         "web",
-        &["tcp", &a, "tcp", &d, "tcp-mapped", &d, "udp", &d, "udp", "127.0.0.53:53", "detach", "tcp", &d, "tcp", &a],
+        &[
+            "tcp",
+            &a,
+            "tcp",
+            &d,
+            "tcp-mapped",
+            &d,
+            "udp",
+            &d,
+            "udp",
+            "127.0.0.53:53",
+            "detach",
+            "tcp",
+            &d,
+            "tcp",
+            &a,
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let got = lines(&out);
@@ -222,25 +302,51 @@ fn egress_allowlist_is_enforced_on_agents_and_audited() {
         "agent output"
     );
     assert!(got[5].starts_with("detached pid "), "{}", got[5]);
-    assert!(outside.join().unwrap(), "a process outside the agent cgroups was affected");
+    assert!(
+        outside.join().unwrap(),
+        "a process outside the agent cgroups was affected"
+    );
 
     // Three denied connects (direct, IPv4-mapped, the grandchild's) and one denied UDP send.
-    let denied_connects = daemon.wait_for_records(3, "denied connects", |r| endpoint_is(r, "net:connect", "deny", &d));
+    let denied_connects = daemon.wait_for_records(3, "denied connects", |r| {
+        endpoint_is(r, "net:connect", "deny", &d)
+    });
     for r in &denied_connects {
         assert_eq!(r["rule_id"], "egress.web.default-deny");
         assert_eq!(r["source"], "kernel");
     }
-    let sends = daemon.wait_for_records(1, "a denied UDP send", |r| endpoint_is(r, "net:send", "deny", &d));
+    let sends = daemon.wait_for_records(1, "a denied UDP send", |r| {
+        endpoint_is(r, "net:send", "deny", &d)
+    });
     assert_eq!(sends[0]["rule_id"], "egress.web.default-deny");
     // Allowed connections: aggregated into one record per destination, not one per connect.
-    let allowed_records = daemon.wait_for_records(1, "allowed connects", |r| endpoint_is(r, "net:connect", "allow", &a));
+    let allowed_records = daemon.wait_for_records(1, "allowed connects", |r| {
+        endpoint_is(r, "net:connect", "allow", &a)
+    });
     assert_eq!(allowed_records.len(), 1, "{allowed_records:#?}");
-    assert!(allowed_records[0]["reason"].as_str().unwrap().starts_with("2 connection(s) allowed"), "{}", allowed_records[0]["reason"]);
+    assert!(
+        allowed_records[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 connection(s) allowed"),
+        "{}",
+        allowed_records[0]["reason"]
+    );
 
     let status = daemon.status().unwrap();
     let layers = status["capabilities"].as_array().unwrap();
-    assert!(layers.iter().any(|l| l["name"] == "egress allowlist" && l["active"] == true), "{status:#}");
-    assert!(layers.iter().any(|l| l["name"].as_str().unwrap().contains("BPF LSM") && l["active"] == false), "{status:#}");
+    assert!(
+        layers
+            .iter()
+            .any(|l| l["name"] == "egress allowlist" && l["active"] == true),
+        "{status:#}"
+    );
+    assert!(
+        layers
+            .iter()
+            .any(|l| l["name"].as_str().unwrap().contains("BPF LSM") && l["active"] == false),
+        "{status:#}"
+    );
 }
 
 #[test]
@@ -255,15 +361,24 @@ fn exec_and_unlink_in_an_agent_are_audited() {
     let out = daemon.agent("web", &["unlink", &victim]);
     assert_eq!(lines(&out), [format!("unlink {victim} ok")]);
 
-    let deletes = daemon.wait_for_records(1, "the delete", |r| r["action"] == "fs:delete" && r["object"]["value"] == victim.as_str());
+    let deletes = daemon.wait_for_records(1, "the delete", |r| {
+        r["action"] == "fs:delete" && r["object"]["value"] == victim.as_str()
+    });
     assert_eq!(deletes[0]["agent"], "web");
     assert_eq!(deletes[0]["comm"], "secops-netprobe");
-    let execs = daemon.wait_for_records(1, "the exec", |r| r["action"] == "proc:exec" && r["object"]["value"] == PROBE);
+    let execs = daemon.wait_for_records(1, "the exec", |r| {
+        r["action"] == "proc:exec" && r["object"]["value"] == PROBE
+    });
     assert_eq!(execs[0]["agent"], "web");
-    daemon.wait_for_records(1, "the exit", |r| r["action"] == "proc:exit" && r["agent"] == "web");
+    daemon.wait_for_records(1, "the exit", |r| {
+        r["action"] == "proc:exit" && r["agent"] == "web"
+    });
     // Observation, not enforcement, on this kernel: the record says what the policy would do.
     let reason = deletes[0]["reason"].as_str().unwrap();
-    assert!(deletes[0]["verdict"] == "allow" && reason.contains("observed, not blocked"), "{reason}");
+    assert!(
+        deletes[0]["verdict"] == "allow" && reason.contains("observed, not blocked"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -279,14 +394,28 @@ fn enforcement_survives_the_daemon_and_a_restart_adopts_it() {
     std::thread::sleep(Duration::from_millis(500));
     daemon.kill_and_wait();
     let out = agent.wait_with_output().unwrap();
-    assert_eq!(lines(&out), [format!("tcp {d} errno EPERM")], "denied while the daemon was down");
+    assert_eq!(
+        lines(&out),
+        [format!("tcp {d} errno EPERM")],
+        "denied while the daemon was down"
+    );
 
     daemon.spawn();
     let log = daemon.log();
-    assert!(log.contains("(\"secops_connect4\", Updated)"), "the restarted daemon adopts the pinned link:\n{log}");
+    assert!(
+        log.contains("(\"secops_connect4\", Updated)"),
+        "the restarted daemon adopts the pinned link:\n{log}"
+    );
     // The event from while it was down waited in the pinned ring buffer.
-    daemon.wait_for_records(1, "the denied connect from while the daemon was down", |r| endpoint_is(r, "net:connect", "deny", &d));
-    assert_eq!(lines(&daemon.agent("web", &["tcp", &d])), [format!("tcp {d} errno EPERM")]);
+    daemon.wait_for_records(
+        1,
+        "the denied connect from while the daemon was down",
+        |r| endpoint_is(r, "net:connect", "deny", &d),
+    );
+    assert_eq!(
+        lines(&daemon.agent("web", &["tcp", &d])),
+        [format!("tcp {d} errno EPERM")]
+    );
 }
 
 #[test]
@@ -298,18 +427,45 @@ fn sighup_reloads_the_allowlist_and_a_broken_policy_changes_nothing() {
     let (_second, second) = listener();
     let (f, s) = (format!("127.0.0.1:{first}"), format!("127.0.0.1:{second}"));
     let daemon = Daemon::start(&policy(&[first]));
-    assert_eq!(lines(&daemon.agent("web", &["tcp", &f, "tcp", &s])), [format!("tcp {f} ok"), format!("tcp {s} errno EPERM")]);
+    assert_eq!(
+        lines(&daemon.agent("web", &["tcp", &f, "tcp", &s])),
+        [format!("tcp {f} ok"), format!("tcp {s} errno EPERM")]
+    );
 
     std::fs::write(daemon.dir.join("policy.yaml"), policy(&[first, second])).unwrap();
     daemon.signal(libc::SIGHUP);
-    wait_until(|| lines(&daemon.agent("web", &["tcp", &s])) == [format!("tcp {s} ok")], "the new allowlist to apply");
+    wait_until(
+        || lines(&daemon.agent("web", &["tcp", &s])) == [format!("tcp {s} ok")],
+        "the new allowlist to apply",
+    );
 
-    std::fs::write(daemon.dir.join("policy.yaml"), "version: 1\nagents: [oops\n").unwrap();
+    std::fs::write(
+        daemon.dir.join("policy.yaml"),
+        "version: 1\nagents: [oops\n",
+    )
+    .unwrap();
     daemon.signal(libc::SIGHUP);
-    wait_until(|| daemon.status().is_some_and(|st| st["last_reload_error"].is_string()), "the broken policy to be refused");
-    let error = daemon.status().unwrap()["last_reload_error"].as_str().unwrap().to_owned();
-    assert!(error.contains("policy.yaml:2:"), "the refusal names file and line: {error}");
-    assert_eq!(lines(&daemon.agent("web", &["tcp", &f, "tcp", &s])), [format!("tcp {f} ok"), format!("tcp {s} ok")], "the previous policy stays in force");
+    wait_until(
+        || {
+            daemon
+                .status()
+                .is_some_and(|st| st["last_reload_error"].is_string())
+        },
+        "the broken policy to be refused",
+    );
+    let error = daemon.status().unwrap()["last_reload_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("policy.yaml:2:"),
+        "the refusal names file and line: {error}"
+    );
+    assert_eq!(
+        lines(&daemon.agent("web", &["tcp", &f, "tcp", &s])),
+        [format!("tcp {f} ok"), format!("tcp {s} ok")],
+        "the previous policy stays in force"
+    );
 }
 
 #[test]
@@ -318,7 +474,13 @@ fn agents_cannot_register_agents_and_unknown_agents_are_refused() {
         return;
     }
     let daemon = Daemon::start(&policy(&[9]));
-    let out = daemon.secops().args(["run", "--agent", "nobody", "--socket"]).arg(daemon.socket()).args(["--", "true"]).output().unwrap();
+    let out = daemon
+        .secops()
+        .args(["run", "--agent", "nobody", "--socket"])
+        .arg(daemon.socket())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(125));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no agent named \"nobody\""));
     // An agent asking the daemon to start another agent is refused.
@@ -334,13 +496,19 @@ fn agents_cannot_register_agents_and_unknown_agents_are_refused() {
         .output()
         .unwrap();
     assert_eq!(nested.status.code(), Some(125), "{nested:?}");
-    assert!(String::from_utf8_lossy(&nested.stderr).contains("cannot start agents"), "{nested:?}");
+    assert!(
+        String::from_utf8_lossy(&nested.stderr).contains("cannot start agents"),
+        "{nested:?}"
+    );
 }
 
 fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
     let started = Instant::now();
     while !condition() {
-        assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

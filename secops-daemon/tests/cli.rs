@@ -53,20 +53,15 @@ impl Secops {
 #[test]
 fn the_default_policy_validates() {
     let s = Secops::new();
-    for file in ["default.yaml"] {
-        let out = s.run(&[
-            "policy",
-            "validate",
-            policies().join(file).to_str().unwrap(),
-        ]);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{file}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains(": valid ("));
-    }
+    let policy = policies().join("default.yaml");
+    let out = s.run(&["policy", "validate", policy.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": valid ("));
 }
 
 #[test]

@@ -132,7 +132,11 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
                 last = record.seq;
                 print_record(&mut out, &record, json)?;
             }
-            while follow {
+            if !follow {
+                return Ok(0);
+            }
+            // Until interrupted: the process ends on SIGINT/SIGPIPE.
+            loop {
                 out.flush()?;
                 std::thread::sleep(Duration::from_millis(500));
                 filter.after_seq = Some(last.max(filter.after_seq.unwrap_or(0)));
@@ -142,7 +146,6 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
                     print_record(&mut out, &record, json)?;
                 }
             }
-            Ok(0)
         }
         AuditCommand::Query {
             filter,

@@ -89,7 +89,11 @@ fn is_agent_process(pid: i32, shared: &Shared) -> bool {
     };
     match crate::cgroups::process_cgroup(pid) {
         // /proc/<pid>/cgroup names the cgroup relative to the cgroup2 mount.
-        Ok(cgroup) => shared.root.mount().join(cgroup.strip_prefix("/").unwrap_or(&cgroup)).starts_with(shared.root.path()),
+        Ok(cgroup) => shared
+            .root
+            .mount()
+            .join(cgroup.strip_prefix("/").unwrap_or(&cgroup))
+            .starts_with(shared.root.path()),
         // A process we cannot place is treated as an agent: refusing is the safe side.
         Err(_) => true,
     }

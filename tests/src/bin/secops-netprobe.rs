@@ -30,10 +30,18 @@ fn report(op: &str, target: &str, result: std::io::Result<()>) {
 }
 
 fn connect_mapped(target: &str) -> std::io::Result<()> {
-    let addr: SocketAddr = target.parse().map_err(|e| std::io::Error::other(format!("{e}")))?;
-    let SocketAddr::V4(v4) = addr else { return Err(std::io::Error::other("tcp-mapped takes an IPv4 address")) };
+    let addr: SocketAddr = target
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("{e}")))?;
+    let SocketAddr::V4(v4) = addr else {
+        return Err(std::io::Error::other("tcp-mapped takes an IPv4 address"));
+    };
     let mapped: Ipv4Addr = *v4.ip();
-    TcpStream::connect_timeout(&SocketAddr::new(mapped.to_ipv6_mapped().into(), v4.port()), Duration::from_secs(3)).map(drop)
+    TcpStream::connect_timeout(
+        &SocketAddr::new(mapped.to_ipv6_mapped().into(), v4.port()),
+        Duration::from_secs(3),
+    )
+    .map(drop)
 }
 
 fn main() -> ExitCode {
@@ -56,10 +64,13 @@ fn main() -> ExitCode {
                 i += 2;
             }
             "udp" => {
-                let result = target.parse::<SocketAddr>().map_err(|e| std::io::Error::other(e.to_string())).and_then(|a| {
-                    let bind = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
-                    UdpSocket::bind(bind)?.send_to(b"probe", a).map(drop)
-                });
+                let result = target
+                    .parse::<SocketAddr>()
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|a| {
+                        let bind = if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                        UdpSocket::bind(bind)?.send_to(b"probe", a).map(drop)
+                    });
                 report(op, &target, result);
                 i += 2;
             }
@@ -93,7 +104,9 @@ fn main() -> ExitCode {
                     }
                 }
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "detached pid {} sid {}", std::process::id(), unsafe { libc::getsid(0) });
+                let _ = writeln!(out, "detached pid {} sid {}", std::process::id(), unsafe {
+                    libc::getsid(0)
+                });
                 i += 1;
             }
             other => {
