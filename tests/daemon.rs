@@ -6,215 +6,20 @@
 //! and root cgroup, and the guard tears all of it down (also when the test fails).
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use secops_host_tests::kernel::{need_root, unique_name};
+use secops_host_tests::daemon::{Binaries, Daemon};
+use secops_host_tests::kernel::need_root;
 use serde_json::Value;
 
 const SECOPS: &str = env!("CARGO_BIN_EXE_secops-under-test");
 const PROBE: &str = env!("CARGO_BIN_EXE_secops-netprobe");
 
-struct Daemon {
-    dir: PathBuf,
-    name: String,
-    child: Option<Child>,
-}
-
-impl Daemon {
-    fn start(policy: &str) -> Daemon {
-        let name = unique_name();
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
-        let mut daemon = Daemon {
-            dir,
-            name,
-            child: None,
-        };
-        daemon.spawn();
-        daemon
-    }
-
-    fn pin_dir(&self) -> PathBuf {
-        PathBuf::from("/sys/fs/bpf").join(&self.name)
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("secops.sock")
-    }
-
-    fn secops(&self) -> Command {
-        let mut c = Command::new(SECOPS);
-        c.arg("--state-dir").arg(self.dir.join("state"));
-        c
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("daemon.log"))
-            .unwrap();
-        let child = self
-            .secops()
-            .args(["--log", "info", "daemon", "--policy"])
-            .arg(self.dir.join("policy.yaml"))
-            .arg("--socket")
-            .arg(self.socket())
-            .arg("--pin-dir")
-            .arg(self.pin_dir())
-            .args(["--cgroup-root", &self.name, "--ring-buffer-mib", "4"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let started = Instant::now();
-        while self.status().is_none() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("the daemon exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the daemon did not come up:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
-    }
-
-    fn status(&self) -> Option<Value> {
-        let out = self
-            .secops()
-            .args(["status", "--json", "--socket"])
-            .arg(self.socket())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
-    fn signal(&self, signal: i32) {
-        if let Some(child) = &self.child {
-            // SAFETY: kill(2) on the pid of a child this test started.
-            unsafe { libc::kill(child.id() as i32, signal) };
-        }
-    }
-
-    fn kill_and_wait(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `secops run --agent AGENT -- secops-netprobe ARGS`.
-    fn agent(&self, agent: &str, args: &[&str]) -> Output {
-        self.secops()
-            .args(["run", "--agent", agent, "--socket"])
-            .arg(self.socket())
-            .arg("--")
-            .arg(PROBE)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Starts an agent without waiting for it.
-    fn agent_spawn(&self, agent: &str, args: &[&str]) -> Child {
-        self.secops()
-            .args(["run", "--agent", agent, "--socket"])
-            .arg(self.socket())
-            .arg("--")
-            .arg(PROBE)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn records(&self) -> Vec<Value> {
-        let out = self
-            .secops()
-            .args(["audit", "query", "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "audit query: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// Waits until the audit log holds `count` records matching `want`.
-    fn wait_for_records(
-        &self,
-        count: usize,
-        what: &str,
-        want: impl Fn(&Value) -> bool,
-    ) -> Vec<Value> {
-        let started = Instant::now();
-        loop {
-            let found: Vec<Value> = self.records().into_iter().filter(|r| want(r)).collect();
-            if found.len() >= count {
-                return found;
-            }
-            if started.elapsed() > Duration::from_secs(15) {
-                panic!(
-                    "expected {count} audit record(s) of {what}, found {}:\n{:#?}\ndaemon log:\n{}",
-                    found.len(),
-                    self.records(),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill_and_wait();
-        // Agents this test started may still run: kill them by the pids in the cgroups.
-        if let Ok(mount) = secops_daemon::kernel::fs::cgroup2_mount() {
-            let root = mount.join(&self.name);
-            if let Ok(dir) = secops_daemon::cgroups::CgroupDir::open_path(&root) {
-                for pid in dir.procs().unwrap_or_default() {
-                    // SAFETY: kill(2) on a pid inside this test's own cgroup.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        let out = self
-            .secops()
-            .arg("teardown")
-            .arg("--pin-dir")
-            .arg(self.pin_dir())
-            .args(["--cgroup-root", &self.name])
-            .output();
-        if let Ok(out) = out {
-            if !out.status.success() {
-                eprintln!(
-                    "teardown of {}: {}",
-                    self.name,
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+fn binaries() -> Binaries {
+    Binaries {
+        secops: SECOPS.into(),
+        probe: PROBE.into(),
     }
 }
 
@@ -254,7 +59,7 @@ fn egress_allowlist_is_enforced_on_agents_and_audited() {
     }
     let (_allowed, allowed) = listener();
     let (_denied, denied) = listener();
-    let daemon = Daemon::start(&policy(&[allowed]));
+    let daemon = Daemon::start(&binaries(), &policy(&[allowed]));
 
     // A process outside any agent cgroup reaches the denied port throughout.
     let outside = std::thread::spawn(move || {
@@ -354,7 +159,7 @@ fn exec_and_unlink_in_an_agent_are_audited() {
     if !need_root("exec_and_unlink_in_an_agent_are_audited") {
         return;
     }
-    let daemon = Daemon::start(&policy(&[9]));
+    let daemon = Daemon::start(&binaries(), &policy(&[9]));
     let victim = daemon.dir.join("victim.txt");
     std::fs::write(&victim, "x").unwrap();
     let victim = victim.to_str().unwrap().to_owned();
@@ -388,7 +193,7 @@ fn enforcement_survives_the_daemon_and_a_restart_adopts_it() {
     }
     let (_denied, denied) = listener();
     let d = format!("127.0.0.1:{denied}");
-    let mut daemon = Daemon::start(&policy(&[9]));
+    let mut daemon = Daemon::start(&binaries(), &policy(&[9]));
     // The agent starts while the daemon runs, and connects after the daemon is killed.
     let agent = daemon.agent_spawn("web", &["sleep", "1500", "tcp", &d]);
     std::thread::sleep(Duration::from_millis(500));
@@ -426,7 +231,7 @@ fn sighup_reloads_the_allowlist_and_a_broken_policy_changes_nothing() {
     let (_first, first) = listener();
     let (_second, second) = listener();
     let (f, s) = (format!("127.0.0.1:{first}"), format!("127.0.0.1:{second}"));
-    let daemon = Daemon::start(&policy(&[first]));
+    let daemon = Daemon::start(&binaries(), &policy(&[first]));
     assert_eq!(
         lines(&daemon.agent("web", &["tcp", &f, "tcp", &s])),
         [format!("tcp {f} ok"), format!("tcp {s} errno EPERM")]
@@ -473,7 +278,7 @@ fn agents_cannot_register_agents_and_unknown_agents_are_refused() {
     if !need_root("agents_cannot_register_agents_and_unknown_agents_are_refused") {
         return;
     }
-    let daemon = Daemon::start(&policy(&[9]));
+    let daemon = Daemon::start(&binaries(), &policy(&[9]));
     let out = daemon
         .secops()
         .args(["run", "--agent", "nobody", "--socket"])
@@ -500,6 +305,28 @@ fn agents_cannot_register_agents_and_unknown_agents_are_refused() {
         String::from_utf8_lossy(&nested.stderr).contains("cannot start agents"),
         "{nested:?}"
     );
+}
+
+#[test]
+fn events_lost_past_the_ring_buffer_are_counted_exactly_and_audited() {
+    if !need_root("events_lost_past_the_ring_buffer_are_counted_exactly_and_audited") {
+        return;
+    }
+    const BURST: u64 = 20_000;
+    let daemon = Daemon::start_with(&binaries(), &policy(&[9]), &["--ring-buffer-mib", "1"]);
+    let prefix = daemon.dir.join("gone-").to_string_lossy().into_owned();
+    let out = daemon.agent("web", &["unlinks", &BURST.to_string(), &prefix]);
+    assert!(
+        lines(&out)[0].starts_with(&format!("unlinks {BURST} done")),
+        "{out:?}"
+    );
+    let (audited, lost) = daemon.settled_unlink_counts(&prefix, BURST);
+    assert!(
+        lost > 0,
+        "a 1 MiB ring buffer cannot hold {BURST} events at once; nothing was lost?"
+    );
+    assert_eq!(audited + lost, BURST, "audited {audited} + lost {lost}");
+    assert!(daemon.status().unwrap()["events"]["lost"].as_u64().unwrap() >= lost);
 }
 
 fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod btf;
+pub mod daemon;
 pub mod kernel;
 
 /// The repository's top directory.

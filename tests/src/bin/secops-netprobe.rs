@@ -6,6 +6,8 @@
 //!   tcp-mapped V4:PORT   connect(2) on an AF_INET6 socket to ::ffff:V4
 //!   udp ADDR:PORT        sendto(2) on an unconnected UDP socket
 //!   unlink PATH          unlink(2)
+//!   unlinks N PREFIX     unlink(2) of PREFIX0 .. PREFIX{N-1} as fast as possible (a burst of
+//!                        events; the files need not exist), then `unlinks N done MICROS`
 //!   detach               fork, setsid, fork: the rest runs in a grandchild (double fork)
 //!   sleep MS             wait
 
@@ -77,6 +79,24 @@ fn main() -> ExitCode {
             "unlink" => {
                 report(op, &target, std::fs::remove_file(&target));
                 i += 2;
+            }
+            "unlinks" => {
+                let count: u64 = target.parse().unwrap_or(0);
+                let prefix = args.get(i + 2).cloned().unwrap_or_default();
+                let started = std::time::Instant::now();
+                for n in 0..count {
+                    if let Ok(path) = std::ffi::CString::new(format!("{prefix}{n}")) {
+                        // SAFETY: unlink(2) with a NUL-terminated path.
+                        unsafe { libc::unlink(path.as_ptr()) };
+                    }
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(
+                    out,
+                    "unlinks {count} done {}",
+                    started.elapsed().as_micros()
+                );
+                i += 3;
             }
             "sleep" => {
                 std::thread::sleep(Duration::from_millis(target.parse().unwrap_or(0)));

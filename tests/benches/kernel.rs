@@ -1,0 +1,222 @@
+//! Kernel-layer measurements, each from one run (issue 3):
+//!
+//! 1. Loopback `connect()` + close inside an agent cgroup with the egress programs attached,
+//!    over the same loop with them detached (rounds interleaved so drift hits both alike).
+//!    Target: at most 1.10x.
+//! 2. A burst of 50,000 unlinks from an agent through a real daemon: audited with zero lost
+//!    events (default 16 MiB ring buffer).
+//! 3. The same burst into a 1 MiB ring buffer: events audited plus events counted lost is
+//!    exactly 50,000, and the loss is in the audit log.
+//!
+//! Needs root; prints `skipped: ...` otherwise.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use secops_common::kernel::{Agent, Config, AGENT_EGRESS_ENFORCED};
+use secops_daemon::kernel::{fs as kfs, EgressAllow, Kernel, LoadOptions, PortRule};
+use secops_host_tests::daemon::{Binaries, Daemon};
+use secops_host_tests::kernel::{need_root, TestCgroup, TestPinDir};
+
+const CONNECTS_PER_ROUND: usize = 20_000;
+const ROUNDS: usize = 5;
+const BURST: u64 = 50_000;
+
+fn binaries() -> Binaries {
+    Binaries {
+        secops: env!("CARGO_BIN_EXE_secops-under-test").into(),
+        probe: env!("CARGO_BIN_EXE_secops-netprobe").into(),
+    }
+}
+
+/// socket + connect + close with SO_LINGER 0, so no TIME_WAIT piles up over the run.
+fn connect_close(addr: &libc::sockaddr_in) -> bool {
+    // SAFETY: plain socket calls on a socket this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let ok = libc::connect(
+            fd,
+            (addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        ) == 0;
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        );
+        libc::close(fd);
+        ok
+    }
+}
+
+/// Median per-connect time of one round, and the round's mean.
+fn measure(addr: &libc::sockaddr_in) -> (Duration, Duration) {
+    let mut samples = Vec::with_capacity(CONNECTS_PER_ROUND);
+    let started = Instant::now();
+    for _ in 0..CONNECTS_PER_ROUND {
+        let t = Instant::now();
+        assert!(connect_close(addr), "connect failed");
+        samples.push(t.elapsed());
+    }
+    let mean = started.elapsed() / CONNECTS_PER_ROUND as u32;
+    samples.sort_unstable();
+    (samples[samples.len() / 2], mean)
+}
+
+fn own_cgroup(mount: &std::path::Path) -> PathBuf {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/");
+    mount.join(rel.trim_start_matches('/'))
+}
+
+fn connect_overhead() {
+    let mount = kfs::cgroup2_mount().expect("cgroup2 mount");
+    let home = own_cgroup(&mount);
+    let cgroups = TestCgroup::new(&["agent"]);
+    let pins = TestPinDir::new();
+    let agent_dir = cgroups.child("agent");
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+
+    // This process (all its threads) becomes the agent for the measurement.
+    std::fs::write(
+        agent_dir.join("cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .expect("join the agent cgroup");
+    for _ in 0..2000 {
+        connect_close(&addr);
+    }
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut on_mean, mut off_mean) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..ROUNDS {
+        let (median, mean) = measure(&addr);
+        off.push(median);
+        off_mean += mean;
+
+        let options = LoadOptions {
+            exec: false,
+            files: false,
+            ..LoadOptions::default()
+        };
+        let mut kernel = Kernel::load(&pins.path, &options).expect("load");
+        let maps = kernel.maps_mut();
+        maps.set_config(&Config {
+            root_cgroup_id: kfs::cgroup_id(&cgroups.path).expect("id"),
+            agent_level: kfs::cgroup_level(&agent_dir).expect("level"),
+            flags: 0,
+        })
+        .expect("config");
+        maps.upsert_agent(
+            kfs::cgroup_id(&agent_dir).expect("id"),
+            &Agent {
+                agent_index: 1,
+                autonomy: 1,
+                flags: AGENT_EGRESS_ENFORCED,
+                pad: 0,
+            },
+        )
+        .expect("agent");
+        maps.replace_egress(
+            1,
+            &[EgressAllow {
+                network: "127.0.0.0/8".parse().expect("net"),
+                ports: vec![PortRule::tcp(port)],
+            }],
+        )
+        .expect("egress");
+        kernel.attach_egress(&cgroups.path).expect("attach");
+        let (median, mean) = measure(&addr);
+        on.push(median);
+        on_mean += mean;
+        kernel.detach_and_unpin().expect("detach");
+    }
+    std::fs::write(home.join("cgroup.procs"), std::process::id().to_string())
+        .expect("leave the agent cgroup");
+    on.sort_unstable();
+    off.sort_unstable();
+    let (on_m, off_m) = (on[ROUNDS / 2], off[ROUNDS / 2]);
+    println!(
+        "connect+close inside an agent cgroup, {ROUNDS} rounds x {CONNECTS_PER_ROUND}: secops on median {on_m:?} (mean {:?}), off median {off_m:?} (mean {:?}); ratio {:.3} by median, {:.3} by mean (target <= 1.10)",
+        on_mean / ROUNDS as u32,
+        off_mean / ROUNDS as u32,
+        on_m.as_secs_f64() / off_m.as_secs_f64(),
+        on_mean.as_secs_f64() / off_mean.as_secs_f64(),
+    );
+}
+
+fn policy() -> String {
+    "version: 1\nagents:\n  - name: burst\n    workspace: /tmp\n    autonomy: semi\n".to_owned()
+}
+
+/// Runs a 50,000-unlink burst in an agent and returns (seconds the burst took, fs:delete
+/// records audited from it, lost fs:delete events the audit log reports).
+fn burst(daemon: &Daemon) -> (f64, u64, u64) {
+    let prefix = daemon.dir.join("nonexistent-");
+    let out = daemon.agent(
+        "burst",
+        &[
+            "unlinks",
+            &BURST.to_string(),
+            prefix.to_str().expect("utf-8"),
+        ],
+    );
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let micros: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0.0);
+    let (audited, lost) = daemon.settled_unlink_counts(&prefix.to_string_lossy(), BURST);
+    (micros / 1e6, audited, lost)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if !need_root("kernel benchmarks") {
+        return;
+    }
+    connect_overhead();
+
+    let daemon = Daemon::start(&binaries(), &policy());
+    let (secs, audited, lost) = burst(&daemon);
+    println!("burst of {BURST} unlinks from one agent in {secs:.3} s, 16 MiB ring buffer: {audited} audited, {lost} lost");
+    drop(daemon);
+
+    let daemon = Daemon::start_with(&binaries(), &policy(), &["--ring-buffer-mib", "1"]);
+    let (secs, audited, lost) = burst(&daemon);
+    println!(
+        "burst of {BURST} unlinks in {secs:.3} s into a 1 MiB ring buffer: {audited} audited + {lost} counted lost and audited = {} ({})",
+        audited + lost,
+        if audited + lost == BURST { "exact" } else { "NOT EXACT" }
+    );
+}

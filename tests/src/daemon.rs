@@ -1,0 +1,274 @@
+//! A `secops daemon` process with its own state directory, socket, bpffs pin directory and
+//! root cgroup, for tests and benchmarks; dropping it kills the daemon and the agents it
+//! started (by pid) and tears down everything it pinned or made.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::kernel::unique_name;
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub name: String,
+    child: Option<Child>,
+    secops: PathBuf,
+    probe: PathBuf,
+    extra_args: Vec<String>,
+}
+
+/// The binaries under test. Cargo tells only a package's tests and benches where its binaries
+/// are (`env!("CARGO_BIN_EXE_...")`), so they hand the paths in.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// `secops-under-test`: the `secops` command line.
+    pub secops: PathBuf,
+    /// `secops-netprobe`.
+    pub probe: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(binaries: &Binaries, policy: &str) -> Daemon {
+        Daemon::start_with(binaries, policy, &[])
+    }
+
+    /// Starts a daemon with extra `secops daemon` arguments (e.g. a ring buffer size).
+    pub fn start_with(binaries: &Binaries, policy: &str, daemon_args: &[&str]) -> Daemon {
+        let name = unique_name();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+        let mut daemon = Daemon {
+            dir,
+            name,
+            child: None,
+            secops: binaries.secops.clone(),
+            probe: binaries.probe.clone(),
+            extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/bpf").join(&self.name)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("secops.sock")
+    }
+
+    pub fn secops(&self) -> Command {
+        let mut c = Command::new(&self.secops);
+        c.arg("--state-dir").arg(self.dir.join("state"));
+        c
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .unwrap();
+        let child = self
+            .secops()
+            .args(["--log", "info", "daemon", "--policy"])
+            .arg(self.dir.join("policy.yaml"))
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--pin-dir")
+            .arg(self.pin_dir())
+            .args(["--cgroup-root", &self.name])
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while self.status().is_none() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the daemon exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the daemon did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> Option<Value> {
+        let out = self
+            .secops()
+            .args(["status", "--json", "--socket"])
+            .arg(self.socket())
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: kill(2) on the pid of a child this test started.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
+    }
+
+    pub fn kill_and_wait(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `secops run --agent AGENT -- secops-netprobe ARGS`.
+    pub fn agent(&self, agent: &str, args: &[&str]) -> Output {
+        self.secops()
+            .args(["run", "--agent", agent, "--socket"])
+            .arg(self.socket())
+            .arg("--")
+            .arg(&self.probe)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Starts an agent without waiting for it.
+    pub fn agent_spawn(&self, agent: &str, args: &[&str]) -> Child {
+        self.secops()
+            .args(["run", "--agent", agent, "--socket"])
+            .arg(self.socket())
+            .arg("--")
+            .arg(&self.probe)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn records(&self) -> Vec<Value> {
+        let out = self
+            .secops()
+            .args(["audit", "query", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "audit query: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Waits until the audit log holds `count` records matching `want`.
+    pub fn wait_for_records(
+        &self,
+        count: usize,
+        what: &str,
+        want: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let started = Instant::now();
+        loop {
+            let found: Vec<Value> = self.records().into_iter().filter(|r| want(r)).collect();
+            if found.len() >= count {
+                return found;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                panic!(
+                    "expected {count} audit record(s) of {what}, found {}:\n{:#?}\ndaemon log:\n{}",
+                    found.len(),
+                    self.records(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Daemon {
+    /// After an agent's burst of unlinks of paths starting with `prefix`: how many of them the
+    /// audit log holds, and how many it reports lost (ring buffer full), once both counts
+    /// have stopped moving.
+    pub fn settled_unlink_counts(&self, prefix: &str, expected: u64) -> (u64, u64) {
+        let counts = || {
+            let records = self.records();
+            let audited = records
+                .iter()
+                .filter(|r| {
+                    r["action"] == "fs:delete"
+                        && r["object"]["value"]
+                            .as_str()
+                            .is_some_and(|v| v.starts_with(prefix))
+                })
+                .count() as u64;
+            let lost: u64 = records
+                .iter()
+                .filter(|r| r["rule_id"] == "kernel.events-lost" && r["action"] == "fs:delete")
+                .filter_map(|r: &Value| {
+                    r["reason"].as_str()?.split(' ').next()?.parse::<u64>().ok()
+                })
+                .sum();
+            (audited, lost)
+        };
+        let started = Instant::now();
+        let mut last = (u64::MAX, u64::MAX);
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let now = counts();
+            let done = now.0 + now.1 >= expected || started.elapsed() > Duration::from_secs(120);
+            if now == last && done {
+                return now;
+            }
+            last = now;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill_and_wait();
+        // Agents this test started may still run: kill them by the pids in the cgroups.
+        if let Ok(mount) = secops_daemon::kernel::fs::cgroup2_mount() {
+            let root = mount.join(&self.name);
+            if let Ok(dir) = secops_daemon::cgroups::CgroupDir::open_path(&root) {
+                for pid in dir.procs().unwrap_or_default() {
+                    // SAFETY: kill(2) on a pid inside this test's own cgroup.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let out = self
+            .secops()
+            .arg("teardown")
+            .arg("--pin-dir")
+            .arg(self.pin_dir())
+            .args(["--cgroup-root", &self.name])
+            .output();
+        if let Ok(out) = out {
+            if !out.status.success() {
+                eprintln!(
+                    "teardown of {}: {}",
+                    self.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
