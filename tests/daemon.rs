@@ -313,7 +313,7 @@ fn events_lost_past_the_ring_buffer_are_counted_exactly_and_audited() {
         return;
     }
     const BURST: u64 = 20_000;
-    let daemon = Daemon::start_with(&binaries(), &policy(&[9]), &["--ring-buffer-mib", "1"]);
+    let daemon = Daemon::start_with(&binaries(), &policy(&[9]), &["--ring-buffer-kib", "64"]);
     let prefix = daemon.dir.join("gone-").to_string_lossy().into_owned();
     let out = daemon.agent("web", &["unlinks", &BURST.to_string(), &prefix]);
     assert!(
@@ -323,7 +323,7 @@ fn events_lost_past_the_ring_buffer_are_counted_exactly_and_audited() {
     let (audited, lost) = daemon.settled_unlink_counts(&prefix, BURST);
     assert!(
         lost > 0,
-        "a 1 MiB ring buffer cannot hold {BURST} events at once; nothing was lost?"
+        "a 64 KiB ring buffer cannot hold {BURST} events at once; nothing was lost?"
     );
     assert_eq!(audited + lost, BURST, "audited {audited} + lost {lost}");
     assert!(daemon.status().unwrap()["events"]["lost"].as_u64().unwrap() >= lost);

@@ -48,10 +48,11 @@ pub struct DaemonArgs {
     pub socket_gid: u32,
     #[command(flatten)]
     pub kernel: KernelPlaceArgs,
-    /// Size of the event ring buffer in MiB (a power of two). An adopted, pinned ring buffer
-    /// keeps the size it was made with.
-    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES >> 20)]
-    pub ring_buffer_mib: u32,
+    /// Size of the event ring buffer in KiB (a power of two, at least 4). An adopted, pinned
+    /// ring buffer keeps the size it was made with. Bursts larger than the ring wait in a
+    /// userspace queue; past both, the kernel counts what it drops and the loss is audited.
+    #[arg(long, default_value_t = DEFAULT_RING_BUFFER_BYTES >> 10)]
+    pub ring_buffer_kib: u32,
     /// Seconds between checks of the policy files for changes.
     #[arg(long, default_value_t = 1)]
     pub watch_secs: u64,
@@ -71,10 +72,10 @@ pub struct RunArgs {
 
 pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
     let ring_buffer_bytes = args
-        .ring_buffer_mib
-        .checked_mul(1 << 20)
-        .filter(|b| b.is_power_of_two())
-        .ok_or_else(|| anyhow!("--ring-buffer-mib must be a power of two up to 2048"))?;
+        .ring_buffer_kib
+        .checked_mul(1 << 10)
+        .filter(|b| b.is_power_of_two() && *b >= 4096)
+        .ok_or_else(|| anyhow!("--ring-buffer-kib must be a power of two from 4 to 2097152"))?;
     daemon::run(DaemonOptions {
         policy: args.policy,
         state_dir: state_dir.to_path_buf(),

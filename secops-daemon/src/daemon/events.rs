@@ -79,47 +79,121 @@ fn resolve_path(tgid: u32, dfd: i32, raw: &str) -> Option<String> {
     Some(dir.join(raw).to_string_lossy().into_owned())
 }
 
+/// An event with what only /proc can tell about it, read as soon as the event leaves the
+/// ring buffer (a short-lived process is soon gone): the process's executable and the
+/// absolute forms of the paths it passed.
+pub struct Captured {
+    pub event: KernelEvent,
+    pub exe: Option<String>,
+    /// The exec'd binary, the deleted path, or a rename's source.
+    pub path: Option<String>,
+    /// A rename's target.
+    pub target: Option<String>,
+}
+
+/// Remembers each process's executable between events; an exec or an exit forgets it.
+#[derive(Default)]
+pub struct ExeCache {
+    by_tgid: std::collections::HashMap<u32, Option<String>>,
+}
+
+impl ExeCache {
+    const MAX: usize = 4096;
+
+    fn get(&mut self, tgid: u32) -> Option<String> {
+        if self.by_tgid.len() >= Self::MAX {
+            self.by_tgid.clear();
+        }
+        self.by_tgid
+            .entry(tgid)
+            .or_insert_with(|| {
+                std::fs::read_link(format!("/proc/{tgid}/exe"))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned())
+            })
+            .clone()
+    }
+
+    fn forget(&mut self, tgid: u32) {
+        self.by_tgid.remove(&tgid);
+    }
+}
+
+pub fn capture(event: KernelEvent, exes: &mut ExeCache) -> Captured {
+    let tgid = event.meta().tgid;
+    if matches!(event, KernelEvent::Exec { .. }) {
+        exes.forget(tgid);
+    }
+    let exe = exes.get(tgid);
+    let (path, target) = match &event {
+        KernelEvent::Exec { filename, .. } => (
+            Some(resolve_path(tgid, AT_FDCWD, filename).unwrap_or_else(|| filename.clone())),
+            None,
+        ),
+        KernelEvent::Unlink { dfd, path, .. } => (
+            Some(resolve_path(tgid, *dfd, path).unwrap_or_else(|| path.clone())),
+            None,
+        ),
+        KernelEvent::Rename {
+            olddfd,
+            old_path,
+            newdfd,
+            new_path,
+            ..
+        } => (
+            Some(resolve_path(tgid, *olddfd, old_path).unwrap_or_else(|| old_path.clone())),
+            Some(resolve_path(tgid, *newdfd, new_path).unwrap_or_else(|| new_path.clone())),
+        ),
+        KernelEvent::Exit { .. } | KernelEvent::Net { .. } => (None, None),
+    };
+    if matches!(event, KernelEvent::Exit { .. }) {
+        exes.forget(tgid);
+    }
+    Captured {
+        event,
+        exe,
+        path,
+        target,
+    }
+}
+
 fn normalized(path: Option<&str>) -> Option<NormalizedPath> {
     path.and_then(|p| NormalizedPath::new(p).ok())
 }
 
 /// What the engine says, and the record of what the kernel did.
 pub fn record_for(
-    event: &KernelEvent,
+    captured: &Captured,
     agent: Option<&str>,
     engine: &Engine,
     clock: &Clock,
 ) -> NewRecord {
+    let event = &captured.event;
     let meta = event.meta();
     let core = action_of(event);
     let action_id = secops_common::ActionId(core as u16);
-    let agent_idx = agent.and_then(|a| engine.agent_index(a));
-    let mut request = ActionRequest::new(agent_idx, action_id);
+    let mut request = ActionRequest::new(agent.and_then(|a| engine.agent_index(a)), action_id);
+    let object = |kind, value: &str| {
+        Some(AuditObject {
+            kind,
+            value: value.to_owned(),
+        })
+    };
+    let captured_path = captured.path.as_deref().unwrap_or("?");
 
-    let (object, path, binary, detail): (
-        Option<AuditObject>,
-        Option<NormalizedPath>,
-        Option<NormalizedPath>,
-        String,
-    ) = match event {
+    let mut path = None;
+    let mut binary = None;
+    let (object, detail) = match event {
         KernelEvent::Exec {
-            filename,
             argv,
             argv_truncated,
             ..
         } => {
-            let exe =
-                resolve_path(meta.tgid, AT_FDCWD, filename).unwrap_or_else(|| filename.clone());
+            binary = normalized(captured.path.as_deref());
             let more = if *argv_truncated { " ..." } else { "" };
-            let detail = format!("argv: {}{more}", argv.join(" "));
             (
-                Some(AuditObject {
-                    kind: ObjectKind::Binary,
-                    value: exe.clone(),
-                }),
-                None,
-                normalized(Some(&exe)),
-                detail,
+                object(ObjectKind::Binary, captured_path),
+                format!("argv: {}{more}", argv.join(" ")),
             )
         }
         KernelEvent::Exit { status, .. } => {
@@ -128,58 +202,29 @@ pub fn record_for(
                 (_, Some(signal)) => format!("killed by signal {signal}"),
                 _ => format!("wait status {status:#x}"),
             };
-            (None, None, None, detail)
+            (None, detail)
         }
-        KernelEvent::Unlink {
-            dfd, path, flags, ..
-        } => {
-            let resolved = resolve_path(meta.tgid, *dfd, path).unwrap_or_else(|| path.clone());
+        KernelEvent::Unlink { flags, .. } => {
+            path = normalized(captured.path.as_deref());
             let what = if flags & 0x200 != 0 {
                 "rmdir"
             } else {
                 "unlink"
             };
-            (
-                Some(AuditObject {
-                    kind: ObjectKind::Path,
-                    value: resolved.clone(),
-                }),
-                normalized(Some(&resolved)),
-                None,
-                what.to_owned(),
-            )
+            (object(ObjectKind::Path, captured_path), what.to_owned())
         }
-        KernelEvent::Rename {
-            olddfd,
-            old_path,
-            newdfd,
-            new_path,
-            ..
-        } => {
-            let old =
-                resolve_path(meta.tgid, *olddfd, old_path).unwrap_or_else(|| old_path.clone());
-            let new =
-                resolve_path(meta.tgid, *newdfd, new_path).unwrap_or_else(|| new_path.clone());
+        KernelEvent::Rename { .. } => {
+            path = normalized(captured.path.as_deref());
             (
-                Some(AuditObject {
-                    kind: ObjectKind::Path,
-                    value: old.clone(),
-                }),
-                normalized(Some(&old)),
-                None,
-                format!("renamed to {new}"),
+                object(ObjectKind::Path, captured_path),
+                format!("renamed to {}", captured.target.as_deref().unwrap_or("?")),
             )
         }
         KernelEvent::Net { addr, port, .. } => {
             request.addr = Some(*addr);
             request.port = Some(*port);
             (
-                Some(AuditObject {
-                    kind: ObjectKind::Endpoint,
-                    value: endpoint(*addr, *port),
-                }),
-                None,
-                None,
+                object(ObjectKind::Endpoint, &endpoint(*addr, *port)),
                 String::new(),
             )
         }
@@ -197,9 +242,7 @@ pub fn record_for(
         tgid: Some(meta.tgid),
         uid: Some(meta.uid),
         comm: Some(meta.comm.clone()),
-        exe: std::fs::read_link(format!("/proc/{}/exe", meta.tgid))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned()),
+        exe: captured.exe.clone(),
         action: core.as_str().to_owned(),
         object,
         verdict,

@@ -2,8 +2,9 @@
 //! every kernel event into an audit record, and serves the control socket.
 //!
 //! Threads and tasks, each owned and stopped on shutdown:
-//! - the event pipeline (an OS thread): ring buffer → engine → audit writer; also drains
-//!   the lost-event counters and the allowed-egress aggregates, and writes the heartbeat;
+//! - the event pipeline (two OS threads): ring buffer → queue → engine → audit writer; also
+//!   drains the lost-event counters and the allowed-egress aggregates, and writes the
+//!   heartbeat;
 //! - the audit writer's own thread (inside [`AuditWriter`]);
 //! - tokio tasks: the control socket, SIGHUP/SIGTERM/SIGINT, the policy file watcher, and
 //!   host name refresh for egress allowlists.

@@ -1,9 +1,11 @@
-//! The event pipeline: one OS thread that reads the ring buffer, decides each event with the
-//! engine, and appends the record to the audit log; and, on timers, audits lost events and
-//! the aggregated allowed connections, and beats the heartbeat.
+//! The event pipeline, two OS threads: the reader moves events out of the ring buffer into a
+//! bounded queue as fast as they come (with what /proc says about their process); the auditor
+//! decides each with the engine and appends its record to the audit log, and on timers audits
+//! lost events and the aggregated allowed connections, and beats the heartbeat.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -11,7 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use secops_common::kernel::STATS_LEN;
 
-use super::events::{action_of_kind, allowed_egress_record, lost_events_record, record_for, Clock};
+use super::events::{
+    action_of_kind, allowed_egress_record, capture, lost_events_record, record_for, Captured,
+    Clock, ExeCache,
+};
 use super::Shared;
 use crate::audit::{AuditWriter, CommitTicket};
 use crate::kernel::{EventReader, LostCounts};
@@ -21,20 +26,59 @@ const EGRESS_DRAIN: Duration = Duration::from_secs(5);
 /// Records waited on together: the writer commits them in few transactions.
 const BATCH: usize = 4096;
 
+/// Events waiting between the ring buffer reader and the auditor. A burst larger than the
+/// kernel's ring buffer lands here (ordinary memory) instead of being lost; past this the
+/// reader blocks, the ring buffer fills, and the kernel counts what it drops.
+const QUEUE: usize = 131_072;
+
+/// Starts the ring buffer reader and the auditor; the returned thread is the auditor, which
+/// joins the reader when it stops.
 pub fn spawn(
     shared: Arc<Shared>,
     reader: EventReader,
     writer: Arc<AuditWriter>,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let reader_shared = shared.clone();
+    let reader = std::thread::Builder::new()
+        .name("secops-ringbuf".into())
+        .spawn(move || read_ring(reader_shared, reader, tx))
+        .context("starting the ring buffer reader")?;
     std::thread::Builder::new()
         .name("secops-events".into())
-        .spawn(move || Pipeline::new(shared, reader, writer).run())
+        .spawn(move || Pipeline::new(shared, rx, writer).run(reader))
         .context("starting the event pipeline thread")
+}
+
+/// Moves events from the ring buffer into the queue as fast as they come, with what /proc
+/// says about their process, until shutdown (after one last drain).
+fn read_ring(shared: Arc<Shared>, mut reader: EventReader, tx: SyncSender<Captured>) {
+    let mut exes = ExeCache::default();
+    loop {
+        let stopping = shared.shutdown.load(Ordering::SeqCst);
+        if let Err(e) = reader.wait(Duration::from_millis(100)) {
+            tracing::warn!("waiting for kernel events: {e}");
+        }
+        while let Some(next) = reader.try_next() {
+            match next {
+                Ok(event) => {
+                    shared.counters.received.fetch_add(1, Ordering::Relaxed);
+                    if tx.send(capture(event, &mut exes)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!("unreadable kernel event: {e}"),
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
 }
 
 struct Pipeline {
     shared: Arc<Shared>,
-    reader: EventReader,
+    events: Receiver<Captured>,
     writer: Arc<AuditWriter>,
     /// Lost-event counts already audited. Kept in the state directory: the pinned counters
     /// outlive a daemon, and a restarted daemon must neither hide nor repeat losses.
@@ -43,27 +87,31 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(shared: Arc<Shared>, reader: EventReader, writer: Arc<AuditWriter>) -> Pipeline {
+    fn new(shared: Arc<Shared>, events: Receiver<Captured>, writer: Arc<AuditWriter>) -> Pipeline {
         let lost_file = shared.options.state_dir.join("kernel-lost-events.audited");
         let lost_audited = read_lost(&lost_file);
         Pipeline {
             shared,
-            reader,
+            events,
             writer,
             lost_audited,
             lost_file,
         }
     }
 
-    fn run(mut self) -> anyhow::Result<()> {
+    fn run(mut self, reader: JoinHandle<()>) -> anyhow::Result<()> {
         let mut last_lost_check = Instant::now() - LOST_CHECK;
         let mut last_drain = Instant::now();
+        let mut reader = Some(reader);
         loop {
             let stopping = self.shared.shutdown.load(Ordering::SeqCst);
-            if let Err(e) = self.reader.wait(Duration::from_millis(100)) {
-                tracing::warn!("waiting for kernel events: {e}");
+            if stopping {
+                // The reader drains the ring one last time and hangs up; audit all of it.
+                if let Some(reader) = reader.take() {
+                    let _ = reader.join();
+                }
             }
-            self.drain_events();
+            let open = self.audit_events(Duration::from_millis(100));
             if stopping || last_lost_check.elapsed() >= LOST_CHECK {
                 last_lost_check = Instant::now();
                 self.audit_lost();
@@ -73,47 +121,49 @@ impl Pipeline {
                 last_drain = Instant::now();
                 self.audit_allowed_egress();
             }
-            if stopping {
+            if stopping && !open {
                 return Ok(());
             }
         }
     }
 
-    fn drain_events(&mut self) {
-        loop {
+    /// Audits what is queued (waiting up to `wait` for the first event), in batches whose
+    /// commits are awaited together. Returns false once the reader has hung up and the queue
+    /// is empty.
+    fn audit_events(&mut self, wait: Duration) -> bool {
+        let first = match self.events.recv_timeout(wait) {
+            Ok(first) => first,
+            Err(RecvTimeoutError::Timeout) => return true,
+            Err(RecvTimeoutError::Disconnected) => return false,
+        };
+        let mut next = Some(first);
+        while let Some(first) = next.take() {
             let clock = Clock::now();
             let engine = self.shared.engine();
-            let mut tickets = Vec::new();
+            let mut tickets = Vec::with_capacity(BATCH);
             {
                 let agents = self.shared.agents.read().unwrap_or_else(|p| p.into_inner());
-                while tickets.len() < BATCH {
-                    let Some(next) = self.reader.try_next() else {
-                        break;
-                    };
-                    match next {
-                        Ok(event) => {
-                            self.shared
-                                .counters
-                                .received
-                                .fetch_add(1, Ordering::Relaxed);
-                            let meta = event.meta();
-                            let slot = agents
-                                .by_cgroup_id(meta.cgroup_id)
-                                .or_else(|| agents.by_index(meta.agent_index));
-                            let record =
-                                record_for(&event, slot.map(|s| s.name.as_str()), &engine, &clock);
-                            tickets.push(self.writer.append(record));
-                        }
-                        Err(e) => tracing::warn!("unreadable kernel event: {e}"),
+                let mut item = Some(first);
+                while let Some(captured) = item.take() {
+                    let meta = captured.event.meta();
+                    let slot = agents
+                        .by_cgroup_id(meta.cgroup_id)
+                        .or_else(|| agents.by_index(meta.agent_index));
+                    let record =
+                        record_for(&captured, slot.map(|s| s.name.as_str()), &engine, &clock);
+                    tickets.push(self.writer.append(record));
+                    if tickets.len() < BATCH {
+                        item = self.events.try_recv().ok();
                     }
                 }
             }
             let full = tickets.len() == BATCH;
             self.settle(tickets);
-            if !full {
-                return;
+            if full {
+                next = self.events.try_recv().ok();
             }
         }
+        true
     }
 
     /// Waits until every record is committed, counting what was and logging what was not.
