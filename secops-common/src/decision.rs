@@ -1,8 +1,5 @@
 //! Risk, verdicts and autonomy, and the one matrix that turns risk into a verdict.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 /// How bad an action would be if it were the wrong thing to do. Ordered: `Low < Critical`.
@@ -70,7 +67,7 @@ impl RiskLevel {
     pub const ALL: [RiskLevel; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
 }
 
-/// A level name that is not one of the known ones.
+/// A name (of a level, verdict, source, ...) that is not one of the known ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {given:?} (expected one of: {expected})")]
 pub struct ParseLevelError {
@@ -79,24 +76,28 @@ pub struct ParseLevelError {
     pub expected: &'static str,
 }
 
-macro_rules! named_levels {
-    ($ty:ident, $kind:literal, $($variant:ident => $name:literal),+) => {
+/// Gives a fieldless enum its lowercase names: `as_str`, `Display` and a `FromStr` whose
+/// error lists the names that exist. One macro for every such enum (levels, verdicts, audit
+/// sources), so their names parse and print alike.
+#[macro_export]
+macro_rules! named_enum {
+    ($ty:ident, $kind:literal, $($variant:ident => $name:literal),+ $(,)?) => {
         impl $ty {
             pub const fn as_str(self) -> &'static str {
                 match self { $($ty::$variant => $name),+ }
             }
         }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
-        impl FromStr for $ty {
-            type Err = ParseLevelError;
+        impl ::core::str::FromStr for $ty {
+            type Err = $crate::ParseLevelError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($name => Ok($ty::$variant),)+
-                    _ => Err(ParseLevelError {
+                    _ => Err($crate::ParseLevelError {
                         kind: $kind,
                         given: s.to_owned(),
                         expected: concat!($($name, " "),+).trim_ascii_end(),
@@ -107,9 +108,9 @@ macro_rules! named_levels {
     };
 }
 
-named_levels!(RiskLevel, "risk level", Low => "low", Medium => "medium", High => "high", Critical => "critical");
-named_levels!(Verdict, "verdict", Allow => "allow", Escalate => "escalate", Deny => "deny");
-named_levels!(AutonomyLevel, "autonomy level", Full => "full", Semi => "semi", Supervised => "supervised", Locked => "locked");
+named_enum!(RiskLevel, "risk level", Low => "low", Medium => "medium", High => "high", Critical => "critical");
+named_enum!(Verdict, "verdict", Allow => "allow", Escalate => "escalate", Deny => "deny");
+named_enum!(AutonomyLevel, "autonomy level", Full => "full", Semi => "semi", Supervised => "supervised", Locked => "locked");
 
 #[cfg(test)]
 mod tests {

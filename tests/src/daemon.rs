@@ -133,25 +133,25 @@ impl Daemon {
     }
 
     /// `secops run --agent AGENT -- secops-netprobe ARGS`.
-    pub fn agent(&self, agent: &str, args: &[&str]) -> Output {
-        self.secops()
+    fn agent_command(&self, agent: &str, args: &[&str]) -> Command {
+        let mut command = self.secops();
+        command
             .args(["run", "--agent", agent, "--socket"])
             .arg(self.socket())
             .arg("--")
             .arg(&self.probe)
-            .args(args)
-            .output()
-            .unwrap()
+            .args(args);
+        command
+    }
+
+    /// Runs an agent to its end.
+    pub fn agent(&self, agent: &str, args: &[&str]) -> Output {
+        self.agent_command(agent, args).output().unwrap()
     }
 
     /// Starts an agent without waiting for it.
     pub fn agent_spawn(&self, agent: &str, args: &[&str]) -> Child {
-        self.secops()
-            .args(["run", "--agent", agent, "--socket"])
-            .arg(self.socket())
-            .arg("--")
-            .arg(&self.probe)
-            .args(args)
+        self.agent_command(agent, args)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap()

@@ -3,9 +3,6 @@
 //! These are the types every producer (kernel events, the API, approvals) hands to the audit
 //! log and every consumer (verify, query, export) reads back.
 
-use std::fmt;
-use std::str::FromStr;
-
 use secops_common::{RiskLevel, Verdict};
 use serde::Serialize;
 
@@ -64,6 +61,37 @@ pub struct NewRecord {
     pub source: Source,
 }
 
+impl NewRecord {
+    /// A record of a decision with nothing yet known about who made it or on what; producers
+    /// fill in what they know with struct update syntax.
+    pub fn new(
+        ts_ns: i64,
+        action: &str,
+        verdict: Verdict,
+        risk: RiskLevel,
+        reason: String,
+        source: Source,
+    ) -> NewRecord {
+        NewRecord {
+            ts_ns,
+            agent: None,
+            cgroup_id: None,
+            pid: None,
+            tgid: None,
+            uid: None,
+            comm: None,
+            exe: None,
+            action: action.to_owned(),
+            object: None,
+            verdict,
+            risk,
+            rule_id: None,
+            reason,
+            source,
+        }
+    }
+}
+
 /// A record as stored: its place in the chain and the hashes that link it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Record {
@@ -81,29 +109,5 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::E
     s.serialize_str(&hex::encode(bytes))
 }
 
-macro_rules! db_names {
-    ($ty:ident, $($variant:ident => $name:literal),+) => {
-        impl $ty {
-            pub const fn as_str(self) -> &'static str {
-                match self { $($ty::$variant => $name),+ }
-            }
-        }
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-        impl FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok($ty::$variant),)+
-                    other => Err(format!(concat!("unknown ", stringify!($ty), " {:?}"), other)),
-                }
-            }
-        }
-    };
-}
-
-db_names!(Source, Kernel => "kernel", Api => "api", Approval => "approval");
-db_names!(ObjectKind, Path => "path", Endpoint => "endpoint", Binary => "binary", Target => "target");
+secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Approval => "approval");
+secops_common::named_enum!(ObjectKind, "object kind", Path => "path", Endpoint => "endpoint", Binary => "binary", Target => "target");

@@ -38,21 +38,17 @@ pub fn run(args: CheckArgs, state_dir: &Path) -> anyhow::Result<u8> {
     // The decision only counts once it is in the log: if it cannot be recorded, this is an
     // error (exit 3), never a verdict.
     let record = NewRecord {
-        ts_ns: now_ns(),
         agent: Some(args.action.agent.clone()),
-        cgroup_id: None,
-        pid: None,
-        tgid: None,
-        uid: None,
-        comm: None,
-        exe: None,
-        action: resolved.action_name.clone(),
         object: args.action.audit_object(&resolved),
-        verdict: decision.verdict,
-        risk: decision.risk,
         rule_id: decision.rule_id.as_deref().map(str::to_owned),
-        reason: decision.reason.to_string(),
-        source: Source::Api,
+        ..NewRecord::new(
+            now_ns(),
+            &resolved.action_name,
+            decision.verdict,
+            decision.risk,
+            decision.reason.to_string(),
+            Source::Api,
+        )
     };
     let paths = AuditPaths::new(state_dir);
     let mut store = AuditStore::open(&paths, CheckpointPolicy::default())

@@ -109,12 +109,7 @@ async fn respond(request: Request, peer_pid: Option<i32>, shared: &Arc<Shared>) 
                     message: "refused: processes inside an agent cgroup cannot start agents".into(),
                 };
             }
-            let slot = shared
-                .agents
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .by_name(&agent)
-                .cloned();
+            let slot = shared.agent_slot(&agent);
             match slot {
                 Some(slot) if slot.in_policy => {
                     if !slot.cgroup.exists() {
@@ -130,12 +125,7 @@ async fn respond(request: Request, peer_pid: Option<i32>, shared: &Arc<Shared>) 
                             };
                         }
                     }
-                    let slot = shared
-                        .agents
-                        .read()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .by_name(&agent)
-                        .cloned();
+                    let slot = shared.agent_slot(&agent);
                     match slot {
                         Some(slot) => Response::Registered {
                             agent,

@@ -311,54 +311,47 @@ pub fn allowed_egress_record(
     } else {
         CoreAction::NetConnect
     };
+    let reason = format!(
+        "{} connection(s) allowed by the egress allowlist between {} and {} (aggregated)",
+        allowed.count,
+        crate::time::format_ns(clock.utc_ns(allowed.first_ns)),
+        crate::time::format_ns(clock.utc_ns(allowed.last_ns))
+    );
     NewRecord {
-        ts_ns: clock.utc_ns(allowed.last_ns),
         agent: agent.map(str::to_owned),
         cgroup_id,
-        pid: None,
-        tgid: None,
-        uid: None,
-        comm: None,
-        exe: None,
-        action: action.as_str().to_owned(),
         object: Some(AuditObject {
             kind: ObjectKind::Endpoint,
             value: endpoint(allowed.addr, allowed.port),
         }),
-        verdict: Verdict::Allow,
-        risk: RiskLevel::Low,
         rule_id: agent.map(|a| format!("egress.{a}")),
-        reason: format!(
-            "{} connection(s) allowed by the egress allowlist between {} and {} (aggregated)",
-            allowed.count,
-            crate::time::format_ns(clock.utc_ns(allowed.first_ns)),
-            crate::time::format_ns(clock.utc_ns(allowed.last_ns))
-        ),
-        source: Source::Kernel,
+        ..NewRecord::new(
+            clock.utc_ns(allowed.last_ns),
+            action.as_str(),
+            Verdict::Allow,
+            RiskLevel::Low,
+            reason,
+            Source::Kernel,
+        )
     }
 }
 
 /// A record saying that `count` events of one kind never reached the daemon.
 pub fn lost_events_record(kind_action: CoreAction, count: u64, clock_now_ns: i64) -> NewRecord {
+    let reason = format!(
+        "{count} {} event(s) lost: the ring buffer was full",
+        kind_action.as_str()
+    );
     NewRecord {
-        ts_ns: clock_now_ns,
-        agent: None,
-        cgroup_id: None,
-        pid: None,
-        tgid: None,
-        uid: None,
-        comm: None,
-        exe: None,
-        action: kind_action.as_str().to_owned(),
-        object: None,
-        verdict: Verdict::Allow,
-        risk: RiskLevel::High,
         rule_id: Some("kernel.events-lost".to_owned()),
-        reason: format!(
-            "{count} {} event(s) lost: the ring buffer was full",
-            kind_action.as_str()
-        ),
-        source: Source::Kernel,
+        ..NewRecord::new(
+            clock_now_ns,
+            kind_action.as_str(),
+            Verdict::Allow,
+            RiskLevel::High,
+            reason,
+            Source::Kernel,
+        )
     }
 }
 

@@ -53,6 +53,21 @@ pub struct DaemonOptions {
     pub host_refresh: Duration,
 }
 
+/// Locks shared state. A panicked holder cannot leave these structures half-written in a
+/// way later readers could misread (every update is a whole replacement), so a poisoned
+/// lock is used as it is rather than taking the daemon down.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// State shared by the daemon's tasks.
 pub struct Shared {
     options: DaemonOptions,
@@ -77,10 +92,12 @@ pub struct Counters {
 
 impl Shared {
     fn engine(&self) -> Arc<Engine> {
-        self.engine
-            .read()
-            .map(|e| e.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+        read(&self.engine).clone()
+    }
+
+    /// The agent's slot as it is now.
+    fn agent_slot(&self, name: &str) -> Option<AgentSlot> {
+        read(&self.agents).by_name(name).cloned()
     }
 
     fn request_shutdown(&self) {
@@ -96,10 +113,7 @@ impl Shared {
                 anyhow!("the new policy is not valid, the previous one stays in force:\n{errors}")
             })
             .and_then(|policy| self.apply(policy));
-        let mut last = self
-            .last_reload_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut last = lock(&self.last_reload_error);
         match &result {
             Ok(files) => {
                 *last = None;
@@ -117,29 +131,24 @@ impl Shared {
     /// never enforces less than the engine believes.
     fn apply(&self, policy: Policy) -> anyhow::Result<Vec<PathBuf>> {
         let files = policy.files.clone();
-        let hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let hosts = lock(&self.hosts).clone();
         {
-            let mut kernel = self.kernel.lock().unwrap_or_else(|p| p.into_inner());
-            let mut agents = self.agents.write().unwrap_or_else(|p| p.into_inner());
+            let mut kernel = lock(&self.kernel);
+            let mut agents = write(&self.agents);
             agents.sync(&policy, &self.root, kernel.maps_mut(), &hosts)?;
         }
-        *self.engine.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Engine::new(Arc::new(policy)));
+        *write(&self.engine) = Arc::new(Engine::new(Arc::new(policy)));
         Ok(files)
     }
 
     fn status(&self) -> StatusReport {
         let engine = self.engine();
-        let agents = self.agents.read().unwrap_or_else(|p| p.into_inner());
+        let agents = read(&self.agents);
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             policy_files: engine.policy().files.clone(),
-            last_reload_error: self
-                .last_reload_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_reload_error: lock(&self.last_reload_error).clone(),
             state_dir: self.options.state_dir.clone(),
             cgroup_root: self.root.path().to_path_buf(),
             pin_dir: self.options.pin_dir.clone(),
@@ -430,9 +439,9 @@ async fn refresh_hosts(shared: Arc<Shared>) {
         tokio::time::sleep(shared.options.host_refresh).await;
         let names = agents::allowlist_hosts(shared.engine().policy());
         let fresh = resolve_hosts(&names).await;
-        let changed = *shared.hosts.lock().unwrap_or_else(|p| p.into_inner()) != fresh;
+        let changed = *lock(&shared.hosts) != fresh;
         if changed {
-            *shared.hosts.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+            *lock(&shared.hosts) = fresh;
             let s = shared.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 let policy = (**s.engine().policy()).clone();

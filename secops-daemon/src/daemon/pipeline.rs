@@ -142,7 +142,7 @@ impl Pipeline {
             let engine = self.shared.engine();
             let mut tickets = Vec::with_capacity(BATCH);
             {
-                let agents = self.shared.agents.read().unwrap_or_else(|p| p.into_inner());
+                let agents = super::read(&self.shared.agents);
                 let mut item = Some(first);
                 while let Some(captured) = item.take() {
                     let meta = captured.event.meta();
@@ -180,7 +180,7 @@ impl Pipeline {
 
     fn audit_lost(&mut self) {
         let current = {
-            let kernel = self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            let kernel = super::lock(&self.shared.kernel);
             kernel.maps().lost_counts()
         };
         let current = match current {
@@ -217,7 +217,7 @@ impl Pipeline {
 
     fn audit_allowed_egress(&self) {
         let drained = {
-            let mut kernel = self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner());
+            let mut kernel = super::lock(&self.shared.kernel);
             kernel.maps_mut().drain_allowed_egress()
         };
         let drained = match drained {
@@ -225,7 +225,7 @@ impl Pipeline {
             Err(e) => return tracing::warn!("reading allowed-egress counters: {e}"),
         };
         let clock = Clock::now();
-        let agents = self.shared.agents.read().unwrap_or_else(|p| p.into_inner());
+        let agents = super::read(&self.shared.agents);
         let tickets: Vec<_> = drained
             .iter()
             .map(|allowed| {
@@ -243,7 +243,7 @@ impl Pipeline {
     }
 
     fn heartbeat(&self) {
-        let mut kernel = self.shared.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kernel = super::lock(&self.shared.kernel);
         let now = u64::try_from(crate::time::now_ns()).unwrap_or(0);
         if let Err(e) = kernel.maps_mut().set_heartbeat(now) {
             tracing::warn!("writing the heartbeat: {e}");
