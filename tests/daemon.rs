@@ -308,6 +308,32 @@ fn agents_cannot_register_agents_and_unknown_agents_are_refused() {
 }
 
 #[test]
+fn host_names_in_allowlists_are_resolved_into_the_kernel() {
+    if !need_root("host_names_in_allowlists_are_resolved_into_the_kernel") {
+        return;
+    }
+    let (_allowed, allowed) = listener();
+    let (_other, other) = listener();
+    let daemon = Daemon::start(
+        &binaries(),
+        &format!(
+            "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n\
+             egress:\n  web:\n    allow:\n      - host: localhost\n        ports: [{allowed}]\n"
+        ),
+    );
+    let (a, o) = (format!("127.0.0.1:{allowed}"), format!("127.0.0.1:{other}"));
+    // Resolution runs in the background: until it lands, the name allows nothing.
+    wait_until(
+        || lines(&daemon.agent("web", &["tcp", &a])) == [format!("tcp {a} ok")],
+        "localhost to resolve into the allowlist",
+    );
+    assert_eq!(
+        lines(&daemon.agent("web", &["tcp", &o])),
+        [format!("tcp {o} errno EPERM")]
+    );
+}
+
+#[test]
 fn events_lost_past_the_ring_buffer_are_counted_exactly_and_audited() {
     if !need_root("events_lost_past_the_ring_buffer_are_counted_exactly_and_audited") {
         return;

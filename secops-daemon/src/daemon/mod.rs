@@ -275,7 +275,9 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         .set_config(&config)
         .context("writing the kernel config")?;
 
-    let hosts = resolve_hosts(&agents::allowlist_hosts(&policy)).await;
+    // Host names in allowlists start unresolved (they allow nothing) and are resolved in
+    // the background, so a slow or unreachable DNS server cannot hold up enforcement.
+    let hosts = HostAddrs::new();
     let mut table = AgentTable::default();
     table.sync(&policy, &root, kernel.maps_mut(), &hosts)?;
 
@@ -435,8 +437,11 @@ async fn resolve_hosts(names: &[String]) -> HostAddrs {
 }
 
 async fn refresh_hosts(shared: Arc<Shared>) {
+    let mut first = true;
     loop {
-        tokio::time::sleep(shared.options.host_refresh).await;
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(shared.options.host_refresh).await;
+        }
         let names = agents::allowlist_hosts(shared.engine().policy());
         let fresh = resolve_hosts(&names).await;
         let changed = *lock(&shared.hosts) != fresh;
