@@ -10,4 +10,5 @@ pub mod engine;
 pub mod kernel;
 pub mod launcher;
 pub mod policy;
+pub mod scan;
 pub mod time;

@@ -1,0 +1,210 @@
+//! The output scanner against its corpora: every true positive found with the right category
+//! and nothing else, nothing at all on the look-alikes, and the response policies.
+
+use std::collections::BTreeMap;
+
+use secops_common::AutonomyLevel;
+use secops_daemon::scan::{Applied, Category, ResponsePolicy, Scanner, TierPolicy};
+
+/// Blocks of `### <label>` followed by text, up to the next `###` line.
+fn corpus(name: &str) -> Vec<(String, String)> {
+    let path = format!("{}/tests/scan-corpus/{name}", env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    for line in raw.lines() {
+        if let Some(label) = line.strip_prefix("### ") {
+            blocks.push((label.to_owned(), String::new()));
+        } else if let Some((_, text)) = blocks.last_mut() {
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(line);
+        }
+    }
+    assert!(!blocks.is_empty(), "{path} has no blocks");
+    blocks
+}
+
+fn category(name: &str) -> Category {
+    serde_json::from_value(serde_json::Value::String(name.to_owned()))
+        .unwrap_or_else(|e| panic!("unknown category {name}: {e}"))
+}
+
+#[test]
+fn finds_every_true_positive_and_only_it() {
+    let scanner = Scanner::new();
+    let blocks = corpus("true-positives.txt");
+    let mut covered = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for (label, text) in &blocks {
+        let want = category(label);
+        covered.insert(want);
+        let found = scanner.scan(text);
+        let cats: Vec<Category> = found.iter().map(|f| f.category).collect();
+        if cats != [want] {
+            failures.push(format!("{label}: found {cats:?} in {text:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(
+        covered.len(),
+        Category::ALL.len(),
+        "the corpus must exercise every category"
+    );
+}
+
+#[test]
+fn true_positive_spans_cover_the_secret() {
+    // The span is what gets redacted: check it holds the secret, not just the line.
+    let scanner = Scanner::new();
+    let text = "DATABASE_URL=postgres://app:Zq81mVx0Lr4@db.internal.corp:5432/app";
+    let f = scanner.scan(text);
+    assert_eq!(f.len(), 1);
+    assert_eq!(&text[f[0].start..f[0].end], "Zq81mVx0Lr4");
+    let text = "key ghp_aB3dE5gH7jK9mN1pQ3sT5vX7zA9cE1gI3kM5 end";
+    let f = scanner.scan(text);
+    assert_eq!(&text[f[0].start..f[0].end], &text[4..44]);
+}
+
+#[test]
+fn reports_nothing_on_look_alikes() {
+    let scanner = Scanner::new();
+    let mut failures = Vec::new();
+    for (label, text) in corpus("look-alikes.txt") {
+        let found = scanner.scan(&text);
+        if !found.is_empty() {
+            let spans: Vec<String> = found
+                .iter()
+                .map(|f| format!("{}={:?}", f.category, &text[f.start..f.end]))
+                .collect();
+            failures.push(format!("{label}: {}", spans.join(", ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_whole_corpus_at_once_finds_each_block() {
+    // Concatenated, the blocks must not merge into or hide each other.
+    let scanner = Scanner::new();
+    let blocks = corpus("true-positives.txt");
+    let joined: String = blocks
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let mut want: BTreeMap<Category, usize> = BTreeMap::new();
+    for (label, _) in &blocks {
+        *want.entry(category(label)).or_insert(0) += 1;
+    }
+    assert_eq!(Scanner::count(&scanner.scan(&joined)), want);
+}
+
+#[test]
+fn findings_are_sorted_and_disjoint_on_mixed_text() {
+    let scanner = Scanner::new();
+    let text = "a@corp.io 4556737586899855 x@y.com b@corp.io sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let f = scanner.scan(text);
+    assert!(f.windows(2).all(|w| w[0].end <= w[1].start), "{f:?}");
+    assert_eq!(f.len(), 5);
+}
+
+const SECRET_TEXT: &str = "login ok\ntoken = q8Vz3kLm0PxR7tYw2NbCq8Vz\nmail dana@corpmail.io\n";
+
+#[test]
+fn redact_replaces_each_finding_with_its_marker() {
+    let out = Scanner::new().respond(SECRET_TEXT, &ResponsePolicy::Redact, AutonomyLevel::Semi);
+    assert_eq!(out.action, Applied::Redacted);
+    assert_eq!(
+        out.text.as_deref(),
+        Some("login ok\ntoken = [REDACTED:generic_secret]\nmail [REDACTED:email]\n")
+    );
+    assert_eq!(
+        out.findings,
+        BTreeMap::from([(Category::GenericSecret, 1), (Category::Email, 1)])
+    );
+}
+
+#[test]
+fn outcome_never_contains_the_secret() {
+    let out = Scanner::new().respond(SECRET_TEXT, &ResponsePolicy::Redact, AutonomyLevel::Full);
+    let json = serde_json::to_string(&out).expect("serialize");
+    assert!(!json.contains("q8Vz3kLm0PxR7tYw2NbCq8Vz"), "{json}");
+    assert!(!json.contains("dana@corpmail.io"), "{json}");
+}
+
+#[test]
+fn withhold_and_log_only() {
+    let s = Scanner::new();
+    let out = s.respond(SECRET_TEXT, &ResponsePolicy::Withhold, AutonomyLevel::Full);
+    assert_eq!((out.text, out.action), (None, Applied::Withheld));
+    assert_eq!(out.findings.values().sum::<usize>(), 2);
+
+    let out = s.respond(SECRET_TEXT, &ResponsePolicy::LogOnly, AutonomyLevel::Full);
+    assert_eq!(out.text.as_deref(), Some(SECRET_TEXT));
+    assert_eq!(out.action, Applied::LoggedOnly);
+    assert_eq!(out.findings.values().sum::<usize>(), 2);
+}
+
+#[test]
+fn clean_output_passes_unchanged_under_every_policy() {
+    let s = Scanner::new();
+    for policy in [
+        ResponsePolicy::Redact,
+        ResponsePolicy::Withhold,
+        ResponsePolicy::LogOnly,
+    ] {
+        let out = s.respond("nothing to see", &policy, AutonomyLevel::Locked);
+        assert_eq!(out.text.as_deref(), Some("nothing to see"));
+        assert_eq!(out.action, Applied::Clean);
+        assert!(out.findings.is_empty());
+    }
+}
+
+#[test]
+fn autonomy_tiered_policy_parses_and_applies_per_level() {
+    let yaml =
+        "autonomy-tiered: {full: log-only, semi: redact, supervised: redact, locked: withhold}";
+    let policy: ResponsePolicy = serde_yaml::from_str(yaml).expect("parse");
+    let s = Scanner::new();
+    let action = |a| s.respond(SECRET_TEXT, &policy, a).action;
+    assert_eq!(action(AutonomyLevel::Full), Applied::LoggedOnly);
+    assert_eq!(action(AutonomyLevel::Semi), Applied::Redacted);
+    assert_eq!(action(AutonomyLevel::Supervised), Applied::Redacted);
+    assert_eq!(action(AutonomyLevel::Locked), Applied::Withheld);
+
+    let json = serde_json::to_value(&policy).expect("serialize");
+    assert_eq!(json["autonomy-tiered"]["full"], "log-only");
+}
+
+#[test]
+fn policy_names_and_default() {
+    assert_eq!(ResponsePolicy::default(), ResponsePolicy::Redact);
+    for (name, want) in [
+        ("redact", ResponsePolicy::Redact),
+        ("withhold", ResponsePolicy::Withhold),
+        ("log-only", ResponsePolicy::LogOnly),
+    ] {
+        let got: ResponsePolicy = serde_yaml::from_str(name).expect(name);
+        assert_eq!(got, want);
+    }
+    assert!(serde_yaml::from_str::<ResponsePolicy>("log_only").is_err());
+    assert!(serde_yaml::from_str::<ResponsePolicy>("autonomy-tiered: {full: nope}").is_err());
+    // Tiers do not nest.
+    assert!(serde_yaml::from_str::<ResponsePolicy>(
+        "autonomy-tiered: {full: {autonomy-tiered: {}}}"
+    )
+    .is_err());
+}
+
+#[test]
+fn a_policy_that_cannot_be_applied_withholds() {
+    let policy = ResponsePolicy::AutonomyTiered(BTreeMap::from([(
+        AutonomyLevel::Full,
+        TierPolicy::LogOnly,
+    )]));
+    let out = Scanner::new().respond(SECRET_TEXT, &policy, AutonomyLevel::Semi);
+    assert_eq!(out.action, Applied::Withheld);
+    assert_eq!(out.text, None);
+    assert_eq!(out.findings.values().sum::<usize>(), 2);
+}
