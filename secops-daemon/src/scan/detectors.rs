@@ -2,7 +2,7 @@
 //! by the literal automaton (or by the `@` and digit skip loops) and decides by hand, with
 //! bounded look-around, whether a finding starts there.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
 use super::entropy::looks_random;
 use super::luhn::is_card_number;
@@ -175,13 +175,9 @@ pub(super) struct Anchors {
 
 impl Anchors {
     pub(super) fn new() -> Anchors {
-        // A DFA: the patterns are fixed and few, so the memory is small, and it is the
-        // fastest kind once case-insensitivity multiplies the literals past what the SIMD
-        // prefilter can take.
         let automaton = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
             .build(ANCHORS.iter().map(|(p, _)| p))
             .unwrap_or_else(|e| {
                 // The pattern list is a constant: a build failure is a programming error
@@ -555,7 +551,6 @@ fn is_uuid(v: &[u8]) -> bool {
 /// Domains reserved for documentation and testing (RFC 2606, RFC 6761) and the file
 /// extensions that make `icon@2x.png` look like an address.
 fn is_reserved_domain(domain: &[u8]) -> bool {
-    let lower: Vec<u8> = domain.iter().map(u8::to_ascii_lowercase).collect();
     const EXACT: &[&[u8]] = &[b"example.com", b"example.net", b"example.org"];
     const SUFFIX: &[&[u8]] = &[
         b".example.com",
@@ -574,7 +569,10 @@ fn is_reserved_domain(domain: &[u8]) -> bool {
         b".webp",
         b".ico",
     ];
-    EXACT.contains(&lower.as_slice()) || SUFFIX.iter().any(|s| lower.ends_with(s))
+    let ends_with = |s: &[u8]| {
+        domain.len() >= s.len() && domain[domain.len() - s.len()..].eq_ignore_ascii_case(s)
+    };
+    EXACT.iter().any(|e| domain.eq_ignore_ascii_case(e)) || SUFFIX.iter().any(|s| ends_with(s))
 }
 
 /// E-mail addresses: `local@label.label...tld`, alphabetic TLD of two or more letters. A
