@@ -84,6 +84,21 @@ fn reports_nothing_on_look_alikes() {
 }
 
 #[test]
+fn look_alikes_concatenated_stay_quiet() {
+    // Neighbouring blocks must not combine into something that looks like a secret.
+    let joined: Vec<String> = corpus("look-alikes.txt")
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    for sep in ["\n", " ", "\n\n"] {
+        let text = joined.join(sep);
+        let found = Scanner::new().scan(&text);
+        let spans: Vec<&str> = found.iter().map(|f| &text[f.start..f.end]).collect();
+        assert!(found.is_empty(), "separator {sep:?}: {spans:?}");
+    }
+}
+
+#[test]
 fn the_whole_corpus_at_once_finds_each_block() {
     // Concatenated, the blocks must not merge into or hide each other.
     let scanner = Scanner::new();

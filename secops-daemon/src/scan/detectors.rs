@@ -303,7 +303,8 @@ fn slack_webhook(text: &[u8], path_start: usize, out: &mut Vec<Finding>) {
 }
 
 fn b64url_run(text: &[u8], from: usize) -> usize {
-    run_len(text, from, b"-_", 4096)
+    // Bounded so that a long base64url blob costs one pass; real tokens are far shorter.
+    run_len(text, from, b"-_", 16 * 1024)
 }
 
 fn jwt(text: &[u8], start: usize, out: &mut Vec<Finding>) {
@@ -358,7 +359,9 @@ fn private_key(text: &[u8], start: usize, out: &mut Vec<Finding>) {
     // Without an END line the output was cut off mid-key: what is there is still key
     // material, so the finding runs to the next PEM boundary, blank line or end of text.
     let dash = memchr::memmem::find(tail, b"-----");
-    let blank = memchr::memmem::find(tail, b"\n\n");
+    // Only look for a blank line before the next dashes, so that many headers in one text
+    // do not each search to its end.
+    let blank = memchr::memmem::find(&tail[..dash.unwrap_or(tail.len())], b"\n\n");
     let (body_end, end) = match dash {
         Some(i) if blank.is_none_or(|b| i < b) && tail[i..].starts_with(b"-----END ") => {
             let e = body_start + i;
