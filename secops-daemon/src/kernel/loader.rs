@@ -309,6 +309,21 @@ impl Kernel {
             })
     }
 
+    /// The loaded program of `spec`, as its program type.
+    fn program<'a, T>(&'a mut self, spec: &ProgramSpec) -> Result<&'a mut T>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.ebpf_mut(spec.object)?
+            .program_mut(spec.program)
+            .ok_or(KernelError::MissingProgram {
+                object: spec.object,
+                program: spec.program,
+            })?
+            .try_into()
+            .map_err(|e| KernelError::program("finding", spec.program, e))
+    }
+
     /// Attaches the four egress programs to the secops root cgroup `root_cgroup`: every
     /// cgroup below it is covered, and the agents map decides whose connections are judged.
     pub fn attach_egress(&mut self, root_cgroup: &Path) -> Result<Vec<(&'static str, Attached)>> {
@@ -318,24 +333,8 @@ impl Kernel {
         let mut report = Vec::new();
         for spec in PROGRAMS.iter().filter(|s| s.hook == Hook::CgroupSockAddr) {
             let path = link_pin(&self.pin_dir, spec.program);
-            let program: &mut CgroupSockAddr = self
-                .ebpf_mut(spec.object)?
-                .program_mut(spec.program)
-                .ok_or(KernelError::MissingProgram {
-                    object: spec.object,
-                    program: spec.program,
-                })?
-                .try_into()
-                .map_err(|e| KernelError::program("finding", spec.program, e))?;
-            let link_err = |action: &'static str| {
-                let path = path.clone();
-                move |source| KernelError::Link {
-                    action,
-                    program: spec.program,
-                    path,
-                    source,
-                }
-            };
+            let program: &mut CgroupSockAddr = self.program(spec)?;
+            let link_err = |action| link_error(&path, spec.program, action);
 
             let outcome = if path.exists() {
                 let fd = open_pinned(&path).map_err(link_err("opening pinned"))?;
@@ -391,24 +390,8 @@ impl Kernel {
             };
             let path = link_pin(&self.pin_dir, spec.program);
             let pin_dir = self.pin_dir.clone();
-            let program: &mut TracePoint = self
-                .ebpf_mut(spec.object)?
-                .program_mut(spec.program)
-                .ok_or(KernelError::MissingProgram {
-                    object: spec.object,
-                    program: spec.program,
-                })?
-                .try_into()
-                .map_err(|e| KernelError::program("finding", spec.program, e))?;
-            let link_err = |action: &'static str| {
-                let path = path.clone();
-                move |source| KernelError::Link {
-                    action,
-                    program: spec.program,
-                    path,
-                    source,
-                }
-            };
+            let program: &mut TracePoint = self.program(spec)?;
+            let link_err = |action| link_error(&path, spec.program, action);
 
             let old = if path.exists() {
                 let fd = open_pinned(&path).map_err(link_err("opening pinned"))?;
@@ -549,6 +532,21 @@ pub fn unpin_all(pin_dir: &Path) -> Result<()> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The error for a failed `action` on `program`'s link pinned at `path`.
+fn link_error(
+    path: &Path,
+    program: &'static str,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> KernelError {
+    let path = path.to_path_buf();
+    move |source| KernelError::Link {
+        action,
+        program,
+        path,
+        source,
+    }
 }
 
 #[cfg(test)]
