@@ -115,8 +115,7 @@ async fn respond(request: Request, peer_pid: Option<i32>, shared: &Arc<Shared>) 
                     if !slot.cgroup.exists() {
                         // Someone removed it since the last sync: make it (and its map entry) again.
                         let s = shared.clone();
-                        let policy = (**s.engine().policy()).clone();
-                        if let Err(e) = tokio::task::spawn_blocking(move || s.apply(policy))
+                        if let Err(e) = tokio::task::spawn_blocking(move || s.resync())
                             .await
                             .unwrap_or_else(|e| Err(anyhow::anyhow!(e)))
                         {

@@ -134,14 +134,23 @@ impl Shared {
     /// never enforces less than the engine believes.
     fn apply(&self, policy: Policy) -> anyhow::Result<Vec<PathBuf>> {
         let files = policy.files.clone();
-        let hosts = lock(&self.hosts).clone();
-        {
-            let mut kernel = lock(&self.kernel);
-            let mut agents = write(&self.agents);
-            agents.sync(&policy, &self.root, kernel.maps_mut(), &hosts)?;
-        }
+        self.sync_kernel(&policy)?;
         *write(&self.engine) = Arc::new(Engine::new(Arc::new(policy)));
         Ok(files)
+    }
+
+    /// Writes the policy in force into the cgroups and kernel maps again (after host names
+    /// resolved differently, or an agent cgroup was removed); the engine stays as it is.
+    fn resync(&self) -> anyhow::Result<()> {
+        let engine = self.engine();
+        self.sync_kernel(engine.policy())
+    }
+
+    fn sync_kernel(&self, policy: &Policy) -> anyhow::Result<()> {
+        let hosts = lock(&self.hosts).clone();
+        let mut kernel = lock(&self.kernel);
+        let mut agents = write(&self.agents);
+        agents.sync(policy, &self.root, kernel.maps_mut(), &hosts)
     }
 
     fn status(&self) -> StatusReport {
@@ -509,8 +518,7 @@ async fn refresh_hosts(shared: Arc<Shared>) {
             *lock(&shared.hosts) = fresh;
             let s = shared.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                let policy = (**s.engine().policy()).clone();
-                if let Err(e) = s.apply(policy) {
+                if let Err(e) = s.resync() {
                     tracing::error!("updating egress after host names changed: {e:#}");
                 }
             })
