@@ -153,6 +153,7 @@ core_actions! {
     DbDrop => (Db, "drop"),
     DbMigrate => (Db, "migrate"),
     ToolCall => (Tool, "call"),
+    ToolOutput => (Tool, "output"),
 }
 
 /// A dense index of an action type within one [`ActionRegistry`]: core types first, in

@@ -1,10 +1,11 @@
 //! The secops daemon library: policy loading and validation, the rule engine, the audit log,
 //! and the command-line interface that wires them together.
 
+pub mod api;
+pub mod approvals;
 pub mod audit;
 pub mod cgroups;
 pub mod cli;
-pub mod control;
 pub mod daemon;
 pub mod engine;
 pub mod kernel;

@@ -134,14 +134,24 @@ impl Daemon {
 
     /// `secops run --agent AGENT -- secops-netprobe ARGS`.
     fn agent_command(&self, agent: &str, args: &[&str]) -> Command {
+        self.agent_program(agent, &self.probe, args)
+    }
+
+    /// `secops run --agent AGENT -- PROGRAM ARGS`.
+    pub fn agent_program(&self, agent: &str, program: &std::path::Path, args: &[&str]) -> Command {
         let mut command = self.secops();
         command
             .args(["run", "--agent", agent, "--socket"])
             .arg(self.socket())
             .arg("--")
-            .arg(&self.probe)
+            .arg(program)
             .args(args);
         command
+    }
+
+    /// An API client as this (root, outside every agent cgroup) process: an admin.
+    pub fn admin_client(&self) -> secops_daemon::api::client::Client {
+        secops_daemon::api::client::Client::new(&self.socket(), Duration::from_secs(30))
     }
 
     /// Runs an agent to its end.

@@ -53,6 +53,12 @@ pub struct CommitTicket {
 }
 
 impl CommitTicket {
+    /// Whether the record reached the writer's queue (false: the writer is gone, and
+    /// [`CommitTicket::wait`] will say so).
+    pub fn queued(&self) -> bool {
+        self.rx.is_some()
+    }
+
     /// Blocks until the record's transaction committed (returns its seq) or failed.
     pub fn wait(self) -> Result<u64, AuditError> {
         let Some(rx) = self.rx else {

@@ -5,12 +5,12 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::Args;
-use secops_common::ActionId;
 
-use crate::audit::{AuditObject, ObjectKind};
-use crate::engine::{ActionRequest, Engine, NormalizedPath};
+use crate::api::action::{absolute_path, FieldNames, ResolvedAction};
+use crate::api::ActionObject;
+use crate::engine::{AgentIdx, Engine};
 use crate::policy::load_policy;
 
 #[derive(Debug, Args)]
@@ -40,100 +40,39 @@ pub struct ActionArgs {
     pub port: Option<u16>,
 }
 
-/// The action's values, owned, in the shapes the engine takes.
-pub struct ResolvedAction {
-    pub action: ActionId,
-    pub action_name: String,
-    pub path: Option<NormalizedPath>,
-    pub binary: Option<NormalizedPath>,
-}
-
 pub fn load_engine(policy: &Path) -> anyhow::Result<Engine> {
     let policy =
         load_policy(policy).map_err(|errors| anyhow!("the policy is not valid:\n{errors}"))?;
     Ok(Engine::new(Arc::new(policy)))
 }
 
+const CLI_FIELDS: FieldNames = FieldNames {
+    action: "--action",
+    path: "--path",
+    binary: "--binary",
+};
+
 impl ActionArgs {
+    /// The action as the engine takes it; relative paths are taken from the current directory.
     pub fn resolve(&self, engine: &Engine) -> anyhow::Result<ResolvedAction> {
-        let (action, action_type) = engine
-            .policy()
-            .registry
-            .resolve(&self.action)
-            .with_context(|| "--action".to_owned())?;
-        let path = self
-            .path
-            .as_deref()
-            .map(|p| normalize("--path", p))
-            .transpose()?;
-        let binary = self
-            .binary
-            .as_deref()
-            .map(|p| normalize("--binary", p))
-            .transpose()?;
-        Ok(ResolvedAction {
-            action,
-            action_name: action_type.to_string(),
-            path,
-            binary,
-        })
-    }
-
-    pub fn request<'a>(
-        &'a self,
-        engine: &Engine,
-        resolved: &'a ResolvedAction,
-    ) -> ActionRequest<'a> {
-        ActionRequest {
-            agent: engine.agent_index(&self.agent),
-            action: resolved.action,
-            path: resolved.path.as_ref(),
-            binary: resolved.binary.as_ref(),
+        let absolute =
+            |flag, p: &Option<PathBuf>| p.as_deref().map(|p| absolute_path(flag, p)).transpose();
+        let object = ActionObject {
+            path: absolute("--path", &self.path)?,
+            binary: absolute("--binary", &self.binary)?,
             addr: self.addr,
-            host: self.host.as_deref(),
+            host: self.host.clone(),
             port: self.port,
-        }
-    }
-
-    /// The object as the audit log shows it.
-    pub fn audit_object(&self, resolved: &ResolvedAction) -> Option<AuditObject> {
-        let endpoint = |host: String| match self.port {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
         };
-        if let Some(path) = &resolved.path {
-            Some(AuditObject {
-                kind: ObjectKind::Path,
-                value: path.to_string(),
-            })
-        } else if let Some(binary) = &resolved.binary {
-            Some(AuditObject {
-                kind: ObjectKind::Binary,
-                value: binary.to_string(),
-            })
-        } else if let Some(addr) = self.addr {
-            let host = match addr.to_canonical() {
-                IpAddr::V6(v6) => format!("[{v6}]"),
-                v4 => v4.to_string(),
-            };
-            Some(AuditObject {
-                kind: ObjectKind::Endpoint,
-                value: endpoint(host),
-            })
-        } else {
-            self.host.clone().map(|h| AuditObject {
-                kind: ObjectKind::Endpoint,
-                value: endpoint(h),
-            })
-        }
+        Ok(ResolvedAction::new(
+            engine,
+            &self.action,
+            &object,
+            &CLI_FIELDS,
+        )?)
     }
-}
 
-fn normalize(flag: &str, path: &Path) -> anyhow::Result<NormalizedPath> {
-    let absolute =
-        std::path::absolute(path).with_context(|| format!("{flag} {}", path.display()))?;
-    let text = absolute
-        .to_str()
-        .ok_or_else(|| anyhow!("{flag} {} is not valid UTF-8", path.display()))?;
-    NormalizedPath::new(text).with_context(|| flag.to_owned())
+    pub fn agent_index(&self, engine: &Engine) -> Option<AgentIdx> {
+        engine.agent_index(&self.agent)
+    }
 }

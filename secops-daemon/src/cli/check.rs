@@ -33,13 +33,13 @@ pub fn verdict_exit_code(verdict: Verdict) -> u8 {
 pub fn run(args: CheckArgs, state_dir: &Path) -> anyhow::Result<u8> {
     let engine = load_engine(&args.policy)?;
     let resolved = args.action.resolve(&engine)?;
-    let decision = engine.decide(&args.action.request(&engine, &resolved));
+    let decision = engine.decide(&resolved.request(args.action.agent_index(&engine)));
 
     // The decision only counts once it is in the log: if it cannot be recorded, this is an
     // error (exit 3), never a verdict.
     let record = NewRecord {
         agent: Some(args.action.agent.clone()),
-        object: args.action.audit_object(&resolved),
+        object: resolved.audit_object(),
         rule_id: decision.rule_id.as_deref().map(str::to_owned),
         ..NewRecord::new(
             now_ns(),

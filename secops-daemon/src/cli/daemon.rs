@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 
-use crate::control::client::request;
-use crate::control::{Request, Response, DEFAULT_SOCKET};
-use crate::daemon::{self, DaemonOptions};
+use crate::api::client::{Client, ClientError};
+use crate::api::{Registered, StatusReport, DEFAULT_SOCKET};
+use crate::daemon::{self, ApiLimits, DaemonOptions};
 use crate::kernel::DEFAULT_RING_BUFFER_BYTES;
 use crate::launcher::{run_in_agent_or_exit, EXIT_LAUNCH_FAILED};
 
@@ -18,9 +18,15 @@ const DEFAULT_CGROUP_ROOT: &str = "secops";
 
 #[derive(Debug, Args)]
 pub struct SocketArg {
-    /// The daemon's control socket.
+    /// The daemon's API socket.
     #[arg(long, env = "SECOPS_SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+}
+
+impl SocketArg {
+    pub fn client(&self) -> Client {
+        Client::new(&self.socket, Duration::from_secs(10))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -43,9 +49,35 @@ pub struct DaemonArgs {
     pub policy: PathBuf,
     #[command(flatten)]
     pub socket: SocketArg,
-    /// The group allowed to use the control socket (numeric gid).
+    /// The group allowed to connect to the API socket (numeric gid; the socket is mode 0660).
+    /// Agents that use the API must run as users in it. Identity and rights come from the
+    /// caller's cgroup and credentials, not from being able to connect.
     #[arg(long, default_value_t = 0)]
     pub socket_gid: u32,
+    /// Callers outside every agent cgroup that are root or in this group (numeric gid) are
+    /// admins: status, reload, approvals, agents, audit and metrics routes.
+    #[arg(long, default_value_t = 0)]
+    pub admin_gid: u32,
+    /// API connections served at once; more wait in the socket's backlog.
+    #[arg(long, default_value_t = ApiLimits::default().max_connections)]
+    pub api_max_connections: usize,
+    /// Time a client has to send a request's headers (and the idle limit of a kept-alive
+    /// connection), e.g. `5s`.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub api_header_timeout: Duration,
+    /// Time a whole request may take, body included, e.g. `10s`; slower requests get 408.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub api_request_timeout: Duration,
+    /// Largest request body (bytes) of every route except /v1/scan.
+    #[arg(long, default_value_t = ApiLimits::default().max_body_bytes)]
+    pub api_max_body_bytes: usize,
+    /// Largest /v1/scan request body (bytes).
+    #[arg(long, default_value_t = ApiLimits::default().max_scan_bytes)]
+    pub api_max_scan_bytes: usize,
+    /// Also serve /metrics (Prometheus text format, no authentication) on this loopback
+    /// address, e.g. 127.0.0.1:9464. On the socket, /metrics is for admins.
+    #[arg(long)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub kernel: KernelPlaceArgs,
     /// Size of the event ring buffer in KiB (a power of two, at least 4). An adopted, pinned
@@ -81,6 +113,15 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
         state_dir: state_dir.to_path_buf(),
         socket: args.socket.socket,
         socket_gid: args.socket_gid,
+        admin_gid: args.admin_gid,
+        api: ApiLimits {
+            max_connections: args.api_max_connections.max(1),
+            header_timeout: args.api_header_timeout,
+            request_timeout: args.api_request_timeout,
+            max_body_bytes: args.api_max_body_bytes,
+            max_scan_bytes: args.api_max_scan_bytes,
+        },
+        metrics_listen: args.metrics_listen,
         pin_dir: args.kernel.pin_dir,
         cgroup_root: args.kernel.cgroup_root,
         ring_buffer_bytes,
@@ -93,8 +134,8 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
 /// Prints what the running daemon enforces; without a daemon, says so and what this kernel
 /// could do.
 pub fn status(socket: &SocketArg, json: bool) -> anyhow::Result<u8> {
-    match request(&socket.socket, &Request::Status, Duration::from_secs(5)) {
-        Ok(Response::Status(report)) => {
+    match socket.client().get::<StatusReport>("/v1/status") {
+        Ok(report) => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -102,8 +143,7 @@ pub fn status(socket: &SocketArg, json: bool) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        Ok(Response::Error { message }) => Err(anyhow!("the daemon refused: {message}")),
-        Ok(other) => Err(anyhow!("unexpected reply from the daemon: {other:?}")),
+        Err(e @ ClientError::Refused { .. }) => Err(e.into()),
         Err(e) => {
             println!("daemon: NOT RUNNING ({e})");
             println!("nothing is enforced by secops now (pinned programs of an earlier daemon may still be).");
@@ -118,23 +158,11 @@ pub fn status(socket: &SocketArg, json: bool) -> anyhow::Result<u8> {
 
 /// Asks the daemon for the agent's cgroup, then becomes the command inside it.
 pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
-    let registered = request(
-        &args.socket.socket,
-        &Request::Register {
-            agent: args.agent.clone(),
-        },
-        Duration::from_secs(10),
-    );
+    let path = format!("/v1/agents/{}/register", args.agent);
+    let registered: Result<Registered, _> =
+        args.socket.client().post(&path, &serde_json::json!({}));
     let cgroup = match registered {
-        Ok(Response::Registered { cgroup, .. }) => cgroup,
-        Ok(Response::Error { message }) => {
-            eprintln!("secops run: {message}");
-            return Ok(EXIT_LAUNCH_FAILED as u8);
-        }
-        Ok(other) => {
-            eprintln!("secops run: unexpected reply from the daemon: {other:?}");
-            return Ok(EXIT_LAUNCH_FAILED as u8);
-        }
+        Ok(registered) => registered.cgroup,
         Err(e) => {
             eprintln!("secops run: {e}");
             return Ok(EXIT_LAUNCH_FAILED as u8);

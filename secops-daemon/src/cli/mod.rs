@@ -7,6 +7,7 @@
 //! script can never mistake a usage error for a verdict.
 
 mod action_args;
+mod approvals;
 mod audit;
 mod check;
 mod daemon;
@@ -76,6 +77,12 @@ pub enum Command {
     /// baseline. Exits with the command's status; 125 if the launch failed, 126/127 if the
     /// command cannot be executed / was not found.
     Run(daemon::RunArgs),
+    /// The approval queue: escalations waiting for a human, and their decisions.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// The agents the running daemon knows.
+    #[command(subcommand)]
+    Agents(approvals::AgentsCommand),
     /// Remove what a daemon left pinned (programs, links, maps) and the empty secops cgroups.
     /// Enforcement stops.
     Teardown {
@@ -102,6 +109,8 @@ pub fn main() -> ExitCode {
         Command::Daemon(args) => daemon::run_daemon(args, &cli.state_dir),
         Command::Status { socket, json } => daemon::status(&socket, json),
         Command::Run(args) => daemon::run_agent(args),
+        Command::Approvals(command) => approvals::run(command),
+        Command::Agents(command) => approvals::run_agents(command),
         Command::Teardown { kernel } => daemon::teardown(&kernel),
     };
     match outcome {

@@ -54,7 +54,7 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<u8> {
         PolicyCommand::Explain { file, action } => {
             let engine = load_engine(&file)?;
             let resolved = action.resolve(&engine)?;
-            let explanation = engine.explain(&action.request(&engine, &resolved));
+            let explanation = engine.explain(&resolved.request(action.agent_index(&engine)));
             let d = &explanation.decision;
             println!("decision: {} (risk {})", d.verdict, d.risk);
             println!("rule:     {}", d.rule_id.as_deref().unwrap_or("(none)"));

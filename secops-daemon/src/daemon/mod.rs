@@ -13,8 +13,9 @@
 //! down; the next daemon adopts them.
 
 mod agents;
-mod control;
 pub mod events;
+mod http;
+pub mod metrics;
 mod pipeline;
 
 use std::path::{Path, PathBuf};
@@ -28,10 +29,12 @@ use hickory_resolver::TokioResolver;
 use tokio::sync::Notify;
 
 pub use agents::{compile_allowlist, AgentSlot, AgentTable, HostAddrs};
+pub use http::{ApiLimits, API_ROUTES};
 
+use crate::api::{AgentStatus, CapabilityStatus, EventCounters, StatusReport};
+use crate::approvals::TicketStore;
 use crate::audit::{AuditPaths, AuditWriter, CheckpointPolicy, WriterOptions};
 use crate::cgroups::CgroupDir;
-use crate::control::{AgentStatus, CapabilityStatus, EventCounters, StatusReport};
 use crate::engine::Engine;
 use crate::kernel::{self, Capabilities, Kernel, LoadOptions};
 use crate::policy::{load_policy, Policy};
@@ -42,8 +45,13 @@ pub struct DaemonOptions {
     pub policy: PathBuf,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
-    /// The group that may use the socket (mode 0660).
+    /// The group that may use the socket (mode 0660): admins, and the users agents run as.
     pub socket_gid: u32,
+    /// Callers outside every agent cgroup with this group (or root) are admins.
+    pub admin_gid: u32,
+    pub api: ApiLimits,
+    /// A loopback address to serve `/metrics` on, besides the socket.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The bpffs directory for pinned programs and maps.
     pub pin_dir: PathBuf,
     /// The secops root cgroup's name, directly below the cgroup2 mount.
@@ -82,6 +90,9 @@ pub struct Shared {
     capabilities: Vec<CapabilityStatus>,
     last_reload_error: Mutex<Option<String>>,
     counters: Counters,
+    metrics: metrics::Metrics,
+    /// The approval queue. Held only in blocking tasks, never across an await.
+    tickets: Mutex<TicketStore>,
     shutdown: AtomicBool,
     shutdown_notify: Notify,
 }
@@ -258,6 +269,10 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     )
     .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))?;
 
+    let tickets_path = crate::approvals::db_path(&options.state_dir);
+    let tickets = TicketStore::open(&tickets_path)
+        .with_context(|| format!("opening the approval queue {}", tickets_path.display()))?;
+
     let probed = kernel::probe();
     for line in probed.to_string().lines() {
         tracing::info!("kernel: {line}");
@@ -330,6 +345,8 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         capabilities,
         last_reload_error: Mutex::new(None),
         counters: Counters::default(),
+        metrics: metrics::Metrics::new(),
+        tickets: Mutex::new(tickets),
         shutdown: AtomicBool::new(false),
         shutdown_notify: Notify::new(),
         options: options.clone(),
@@ -337,15 +354,30 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
 
     let writer = Arc::new(writer);
     let pipeline = pipeline::spawn(shared.clone(), reader, writer.clone())?;
-    let listener = control::bind(&options.socket, options.socket_gid)?;
-    tracing::info!(socket = %options.socket.display(), "secops daemon ready");
+    let listener = http::bind(&options.socket, options.socket_gid)?;
+    let api = Arc::new(http::ApiState {
+        shared: shared.clone(),
+        writer: writer.clone(),
+        scanner: crate::scan::Scanner::new(),
+        limits: options.api,
+        admin_gid: options.admin_gid,
+    });
+    let metrics_listener = match options.metrics_listen {
+        Some(addr) => Some(http::bind_metrics(addr).await?),
+        None => None,
+    };
+    tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
 
-    let tasks = vec![
-        tokio::spawn(control::serve(listener, shared.clone())),
+    let mut tasks = vec![
+        tokio::spawn(http::serve(listener, api.clone())),
         tokio::spawn(watch_signals(shared.clone())),
         tokio::spawn(watch_policy_files(shared.clone())),
         tokio::spawn(refresh_hosts(shared.clone())),
     ];
+    if let Some(listener) = metrics_listener {
+        tasks.push(tokio::spawn(http::serve_metrics(listener, api.clone())));
+    }
+    drop(api);
     while !shared.shutdown.load(Ordering::SeqCst) {
         let notified = shared.shutdown_notify.notified();
         if shared.shutdown.load(Ordering::SeqCst) {

@@ -18,7 +18,7 @@ use super::events::{
     Clock, ExeCache,
 };
 use super::Shared;
-use crate::audit::{AuditWriter, CommitTicket};
+use crate::audit::{AuditWriter, CommitTicket, Source};
 use crate::kernel::{EventReader, LostCounts};
 
 const LOST_CHECK: Duration = Duration::from_secs(1);
@@ -149,8 +149,17 @@ impl Pipeline {
                     let slot = agents
                         .by_cgroup_id(meta.cgroup_id)
                         .or_else(|| agents.by_index(meta.agent_index));
+                    let started = std::time::Instant::now();
                     let record =
                         record_for(&captured, slot.map(|s| s.name.as_str()), &engine, &clock);
+                    let metrics = &self.shared.metrics;
+                    metrics.latency(Source::Kernel, started.elapsed());
+                    metrics.decision(
+                        Source::Kernel,
+                        record.verdict,
+                        &record.action,
+                        record.agent.as_deref().unwrap_or(""),
+                    );
                     tickets.push(self.writer.append(record));
                     if tickets.len() < BATCH {
                         item = self.events.try_recv().ok();

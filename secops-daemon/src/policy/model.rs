@@ -1,6 +1,7 @@
 //! A policy after validation: every name resolved, every pattern checked. Only the loader
 //! builds one, so holding a `Policy` means holding a whole, valid policy.
 
+use crate::scan::ResponsePolicy;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub struct Defaults {
     /// What `~` stands for where an agent has no `home`.
     pub homes: Vec<String>,
     pub egress: EgressDefault,
+    pub output_scan: ResponsePolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct Agent {
     pub workspace: String,
     pub home: Option<String>,
     pub autonomy: AutonomyLevel,
+    /// The output scanner's response policy (the agent's own, else the default).
+    pub output_scan: ResponsePolicy,
 }
 
 #[derive(Debug, Clone)]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use secops_common::{AutonomyLevel, RiskLevel, Verdict};
 use serde::Deserialize;
 
+use crate::scan::ResponsePolicy;
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
@@ -48,6 +50,8 @@ pub struct DefaultsSpec {
     /// Risk of unmatched actions, by action type or `category:*`, over the built-in table.
     #[serde(default)]
     pub risk: BTreeMap<String, RiskLevel>,
+    /// What the output scanner does with findings, for agents without their own.
+    pub output_scan: Option<ResponsePolicy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -66,6 +70,8 @@ pub struct AgentSpec {
     pub workspace: String,
     pub home: Option<String>,
     pub autonomy: Option<AutonomyLevel>,
+    /// What the output scanner does with findings in this agent's tool output.
+    pub output_scan: Option<ResponsePolicy>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,6 +13,7 @@ use super::model::{
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
 use super::schema::{EgressDefault, SelectorSpec};
+use crate::scan::ResponsePolicy;
 
 /// The autonomy of agents that do not name one: a human is asked before anything risky.
 pub const DEFAULT_AUTONOMY: AutonomyLevel = AutonomyLevel::Supervised;
@@ -24,13 +25,31 @@ pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
     use CoreAction::*;
     use RiskLevel::*;
     match action {
-        FsRead | FsCreate | ProcExit | NetDns | CodeEdit | VcsCommit | DbRead => Low,
+        FsRead | FsCreate | ProcExit | NetDns | CodeEdit | VcsCommit | DbRead | ToolOutput => Low,
         FsWrite | FsRename | FsLink | FsChmod | ProcExec | ProcSignal | NetConnect | NetSend
         | NetBind | CodeExec | VcsPush | CommsSend | DbWrite | ToolCall => Medium,
         FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback
         | DbMigrate => High,
         ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup
         | DbDrop => Critical,
+    }
+}
+
+/// An autonomy-tiered response policy must say what to do at every level: a level it leaves
+/// out would withhold at run time, which the operator should hear about now.
+fn check_output_scan(policy: &ResponsePolicy) -> Result<(), String> {
+    let missing: Vec<&str> = AutonomyLevel::ALL
+        .iter()
+        .filter(|level| policy.resolve(**level).is_err())
+        .map(|level| level.as_str())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "autonomy-tiered must name every autonomy level; missing: {}",
+            missing.join(", ")
+        ))
     }
 }
 
@@ -79,10 +98,17 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         autonomy: DEFAULT_AUTONOMY,
         homes: DEFAULT_HOMES.iter().map(|h| h.to_string()).collect(),
         egress: EgressDefault::Deny,
+        output_scan: ResponsePolicy::default(),
     };
     if let Some((file, spec)) = defaults_spec {
         defaults.autonomy = spec.autonomy.unwrap_or(DEFAULT_AUTONOMY);
         defaults.egress = spec.egress.unwrap_or(EgressDefault::Deny);
+        if let Some(scan) = &spec.output_scan {
+            match check_output_scan(scan) {
+                Ok(()) => defaults.output_scan = scan.clone(),
+                Err(e) => v.push(file.error("defaults.output_scan", e)),
+            }
+        }
         if let Some(homes) = &spec.homes {
             defaults.homes.clear();
             for (i, home) in homes.iter().enumerate() {
@@ -103,7 +129,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
     }
     default_risk.resize(v.registry.len(), None);
 
-    let agents = v.agents(files, defaults.autonomy);
+    let agents = v.agents(files, &defaults);
     let rules = v.rules(files, &agents);
     let egress = v.egress(files, &agents);
 
@@ -128,7 +154,7 @@ impl Validator<'_> {
         self.errors.push(error);
     }
 
-    fn agents(&mut self, files: &[SourceFile], default_autonomy: AutonomyLevel) -> Vec<Agent> {
+    fn agents(&mut self, files: &[SourceFile], defaults: &Defaults) -> Vec<Agent> {
         let mut agents: Vec<Agent> = Vec::new();
         let mut first_seen: HashMap<String, String> = HashMap::new();
         let mut cgroups: HashMap<String, String> = HashMap::new();
@@ -181,6 +207,17 @@ impl Validator<'_> {
                     Some(Ok(home)) => Some(home),
                     None => None,
                 };
+                let output_scan = match &spec.output_scan {
+                    Some(scan) => match check_output_scan(scan) {
+                        Ok(()) => scan.clone(),
+                        Err(e) => {
+                            self.push(file.error(at("output_scan"), e));
+                            ok = false;
+                            ResponsePolicy::Withhold
+                        }
+                    },
+                    None => defaults.output_scan.clone(),
+                };
                 if ok {
                     first_seen.insert(spec.name.clone(), here.clone());
                     cgroups.insert(cgroup.clone(), here);
@@ -189,7 +226,8 @@ impl Validator<'_> {
                         cgroup,
                         workspace,
                         home,
-                        autonomy: spec.autonomy.unwrap_or(default_autonomy),
+                        autonomy: spec.autonomy.unwrap_or(defaults.autonomy),
+                        output_scan,
                     });
                 }
             }

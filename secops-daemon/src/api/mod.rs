@@ -1,0 +1,17 @@
+//! The daemon's HTTP/JSON API on its Unix socket (`/v1/...`): the message types, the one
+//! translation of an action description into an engine request, and the blocking client the
+//! CLI and the launcher use. The server is in `daemon::http`; the OpenAPI document is
+//! `secops-daemon/api/openapi.yaml`.
+
+pub mod action;
+pub mod client;
+pub mod types;
+
+pub use types::{
+    ActionObject, AgentStatus, CapabilityStatus, CheckRequest, CheckResponse, ErrorBody,
+    EventCounters, Registered, Reloaded, Role, ScanRequest, ScanResponse, StatusReport, Whoami,
+    MAX_SUMMARY_CHARS,
+};
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/secops/secops.sock";

@@ -1,0 +1,231 @@
+//! The bodies of the HTTP API's requests and responses (`/v1/...`), shared by the daemon's
+//! server, the blocking client and the OpenAPI document (`secops-daemon/api/openapi.yaml`).
+//! Request bodies refuse unknown fields, so a misspelt field is a 400, not a silent no-op.
+
+use std::path::PathBuf;
+
+use std::collections::BTreeMap;
+
+use secops_common::{RiskLevel, Verdict};
+use serde::{Deserialize, Serialize};
+
+use crate::scan::{Applied, Category};
+
+/// `POST /v1/check`: one action an agent is about to take.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The action type, `category:action` (e.g. `fs:delete`, `vcs:push`).
+    pub action: String,
+    /// What the action is on.
+    #[serde(default)]
+    pub object: ActionObject,
+    /// The tool the agent is about to call, for the audit log.
+    pub tool: Option<String>,
+    /// A short summary of the tool's arguments, for the audit log (truncated to
+    /// [`MAX_SUMMARY_CHARS`]).
+    pub arguments: Option<String>,
+    /// Ignored for identity: the caller's agent comes from its cgroup. A name that differs
+    /// from the caller's agent is noted in the audit record.
+    pub agent: Option<String>,
+    /// Answer only once the audit record is committed (and say its seq). Without it the
+    /// answer comes as soon as the record is queued, in order, for the next commit.
+    #[serde(default)]
+    pub durable: bool,
+}
+
+/// The object of an action; which fields matter depends on the action type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionObject {
+    /// An absolute path (`fs:*`, `secret:read`).
+    pub path: Option<String>,
+    /// An absolute path of an executable (`proc:exec`).
+    pub binary: Option<String>,
+    /// A destination IP address (`net:*`).
+    pub addr: Option<std::net::IpAddr>,
+    /// A destination host name.
+    pub host: Option<String>,
+    pub port: Option<u16>,
+}
+
+/// The longest tool-argument summary kept in an audit record.
+pub const MAX_SUMMARY_CHARS: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResponse {
+    pub verdict: Verdict,
+    pub risk: RiskLevel,
+    /// The rule that decided, if one did.
+    pub rule_id: Option<String>,
+    pub reason: String,
+    /// The agent the decision was made for (from the caller's cgroup); `null` for a caller
+    /// in the secops cgroup tree that belongs to no agent the daemon knows.
+    pub agent: Option<String>,
+    /// The approval ticket this escalation opened or joined.
+    pub ticket: Option<u64>,
+    /// The audit record's seq, when `durable` was asked for.
+    pub audit_seq: Option<u64>,
+}
+
+/// `POST /v1/scan`: a tool's output, before the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRequest {
+    pub output: String,
+    /// The tool that printed it, for the audit log.
+    pub tool: Option<String>,
+    /// Ignored for identity, as in [`CheckRequest::agent`].
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanResponse {
+    /// What to hand back to the agent; `null` when the policy withholds the output.
+    pub output: Option<String>,
+    pub action: Applied,
+    /// Findings per category (counts only).
+    pub findings: BTreeMap<Category, usize>,
+    pub agent: Option<String>,
+}
+
+/// `GET /v1/whoami`: what the daemon makes of the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+    pub role: Role,
+    /// The agent, for callers inside an agent cgroup (`null` if the cgroup is under the
+    /// secops root but belongs to no agent the daemon knows).
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Inside an agent cgroup: may check and scan for itself, nothing else.
+    Agent,
+    /// Outside every agent cgroup and root or in the admin group.
+    Admin,
+    /// Outside every agent cgroup, not an admin: may only ask who it is.
+    User,
+}
+
+/// `POST /v1/agents/{name}/register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    pub agent: String,
+    pub cgroup: PathBuf,
+    pub cgroup_id: u64,
+}
+
+/// `POST /v1/reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub policy_files: Vec<PathBuf>,
+}
+
+/// Every 4xx and 5xx answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub policy_files: Vec<PathBuf>,
+    /// Why the last reload was refused (the previous policy stayed in force), if it was.
+    pub last_reload_error: Option<String>,
+    pub state_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub pin_dir: PathBuf,
+    pub capabilities: Vec<CapabilityStatus>,
+    pub agents: Vec<AgentStatus>,
+    pub events: EventCounters,
+}
+
+/// One kernel-dependent layer and whether it is active on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityStatus {
+    pub name: String,
+    pub active: bool,
+    /// What it does when active; why not when not.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub name: String,
+    pub cgroup: PathBuf,
+    pub cgroup_id: u64,
+    pub autonomy: String,
+    pub egress_enforced: bool,
+    pub processes: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounters {
+    pub received: u64,
+    pub audited: u64,
+    pub lost: u64,
+}
+
+impl std::fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "secops {} (daemon pid {})", self.version, self.pid)?;
+        let files: Vec<String> = self
+            .policy_files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        writeln!(f, "policy: {}", files.join(", "))?;
+        if let Some(e) = &self.last_reload_error {
+            writeln!(
+                f,
+                "last reload REFUSED (previous policy still in force): {e}"
+            )?;
+        }
+        writeln!(
+            f,
+            "state: {}   cgroup root: {}   pins: {}",
+            self.state_dir.display(),
+            self.cgroup_root.display(),
+            self.pin_dir.display()
+        )?;
+        writeln!(f, "layers:")?;
+        for c in &self.capabilities {
+            writeln!(
+                f,
+                "  {:<22} {:<8} {}",
+                c.name,
+                if c.active { "active" } else { "INACTIVE" },
+                c.detail
+            )?;
+        }
+        writeln!(f, "agents:")?;
+        for a in &self.agents {
+            writeln!(
+                f,
+                "  {:<16} autonomy {:<10} egress {:<12} processes {:<4} cgroup {} (id {})",
+                a.name,
+                a.autonomy,
+                if a.egress_enforced {
+                    "enforced"
+                } else {
+                    "not judged"
+                },
+                a.processes,
+                a.cgroup.display(),
+                a.cgroup_id
+            )?;
+        }
+        write!(
+            f,
+            "kernel events: {} received, {} audited, {} lost",
+            self.events.received, self.events.audited, self.events.lost
+        )
+    }
+}

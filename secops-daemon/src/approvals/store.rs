@@ -1,0 +1,324 @@
+//! Tickets in SQLite (`<state>/approvals.db`). Unlike the audit log this table is mutable:
+//! it is the queue's current state. Every change to it is also an audit record, written by
+//! the caller, so the log stays the history.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use secops_common::RiskLevel;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TicketStatus {
+    Open,
+    Approved,
+    Denied,
+}
+
+secops_common::named_enum!(TicketStatus, "ticket status", Open => "open", Approved => "approved", Denied => "denied");
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: u64,
+    pub agent: String,
+    pub action: String,
+    /// The object as the audit log shows it; empty when the action had none.
+    pub object: String,
+    pub risk: RiskLevel,
+    pub rule_id: Option<String>,
+    /// Why the engine escalated.
+    pub reason: String,
+    /// `api` or `kernel`.
+    pub source: String,
+    pub status: TicketStatus,
+    pub first_seen_ns: i64,
+    pub last_seen_ns: i64,
+    /// How many times the agent tried this while the ticket was open.
+    pub count: u64,
+    pub decided_by: Option<String>,
+    pub decided_at_ns: Option<i64>,
+    pub decision_reason: Option<String>,
+    /// Until when an approval lets the same action through (boot-independent wall clock, ns).
+    pub grant_until_ns: Option<i64>,
+}
+
+/// What an escalation says about itself.
+#[derive(Clone, Debug)]
+pub struct NewTicket<'a> {
+    pub agent: &'a str,
+    pub action: &'a str,
+    pub object: &'a str,
+    pub risk: RiskLevel,
+    pub rule_id: Option<&'a str>,
+    pub reason: &'a str,
+    pub source: &'a str,
+    pub now_ns: i64,
+}
+
+/// A human's decision.
+#[derive(Clone, Debug)]
+pub enum Decided {
+    Approve { grant: Duration },
+    Deny,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TicketError {
+    #[error("approval queue {path}: {source}")]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("approval queue {path}: row {id} is corrupt: {why}")]
+    Corrupt { path: PathBuf, id: i64, why: String },
+    #[error("no ticket #{0}")]
+    NotFound(u64),
+    #[error("ticket #{id} is already {status}; only open tickets can be decided")]
+    NotOpen { id: u64, status: TicketStatus },
+}
+
+pub struct TicketStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tickets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent TEXT NOT NULL,
+    action TEXT NOT NULL,
+    object TEXT NOT NULL,
+    risk TEXT NOT NULL,
+    rule_id TEXT,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('open', 'approved', 'denied')),
+    first_seen_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    decided_by TEXT,
+    decided_at_ns INTEGER,
+    decision_reason TEXT,
+    grant_until_ns INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket
+    ON tickets (agent, action, object) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS grants
+    ON tickets (agent, action, object, grant_until_ns) WHERE status = 'approved';
+";
+
+const COLUMNS: &str = "id, agent, action, object, risk, rule_id, reason, source, status, \
+    first_seen_ns, last_seen_ns, count, decided_by, decided_at_ns, decision_reason, grant_until_ns";
+
+impl TicketStore {
+    pub fn open(path: &Path) -> Result<TicketStore, TicketError> {
+        let db = |source| TicketError::Db {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(TicketStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn db(&self, source: rusqlite::Error) -> TicketError {
+        TicketError::Db {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Opens a ticket for this escalation, or counts it on the open one for the same agent,
+    /// action type and object. Returns the ticket's id and whether it was already open.
+    pub fn escalated(&mut self, t: &NewTicket<'_>) -> Result<(u64, bool), TicketError> {
+        let tx = self.conn.transaction().map_err(|e| TicketError::Db {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        let joined: Option<i64> = tx
+            .query_row(
+                "UPDATE tickets SET count = count + 1, last_seen_ns = max(last_seen_ns, ?4)
+                 WHERE status = 'open' AND agent = ?1 AND action = ?2 AND object = ?3
+                 RETURNING id",
+                params![t.agent, t.action, t.object, t.now_ns],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| TicketError::Db {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        let result = match joined {
+            Some(id) => (id as u64, true),
+            None => {
+                tx.execute(
+                    "INSERT INTO tickets (agent, action, object, risk, rule_id, reason, source,
+                         status, first_seen_ns, last_seen_ns, count)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, 1)",
+                    params![
+                        t.agent,
+                        t.action,
+                        t.object,
+                        t.risk.to_string(),
+                        t.rule_id,
+                        t.reason,
+                        t.source,
+                        t.now_ns
+                    ],
+                )
+                .map_err(|e| TicketError::Db {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+                (tx.last_insert_rowid() as u64, false)
+            }
+        };
+        tx.commit().map_err(|e| self.db(e))?;
+        Ok(result)
+    }
+
+    /// The approved ticket whose grant covers this action now, if any.
+    pub fn grant(
+        &self,
+        agent: &str,
+        action: &str,
+        object: &str,
+        now_ns: i64,
+    ) -> Result<Option<Ticket>, TicketError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tickets WHERE status = 'approved' AND agent = ?1
+             AND action = ?2 AND object = ?3 AND grant_until_ns > ?4
+             ORDER BY grant_until_ns DESC LIMIT 1"
+        );
+        self.conn
+            .query_row(&sql, params![agent, action, object, now_ns], |r| {
+                Ok(self.ticket(r))
+            })
+            .optional()
+            .map_err(|e| self.db(e))?
+            .transpose()
+    }
+
+    pub fn get(&self, id: u64) -> Result<Ticket, TicketError> {
+        let sql = format!("SELECT {COLUMNS} FROM tickets WHERE id = ?1");
+        self.conn
+            .query_row(&sql, params![id as i64], |r| Ok(self.ticket(r)))
+            .optional()
+            .map_err(|e| self.db(e))?
+            .ok_or(TicketError::NotFound(id))?
+    }
+
+    /// Tickets, newest first; only those with `status` when given.
+    pub fn list(
+        &self,
+        status: Option<TicketStatus>,
+        limit: usize,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tickets WHERE ?1 IS NULL OR status = ?1
+             ORDER BY id DESC LIMIT ?2"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map(params![status.map(|s| s.as_str()), limit as i64], |r| {
+                Ok(self.ticket(r))
+            })
+            .map_err(|e| self.db(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(|e| self.db(e))??);
+        }
+        Ok(out)
+    }
+
+    pub fn open_count(&self) -> Result<u64, TicketError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM tickets WHERE status = 'open'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.db(e))
+    }
+
+    /// Records a human's decision on an open ticket.
+    pub fn decide(
+        &mut self,
+        id: u64,
+        decision: &Decided,
+        by: &str,
+        reason: Option<&str>,
+        now_ns: i64,
+    ) -> Result<Ticket, TicketError> {
+        let (status, until) = match decision {
+            Decided::Approve { grant } => (
+                TicketStatus::Approved,
+                Some(now_ns.saturating_add(i64::try_from(grant.as_nanos()).unwrap_or(i64::MAX))),
+            ),
+            Decided::Deny => (TicketStatus::Denied, None),
+        };
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE tickets SET status = ?2, decided_by = ?3, decided_at_ns = ?4,
+                     decision_reason = ?5, grant_until_ns = ?6
+                 WHERE id = ?1 AND status = 'open'",
+                params![id as i64, status.as_str(), by, now_ns, reason, until],
+            )
+            .map_err(|e| self.db(e))?;
+        let ticket = self.get(id)?;
+        if changed == 0 {
+            return Err(TicketError::NotOpen {
+                id,
+                status: ticket.status,
+            });
+        }
+        Ok(ticket)
+    }
+
+    fn ticket(&self, r: &Row<'_>) -> Result<Ticket, TicketError> {
+        let id: i64 = r.get(0).map_err(|e| self.db(e))?;
+        let corrupt = |why: String| TicketError::Corrupt {
+            path: self.path.clone(),
+            id,
+            why,
+        };
+        let get_text = |i: usize| r.get::<_, String>(i).map_err(|e| self.db(e));
+        let risk: RiskLevel = get_text(4)?
+            .parse()
+            .map_err(|e| corrupt(format!("risk: {e}")))?;
+        let status: TicketStatus = get_text(8)?
+            .parse()
+            .map_err(|e| corrupt(format!("status: {e}")))?;
+        let count: i64 = r.get(11).map_err(|e| self.db(e))?;
+        Ok(Ticket {
+            id: id as u64,
+            agent: get_text(1)?,
+            action: get_text(2)?,
+            object: get_text(3)?,
+            risk,
+            rule_id: r.get(5).map_err(|e| self.db(e))?,
+            reason: get_text(6)?,
+            source: get_text(7)?,
+            status,
+            first_seen_ns: r.get(9).map_err(|e| self.db(e))?,
+            last_seen_ns: r.get(10).map_err(|e| self.db(e))?,
+            count: u64::try_from(count).map_err(|_| corrupt("count".to_owned()))?,
+            decided_by: r.get(12).map_err(|e| self.db(e))?,
+            decided_at_ns: r.get(13).map_err(|e| self.db(e))?,
+            decision_reason: r.get(14).map_err(|e| self.db(e))?,
+            grant_until_ns: r.get(15).map_err(|e| self.db(e))?,
+        })
+    }
+}

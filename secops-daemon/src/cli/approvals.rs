@@ -1,0 +1,177 @@
+//! `secops approvals list|show|approve|deny` and `secops agents list`: the daemon's queue and
+//! agents, through its API. Only admins outside every agent cgroup get answers; the daemon
+//! refuses (and audits) anyone else.
+
+use clap::Subcommand;
+use serde::Deserialize;
+
+use super::daemon::SocketArg;
+use crate::api::AgentStatus;
+use crate::approvals::Ticket;
+use crate::time::format_ns;
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Tickets, newest first (open ones unless told otherwise).
+    List {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Every ticket, decided ones too.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One ticket, whole.
+    Show {
+        id: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the agent do it: the same action on the same object passes until the approval
+    /// runs out. Hard-rule denials never reach the queue and cannot be approved.
+    Approve {
+        id: u64,
+        /// How long the approval lasts (e.g. 30s, 10m, 2h; at most 24h).
+        #[arg(long = "for", default_value = "10m")]
+        grant_for: String,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Refuse: the ticket is closed and the action stays escalated.
+    Deny {
+        id: u64,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// The agents the daemon runs, with their cgroups and autonomy.
+    List {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Deserialize)]
+struct TicketList {
+    tickets: Vec<Ticket>,
+}
+
+fn print_ticket(t: &Ticket) {
+    println!(
+        "#{:<5} {:<9} {:<12} {:<14} {:<8} x{:<4} {}  {}",
+        t.id,
+        t.status,
+        t.agent,
+        t.action,
+        t.risk,
+        t.count,
+        if t.object.is_empty() { "-" } else { &t.object },
+        t.rule_id.as_deref().unwrap_or("-")
+    );
+}
+
+fn print_ticket_long(t: &Ticket) {
+    print_ticket(t);
+    println!("  reason:     {}", t.reason);
+    println!("  source:     {}", t.source);
+    println!("  first seen: {}", format_ns(t.first_seen_ns));
+    println!("  last seen:  {}", format_ns(t.last_seen_ns));
+    if let (Some(by), Some(at)) = (&t.decided_by, t.decided_at_ns) {
+        println!("  decided:    {} by {by}", format_ns(at));
+    }
+    if let Some(r) = &t.decision_reason {
+        println!("  because:    {r}");
+    }
+    if let Some(until) = t.grant_until_ns {
+        println!("  grant until {}", format_ns(until));
+    }
+}
+
+pub fn run(command: ApprovalsCommand) -> anyhow::Result<u8> {
+    match command {
+        ApprovalsCommand::List {
+            socket,
+            all,
+            limit,
+            json,
+        } => {
+            let status = if all { "" } else { "&status=open" };
+            let list: TicketList = socket
+                .client()
+                .get(&format!("/v1/approvals?limit={limit}{status}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list.tickets)?);
+            } else if list.tickets.is_empty() {
+                println!("no {}tickets", if all { "" } else { "open " });
+            } else {
+                list.tickets.iter().for_each(print_ticket);
+            }
+        }
+        ApprovalsCommand::Show { id, socket, json } => {
+            let t: Ticket = socket.client().get(&format!("/v1/approvals/{id}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t)?);
+            } else {
+                print_ticket_long(&t);
+            }
+        }
+        ApprovalsCommand::Approve {
+            id,
+            grant_for,
+            reason,
+            socket,
+        } => {
+            let body = serde_json::json!({ "for": grant_for, "reason": reason });
+            let t: Ticket = socket
+                .client()
+                .post(&format!("/v1/approvals/{id}/approve"), &body)?;
+            print_ticket_long(&t);
+        }
+        ApprovalsCommand::Deny { id, reason, socket } => {
+            let body = serde_json::json!({ "reason": reason });
+            let t: Ticket = socket
+                .client()
+                .post(&format!("/v1/approvals/{id}/deny"), &body)?;
+            print_ticket_long(&t);
+        }
+    }
+    Ok(0)
+}
+
+pub fn run_agents(command: AgentsCommand) -> anyhow::Result<u8> {
+    match command {
+        AgentsCommand::List { socket, json } => {
+            let agents: Vec<AgentStatus> = socket.client().get("/v1/agents")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+            } else {
+                for a in &agents {
+                    println!(
+                        "{:<16} autonomy {:<10} processes {:<4} cgroup {}",
+                        a.name,
+                        a.autonomy,
+                        a.processes,
+                        a.cgroup.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,262 @@
+//! The API server: HTTP/1.1 on the daemon's Unix socket, and optionally `/metrics` alone on a
+//! loopback TCP port.
+//!
+//! Limits, so no caller can crash or stall the daemon: at most `max_connections` served at
+//! once (further connections wait in the listen backlog, not in memory), a request's headers
+//! must arrive within `header_timeout` (408; also the keep-alive idle limit), a whole request within
+//! `request_timeout` (408), bodies up to a per-route size (413). Each connection's caller is
+//! placed once, from its peer credentials, when it is accepted.
+
+mod error;
+mod identity;
+mod routes;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use axum::response::IntoResponse;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use super::Shared;
+use crate::audit::AuditWriter;
+use crate::scan::Scanner;
+pub use error::ApiError;
+pub use identity::Caller;
+pub use routes::ROUTES as API_ROUTES;
+
+/// The API's limits; `secops daemon --help` names the flags.
+#[derive(Clone, Copy, Debug)]
+pub struct ApiLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Largest body of every route but `/v1/scan`.
+    pub max_body_bytes: usize,
+    /// Largest `/v1/scan` body (tool output can be long).
+    pub max_scan_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 512,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 << 10,
+            max_scan_bytes: 16 << 20,
+        }
+    }
+}
+
+/// What the handlers share.
+pub struct ApiState {
+    pub shared: Arc<Shared>,
+    pub writer: Arc<AuditWriter>,
+    pub scanner: Scanner,
+    pub limits: ApiLimits,
+    pub admin_gid: u32,
+}
+
+/// Binds the socket with mode 0660 and group `gid`. A stale socket file (nobody listening)
+/// is replaced; a live one means another daemon is running, which is an error.
+pub fn bind(path: &Path, gid: u32) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another secops daemon is listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing the stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    std::os::unix::fs::chown(path, Some(0), Some(gid))
+        .with_context(|| format!("chown {}", path.display()))?;
+    Ok(listener)
+}
+
+/// Binds the metrics port; only loopback addresses are accepted, since the metrics name
+/// agents and what they did.
+pub async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() {
+        anyhow::bail!("--metrics-listen {addr}: only loopback addresses are allowed");
+    }
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-listen {addr}"))
+}
+
+/// Serves the API until the task is aborted; aborting it also aborts every connection.
+pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
+    let router = routes::router(state.clone());
+    let permits = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        // Take a permit before accepting: past the limit, connections wait in the kernel's
+        // backlog instead of each costing a task.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("accepting an API connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let caller = Arc::new(identity::identify(
+            stream.peer_cred().ok(),
+            &state.shared,
+            state.admin_gid,
+        ));
+        let router = router.clone();
+        let limits = state.limits;
+        let state = state.clone();
+        connections.spawn(async move {
+            serve_connection(stream, router, Some(caller), limits, state).await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+/// Serves `/metrics` (and nothing else) on a loopback TCP port, to anyone who can reach it.
+pub async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>) {
+    let router = routes::metrics_router(state.clone());
+    let permits = Arc::new(Semaphore::new(16));
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let router = router.clone();
+        let limits = state.limits;
+        let state = state.clone();
+        connections.spawn(async move {
+            serve_connection(stream, router, None, limits, state).await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    router: Router,
+    caller: Option<Arc<Caller>>,
+    limits: ApiLimits,
+    state: Arc<ApiState>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsFd + Unpin + Send + 'static,
+{
+    // A second handle on the socket, to answer 408 to a client that never finishes its
+    // first request's headers (hyper would only close the connection).
+    let raw = io.as_fd().try_clone_to_owned().ok();
+    let started = Arc::new(AtomicBool::new(false));
+    let seen = started.clone();
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        seen.store(true, Ordering::Relaxed);
+        if let Some(caller) = &caller {
+            request.extensions_mut().insert(caller.clone());
+        }
+        let router = router.clone();
+        let state = state.clone();
+        async move {
+            let response = match tokio::time::timeout(
+                limits.request_timeout,
+                router.oneshot(request.map(Body::new)),
+            )
+            .await
+            {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request was not complete within {} ms",
+                        limits.request_timeout.as_millis()
+                    ),
+                )
+                .into_response(),
+            };
+            state
+                .shared
+                .metrics
+                .api_response(response.status().as_u16());
+            Ok::<Response<Body>, Infallible>(response)
+        }
+    });
+    // hyper's own header timeout closes idle kept-alive connections; it runs a little longer
+    // than ours so the first request's timeout is answered with a 408 here.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout + Duration::from_millis(500))
+        .max_buf_size(64 << 10)
+        .serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = &mut connection => result,
+        _ = tokio::time::sleep(limits.header_timeout) => {
+            if started.load(Ordering::Relaxed) {
+                connection.await
+            } else {
+                if let Some(raw) = raw {
+                    answer_header_timeout(raw, limits.header_timeout);
+                }
+                return;
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("API connection: {e}");
+    }
+}
+
+/// Writes a 408 on a connection whose client did not send a request's headers in time, and
+/// shuts it down. The answer is small enough for an empty socket buffer; if it does not fit,
+/// the client was not reading anyway.
+fn answer_header_timeout(raw: std::os::fd::OwnedFd, timeout: Duration) {
+    let body = serde_json::to_string(&crate::api::ErrorBody {
+        error: format!(
+            "the request headers were not complete within {} ms",
+            timeout.as_millis()
+        ),
+    })
+    .unwrap_or_default();
+    let response = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut file = std::fs::File::from(raw);
+    let _ = std::io::Write::write_all(&mut file, response.as_bytes());
+    // SAFETY: shutdown(2) on a socket descriptor this function owns.
+    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&file), libc::SHUT_RDWR) };
+}

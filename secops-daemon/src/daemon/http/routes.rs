@@ -1,0 +1,730 @@
+//! The routes. Every handler states who may call it first: agents check and scan for
+//! themselves; admins (root or the admin group, outside every agent cgroup) reach the rest.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use secops_common::{RiskLevel, Verdict};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::super::metrics::Snapshot;
+use super::super::{lock, Shared};
+use super::error::ApiError;
+use super::identity::Caller;
+use super::ApiState;
+use crate::api::action::{ResolvedAction, API_FIELDS};
+use crate::api::{
+    CheckRequest, CheckResponse, Registered, Reloaded, ScanRequest, ScanResponse, MAX_SUMMARY_CHARS,
+};
+use crate::approvals::{self, Decided, NewTicket, Ticket, TicketError, TicketStatus};
+use crate::audit::{
+    AuditObject, AuditPaths, AuditReader, NewRecord, ObjectKind, QueryFilter, Record, Source,
+};
+use crate::scan::{Applied, ResponsePolicy};
+use crate::time::now_ns;
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+type Api = State<Arc<ApiState>>;
+type Who = Extension<Arc<Caller>>;
+
+/// Every route, as the OpenAPI document must list them.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/whoami"),
+    ("POST", "/v1/check"),
+    ("POST", "/v1/scan"),
+    ("GET", "/v1/status"),
+    ("POST", "/v1/reload"),
+    ("GET", "/v1/agents"),
+    ("POST", "/v1/agents/{name}/register"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/approvals"),
+    ("GET", "/v1/approvals/{id}"),
+    ("POST", "/v1/approvals/{id}/approve"),
+    ("POST", "/v1/approvals/{id}/deny"),
+    ("GET", "/metrics"),
+];
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/check", post(check))
+        .route("/v1/scan", post(scan))
+        .route("/v1/status", get(status))
+        .route("/v1/reload", post(reload))
+        .route("/v1/agents", get(agents))
+        .route("/v1/agents/{name}/register", post(register))
+        .route("/v1/audit", get(audit))
+        .route("/v1/approvals", get(approvals_list))
+        .route("/v1/approvals/{id}", get(approvals_show))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/deny", post(deny))
+        .route("/metrics", get(metrics_admin))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+pub fn metrics_router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found(request: axum::http::Request<Body>) -> ApiError {
+    ApiError::not_found(format!(
+        "no route {} {} (the API is described in secops-daemon/api/openapi.yaml)",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+/// Reads a JSON body of at most `limit` bytes. The error says which limit, or which field at
+/// which line and column was wrong.
+async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than the limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request(format!("reading the request body: {e}"))
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::bad_request(format!("malformed request body: {inner}"))
+        } else {
+            ApiError::bad_request(format!("malformed request body: field `{path}`: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))?;
+    Ok(value)
+}
+
+async fn whoami(Extension(caller): Who) -> Json<crate::api::Whoami> {
+    Json(caller.whoami())
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// What the record says beyond the engine's reason: the tool, its arguments, and a body that
+/// claimed to be someone else.
+fn context_note(
+    tool: Option<&str>,
+    arguments: Option<&str>,
+    claimed: Option<&str>,
+    agent: Option<&str>,
+) -> String {
+    let mut note = String::new();
+    if let Some(tool) = tool {
+        note.push_str(&format!("; tool {:?}", truncate(tool, 128)));
+    }
+    if let Some(arguments) = arguments {
+        note.push_str(&format!(
+            "; arguments {:?}",
+            truncate(arguments, MAX_SUMMARY_CHARS)
+        ));
+    }
+    if let Some(claimed) = claimed {
+        if Some(claimed) != agent {
+            note.push_str(&format!(
+                "; the request named agent {:?}, ignored: identity comes from the caller's cgroup",
+                truncate(claimed, 64)
+            ));
+        }
+    }
+    note
+}
+
+fn api_record(
+    caller: &Caller,
+    action: &str,
+    verdict: Verdict,
+    risk: RiskLevel,
+    reason: String,
+) -> NewRecord {
+    NewRecord {
+        agent: caller.agent.clone(),
+        cgroup_id: caller.agent_cgroup_id,
+        pid: caller.pid.and_then(|p| u32::try_from(p).ok()),
+        uid: Some(caller.uid),
+        comm: caller.comm.clone(),
+        ..NewRecord::new(now_ns(), action, verdict, risk, reason, Source::Api)
+    }
+}
+
+/// Queues a record and, if asked, waits for its commit. A record that cannot be queued means
+/// no answer: the caller must not act on a decision the log does not have.
+async fn audit_record(
+    state: &ApiState,
+    record: NewRecord,
+    durable: bool,
+) -> Result<Option<u64>, ApiError> {
+    let ticket = state.writer.append(record);
+    if !ticket.queued() {
+        return Err(ApiError::unavailable(
+            "the audit log is not accepting records; no decision is given",
+        ));
+    }
+    if !durable {
+        return Ok(None);
+    }
+    let seq = tokio::task::spawn_blocking(move || ticket.wait())
+        .await?
+        .map_err(|e| ApiError::unavailable(format!("the decision could not be recorded: {e}")))?;
+    Ok(Some(seq))
+}
+
+async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult<CheckResponse> {
+    caller.require_agent()?;
+    let request: CheckRequest = read_json(body, state.limits.max_body_bytes).await?;
+    let started = Instant::now();
+    let engine = state.shared.engine();
+    let resolved = ResolvedAction::new(&engine, &request.action, &request.object, &API_FIELDS)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let agent_index = caller.agent.as_deref().and_then(|a| engine.agent_index(a));
+    let decision = engine.decide(&resolved.request(agent_index));
+    let object = resolved.audit_object();
+    let mut verdict = decision.verdict;
+    let mut reason = decision.reason.to_string();
+    let mut ticket = None;
+    if verdict == Verdict::Escalate {
+        match escalation(
+            &state.shared,
+            &caller,
+            &resolved.action_name,
+            object.as_ref(),
+            &decision,
+        )
+        .await?
+        {
+            Escalation::Granted(t) => {
+                verdict = Verdict::Allow;
+                reason = format!(
+                    "approved in ticket #{} by {} (the policy says escalate: {reason})",
+                    t.id,
+                    t.decided_by.as_deref().unwrap_or("a human")
+                );
+            }
+            Escalation::Ticket(id) => ticket = Some(id),
+            Escalation::Unticketed => {}
+        }
+    }
+    let note = context_note(
+        request.tool.as_deref(),
+        request.arguments.as_deref(),
+        request.agent.as_deref(),
+        caller.agent.as_deref(),
+    );
+    let record = NewRecord {
+        object: object.clone().or_else(|| {
+            request.tool.as_ref().map(|t| AuditObject {
+                kind: ObjectKind::Target,
+                value: truncate(t, 128),
+            })
+        }),
+        rule_id: decision.rule_id.as_deref().map(str::to_owned),
+        ..api_record(
+            &caller,
+            &resolved.action_name,
+            verdict,
+            decision.risk,
+            format!("{reason}{note}"),
+        )
+    };
+    let audit_seq = audit_record(&state, record, request.durable).await?;
+    let metrics = &state.shared.metrics;
+    metrics.latency(Source::Api, started.elapsed());
+    metrics.decision(
+        Source::Api,
+        verdict,
+        &resolved.action_name,
+        caller.agent.as_deref().unwrap_or(""),
+    );
+    Ok(Json(CheckResponse {
+        verdict,
+        risk: decision.risk,
+        rule_id: decision.rule_id.as_deref().map(str::to_owned),
+        reason,
+        agent: caller.agent.clone(),
+        ticket,
+        audit_seq,
+    }))
+}
+
+enum Escalation {
+    Granted(Box<Ticket>),
+    Ticket(u64),
+    /// A caller in the secops tree that belongs to no known agent: nobody to grant to, so the
+    /// escalation stands without a ticket.
+    Unticketed,
+}
+
+/// An escalation either meets a running approval for the same agent, action and object, or
+/// opens (or joins) a ticket. Only escalations get here: a grant never relaxes a deny.
+async fn escalation(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    action: &str,
+    object: Option<&AuditObject>,
+    decision: &crate::engine::Decision,
+) -> Result<Escalation, ApiError> {
+    let Some(agent) = caller.agent.clone() else {
+        return Ok(Escalation::Unticketed);
+    };
+    let shared = shared.clone();
+    let action = action.to_owned();
+    let object = object.map(|o| o.value.clone()).unwrap_or_default();
+    let risk = decision.risk;
+    let rule_id = decision.rule_id.as_deref().map(str::to_owned);
+    let reason = decision.reason.to_string();
+    tokio::task::spawn_blocking(move || -> Result<Escalation, TicketError> {
+        let mut store = lock(&shared.tickets);
+        let now = now_ns();
+        if let Some(t) = store.grant(&agent, &action, &object, now)? {
+            return Ok(Escalation::Granted(Box::new(t)));
+        }
+        let (id, _joined) = store.escalated(&NewTicket {
+            agent: &agent,
+            action: &action,
+            object: &object,
+            risk,
+            rule_id: rule_id.as_deref(),
+            reason: &reason,
+            source: "api",
+            now_ns: now,
+        })?;
+        Ok(Escalation::Ticket(id))
+    })
+    .await?
+    .map_err(|e| ApiError::unavailable(format!("{e}; no decision is given")))
+}
+
+async fn scan(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult<ScanResponse> {
+    caller.require_agent()?;
+    let request: ScanRequest = read_json(body, state.limits.max_scan_bytes).await?;
+    let engine = state.shared.engine();
+    // An agent the policy does not know gets the strictest treatment.
+    let (policy, autonomy) = caller
+        .agent
+        .as_deref()
+        .and_then(|name| engine.policy().agents.iter().find(|a| a.name == name))
+        .map_or(
+            (
+                ResponsePolicy::Withhold,
+                secops_common::AutonomyLevel::Locked,
+            ),
+            |a| (a.output_scan.clone(), a.autonomy),
+        );
+    let text = request.output;
+    let worker = state.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || worker.scanner.respond(&text, &policy, autonomy))
+            .await?;
+    state.shared.metrics.scanned(
+        caller.agent.as_deref().unwrap_or(""),
+        outcome.action,
+        &outcome.findings,
+    );
+    if outcome.action != Applied::Clean {
+        let counts: Vec<String> = outcome
+            .findings
+            .iter()
+            .map(|(c, n)| format!("{n} {c}"))
+            .collect();
+        let (verdict, did) = match outcome.action {
+            Applied::Withheld => (Verdict::Deny, "withheld"),
+            Applied::Redacted => (Verdict::Allow, "redacted"),
+            _ => (Verdict::Allow, "passed unchanged (log-only)"),
+        };
+        let note = context_note(
+            request.tool.as_deref(),
+            None,
+            request.agent.as_deref(),
+            caller.agent.as_deref(),
+        );
+        let record = NewRecord {
+            object: request.tool.as_ref().map(|t| AuditObject {
+                kind: ObjectKind::Target,
+                value: truncate(t, 128),
+            }),
+            ..api_record(
+                &caller,
+                "tool:output",
+                verdict,
+                RiskLevel::High,
+                format!("output scan found {}; {did}{note}", counts.join(", ")),
+            )
+        };
+        // Scans are answered once the record is queued, as checks are by default.
+        audit_record(&state, record, false).await?;
+    }
+    Ok(Json(ScanResponse {
+        output: outcome.text,
+        action: outcome.action,
+        findings: outcome.findings,
+        agent: caller.agent.clone(),
+    }))
+}
+
+async fn status(State(state): Api, Extension(caller): Who) -> ApiResult<crate::api::StatusReport> {
+    caller.require_admin()?;
+    Ok(Json(state.shared.status()))
+}
+
+async fn agents(
+    State(state): Api,
+    Extension(caller): Who,
+) -> ApiResult<Vec<crate::api::AgentStatus>> {
+    caller.require_admin()?;
+    Ok(Json(state.shared.status().agents))
+}
+
+async fn reload(State(state): Api, Extension(caller): Who) -> ApiResult<Reloaded> {
+    caller.require_admin()?;
+    let shared = state.shared.clone();
+    let files = tokio::task::spawn_blocking(move || shared.reload())
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    Ok(Json(Reloaded {
+        policy_files: files,
+    }))
+}
+
+/// Makes sure the agent's cgroup exists and is known to the kernel programs, and says where
+/// it is, so the launcher can move itself into it.
+async fn register(
+    State(state): Api,
+    Extension(caller): Who,
+    Path(agent): Path<String>,
+) -> ApiResult<Registered> {
+    if caller.require_admin().is_err() {
+        tracing::warn!(caller = %caller.describe(), %agent, "refused: a caller that is not an admin asked to start an agent");
+        return Err(ApiError::forbidden(format!(
+            "refused: processes inside an agent cgroup, and callers that are not admins, cannot start agents (caller: {})",
+            caller.describe()
+        )));
+    }
+    let shared = &state.shared;
+    match shared.agent_slot(&agent) {
+        Some(slot) if slot.in_policy => {
+            if !slot.cgroup.exists() {
+                // Someone removed it since the last sync: make it (and its map entry) again.
+                let s = shared.clone();
+                tokio::task::spawn_blocking(move || s.resync())
+                    .await?
+                    .map_err(|e| {
+                        ApiError::internal(format!("recreating the cgroup of agent {agent}: {e:#}"))
+                    })?;
+            }
+            let slot = shared.agent_slot(&agent).ok_or_else(|| {
+                ApiError::internal(format!("agent {agent} vanished during registration"))
+            })?;
+            Ok(Json(Registered {
+                agent,
+                cgroup: slot.cgroup,
+                cgroup_id: slot.cgroup_id,
+            }))
+        }
+        _ => Err(ApiError::not_found(format!(
+            "the policy defines no agent named {agent:?}"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    agent: Option<String>,
+    action: Option<String>,
+    verdict: Option<Verdict>,
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+const MAX_AUDIT_LIMIT: usize = 10_000;
+
+#[derive(Serialize)]
+struct AuditPage {
+    records: Vec<Record>,
+}
+
+async fn audit(
+    State(state): Api,
+    Extension(caller): Who,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<AuditPage> {
+    caller.require_admin()?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_AUDIT_LIMIT {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1 to {MAX_AUDIT_LIMIT}"
+        )));
+    }
+    let filter = QueryFilter {
+        agent: q.agent,
+        verdict: q.verdict,
+        action: q.action,
+        after_seq: q.after_seq,
+        limit: Some(limit),
+        ..QueryFilter::default()
+    };
+    let paths = AuditPaths::new(&state.shared.options.state_dir);
+    let records = tokio::task::spawn_blocking(move || AuditReader::open(&paths)?.query(&filter))
+        .await?
+        .map_err(|e| match e {
+            crate::audit::AuditError::InvalidFilter { why } => ApiError::bad_request(why),
+            other => ApiError::unavailable(other.to_string()),
+        })?;
+    Ok(Json(AuditPage { records }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    status: Option<TicketStatus>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct TicketList {
+    tickets: Vec<Ticket>,
+}
+
+async fn approvals_list(
+    State(state): Api,
+    Extension(caller): Who,
+    query: Result<Query<ApprovalsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<TicketList> {
+    caller.require_admin()?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_AUDIT_LIMIT);
+    let shared = state.shared.clone();
+    let tickets = tokio::task::spawn_blocking(move || lock(&shared.tickets).list(q.status, limit))
+        .await?
+        .map_err(ticket_error)?;
+    Ok(Json(TicketList { tickets }))
+}
+
+fn ticket_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad_request(format!("ticket id {raw:?} is not a number")))
+}
+
+fn ticket_error(e: TicketError) -> ApiError {
+    match e {
+        TicketError::NotFound(_) => ApiError::not_found(e.to_string()),
+        TicketError::NotOpen { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        other => ApiError::unavailable(other.to_string()),
+    }
+}
+
+async fn approvals_show(
+    State(state): Api,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Ticket> {
+    caller.require_admin()?;
+    let id = ticket_id(&id)?;
+    let shared = state.shared.clone();
+    let ticket = tokio::task::spawn_blocking(move || lock(&shared.tickets).get(id))
+        .await?
+        .map_err(ticket_error)?;
+    Ok(Json(ticket))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    /// How long an approval lasts, e.g. `10m` (approve only).
+    #[serde(rename = "for")]
+    grant_for: Option<String>,
+    reason: Option<String>,
+}
+
+async fn approve(
+    State(state): Api,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Ticket> {
+    decide(state, caller, id, body, true).await
+}
+
+async fn deny(
+    State(state): Api,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Ticket> {
+    decide(state, caller, id, body, false).await
+}
+
+/// A human's decision on a ticket. A caller that may not decide is refused, and the refusal
+/// is audited: an agent trying to approve its own ticket is worth knowing about.
+async fn decide(
+    state: Arc<ApiState>,
+    caller: Arc<Caller>,
+    id: String,
+    body: Body,
+    approve: bool,
+) -> ApiResult<Ticket> {
+    let id = ticket_id(&id)?;
+    let word = if approve { "approve" } else { "deny" };
+    if let Err(refusal) = caller.require_admin() {
+        let record = api_record(
+            &caller,
+            "sys:approval",
+            Verdict::Deny,
+            RiskLevel::Critical,
+            format!(
+                "refused to let {} {word} ticket #{id}: {}",
+                caller.describe(),
+                refusal.message
+            ),
+        );
+        let record = NewRecord {
+            source: Source::Approval,
+            ..record
+        };
+        audit_record(&state, record, true).await?;
+        return Err(refusal);
+    }
+    let body: DecisionBody = read_json_or_empty(body, state.limits.max_body_bytes).await?;
+    let decision = if approve {
+        let grant = match body.grant_for.as_deref() {
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| ApiError::bad_request(format!("field `for`: {text:?}: {e}")))?,
+            None => approvals::DEFAULT_GRANT,
+        };
+        if grant.is_zero() || grant > approvals::MAX_GRANT {
+            return Err(ApiError::bad_request(format!(
+                "field `for`: an approval lasts more than 0 s and at most {}",
+                humantime::format_duration(approvals::MAX_GRANT)
+            )));
+        }
+        Decided::Approve { grant }
+    } else {
+        if body.grant_for.is_some() {
+            return Err(ApiError::bad_request(
+                "field `for`: only an approval has a duration",
+            ));
+        }
+        Decided::Deny
+    };
+    let by = caller.describe();
+    let reason = body.reason.map(|r| truncate(&r, MAX_SUMMARY_CHARS));
+    let shared = state.shared.clone();
+    let ticket = tokio::task::spawn_blocking(move || {
+        lock(&shared.tickets).decide(id, &decision, &by, reason.as_deref(), now_ns())
+    })
+    .await?
+    .map_err(ticket_error)?;
+    let verdict = if approve {
+        Verdict::Allow
+    } else {
+        Verdict::Deny
+    };
+    let until = ticket
+        .grant_until_ns
+        .map(|t| format!(" until {}", crate::time::format_ns(t)))
+        .unwrap_or_default();
+    let record = NewRecord {
+        agent: Some(ticket.agent.clone()),
+        cgroup_id: None,
+        object: (!ticket.object.is_empty()).then(|| AuditObject {
+            kind: ObjectKind::Target,
+            value: ticket.object.clone(),
+        }),
+        rule_id: ticket.rule_id.clone(),
+        source: Source::Approval,
+        ..api_record(
+            &caller,
+            &ticket.action,
+            verdict,
+            ticket.risk,
+            format!(
+                "ticket #{id} {}d by {}{until}{}",
+                word,
+                caller.describe(),
+                ticket
+                    .decision_reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        )
+    };
+    audit_record(&state, record, true).await?;
+    state
+        .shared
+        .metrics
+        .decision(Source::Approval, verdict, &ticket.action, &ticket.agent);
+    Ok(Json(ticket))
+}
+
+/// Like [`read_json`], but an empty body means all defaults.
+async fn read_json_or_empty<T: DeserializeOwned + Default>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    read_json(Body::from(bytes), limit).await
+}
+
+async fn metrics_admin(state: Api, Extension(caller): Who) -> Response {
+    if let Err(e) = caller.require_admin() {
+        return e.into_response();
+    }
+    metrics(state).await
+}
+
+async fn metrics(State(state): Api) -> Response {
+    let shared = state.shared.clone();
+    let open_tickets = tokio::task::spawn_blocking(move || lock(&shared.tickets).open_count())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    let counters = &state.shared.counters;
+    let snapshot = Snapshot {
+        events_received: counters.received.load(std::sync::atomic::Ordering::Relaxed),
+        events_lost: counters.lost.load(std::sync::atomic::Ordering::Relaxed),
+        open_tickets,
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.shared.metrics.encode(&snapshot),
+    )
+        .into_response()
+}
