@@ -322,3 +322,107 @@ impl TicketStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escalation<'a>(agent: &'a str, object: &'a str, now_ns: i64) -> NewTicket<'a> {
+        NewTicket {
+            agent,
+            action: "net:connect",
+            object,
+            risk: RiskLevel::High,
+            rule_id: Some("ask"),
+            reason: "ask first",
+            source: "api",
+            now_ns,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, TicketStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TicketStore::open(&dir.path().join("approvals.db")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn repeats_join_the_open_ticket_and_a_decision_closes_it() {
+        let (_dir, mut s) = store();
+        let (a, joined) = s.escalated(&escalation("web", "1.2.3.4:443", 10)).unwrap();
+        assert!(!joined);
+        assert_eq!(
+            s.escalated(&escalation("web", "1.2.3.4:443", 20)).unwrap(),
+            (a, true)
+        );
+        let (b, _) = s.escalated(&escalation("web", "1.2.3.4:80", 30)).unwrap();
+        let (c, _) = s.escalated(&escalation("db", "1.2.3.4:443", 30)).unwrap();
+        assert!(
+            a != b && a != c && b != c,
+            "object and agent each make their own ticket"
+        );
+        let t = s.get(a).unwrap();
+        assert_eq!((t.count, t.first_seen_ns, t.last_seen_ns), (2, 10, 20));
+        assert_eq!(s.open_count().unwrap(), 3);
+
+        let grant = Decided::Approve {
+            grant: Duration::from_nanos(100),
+        };
+        let t = s.decide(a, &grant, "uid 0", Some("ok"), 50).unwrap();
+        assert_eq!(
+            (t.status, t.grant_until_ns),
+            (TicketStatus::Approved, Some(150))
+        );
+        assert!(matches!(
+            s.decide(a, &Decided::Deny, "uid 0", None, 60),
+            Err(TicketError::NotOpen {
+                status: TicketStatus::Approved,
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.decide(999, &Decided::Deny, "x", None, 1),
+            Err(TicketError::NotFound(999))
+        ));
+
+        // The grant covers exactly that agent, action and object, until it runs out.
+        assert_eq!(
+            s.grant("web", "net:connect", "1.2.3.4:443", 149)
+                .unwrap()
+                .map(|t| t.id),
+            Some(a)
+        );
+        assert!(s
+            .grant("web", "net:connect", "1.2.3.4:443", 150)
+            .unwrap()
+            .is_none());
+        assert!(s
+            .grant("db", "net:connect", "1.2.3.4:443", 100)
+            .unwrap()
+            .is_none());
+        assert!(s
+            .grant("web", "net:connect", "1.2.3.4:80", 100)
+            .unwrap()
+            .is_none());
+        // After a decision, the same escalation opens a new ticket.
+        let (d, joined) = s.escalated(&escalation("web", "1.2.3.4:443", 200)).unwrap();
+        assert!(d > c && !joined);
+        let open: Vec<u64> = s
+            .list(Some(TicketStatus::Open), 10)
+            .unwrap()
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(open, [d, c, b]);
+    }
+
+    #[test]
+    fn a_corrupt_row_is_an_error_not_a_guess() {
+        let (dir, mut s) = store();
+        let (id, _) = s.escalated(&escalation("web", "x", 1)).unwrap();
+        let conn = Connection::open(dir.path().join("approvals.db")).unwrap();
+        conn.execute("UPDATE tickets SET risk = 'meh' WHERE id = ?1", [id as i64])
+            .unwrap();
+        assert!(matches!(s.get(id), Err(TicketError::Corrupt { .. })));
+    }
+}

@@ -20,8 +20,9 @@ use super::store::{AuditPaths, AuditStore, CheckpointPolicy};
 pub struct WriterOptions {
     /// Most records per transaction.
     pub max_batch: usize,
-    /// After the first record of a batch arrives, how long to wait for more before committing.
-    /// Short: every producer waiting on a ticket waits this long too.
+    /// After the first record of a batch arrives (and the queue is drained), how long to
+    /// sleep before taking what else arrived and committing. Short: every producer waiting
+    /// on a ticket waits this long too.
     pub linger: Duration,
     /// Records queued before `append` blocks (back-pressure instead of unbounded memory).
     pub queue: usize,
@@ -239,30 +240,20 @@ fn run(mut store: AuditStore, rx: Receiver<Msg>, options: WriterOptions) -> Resu
             Some(m) => b.take(m),
             None => b.closing = true,
         }
-        let deadline = Instant::now() + options.linger;
+        // Gather the batch: whatever is queued now, then, if the batch is not full, whatever
+        // arrives during one sleep of `linger`. Sleeping (rather than waiting on the channel)
+        // means producers do not wake this thread once per record.
+        let mut slept = false;
         while !b.closing && !b.records.is_empty() && b.records.len() < max_batch {
-            let m = match rx.try_recv() {
-                Ok(m) => m,
-                Err(TryRecvError::Disconnected) => {
-                    b.closing = true;
-                    break;
+            match rx.try_recv() {
+                Ok(m) => b.take(m),
+                Err(TryRecvError::Disconnected) => b.closing = true,
+                Err(TryRecvError::Empty) if !slept && !options.linger.is_zero() => {
+                    std::thread::sleep(options.linger);
+                    slept = true;
                 }
-                Err(TryRecvError::Empty) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(m) => m,
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            b.closing = true;
-                            break;
-                        }
-                    }
-                }
-            };
-            b.take(m);
+                Err(TryRecvError::Empty) => break,
+            }
         }
         if !b.records.is_empty() {
             match store.append_batch(&b.records) {

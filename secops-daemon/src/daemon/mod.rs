@@ -362,22 +362,15 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         limits: options.api,
         admin_gid: options.admin_gid,
     });
-    let metrics_listener = match options.metrics_listen {
-        Some(addr) => Some(http::bind_metrics(addr).await?),
-        None => None,
-    };
+    let metrics_listener = options.metrics_listen.map(http::bind_metrics).transpose()?;
+    let server = http::Server::start(listener, metrics_listener, api)?;
     tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
 
-    let mut tasks = vec![
-        tokio::spawn(http::serve(listener, api.clone())),
+    let tasks = vec![
         tokio::spawn(watch_signals(shared.clone())),
         tokio::spawn(watch_policy_files(shared.clone())),
         tokio::spawn(refresh_hosts(shared.clone())),
     ];
-    if let Some(listener) = metrics_listener {
-        tasks.push(tokio::spawn(http::serve_metrics(listener, api.clone())));
-    }
-    drop(api);
     while !shared.shutdown.load(Ordering::SeqCst) {
         let notified = shared.shutdown_notify.notified();
         if shared.shutdown.load(Ordering::SeqCst) {
@@ -395,6 +388,8 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     for task in tasks {
         let _ = task.await;
     }
+    // The API thread holds the audit writer: stop it before the writer is closed.
+    let _ = tokio::task::spawn_blocking(move || server.stop()).await;
     let _ = std::fs::remove_file(&options.socket);
     pipeline
         .join()

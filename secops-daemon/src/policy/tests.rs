@@ -414,3 +414,36 @@ mod files {
         assert_eq!(load_policy(&p("main.yaml")).unwrap().rules.len(), 1);
     }
 }
+
+#[test]
+fn output_scan_policies_are_checked_and_inherited() {
+    use crate::scan::{ResponsePolicy, TierPolicy};
+    use secops_common::AutonomyLevel;
+    let source = "defaults:\n  output_scan: withhold\nagents:\n  - name: coder\n    workspace: /ws\n  - name: ops\n    workspace: /ops\n    output_scan:\n      autonomy-tiered: {full: log-only, semi: redact, supervised: redact, locked: withhold}\n";
+    let policy = parse_policy_str(Path::new("p.yaml"), source).expect("valid");
+    assert_eq!(policy.agents[0].output_scan, ResponsePolicy::Withhold);
+    assert_eq!(
+        policy.agents[1].output_scan.resolve(AutonomyLevel::Full),
+        Ok(TierPolicy::LogOnly)
+    );
+    let plain = parse_policy_str(Path::new("p.yaml"), AGENT).expect("valid");
+    assert_eq!(plain.agents[0].output_scan, ResponsePolicy::Redact);
+
+    // A tier left out would withhold at run time: the operator hears it now.
+    assert_error(
+        &format!(
+            "{AGENT}    output_scan:\n      autonomy-tiered: {{full: log-only, semi: redact}}\n"
+        ),
+        5,
+        7,
+        "agents[0].output_scan",
+        "missing: supervised, locked",
+    );
+    assert_error(
+        "defaults:\n  output_scan: shred\n",
+        2,
+        16,
+        "defaults.output_scan",
+        "unknown output scan policy \"shred\"",
+    );
+}

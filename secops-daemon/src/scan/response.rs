@@ -12,8 +12,8 @@ use super::{Category, Finding, Scanner};
 /// What to do with output that has findings in it. Written in policy files as `redact`,
 /// `withhold`, `log-only` or
 /// `{autonomy-tiered: {full: log-only, semi: redact, supervised: redact, locked: withhold}}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "PolicyRepr", into = "PolicyRepr")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(into = "PolicyRepr")]
 pub enum ResponsePolicy {
     /// Replace each finding with `[REDACTED:<category>]`.
     #[default]
@@ -30,28 +30,66 @@ pub enum ResponsePolicy {
 /// The written form. serde_yaml 0.9 spells an externally tagged enum variant as a YAML tag
 /// (`!autonomy-tiered`), not as the one-key map that policy files and JSON use, so the map is
 /// spelt out here.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum PolicyRepr {
     Plain(TierPolicy),
     Tiered(TieredRepr),
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Serialize)]
 struct TieredRepr {
     #[serde(rename = "autonomy-tiered")]
     autonomy_tiered: BTreeMap<AutonomyLevel, TierPolicy>,
 }
 
-impl From<PolicyRepr> for ResponsePolicy {
-    fn from(repr: PolicyRepr) -> Self {
-        match repr {
-            PolicyRepr::Plain(TierPolicy::Redact) => ResponsePolicy::Redact,
-            PolicyRepr::Plain(TierPolicy::Withhold) => ResponsePolicy::Withhold,
-            PolicyRepr::Plain(TierPolicy::LogOnly) => ResponsePolicy::LogOnly,
-            PolicyRepr::Tiered(t) => ResponsePolicy::AutonomyTiered(t.autonomy_tiered),
+const EXPECTED_POLICY: &str = "redact, withhold, log-only, or {autonomy-tiered: {full: ..., semi: ..., supervised: ..., locked: ...}}";
+
+/// By hand rather than `untagged`, whose error ("did not match any variant") says neither
+/// what was wrong nor where.
+impl<'de> Deserialize<'de> for ResponsePolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ResponsePolicy;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(EXPECTED_POLICY)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ResponsePolicy, E> {
+                match v {
+                    "redact" => Ok(ResponsePolicy::Redact),
+                    "withhold" => Ok(ResponsePolicy::Withhold),
+                    "log-only" => Ok(ResponsePolicy::LogOnly),
+                    other => Err(E::custom(format!(
+                        "unknown output scan policy {other:?}; expected {EXPECTED_POLICY}"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ResponsePolicy, A::Error> {
+                use serde::de::Error;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::custom(format!(
+                        "empty map; expected {EXPECTED_POLICY}"
+                    )));
+                };
+                if key != "autonomy-tiered" {
+                    return Err(A::Error::custom(format!(
+                        "unknown key {key:?}; expected {EXPECTED_POLICY}"
+                    )));
+                }
+                let tiers: BTreeMap<AutonomyLevel, TierPolicy> = map.next_value()?;
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(A::Error::custom(format!(
+                        "unexpected key {extra:?} beside autonomy-tiered"
+                    )));
+                }
+                Ok(ResponsePolicy::AutonomyTiered(tiers))
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 

@@ -11,8 +11,10 @@
 //!   slow-body SOCKET PATH               sends headers promising 100 bytes, then 10, and
 //!                                       waits; prints `STATUS BODY`
 //!   garbage SOCKET                      sends bytes that are not HTTP; prints the status
-//!   rate SOCKET PER_SEC COUNT BODY      POST /v1/check at a fixed rate, one kept-alive
-//!                                       connection; prints latency percentiles in µs
+//!   rate SOCKET PER_SEC COUNT BODY [GET_PATH]
+//!                                       POST /v1/check (or GET GET_PATH) at a fixed rate on
+//!                                       one kept-alive connection; prints latency
+//!                                       percentiles in µs
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -156,7 +158,10 @@ fn main() -> ExitCode {
         "rate" => {
             let per_sec: u64 = arg(2).parse().expect("PER_SEC");
             let count: usize = arg(3).parse().expect("COUNT");
-            let request = request_bytes("POST", "/v1/check", arg(4), false);
+            let request = match arg(5) {
+                "" => request_bytes("POST", "/v1/check", arg(4), false),
+                path => request_bytes("GET", path, "", false),
+            };
             let mut s = connect(socket);
             let interval = Duration::from_nanos(1_000_000_000 / per_sec.max(1));
             let mut next = Instant::now();

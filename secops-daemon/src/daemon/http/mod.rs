@@ -73,7 +73,7 @@ pub struct ApiState {
 
 /// Binds the socket with mode 0660 and group `gid`. A stale socket file (nobody listening)
 /// is replaced; a live one means another daemon is running, which is an error.
-pub fn bind(path: &Path, gid: u32) -> anyhow::Result<UnixListener> {
+pub fn bind(path: &Path, gid: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -84,8 +84,11 @@ pub fn bind(path: &Path, gid: u32) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale socket {}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("listening on {}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .context("making the API socket non-blocking")?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", path.display()))?;
     std::os::unix::fs::chown(path, Some(0), Some(gid))
@@ -95,17 +98,102 @@ pub fn bind(path: &Path, gid: u32) -> anyhow::Result<UnixListener> {
 
 /// Binds the metrics port; only loopback addresses are accepted, since the metrics name
 /// agents and what they did.
-pub async fn bind_metrics(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     if !addr.ip().is_loopback() {
         anyhow::bail!("--metrics-listen {addr}: only loopback addresses are allowed");
     }
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("--metrics-listen {addr}"))
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("--metrics-listen {addr}"))?;
+    listener
+        .set_nonblocking(true)
+        .context("making the metrics socket non-blocking")?;
+    Ok(listener)
+}
+
+/// The API server's own thread and single-threaded runtime. One thread takes a request from
+/// the socket to its answer: at a steady rate of requests every hop to another thread is a
+/// wake-up of an idle CPU, which costs more than the request itself.
+pub struct Server {
+    thread: Option<std::thread::JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Server {
+    pub fn start(
+        listener: std::os::unix::net::UnixListener,
+        metrics: Option<std::net::TcpListener>,
+        state: Arc<ApiState>,
+    ) -> anyhow::Result<Server> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("secops-api-blocking")
+            .build()
+            .context("starting the API runtime")?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("secops-api".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match UnixListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("the API socket cannot be served: {e}");
+                            return;
+                        }
+                    };
+                    let metrics = metrics.and_then(|m| {
+                        TcpListener::from_std(m)
+                            .map_err(|e| tracing::error!("the metrics port cannot be served: {e}"))
+                            .ok()
+                    });
+                    let serve_metrics = async {
+                        match metrics {
+                            Some(m) => serve_metrics(m, state.clone()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = serve(listener, state.clone()) => {}
+                        _ = serve_metrics => {}
+                        _ = stopped => {}
+                    }
+                });
+                // Connections were dropped with the serve futures; blocking work still
+                // running (a scan, a ticket write) gets a moment to finish.
+                runtime.shutdown_timeout(Duration::from_secs(5));
+            })
+            .context("starting the API thread")?;
+        Ok(Server {
+            thread: Some(thread),
+            stop: Some(stop),
+        })
+    }
+
+    /// Stops serving: open connections are dropped, and the thread is joined.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the API thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 /// Serves the API until the task is aborted; aborting it also aborts every connection.
-pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
+async fn serve(listener: UnixListener, state: Arc<ApiState>) {
     let router = routes::router(state.clone());
     let permits = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
     let mut connections = JoinSet::new();
@@ -144,7 +232,7 @@ pub async fn serve(listener: UnixListener, state: Arc<ApiState>) {
 }
 
 /// Serves `/metrics` (and nothing else) on a loopback TCP port, to anyone who can reach it.
-pub async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>) {
+async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>) {
     let router = routes::metrics_router(state.clone());
     let permits = Arc::new(Semaphore::new(16));
     let mut connections = JoinSet::new();
