@@ -42,7 +42,11 @@ pub struct Boot {
 impl Vm {
     pub fn command(&self) -> Command {
         let mut c = Command::new("qemu-system-x86_64");
-        c.args(["-accel", "tcg", "-nographic", "-no-reboot", "-nic", "none"])
+        // thread=single: qemu 7.2's multi-threaded TCG double-faults Debian 13's 6.12 in the
+        // slab allocator (at a cmpxchg16b) on most boots; one host thread for both vCPUs
+        // costs a second or two here and boots every kernel tried.
+        c.args(["-accel", "tcg,thread=single"])
+            .args(["-nographic", "-no-reboot", "-nic", "none"])
             .args(["-m", &self.memory_mib.to_string()])
             .args(["-smp", &self.cpus.to_string()])
             .arg("-kernel")
