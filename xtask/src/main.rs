@@ -1,7 +1,7 @@
 //! Developer tasks for secops: `cargo xtask <task>`.
 //!
 //! - `test`: everything CI runs: formatting, clippy with warnings denied, every unit and
-//!   host integration test. Later tiers (the VM tests) join it here.
+//!   host integration test, then the VM tests (`vm-test`).
 //! - `run`: builds secops and runs the daemon with `policies/default.yaml`, state in
 //!   `/var/lib/secops` (installing missing Debian packages first when root).
 //! - `bench`: the criterion benchmarks (engine decisions, audit appends).
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             eprintln!("usage: cargo xtask <test | run [DAEMON ARGS] | bench | deps [--install] | vm-test [OPTIONS]>");
             eprintln!("  run    build, then run `secops daemon` with policies/default.yaml (state in /var/lib/secops)");
             eprintln!(
-                "  test   fmt check, clippy -D warnings, cargo test --workspace (what CI runs)"
+                "  test   fmt check, clippy -D warnings, cargo test --workspace, vm-test (what CI runs)"
             );
             eprintln!("  bench  criterion benchmarks: engine decisions and audit appends");
             eprintln!(
@@ -83,7 +83,7 @@ fn test() -> anyhow::Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace"])?;
-    Ok(())
+    vm::vm_test(&[], &target_dir()?, is_root())
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
