@@ -145,9 +145,11 @@ fn kernel_trouble(line: &str) -> Option<String> {
         return Some(format!("the guest kernel reported: {}", line[at..].trim()));
     }
     let message = strip_timestamp(line);
+    // A user process's fault is logged as "traps: comm[pid] general protection fault ..."
+    // and is a scenario's business; the kernel's own starts the message.
     let fatal = message.starts_with("BUG:")
         || message.starts_with("Oops:")
-        || message.contains("general protection fault");
+        || message.starts_with("general protection fault");
     fatal.then(|| format!("the guest kernel reported: {}", message.trim()))
 }
 
@@ -216,6 +218,14 @@ SECOPS-VM-END 2\r
     fn a_kernel_oops_fails_but_a_quoted_one_in_a_result_does_not() {
         let oops = format!("{GOOD}[    5.2] BUG: kernel NULL pointer dereference, address: 0\n");
         assert!(!evaluate(&oops, false, 240).passed());
+        let gpf = format!(
+            "{GOOD}[    5.2] general protection fault, probably for non-canonical address 0xdead: 0000 [#1]\n"
+        );
+        assert!(!evaluate(&gpf, false, 240).passed());
+        let user_fault = format!(
+            "{GOOD}[    5.2] traps: attack[93] general protection fault ip:401000 sp:7ffd error:0\n"
+        );
+        assert!(evaluate(&user_fault, false, 240).passed());
         let quoted = GOOD.replace(
             "9 mounts with the right types",
             "dmesg had no Kernel panic, no BUG:",
