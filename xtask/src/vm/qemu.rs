@@ -98,17 +98,25 @@ impl Vm {
             }
         });
 
+        // Child::kill signals this child's pid, never anything else's.
         let (exit, timed_out) = loop {
-            if let Some(status) = child.try_wait().context("waiting for qemu")? {
-                break (Some(status), false);
+            match child.try_wait() {
+                Ok(Some(status)) => break (Some(status), false),
+                Ok(None) if started.elapsed() < self.timeout => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break (None, true);
+                }
+                Err(e) => {
+                    // Never leave an emulator running behind us.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e).context("waiting for qemu");
+                }
             }
-            if started.elapsed() >= self.timeout {
-                // Child::kill signals this child's pid, never anything else's.
-                let _ = child.kill();
-                let _ = child.wait();
-                break (None, true);
-            }
-            std::thread::sleep(Duration::from_millis(50));
         };
         let elapsed = started.elapsed();
         let console = collector
