@@ -1,12 +1,16 @@
 //! Developer tasks for secops: `cargo xtask <task>`.
 //!
 //! - `test`: everything CI runs: formatting, clippy with warnings denied, every unit and
-//!   host integration test. Later tiers (the VM tests) join it here.
+//!   host integration test, then the VM tests (`vm-test`).
 //! - `run`: builds secops and runs the daemon with `policies/default.yaml`, state in
 //!   `/var/lib/secops` (installing missing Debian packages first when root).
 //! - `bench`: the criterion benchmarks (engine decisions, audit appends).
 //! - `deps`: checks the tools the build needs and says which Debian packages provide them;
 //!   as root, `deps --install` installs what is missing.
+//! - `vm-test`: boots a Debian kernel with BPF LSM under qemu and runs the in-guest
+//!   scenarios (`vm-tests/`); see `vm/mod.rs` and `vm-tests/README.md`.
+
+mod vm;
 
 use std::process::{Command, ExitCode};
 
@@ -22,6 +26,13 @@ const NEEDS: &[(Need, &str)] = &[
     (Need::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
     (Need::File("/usr/include/seccomp.h"), "libseccomp-dev"),
     (Need::File("/usr/include/linux/bpf.h"), "linux-libc-dev"),
+    // vm-test: the emulator, the guest's shell and mount tools, and the apt/dpkg tools that
+    // fetch and unpack the kernel package.
+    (Need::Command("qemu-system-x86_64"), "qemu-system-x86"),
+    (Need::Command("busybox"), "busybox-static"),
+    (Need::Command("apt-get"), "apt"),
+    (Need::Command("dpkg-deb"), "dpkg"),
+    (Need::Command("ldd"), "libc-bin"),
 ];
 
 enum Need {
@@ -36,16 +47,18 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("bench") => cargo(&["bench", "--workspace"]),
         Some("deps") => deps(args.iter().any(|a| a == "--install")),
+        Some("vm-test") => vm_test(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test | run [DAEMON ARGS] | bench | deps [--install]>");
+            eprintln!("usage: cargo xtask <test | run [DAEMON ARGS] | bench | deps [--install] | vm-test [OPTIONS]>");
             eprintln!("  run    build, then run `secops daemon` with policies/default.yaml (state in /var/lib/secops)");
             eprintln!(
-                "  test   fmt check, clippy -D warnings, cargo test --workspace (what CI runs)"
+                "  test   fmt check, clippy -D warnings, cargo test --workspace, vm-test (what CI runs)"
             );
             eprintln!("  bench  criterion benchmarks: engine decisions and audit appends");
             eprintln!(
                 "  deps   check build tools; --install installs missing Debian packages (root)"
             );
+            eprintln!("  vm-test  boot a Debian kernel with BPF LSM under qemu and run the VM scenarios (--help)");
             return ExitCode::from(2);
         }
     };
@@ -70,7 +83,7 @@ fn test() -> anyhow::Result<()> {
         "warnings",
     ])?;
     cargo(&["test", "--workspace"])?;
-    Ok(())
+    vm::vm_test(&[], &target_dir()?, is_root())
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {
@@ -98,13 +111,8 @@ fn run(daemon_args: &[String]) -> anyhow::Result<()> {
         "--bin",
         "secops",
     ])?;
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("workspace root")?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let secops = target.join("release/secops");
+    let root = workspace_root()?;
+    let secops = target_dir()?.join("release/secops");
     let policy = root.join("policies/default.yaml");
     eprintln!(
         "xtask: {} --log info daemon --policy {} {}",
@@ -118,6 +126,25 @@ fn run(daemon_args: &[String]) -> anyhow::Result<()> {
         .args(daemon_args)
         .exec();
     Err(anyhow::Error::new(err).context(format!("starting {}", secops.display())))
+}
+
+fn vm_test(args: &[String]) -> anyhow::Result<()> {
+    let root = is_root();
+    deps(root)?;
+    vm::vm_test(args, &target_dir()?, root)
+}
+
+fn workspace_root() -> anyhow::Result<&'static std::path::Path> {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")
+}
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `<workspace>/target`.
+fn target_dir() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(workspace_root()?.join("target")))
 }
 
 fn is_root() -> bool {

@@ -1,0 +1,35 @@
+//! Every scenario the guest runs, in order. A scenario is a function that returns a one-line
+//! detail when it passes, or why it failed (the first line is the detail; further lines, such
+//! as a daemon's log, are kept in the console log). Adding one is adding a module and an
+//! entry in [`SCENARIOS`]; the host side needs no change.
+
+mod bpf_lsm;
+mod daemon;
+mod mounts;
+
+pub struct Scenario {
+    /// Letters, digits, `-` and `_` (it is a word on the console).
+    pub name: &'static str,
+    /// What passing shows, for `--list`.
+    pub about: &'static str,
+    pub run: fn() -> Result<String, String>,
+}
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "mounts",
+        about: "proc, sysfs, devtmpfs, tmpfs, cgroup2, bpffs, tracefs and securityfs are mounted",
+        run: mounts::run,
+    },
+    Scenario {
+        name: "bpf-lsm-loads",
+        about: "`secops status` without a daemon probes the kernel: BPF LSM programs load",
+        run: bpf_lsm::run,
+    },
+    Scenario {
+        name: "daemon-starts",
+        about:
+            "`secops daemon` loads and attaches its programs, answers `status`, stops on SIGTERM",
+        run: daemon::run,
+    },
+];
