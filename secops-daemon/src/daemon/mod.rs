@@ -286,9 +286,13 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
                 mount.join(&options.cgroup_root).display()
             )
         })?;
+    // A layer the probe found this kernel cannot run is not loaded at all: its verifier
+    // rejection would otherwise stop the daemon and take the other layers with it.
     let load_options = LoadOptions {
         ring_buffer_bytes: options.ring_buffer_bytes,
-        ..LoadOptions::default()
+        egress: probed.cgroup_sock_addr.active,
+        exec: probed.tracepoints.active,
+        files: probed.tracepoints.active,
     };
     let mut kernel =
         Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
@@ -309,6 +313,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     table.sync(&policy, &root, kernel.maps_mut(), &hosts)?;
 
     let egress_attached = match kernel.attach_egress(root.path()) {
+        Ok(_) if !load_options.egress => false,
         Ok(links) => {
             tracing::info!(?links, "egress programs attached");
             true
@@ -319,6 +324,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         }
     };
     let tracepoints_attached = match kernel.attach_tracepoints() {
+        Ok(_) if !load_options.exec => false,
         Ok(links) => {
             tracing::info!(?links, "tracepoints attached");
             true
