@@ -465,7 +465,8 @@ fn bad_requests_get_precise_4xx_and_the_daemon_keeps_serving() {
     let ok = json!({"action": "vcs:push"}).to_string();
     let (status, _) = agent_request(&daemon, "web", "POST", "/v1/check", &ok, "/v1/check");
     assert_eq!(status, 200);
-    let api = records(&daemon, |r| r["source"] == "api");
+    // Answers come before the commit; wait for it.
+    let api = daemon.wait_for_records(1, "the one check", |r| r["source"] == "api");
     assert_eq!(api.len(), 1, "{api:#?}");
 }
 
@@ -532,7 +533,7 @@ fn scan_applies_the_agents_policy_and_audits_counts_never_the_secret() {
     let (_, answer) = agent_request(&daemon, "web", "POST", "/v1/scan", &clean, "/v1/scan");
     assert_eq!(json_of(&answer)["output"], "all 12 tests passed");
 
-    let scans = records(&daemon, |r| r["action"] == "tool:output");
+    let scans = daemon.wait_for_records(2, "scans", |r| r["action"] == "tool:output");
     assert_eq!(
         scans.len(),
         2,
@@ -621,7 +622,9 @@ fn the_python_client_example_wraps_tool_calls_with_check_and_scan() {
             "release escalate ticket",
         ]
     );
-    let api = records(&daemon, |r| r["source"] == "api" && r["agent"] == "web");
+    let api = daemon.wait_for_records(4, "the example's checks", |r| {
+        r["source"] == "api" && r["agent"] == "web"
+    });
     let actions: Vec<&str> = api.iter().filter_map(|r| r["action"].as_str()).collect();
     assert_eq!(
         actions,

@@ -80,10 +80,49 @@ fn main() {
         check,
         "",
     );
+    print_handler_latency(&daemon);
     run(
         &daemon,
         "/v1/check durable (after the audit commit)",
         durable,
         "",
+    );
+}
+
+/// The daemon's own view of the checks so far: `secops_decision_latency_seconds{source="api"}`,
+/// the time inside the /v1/check handler (engine, tickets, audit queue), read from /metrics as
+/// bucket upper bounds. The rest of a round trip is the socket and the scheduler.
+fn print_handler_latency(daemon: &Daemon) {
+    let text = match daemon.admin_client().get_text("/metrics") {
+        Ok((_, text)) => text,
+        Err(e) => {
+            println!("handler time: /metrics: {e}");
+            return;
+        }
+    };
+    let buckets: Vec<(f64, u64)> = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("secops_decision_latency_seconds_bucket{") && l.contains("source=\"api\"")
+        })
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let count = l.rsplit(' ').next()?.parse().ok()?;
+            Some((le.parse().unwrap_or(f64::INFINITY), count))
+        })
+        .collect();
+    let total = buckets.last().map_or(0, |b| b.1);
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c as f64 >= q * total as f64)
+            .map_or(f64::NAN, |(le, _)| le * 1e6)
+    };
+    println!(
+        "{:<44} {total} checks: p50 <= {:.0}, p99 <= {:.0}, p99.9 <= {:.0} (µs, histogram buckets)",
+        "  of which inside the /v1/check handler",
+        at(0.5),
+        at(0.99),
+        at(0.999)
     );
 }
