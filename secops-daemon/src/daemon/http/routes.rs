@@ -23,7 +23,7 @@ use crate::api::action::{ResolvedAction, API_FIELDS};
 use crate::api::{
     CheckRequest, CheckResponse, Registered, Reloaded, ScanRequest, ScanResponse, MAX_SUMMARY_CHARS,
 };
-use crate::approvals::{self, Decided, NewTicket, Ticket, TicketError, TicketStatus};
+use crate::approvals::{self, Decided, NewTicket, Ticket, TicketError, TicketStatus, TicketStore};
 use crate::audit::{
     AuditObject, AuditPaths, AuditReader, NewRecord, ObjectKind, QueryFilter, Record, Source,
 };
@@ -85,10 +85,9 @@ async fn not_found(request: axum::http::Request<Body>) -> ApiError {
     ))
 }
 
-/// Reads a JSON body of at most `limit` bytes. The error says which limit, or which field at
-/// which line and column was wrong.
-async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// Reads a body of at most `limit` bytes; a longer one is a 413 that names the limit.
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
@@ -99,8 +98,12 @@ async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, A
         } else {
             ApiError::bad_request(format!("reading the request body: {e}"))
         }
-    })?;
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    })
+}
+
+/// Parses a whole JSON body; the error names the field, line and column that were wrong.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -113,6 +116,32 @@ async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, A
     de.end()
         .map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))?;
     Ok(value)
+}
+
+async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+    parse_json(&read_body(body, limit).await?)
+}
+
+/// Like [`read_json`], but an empty body means all defaults.
+async fn read_json_or_empty<T: DeserializeOwned + Default>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, limit).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&bytes)
+}
+
+/// Runs `work` on the approval queue in a blocking task: SQLite never runs on the API thread,
+/// and the lock is never held across an await.
+async fn with_tickets<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    work: impl FnOnce(&mut TicketStore) -> Result<T, TicketError> + Send + 'static,
+) -> Result<Result<T, TicketError>, ApiError> {
+    let shared = shared.clone();
+    Ok(tokio::task::spawn_blocking(move || work(&mut lock(&shared.tickets))).await?)
 }
 
 async fn whoami(Extension(caller): Who) -> Json<crate::api::Whoami> {
@@ -291,14 +320,12 @@ async fn escalation(
     let Some(agent) = caller.agent.clone() else {
         return Ok(Escalation::Unticketed);
     };
-    let shared = shared.clone();
     let action = action.to_owned();
     let object = object.map(|o| o.value.clone()).unwrap_or_default();
     let risk = decision.risk;
     let rule_id = decision.rule_id.as_deref().map(str::to_owned);
     let reason = decision.reason.to_string();
-    tokio::task::spawn_blocking(move || -> Result<Escalation, TicketError> {
-        let mut store = lock(&shared.tickets);
+    with_tickets(shared, move |store| {
         let now = now_ns();
         if let Some(t) = store.grant(&agent, &action, &object, now)? {
             return Ok(Escalation::Granted(Box::new(t)));
@@ -521,8 +548,7 @@ async fn approvals_list(
     let Query(q) =
         query.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_AUDIT_LIMIT);
-    let shared = state.shared.clone();
-    let tickets = tokio::task::spawn_blocking(move || lock(&shared.tickets).list(q.status, limit))
+    let tickets = with_tickets(&state.shared, move |store| store.list(q.status, limit))
         .await?
         .map_err(ticket_error)?;
     Ok(Json(TicketList { tickets }))
@@ -548,8 +574,7 @@ async fn approvals_show(
 ) -> ApiResult<Ticket> {
     caller.require_admin()?;
     let id = ticket_id(&id)?;
-    let shared = state.shared.clone();
-    let ticket = tokio::task::spawn_blocking(move || lock(&shared.tickets).get(id))
+    let ticket = with_tickets(&state.shared, move |store| store.get(id))
         .await?
         .map_err(ticket_error)?;
     Ok(Json(ticket))
@@ -636,9 +661,8 @@ async fn decide(
     };
     let by = caller.describe();
     let reason = body.reason.map(|r| truncate(&r, MAX_SUMMARY_CHARS));
-    let shared = state.shared.clone();
-    let ticket = tokio::task::spawn_blocking(move || {
-        lock(&shared.tickets).decide(id, &decision, &by, reason.as_deref(), now_ns())
+    let ticket = with_tickets(&state.shared, move |store| {
+        store.decide(id, &decision, &by, reason.as_deref(), now_ns())
     })
     .await?
     .map_err(ticket_error)?;
@@ -685,20 +709,6 @@ async fn decide(
     Ok(Json(ticket))
 }
 
-/// Like [`read_json`], but an empty body means all defaults.
-async fn read_json_or_empty<T: DeserializeOwned + Default>(
-    body: Body,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    read_json(Body::from(bytes), limit).await
-}
-
 async fn metrics_admin(state: Api, Extension(caller): Who) -> Response {
     if let Err(e) = caller.require_admin() {
         return e.into_response();
@@ -707,8 +717,7 @@ async fn metrics_admin(state: Api, Extension(caller): Who) -> Response {
 }
 
 async fn metrics(State(state): Api) -> Response {
-    let shared = state.shared.clone();
-    let open_tickets = tokio::task::spawn_blocking(move || lock(&shared.tickets).open_count())
+    let open_tickets = with_tickets(&state.shared, |store| store.open_count())
         .await
         .ok()
         .and_then(Result::ok)
