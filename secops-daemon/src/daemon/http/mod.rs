@@ -195,62 +195,67 @@ impl Drop for Server {
 /// Serves the API until the task is aborted; aborting it also aborts every connection.
 async fn serve(listener: UnixListener, state: Arc<ApiState>) {
     let router = routes::router(state.clone());
-    let permits = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
-    let mut connections = JoinSet::new();
-    loop {
-        // Take a permit before accepting: past the limit, connections wait in the kernel's
-        // backlog instead of each costing a task.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!("accepting an API connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            // Reap finished connections so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let caller = Arc::new(identity::identify(
+    let max = state.limits.max_connections;
+    let place = |stream: &tokio::net::UnixStream, state: &ApiState| {
+        Some(Arc::new(identity::identify(
             stream.peer_cred().ok(),
             &state.shared,
             state.admin_gid,
-        ));
-        let router = router.clone();
-        let limits = state.limits;
-        let state = state.clone();
-        connections.spawn(async move {
-            serve_connection(stream, router, Some(caller), limits, state).await;
-            drop(permit);
-        });
-        while connections.try_join_next().is_some() {}
-    }
+        )))
+    };
+    accept_loop(
+        async || listener.accept().await.map(|(s, _)| s),
+        place,
+        router,
+        max,
+        state,
+    )
+    .await;
 }
 
 /// Serves `/metrics` (and nothing else) on a loopback TCP port, to anyone who can reach it.
 async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>) {
     let router = routes::metrics_router(state.clone());
-    let permits = Arc::new(Semaphore::new(16));
+    let accept = async || listener.accept().await.map(|(s, _)| s);
+    accept_loop(accept, |_, _| None, router, 16, state).await;
+}
+
+/// Accepts connections and serves each on its own task, at most `max` at once. A permit is
+/// taken before accepting: past the limit, connections wait in the kernel's backlog instead
+/// of each costing a task. `place` says who the peer is (None: nobody in particular).
+async fn accept_loop<IO>(
+    mut accept: impl AsyncFnMut() -> std::io::Result<IO>,
+    place: impl Fn(&IO, &ApiState) -> Option<Arc<Caller>>,
+    router: Router,
+    max: usize,
+    state: Arc<ApiState>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsFd + Unpin + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max.max(1)));
     let mut connections = JoinSet::new();
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let stream = match accept().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!("accepting an API connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
+        let caller = place(&stream, &state);
         let router = router.clone();
         let limits = state.limits;
         let state = state.clone();
         connections.spawn(async move {
-            serve_connection(stream, router, None, limits, state).await;
+            serve_connection(stream, router, caller, limits, state).await;
             drop(permit);
         });
+        // Finished connections are reaped here, so the set holds at most the live ones and
+        // one more.
         while connections.try_join_next().is_some() {}
     }
 }
