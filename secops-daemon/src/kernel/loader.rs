@@ -276,6 +276,11 @@ impl Kernel {
         })
     }
 
+    /// Keeps a link's fd for the daemon's lifetime (the pin keeps it after that).
+    fn hold(&mut self, program: &'static str, fd: OwnedFd) {
+        self.links.push(HeldLink { program, fd });
+    }
+
     pub fn pin_dir(&self) -> &Path {
         &self.pin_dir
     }
@@ -352,10 +357,7 @@ impl Kernel {
                     .fd()
                     .map_err(|e| KernelError::program("getting fd of", spec.program, e))?;
                 sys::link_update(fd.as_fd(), prog_fd.as_fd()).map_err(link_err("updating"))?;
-                self.links.push(HeldLink {
-                    program: spec.program,
-                    fd,
-                });
+                self.hold(spec.program, fd);
                 Attached::Updated
             } else {
                 // Link-based cgroup attachments always run alongside others (multi mode);
@@ -367,10 +369,7 @@ impl Kernel {
                     .take_link(id)
                     .map_err(|e| KernelError::program("taking link of", spec.program, e))?;
                 let fd = pin_link(FdLink::try_from(link), spec.program, &path)?;
-                self.links.push(HeldLink {
-                    program: spec.program,
-                    fd,
-                });
+                self.hold(spec.program, fd);
                 Attached::New
             };
             report.push((spec.program, outcome));
@@ -402,10 +401,7 @@ impl Kernel {
                     .map_err(|e| KernelError::program("reading info of", spec.program, e))?
                     .tag();
                 if info.link_type == sys::BPF_LINK_TYPE_PERF_EVENT && old_tag == Some(new_tag) {
-                    self.links.push(HeldLink {
-                        program: spec.program,
-                        fd,
-                    });
+                    self.hold(spec.program, fd);
                     report.push((spec.program, Attached::Kept));
                     continue;
                 }
@@ -430,17 +426,11 @@ impl Kernel {
                 // `old_fd` closes.
                 std::fs::rename(&staging, &path).map_err(link_err("replacing"))?;
                 drop(old_fd);
-                self.links.push(HeldLink {
-                    program: spec.program,
-                    fd: new_fd,
-                });
+                self.hold(spec.program, new_fd);
                 Attached::Replaced
             } else {
                 let fd = pin_link(FdLink::try_from(link), spec.program, &path)?;
-                self.links.push(HeldLink {
-                    program: spec.program,
-                    fd,
-                });
+                self.hold(spec.program, fd);
                 Attached::New
             };
             report.push((spec.program, outcome));
