@@ -72,7 +72,8 @@ fn applied_name(applied: Applied) -> &'static str {
 pub struct Snapshot {
     pub events_received: u64,
     pub events_lost: u64,
-    pub open_tickets: u64,
+    /// `None` when the queue could not be read: the gauge keeps its last value.
+    pub open_tickets: Option<u64>,
 }
 
 pub struct Metrics {
@@ -218,8 +219,9 @@ impl Metrics {
         let _guard = super::lock(&self.encode_lock);
         catch_up(&self.events_received, snapshot.events_received);
         catch_up(&self.events_lost, snapshot.events_lost);
-        self.open_tickets
-            .set(i64::try_from(snapshot.open_tickets).unwrap_or(i64::MAX));
+        if let Some(n) = snapshot.open_tickets {
+            self.open_tickets.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

@@ -717,11 +717,18 @@ async fn metrics_admin(state: Api, Extension(caller): Who) -> Response {
 }
 
 async fn metrics(State(state): Api) -> Response {
-    let open_tickets = with_tickets(&state.shared, |store| store.open_count())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or(0);
+    // A queue that cannot be read keeps the gauge's last value rather than reporting it empty.
+    let open_tickets = match with_tickets(&state.shared, |store| store.open_count()).await {
+        Ok(Ok(n)) => Some(n),
+        Ok(Err(e)) => {
+            tracing::warn!("metrics: counting open tickets: {e}");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("metrics: counting open tickets: {}", e.message);
+            None
+        }
+    };
     let counters = &state.shared.counters;
     let snapshot = Snapshot {
         events_received: counters.received.load(std::sync::atomic::Ordering::Relaxed),
