@@ -205,7 +205,8 @@ fn fetch_kernel(options: &Options, vm_dir: &Path, is_root: bool) -> Result<Kerne
     Ok(kernel)
 }
 
-/// `secops` and the runner, release builds (what ships, and far quicker under emulation).
+/// `secops`, the runner and the attack program, release builds (what ships, and far quicker
+/// under emulation).
 fn build_binaries(target: &Path) -> Result<Vec<PathBuf>> {
     crate::cargo(&[
         "build",
@@ -218,11 +219,14 @@ fn build_binaries(target: &Path) -> Result<Vec<PathBuf>> {
         "secops-vm-tests",
         "--bin",
         "secops-vm-runner",
+        "--bin",
+        "secops-attack",
     ])?;
     let release = target.join("release");
     Ok(vec![
         release.join("secops"),
         release.join("secops-vm-runner"),
+        release.join("secops-attack"),
     ])
 }
 
