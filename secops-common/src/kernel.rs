@@ -15,15 +15,57 @@ pub const ARGV_LEN: usize = 128;
 pub const COMM_LEN: usize = 16;
 /// Entries of `secops_stats`: one per event kind, indexed by kind.
 pub const STATS_LEN: usize = 8;
+pub const FS_OPS: usize = 8;
+pub const MAX_DEPTH: usize = 40;
+pub const NAME_SLOTS: usize = 8;
+pub const NAME_LEN: usize = 48;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_EXIT: u32 = 2;
 pub const EVENT_UNLINK: u32 = 3;
 pub const EVENT_RENAME: u32 = 4;
 pub const EVENT_NET: u32 = 5;
+pub const EVENT_LSM: u32 = 6;
 
 pub const VERDICT_ALLOW: u32 = 0;
 pub const VERDICT_DENY: u32 = 1;
+pub const VERDICT_ESCALATE: u32 = 2;
+
+/// `enum secops_fs_op`: indexes into [`InodeRule`]'s arrays.
+pub const OP_DELETE: usize = 0;
+pub const OP_RENAME: usize = 1;
+pub const OP_LINK: usize = 2;
+pub const OP_TRUNCATE: usize = 3;
+pub const OP_WRITE: usize = 4;
+pub const OP_READ: usize = 5;
+pub const OP_EXEC: usize = 6;
+pub const OP_CONNECT: usize = 7;
+
+/// `enum secops_rule_verdict`.
+pub const RULE_NONE: u8 = 0;
+pub const RULE_ALLOW: u8 = 1;
+pub const RULE_DENY: u8 = 2;
+pub const RULE_ESCALATE: u8 = 3;
+
+/// `enum secops_lsm_op`: what an LSM event is about.
+pub const LSM_UNLINK: u32 = 1;
+pub const LSM_RMDIR: u32 = 2;
+pub const LSM_RENAME_SOURCE: u32 = 3;
+pub const LSM_RENAME_TARGET: u32 = 4;
+pub const LSM_LINK: u32 = 5;
+pub const LSM_TRUNCATE: u32 = 6;
+pub const LSM_OPEN_WRITE: u32 = 7;
+pub const LSM_OPEN_READ: u32 = 8;
+pub const LSM_EXEC: u32 = 9;
+pub const LSM_EXEC_FILELESS: u32 = 10;
+pub const LSM_MMAP_EXEC: u32 = 11;
+pub const LSM_SOCKET_CREATE: u32 = 12;
+pub const LSM_SOCKET_CONNECT: u32 = 13;
+pub const LSM_UNIX_CONNECT: u32 = 14;
+pub const LSM_BPF: u32 = 15;
+pub const LSM_PTRACE: u32 = 16;
+pub const LSM_SIGNAL: u32 = 17;
+pub const LSM_CGROUP_WRITE: u32 = 18;
 
 /// `Agent::flags`: judge this agent's connect/sendmsg against its egress tries.
 pub const AGENT_EGRESS_ENFORCED: u8 = 1;
@@ -57,7 +99,9 @@ pub const MAP_EGRESS_ALLOWED: &str = "secops_egress_allowed";
 pub const MAP_EVENTS: &str = "secops_events";
 pub const MAP_STATS: &str = "secops_stats";
 pub const MAP_HEARTBEAT: &str = "secops_heartbeat";
-pub const MAPS: [&str; 8] = [
+pub const MAP_INODES: &str = "secops_inodes";
+pub const MAP_PROTECTED_PIDS: &str = "secops_protected_pids";
+pub const MAPS: [&str; 10] = [
     MAP_CONFIG,
     MAP_AGENTS,
     MAP_EGRESS4,
@@ -66,6 +110,8 @@ pub const MAPS: [&str; 8] = [
     MAP_EVENTS,
     MAP_STATS,
     MAP_HEARTBEAT,
+    MAP_INODES,
+    MAP_PROTECTED_PIDS,
 ];
 
 /// `struct secops_config`, the one entry of `secops_config`.
@@ -229,6 +275,52 @@ pub struct NetBody {
     pub addr: [u8; 16],
 }
 
+/// `struct secops_inode_key`: an agent's entry for one file object. `dev` is the kernel's
+/// encoding (`major << 20 | minor`), not glibc's `st_dev`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    pub agent_index: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// `struct secops_inode_rule`: verdicts (`RULE_*`) per operation for the object itself,
+/// for its children, and for everything deeper below it, with the rule (index + 1) behind
+/// each.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InodeRule {
+    pub own: [u8; FS_OPS],
+    pub child: [u8; FS_OPS],
+    pub deep: [u8; FS_OPS],
+    pub own_rule: [u16; FS_OPS],
+    pub child_rule: [u16; FS_OPS],
+    pub deep_rule: [u16; FS_OPS],
+}
+
+/// `struct secops_lsm_body`: an LSM program's denial.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LsmBody {
+    pub op: u32,
+    pub rule: u32,
+    pub dev: u32,
+    pub anchor_dev: u32,
+    pub ino: u64,
+    pub anchor_ino: u64,
+    pub depth: u32,
+    pub n_names: u32,
+    pub target_pid: u32,
+    pub signal: u32,
+    pub family: u16,
+    pub sock_type: u16,
+    pub protocol: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+    pub names: [[u8; NAME_LEN]; NAME_SLOTS],
+}
+
 /// `union secops_event_body`; `EventHeader::kind` says which member is meant.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -238,6 +330,7 @@ pub union EventBody {
     pub unlink: UnlinkBody,
     pub rename: RenameBody,
     pub net: NetBody,
+    pub lsm: LsmBody,
 }
 
 /// `struct secops_event`: every ring buffer record is exactly one of these.
@@ -258,5 +351,8 @@ const _: () = assert!(size_of::<EgressAllowedKey>() == 28);
 const _: () = assert!(size_of::<EgressAllowedValue>() == 24);
 const _: () = assert!(size_of::<EventHeader>() == 56);
 const _: () = assert!(size_of::<RenameBody>() == 16 + 2 * PATH_LEN);
+const _: () = assert!(size_of::<InodeKey>() == 16);
+const _: () = assert!(size_of::<InodeRule>() == 3 * FS_OPS + 6 * FS_OPS);
+const _: () = assert!(size_of::<LsmBody>() == 72 + NAME_SLOTS * NAME_LEN);
 const _: () = assert!(size_of::<EventBody>() == size_of::<RenameBody>());
 const _: () = assert!(size_of::<Event>() == 56 + 16 + 2 * PATH_LEN);

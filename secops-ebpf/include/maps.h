@@ -55,6 +55,25 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_egress_allowed SEC(".maps");
 
+/* The policy compiled to file objects (see struct secops_inode_rule). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory only for the entries there are */
+	__type(key, struct secops_inode_key);
+	__type(value, struct secops_inode_rule);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_inodes SEC(".maps");
+
+/* tgid -> 1: processes agents may not signal or ptrace (the daemon itself). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_protected_pids SEC(".maps");
+
 /* Size in bytes; the loader may override it (a power of two, a multiple of the page size). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

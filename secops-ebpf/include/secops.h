@@ -28,6 +28,13 @@ enum secops_limits {
 	SECOPS_COMM_LEN = 16,
 	/* Entries of the secops_stats array: one per event kind, indexed by kind. */
 	SECOPS_STATS_LEN = 8,
+	/* File operations judged by the LSM programs (enum secops_fs_op). */
+	SECOPS_FS_OPS = 8,
+	/* Parent directories an LSM program walks up looking for a rule (the object first). */
+	SECOPS_MAX_DEPTH = 40,
+	/* Path components an LSM event carries (leaf first), and bytes of each. */
+	SECOPS_NAME_SLOTS = 8,
+	SECOPS_NAME_LEN = 48,
 };
 
 enum secops_event_kind {
@@ -36,11 +43,14 @@ enum secops_event_kind {
 	SECOPS_EVENT_UNLINK = 3,
 	SECOPS_EVENT_RENAME = 4,
 	SECOPS_EVENT_NET = 5,
+	SECOPS_EVENT_LSM = 6,
 };
 
 enum secops_verdict {
 	SECOPS_VERDICT_ALLOW = 0,
 	SECOPS_VERDICT_DENY = 1,
+	/* Denied now; the daemon opens an approval ticket. */
+	SECOPS_VERDICT_ESCALATE = 2,
 };
 
 /* secops_agent.flags */
@@ -75,6 +85,51 @@ enum secops_net_numbers {
 enum secops_net_kind {
 	SECOPS_NET_CONNECT = 1,
 	SECOPS_NET_SENDMSG = 2,
+};
+
+/*
+ * File operations, as indexes into secops_inode_rule's verdict arrays. A hook maps to one
+ * (renaming over an existing file is DELETE of the file replaced).
+ */
+enum secops_fs_op {
+	SECOPS_OP_DELETE = 0,
+	SECOPS_OP_RENAME = 1,
+	SECOPS_OP_LINK = 2,
+	SECOPS_OP_TRUNCATE = 3,
+	SECOPS_OP_WRITE = 4,
+	SECOPS_OP_READ = 5,
+	SECOPS_OP_EXEC = 6,
+	SECOPS_OP_CONNECT = 7, /* AF_UNIX connect to a socket file */
+};
+
+/* secops_inode_rule verdict codes. NONE: this entry says nothing, keep walking up. */
+enum secops_rule_verdict {
+	SECOPS_RULE_NONE = 0,
+	SECOPS_RULE_ALLOW = 1,
+	SECOPS_RULE_DENY = 2,
+	SECOPS_RULE_ESCALATE = 3,
+};
+
+/* What an LSM event is about: the hook, and for files which check of it. */
+enum secops_lsm_op {
+	SECOPS_LSM_UNLINK = 1,
+	SECOPS_LSM_RMDIR = 2,
+	SECOPS_LSM_RENAME_SOURCE = 3,
+	SECOPS_LSM_RENAME_TARGET = 4, /* the file a rename would replace */
+	SECOPS_LSM_LINK = 5,
+	SECOPS_LSM_TRUNCATE = 6,
+	SECOPS_LSM_OPEN_WRITE = 7,
+	SECOPS_LSM_OPEN_READ = 8,
+	SECOPS_LSM_EXEC = 9,
+	SECOPS_LSM_EXEC_FILELESS = 10, /* memfd or deleted file */
+	SECOPS_LSM_MMAP_EXEC = 11, /* a denied binary mapped executable (ld.so) */
+	SECOPS_LSM_SOCKET_CREATE = 12, /* raw or packet socket */
+	SECOPS_LSM_SOCKET_CONNECT = 13, /* AF_INET/6 outside the allowlist */
+	SECOPS_LSM_UNIX_CONNECT = 14,
+	SECOPS_LSM_BPF = 15,
+	SECOPS_LSM_PTRACE = 16,
+	SECOPS_LSM_SIGNAL = 17,
+	SECOPS_LSM_CGROUP_WRITE = 18,
 };
 
 /* ARRAY secops_config, one entry, written by the daemon. */
@@ -146,6 +201,32 @@ struct secops_egress_allowed_value {
 	__u64 last_ns;
 };
 
+/*
+ * HASH secops_inodes: the policy compiled to file objects, per agent. The programs walk from
+ * the object up its parent directories (crossing mounts) and the first entry with a verdict
+ * for the operation decides: `own` on the object itself, `child` one level above it,
+ * `deep` further up. Key {agent, 0, 0} holds the agent's fallbacks: `deep` when the walk
+ * reaches the root without a verdict, `own[SECOPS_OP_EXEC]` for fileless execs.
+ * dev is the kernel's encoding (major << 20 | minor).
+ */
+struct secops_inode_key {
+	__u32 agent_index;
+	__u32 dev;
+	__u64 ino;
+};
+
+struct secops_inode_rule {
+	__u8 own[SECOPS_FS_OPS]; /* enum secops_rule_verdict; for the object itself */
+	__u8 child[SECOPS_FS_OPS];
+	__u8 deep[SECOPS_FS_OPS];
+	/* Rule index + 1 behind each verdict (0: none or a built-in rule). */
+	__u16 own_rule[SECOPS_FS_OPS];
+	__u16 child_rule[SECOPS_FS_OPS];
+	__u16 deep_rule[SECOPS_FS_OPS];
+};
+
+/* HASH secops_protected_pids: tgids agents may not signal or ptrace (the daemon). */
+
 /* RINGBUF secops_events carries struct secops_event, always whole. */
 struct secops_event_header {
 	__u32 kind; /* enum secops_event_kind */
@@ -200,12 +281,38 @@ struct secops_net_body {
 	__u8 addr[16]; /* network order; IPv4 in addr[0..4] */
 };
 
+/*
+ * An LSM program's denial. Files: the object, the entry that decided (anchor; {0, 0} when a
+ * fallback did) and up to SECOPS_NAME_SLOTS names from the object up (names[0] is the
+ * object's), so the daemon can rebuild the path below the anchor. Sockets: family, type,
+ * protocol, port and addr. ptrace and signals: target_pid and signal.
+ */
+struct secops_lsm_body {
+	__u32 op; /* enum secops_lsm_op */
+	__u32 rule; /* rule index + 1; 0: a built-in rule */
+	__u32 dev;
+	__u32 anchor_dev;
+	__u64 ino;
+	__u64 anchor_ino;
+	__u32 depth; /* levels from the object up to the anchor */
+	__u32 n_names; /* names[] entries filled */
+	__u32 target_pid;
+	__u32 signal;
+	__u16 family;
+	__u16 sock_type;
+	__u16 protocol;
+	__u16 port; /* host order */
+	__u8 addr[16];
+	char names[SECOPS_NAME_SLOTS][SECOPS_NAME_LEN];
+};
+
 union secops_event_body {
 	struct secops_exec_body exec;
 	struct secops_exit_body exit;
 	struct secops_unlink_body unlink;
 	struct secops_rename_body rename;
 	struct secops_net_body net;
+	struct secops_lsm_body lsm;
 };
 
 struct secops_event {

@@ -29,6 +29,76 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct signal_struct *signal;
 	int exit_code;
+	int tgid;
+};
+
+/* Files, for the LSM programs. Only the fields read are declared. */
+struct super_block {
+	__u32 s_dev; /* dev_t: major << 20 | minor */
+	unsigned long s_magic;
+};
+
+struct inode {
+	unsigned short i_mode;
+	union {
+		const unsigned int i_nlink;
+		unsigned int __i_nlink;
+	};
+	unsigned long i_ino;
+	struct super_block *i_sb;
+};
+
+struct qstr {
+	const unsigned char *name;
+};
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+	struct inode *d_inode;
+	struct super_block *d_sb;
+};
+
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
+/* fs/mount.h: a vfsmount is embedded in its struct mount. */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+};
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+};
+
+struct file {
+	struct path f_path;
+	struct inode *f_inode;
+	unsigned int f_flags;
+	unsigned int f_mode; /* fmode_t */
+};
+
+struct linux_binprm {
+	struct file *file;
+};
+
+struct sock {
+	unsigned short sk_type;
+	unsigned short sk_protocol;
+};
+
+struct socket {
+	struct sock *sk;
+	short type;
+};
+
+/* net/unix: the socket file a listening AF_UNIX socket is bound to. */
+struct unix_sock {
+	struct path path;
 };
 
 struct trace_entry {

@@ -20,6 +20,9 @@ struct secops_exit_body secops_check_exit_body;
 struct secops_unlink_body secops_check_unlink_body;
 struct secops_rename_body secops_check_rename_body;
 struct secops_net_body secops_check_net_body;
+struct secops_inode_key secops_check_inode_key;
+struct secops_inode_rule secops_check_inode_rule;
+struct secops_lsm_body secops_check_lsm_body;
 union secops_event_body secops_check_event_body;
 struct secops_event secops_check_event;
 
@@ -31,3 +34,6 @@ enum secops_autonomy secops_check_autonomy;
 enum secops_proto_bits secops_check_proto_bits;
 enum secops_net_numbers secops_check_net_numbers;
 enum secops_net_kind secops_check_net_kind;
+enum secops_fs_op secops_check_fs_op;
+enum secops_rule_verdict secops_check_rule_verdict;
+enum secops_lsm_op secops_check_lsm_op;

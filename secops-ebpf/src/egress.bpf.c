@@ -8,139 +8,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#include "common.h"
-
-#define SOCK_ALLOW 1
-#define SOCK_DENY 0
-
-/* IPPROTO_MPTCP: a TCP variant, judged as TCP. */
-#define SECOPS_IPPROTO_MPTCP 262
-
-/*
- * The protocol bit a connect() is judged with. Anything other than TCP or UDP (ICMP ping
- * sockets, for one) gets no bit, so no port range can allow it: fail closed.
- */
-static __always_inline __u8 connect_proto_bit(__u32 protocol)
-{
-	if (protocol == SECOPS_IPPROTO_TCP || protocol == SECOPS_IPPROTO_MPTCP)
-		return SECOPS_PROTO_TCP;
-	if (protocol == SECOPS_IPPROTO_UDP)
-		return SECOPS_PROTO_UDP;
-	return 0;
-}
-
-static __always_inline bool ranges_allow(const struct secops_egress_value *v, __u16 port,
-					 __u8 bit)
-{
-	if (!v || !bit)
-		return false;
-	__u32 n = v->n_ranges;
-	for (__u32 i = 0; i < SECOPS_MAX_PORT_RANGES; i++) {
-		if (i >= n)
-			break;
-		const struct secops_port_range *r = &v->ranges[i];
-		if ((r->protocols & bit) && port >= r->lo && port <= r->hi)
-			return true;
-	}
-	return false;
-}
-
-static __always_inline void count_allowed(__u32 agent_index, __u16 family, __u16 protocol,
-					  __u16 port, const __u8 *addr, __u32 addr_len)
-{
-	struct secops_egress_allowed_key key;
-	__builtin_memset(&key, 0, sizeof(key)); /* the key is hashed whole, padding too */
-	key.agent_index = agent_index;
-	key.family = family;
-	key.protocol = protocol;
-	key.port = port;
-	if (addr_len == 4)
-		__builtin_memcpy(key.addr, addr, 4);
-	else
-		__builtin_memcpy(key.addr, addr, 16);
-
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct secops_egress_allowed_value *v = bpf_map_lookup_elem(&secops_egress_allowed, &key);
-	if (!v) {
-		struct secops_egress_allowed_value init = { .count = 1, .first_ns = now, .last_ns = now };
-		if (bpf_map_update_elem(&secops_egress_allowed, &key, &init, BPF_NOEXIST) == 0)
-			return;
-		/* Another CPU inserted it first. */
-		v = bpf_map_lookup_elem(&secops_egress_allowed, &key);
-		if (!v)
-			return;
-	}
-	__sync_fetch_and_add(&v->count, 1);
-	v->last_ns = now;
-}
-
-static __always_inline void report_denied(const struct secops_agent *agent, __u64 agent_cgroup,
-					  __u16 family, __u16 protocol, __u16 port,
-					  const __u8 *addr, __u32 addr_len, __u8 kind)
-{
-	struct secops_event *ev =
-		secops_event_start(SECOPS_EVENT_NET, agent, agent_cgroup, SECOPS_VERDICT_DENY);
-	if (!ev)
-		return;
-	ev->body.net.family = family;
-	ev->body.net.protocol = protocol;
-	ev->body.net.port = port;
-	ev->body.net.kind = kind;
-	if (addr_len == 4)
-		__builtin_memcpy(ev->body.net.addr, addr, 4);
-	else
-		__builtin_memcpy(ev->body.net.addr, addr, 16);
-	bpf_ringbuf_submit(ev, 0);
-}
-
-/* ip4 in network order. */
-static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_cgroup,
-				  __u32 ip4, __u16 port, __u16 protocol, __u8 bit, __u8 kind)
-{
-	struct secops_egress4_key key = {
-		.prefixlen = 32 + 32,
-		.agent_index = agent->agent_index,
-	};
-	__builtin_memcpy(key.addr, &ip4, 4);
-	const struct secops_egress_value *v = bpf_map_lookup_elem(&secops_egress4, &key);
-	if (ranges_allow(v, port, bit)) {
-		count_allowed(agent->agent_index, SECOPS_AF_INET, protocol, port, key.addr, 4);
-		return SOCK_ALLOW;
-	}
-	report_denied(agent, agent_cgroup, SECOPS_AF_INET, protocol, port, key.addr, 4, kind);
-	return SOCK_DENY;
-}
-
-static __always_inline int judge6(const struct secops_agent *agent, __u64 agent_cgroup,
-				  const __u32 ip6[4], __u16 port, __u16 protocol, __u8 bit,
-				  __u8 kind)
-{
-	/* ::ffff:a.b.c.d is the IPv4 address it carries, and is judged as one. */
-	if (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0x0000ffff))
-		return judge4(agent, agent_cgroup, ip6[3], port, protocol, bit, kind);
-
-	struct secops_egress6_key key = {
-		.prefixlen = 32 + 128,
-		.agent_index = agent->agent_index,
-	};
-	__builtin_memcpy(key.addr, ip6, 16);
-	const struct secops_egress_value *v = bpf_map_lookup_elem(&secops_egress6, &key);
-	if (ranges_allow(v, port, bit)) {
-		count_allowed(agent->agent_index, SECOPS_AF_INET6, protocol, port, key.addr, 16);
-		return SOCK_ALLOW;
-	}
-	report_denied(agent, agent_cgroup, SECOPS_AF_INET6, protocol, port, key.addr, 16, kind);
-	return SOCK_DENY;
-}
-
-/* The agent whose egress is judged, or NULL: not an agent, or not enforced for it. */
-static __always_inline const struct secops_agent *enforced_agent(__u64 *agent_cgroup)
-{
-	const struct secops_agent *agent = secops_current_agent(agent_cgroup);
-	if (!agent || !(agent->flags & SECOPS_AGENT_EGRESS_ENFORCED))
-		return NULL;
-	return agent;
-}
+#include "egress.h"
 
 static __always_inline __u16 dest_port(const struct bpf_sock_addr *ctx)
 {
@@ -156,7 +24,7 @@ int secops_connect4(struct bpf_sock_addr *ctx)
 		return SOCK_ALLOW;
 	__u32 protocol = ctx->protocol;
 	return judge4(agent, agent_cgroup, ctx->user_ip4, dest_port(ctx), (__u16)protocol,
-		      connect_proto_bit(protocol), SECOPS_NET_CONNECT);
+		      connect_proto_bit(protocol), SECOPS_NET_CONNECT, true);
 }
 
 SEC("cgroup/connect6")
@@ -169,7 +37,7 @@ int secops_connect6(struct bpf_sock_addr *ctx)
 	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
 	__u32 protocol = ctx->protocol;
 	return judge6(agent, agent_cgroup, ip6, dest_port(ctx), (__u16)protocol,
-		      connect_proto_bit(protocol), SECOPS_NET_CONNECT);
+		      connect_proto_bit(protocol), SECOPS_NET_CONNECT, true);
 }
 
 /* Only unconnected UDP sends reach the sendmsg hooks: judged with the UDP bit. */
@@ -181,7 +49,7 @@ int secops_sendmsg4(struct bpf_sock_addr *ctx)
 	if (!agent)
 		return SOCK_ALLOW;
 	return judge4(agent, agent_cgroup, ctx->user_ip4, dest_port(ctx), (__u16)ctx->protocol,
-		      SECOPS_PROTO_UDP, SECOPS_NET_SENDMSG);
+		      SECOPS_PROTO_UDP, SECOPS_NET_SENDMSG, true);
 }
 
 SEC("cgroup/sendmsg6")
@@ -193,7 +61,7 @@ int secops_sendmsg6(struct bpf_sock_addr *ctx)
 		return SOCK_ALLOW;
 	__u32 ip6[4] = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] };
 	return judge6(agent, agent_cgroup, ip6, dest_port(ctx), (__u16)ctx->protocol,
-		      SECOPS_PROTO_UDP, SECOPS_NET_SENDMSG);
+		      SECOPS_PROTO_UDP, SECOPS_NET_SENDMSG, true);
 }
 
 SECOPS_LICENSE;

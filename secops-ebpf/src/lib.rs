@@ -28,6 +28,9 @@ pub const EXEC: &[u8] = object!("exec.bpf.o");
 /// `tracepoint/syscalls/sys_enter_{unlinkat,unlink,rmdir,renameat2,renameat,rename}`.
 pub const FILES: &[u8] = object!("files.bpf.o");
 
+/// The BPF LSM programs: files, exec, sockets and self-protection (`lsm/*`).
+pub const LSM: &[u8] = object!("lsm.bpf.o");
+
 /// `lsm/file_open` doing nothing, for the capability probe (declares no maps).
 pub const PROBE_LSM: &[u8] = object!("probe_lsm.bpf.o");
 
@@ -35,8 +38,12 @@ pub const PROBE_LSM: &[u8] = object!("probe_lsm.bpf.o");
 pub const ALIGNCHECKER: &[u8] = object!("alignchecker.bpf.o");
 
 /// The objects a loader loads, by name.
-pub const PROGRAM_OBJECTS: &[(&str, &[u8])] =
-    &[("egress", EGRESS), ("exec", EXEC), ("files", FILES)];
+pub const PROGRAM_OBJECTS: &[(&str, &[u8])] = &[
+    ("egress", EGRESS),
+    ("exec", EXEC),
+    ("files", FILES),
+    ("lsm", LSM),
+];
 
 /// The names of the programs (the C functions) in the objects above.
 pub mod programs {
@@ -53,6 +60,22 @@ pub mod programs {
     pub const RENAMEAT: &str = "secops_renameat";
     pub const RENAME: &str = "secops_rename";
     pub const PROBE_LSM: &str = "secops_probe_lsm";
+    pub const LSM_UNLINK: &str = "secops_lsm_unlink";
+    pub const LSM_RMDIR: &str = "secops_lsm_rmdir";
+    pub const LSM_RENAME: &str = "secops_lsm_rename";
+    pub const LSM_LINK: &str = "secops_lsm_link";
+    pub const LSM_TRUNCATE: &str = "secops_lsm_truncate";
+    pub const LSM_MKNOD: &str = "secops_lsm_mknod";
+    pub const LSM_FILE_OPEN: &str = "secops_lsm_file_open";
+    pub const LSM_EXEC: &str = "secops_lsm_exec";
+    pub const LSM_MMAP: &str = "secops_lsm_mmap";
+    pub const LSM_SOCKET_CREATE: &str = "secops_lsm_socket_create";
+    pub const LSM_SOCKET_CONNECT: &str = "secops_lsm_socket_connect";
+    pub const LSM_UNIX_STREAM_CONNECT: &str = "secops_lsm_unix_stream_connect";
+    pub const LSM_UNIX_MAY_SEND: &str = "secops_lsm_unix_may_send";
+    pub const LSM_BPF: &str = "secops_lsm_bpf";
+    pub const LSM_PTRACE: &str = "secops_lsm_ptrace";
+    pub const LSM_TASK_KILL: &str = "secops_lsm_task_kill";
 }
 
 #[cfg(test)]

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
+use super::file_rules::CompiledFiles;
 use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
 use crate::engine::{ActionRequest, Decision, Engine, NormalizedPath};
-use crate::kernel::{split_wait_status, AllowedEgress, EventMeta, KernelEvent, NetHook};
+use crate::kernel::{
+    split_wait_status, AllowedEgress, EventMeta, KernelEvent, LsmDenial, LsmOp, NetHook,
+};
 
 const AT_FDCWD: i32 = -100;
 const IPPROTO_UDP: u16 = 17;
@@ -27,7 +30,38 @@ pub fn action_of(event: &KernelEvent) -> CoreAction {
         } => CoreAction::NetSend,
         KernelEvent::Net { protocol, .. } if *protocol == IPPROTO_UDP => CoreAction::NetSend,
         KernelEvent::Net { .. } => CoreAction::NetConnect,
+        KernelEvent::Lsm { denial, .. } => lsm_action(denial.op),
     }
+}
+
+/// The action type of each LSM check. A denied read is a secret read: reads are judged
+/// only where a rule protects the file.
+fn lsm_action(op: LsmOp) -> CoreAction {
+    match op {
+        LsmOp::Unlink | LsmOp::Rmdir | LsmOp::RenameTarget => CoreAction::FsDelete,
+        LsmOp::RenameSource => CoreAction::FsRename,
+        LsmOp::Link => CoreAction::FsLink,
+        LsmOp::Truncate => CoreAction::FsTruncate,
+        LsmOp::OpenWrite => CoreAction::FsWrite,
+        LsmOp::OpenRead => CoreAction::SecretRead,
+        LsmOp::Exec | LsmOp::ExecFileless | LsmOp::MmapExec => CoreAction::ProcExec,
+        LsmOp::SocketCreate => CoreAction::NetSend,
+        LsmOp::SocketConnect | LsmOp::UnixConnect => CoreAction::NetConnect,
+        LsmOp::Bpf => CoreAction::SysBpf,
+        LsmOp::Ptrace => CoreAction::ProcPtrace,
+        LsmOp::Signal => CoreAction::ProcSignal,
+        LsmOp::CgroupWrite => CoreAction::SysCgroup,
+    }
+}
+
+/// The path an LSM event is about, as well as the kernel could tell.
+fn lsm_path(denial: &LsmDenial, agent_index: u32, files: &CompiledFiles) -> String {
+    let anchor = secops_common::kernel::InodeKey {
+        agent_index,
+        dev: denial.anchor_dev,
+        ino: denial.anchor_ino,
+    };
+    files.event_path(anchor, denial.depth, &denial.names)
 }
 
 /// Converts the kernel's CLOCK_BOOTTIME stamps to UTC.
@@ -144,7 +178,9 @@ pub fn capture(event: KernelEvent, exes: &mut ExeCache) -> Captured {
             Some(resolve_path(tgid, *olddfd, old_path).unwrap_or_else(|| old_path.clone())),
             Some(resolve_path(tgid, *newdfd, new_path).unwrap_or_else(|| new_path.clone())),
         ),
-        KernelEvent::Exit { .. } | KernelEvent::Net { .. } => (None, None),
+        KernelEvent::Exit { .. } | KernelEvent::Net { .. } | KernelEvent::Lsm { .. } => {
+            (None, None)
+        }
     };
     if matches!(event, KernelEvent::Exit { .. }) {
         exes.forget(tgid);
@@ -166,6 +202,7 @@ pub fn record_for(
     captured: &Captured,
     agent: Option<&str>,
     engine: &Engine,
+    files: &CompiledFiles,
     clock: &Clock,
 ) -> NewRecord {
     let event = &captured.event;
@@ -228,12 +265,16 @@ pub fn record_for(
                 String::new(),
             )
         }
+        KernelEvent::Lsm { denial, .. } => lsm_object(denial, meta, files, &mut path, &mut binary),
     };
     request.path = path.as_ref();
     request.binary = binary.as_ref();
     let decision = engine.decide(&request);
 
-    let (verdict, rule_id, reason) = judge(event, meta, agent, &decision, &detail);
+    let (verdict, rule_id, reason) = match event {
+        KernelEvent::Lsm { denial, .. } => judge_lsm(denial, meta, &decision, files, &detail),
+        _ => judge(event, meta, agent, &decision, &detail),
+    };
     NewRecord {
         ts_ns: clock.utc_ns(meta.ts_boot_ns),
         agent: agent.map(str::to_owned),
@@ -251,6 +292,76 @@ pub fn record_for(
         reason,
         source: Source::Kernel,
     }
+}
+
+/// The object and detail of an LSM event; fills the engine's path or binary.
+fn lsm_object(
+    denial: &LsmDenial,
+    meta: &EventMeta,
+    files: &CompiledFiles,
+    path: &mut Option<NormalizedPath>,
+    binary: &mut Option<NormalizedPath>,
+) -> (Option<AuditObject>, String) {
+    let object = |kind, value: String| Some(AuditObject { kind, value });
+    let check = denial.op.name();
+    match denial.op {
+        LsmOp::Bpf => (None, format!("{check} (command {})", denial.signal)),
+        LsmOp::Ptrace => (
+            object(ObjectKind::Target, format!("pid {}", denial.target_pid)),
+            check.to_owned(),
+        ),
+        LsmOp::Signal => (
+            object(ObjectKind::Target, format!("pid {}", denial.target_pid)),
+            format!("{check} {}", denial.signal),
+        ),
+        LsmOp::SocketCreate => (
+            None,
+            format!(
+                "{check}: family {} type {} protocol {}",
+                denial.family, denial.sock_type, denial.protocol
+            ),
+        ),
+        _ => {
+            let p = lsm_path(denial, meta.agent_index, files);
+            if matches!(
+                denial.op,
+                LsmOp::Exec | LsmOp::ExecFileless | LsmOp::MmapExec
+            ) {
+                *binary = normalized(Some(&p));
+                (object(ObjectKind::Binary, p), check.to_owned())
+            } else {
+                *path = normalized(Some(&p));
+                (object(ObjectKind::Path, p), check.to_owned())
+            }
+        }
+    }
+}
+
+/// An LSM event's verdict is the kernel's, and so is its rule: the compiled entry's (or,
+/// for the built-in checks, the policy's rule for that action if it has one).
+fn judge_lsm(
+    denial: &LsmDenial,
+    meta: &EventMeta,
+    decision: &Decision,
+    files: &CompiledFiles,
+    detail: &str,
+) -> (Verdict, Option<String>, String) {
+    let rule = if denial.rule != 0 {
+        files.rule_id(denial.rule).to_string()
+    } else {
+        match (&decision.rule_id, decision.verdict) {
+            (Some(id), Verdict::Deny) => id.to_string(),
+            _ => files.rule_id(0).to_string(),
+        }
+    };
+    let reason = match meta.verdict {
+        Verdict::Allow => format!("allowed by BPF LSM ({detail})"),
+        Verdict::Deny => format!("denied by BPF LSM, rule {rule} ({detail})"),
+        Verdict::Escalate => {
+            format!("denied by BPF LSM until a human approves, rule {rule} ({detail})")
+        }
+    };
+    (meta.verdict, Some(rule), reason)
 }
 
 /// The record says what the kernel did. Where the kernel only observed (no BPF LSM), the

@@ -14,6 +14,7 @@
 
 mod agents;
 pub mod events;
+pub mod file_rules;
 mod http;
 pub mod metrics;
 mod pipeline;
@@ -38,6 +39,7 @@ use crate::cgroups::CgroupDir;
 use crate::engine::Engine;
 use crate::kernel::{self, Capabilities, Kernel, LoadOptions};
 use crate::policy::{load_policy, Policy};
+use file_rules::{AgentTarget, BuiltinProtection, CompiledFiles};
 
 /// Everything `secops daemon` can be told.
 #[derive(Clone, Debug)]
@@ -93,6 +95,8 @@ pub struct Shared {
     metrics: metrics::Metrics,
     /// The approval queue. Held only in blocking tasks, never across an await.
     tickets: Mutex<TicketStore>,
+    /// The file rules as compiled into the kernel's inode entries (for reading LSM events).
+    files: RwLock<Arc<CompiledFiles>>,
     shutdown: AtomicBool,
     shutdown_notify: Notify,
 }
@@ -145,8 +149,9 @@ impl Shared {
     /// never enforces less than the engine believes.
     fn apply(&self, policy: Policy) -> anyhow::Result<Vec<PathBuf>> {
         let files = policy.files.clone();
-        self.sync_kernel(&policy)?;
-        *write(&self.engine) = Arc::new(Engine::new(Arc::new(policy)));
+        let engine = Arc::new(Engine::new(Arc::new(policy)));
+        self.sync_kernel(&engine)?;
+        *write(&self.engine) = engine;
         Ok(files)
     }
 
@@ -154,14 +159,27 @@ impl Shared {
     /// resolved differently, or an agent cgroup was removed); the engine stays as it is.
     fn resync(&self) -> anyhow::Result<()> {
         let engine = self.engine();
-        self.sync_kernel(engine.policy())
+        self.sync_kernel(&engine)
     }
 
-    fn sync_kernel(&self, policy: &Policy) -> anyhow::Result<()> {
+    fn sync_kernel(&self, engine: &Engine) -> anyhow::Result<()> {
         let hosts = lock(&self.hosts).clone();
         let mut kernel = lock(&self.kernel);
         let mut agents = write(&self.agents);
-        agents.sync(policy, &self.root, kernel.maps_mut(), &hosts)
+        agents.sync(engine.policy(), &self.root, kernel.maps_mut(), &hosts)?;
+        let files = compile_files(engine, &agents, &self.options)?;
+        let update = kernel
+            .maps_mut()
+            .replace_inodes(&files.entries)
+            .context("writing the file rules into the kernel")?;
+        tracing::info!(
+            entries = files.entries.len(),
+            removed = update.removed,
+            truncated = ?files.truncated,
+            "file rules compiled for the LSM programs"
+        );
+        *write(&self.files) = Arc::new(files);
+        Ok(())
     }
 
     fn status(&self) -> StatusReport {
@@ -204,6 +222,7 @@ fn capability_report(
     probed: &Capabilities,
     egress_attached: bool,
     tracepoints_attached: bool,
+    lsm_attached: bool,
 ) -> Vec<CapabilityStatus> {
     let layer = |name: &str, active: bool, detail: String| CapabilityStatus {
         name: name.to_owned(),
@@ -224,7 +243,13 @@ fn capability_report(
             "event tagging",
             tracepoints_attached,
             if tracepoints_attached {
-                "exec, exit, unlink/rmdir, rename tracepoints attached (observation only)".into()
+                if probed.bpf_lsm.active {
+                    "exec and exit tracepoints attached (deletes and renames come from BPF LSM)"
+                        .into()
+                } else {
+                    "exec, exit, unlink/rmdir, rename tracepoints attached (observation only)"
+                        .into()
+                }
             } else {
                 probed.tracepoints.reason.clone()
             },
@@ -236,13 +261,54 @@ fn capability_report(
         ),
         layer(
             "synchronous file/exec deny (BPF LSM)",
-            false,
-            format!(
-                "not enforcing: this build has no LSM programs yet; kernel: {}",
-                probed.bpf_lsm.reason
-            ),
+            lsm_attached,
+            if lsm_attached {
+                "file deletes/renames/links/truncates/writes, secret reads, exec (by inode), raw \
+                 sockets, connect backstop and self-protection enforced by BPF LSM programs"
+                    .into()
+            } else if probed.bpf_lsm.active {
+                "not enforcing: the LSM programs did not attach (see the daemon log)".into()
+            } else {
+                format!("not enforcing: {}", probed.bpf_lsm.reason)
+            },
         ),
     ]
+}
+
+/// The policy's file rules for every agent in it, and secops' own files, as inode entries.
+fn compile_files(
+    engine: &Engine,
+    agents: &AgentTable,
+    options: &DaemonOptions,
+) -> anyhow::Result<CompiledFiles> {
+    let policy = engine.policy();
+    let targets: Vec<AgentTarget> = agents
+        .slots()
+        .filter(|slot| slot.in_policy)
+        .filter_map(|slot| {
+            let engine_index = engine.agent_index(&slot.name)?;
+            let spec = policy.agents.get(engine_index.0 as usize)?;
+            Some(AgentTarget {
+                engine_index,
+                kernel_index: slot.index,
+                workspace: PathBuf::from(&spec.workspace),
+            })
+        })
+        .collect();
+    let mounts = crate::kernel::fs::mount_points().context("listing mount points")?;
+    let mut builtin: Vec<BuiltinProtection> = [&options.state_dir, &options.pin_dir]
+        .into_iter()
+        .chain(&policy.files)
+        .map(|path| BuiltinProtection {
+            path: path.clone(),
+            connect_allowed: false,
+        })
+        .collect();
+    builtin.push(BuiltinProtection {
+        path: options.socket.clone(),
+        connect_allowed: true,
+    });
+    Ok(file_rules::compile(engine, &targets, &mounts, &builtin))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -288,11 +354,15 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         })?;
     // A layer the probe found this kernel cannot run is not loaded at all: its verifier
     // rejection would otherwise stop the daemon and take the other layers with it.
+    // With BPF LSM, the LSM programs report deletes and renames (allowed ones too), with
+    // the kernel's real verdict: the syscall tracepoints, which can only see attempts,
+    // are then not loaded.
     let load_options = LoadOptions {
         ring_buffer_bytes: options.ring_buffer_bytes,
         egress: probed.cgroup_sock_addr.active,
         exec: probed.tracepoints.active,
-        files: probed.tracepoints.active,
+        files: probed.tracepoints.active && !probed.bpf_lsm.active,
+        lsm: probed.bpf_lsm.active,
     };
     let mut kernel =
         Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
@@ -311,6 +381,18 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     let hosts = HostAddrs::new();
     let mut table = AgentTable::default();
     table.sync(&policy, &root, kernel.maps_mut(), &hosts)?;
+    let engine = Arc::new(Engine::new(Arc::new(policy)));
+    // The file rules are in the map before any LSM program is attached: no moment where
+    // the programs run against an empty map.
+    let files = compile_files(&engine, &table, &options)?;
+    kernel
+        .maps_mut()
+        .replace_inodes(&files.entries)
+        .context("writing the file rules into the kernel")?;
+    kernel
+        .maps_mut()
+        .protect_only(std::process::id())
+        .context("protecting the daemon's process from agents")?;
 
     let egress_attached = match kernel.attach_egress(root.path()) {
         Ok(_) if !load_options.egress => false,
@@ -334,7 +416,19 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
             false
         }
     };
-    let capabilities = capability_report(&probed, egress_attached, tracepoints_attached);
+    let lsm_attached = match kernel.attach_lsm() {
+        Ok(_) if !load_options.lsm => false,
+        Ok(links) => {
+            tracing::info!(?links, "BPF LSM programs attached");
+            true
+        }
+        Err(e) => {
+            tracing::error!("synchronous file/exec deny (BPF LSM) NOT enforced: {e}");
+            false
+        }
+    };
+    let capabilities =
+        capability_report(&probed, egress_attached, tracepoints_attached, lsm_attached);
     for c in &capabilities {
         tracing::info!(layer = %c.name, active = c.active, "{}", c.detail);
     }
@@ -343,7 +437,8 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         .context("opening the event ring buffer")?;
 
     let shared = Arc::new(Shared {
-        engine: RwLock::new(Arc::new(Engine::new(Arc::new(policy)))),
+        engine: RwLock::new(engine),
+        files: RwLock::new(Arc::new(files)),
         kernel: Mutex::new(kernel),
         agents: RwLock::new(table),
         hosts: Mutex::new(hosts),
@@ -361,6 +456,10 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     let writer = Arc::new(writer);
     let pipeline = pipeline::spawn(shared.clone(), reader, writer.clone())?;
     let listener = http::bind(&options.socket, options.socket_gid)?;
+    // Again, now that the socket exists: its inode gets its built-in entry.
+    shared
+        .resync()
+        .context("writing the kernel maps after binding the API socket")?;
     let api = Arc::new(http::ApiState {
         shared: shared.clone(),
         writer: writer.clone(),

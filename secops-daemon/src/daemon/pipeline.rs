@@ -140,6 +140,7 @@ impl Pipeline {
         while let Some(first) = next.take() {
             let clock = Clock::now();
             let engine = self.shared.engine();
+            let files = super::read(&self.shared.files).clone();
             let mut tickets = Vec::with_capacity(BATCH);
             {
                 let agents = super::read(&self.shared.agents);
@@ -150,8 +151,8 @@ impl Pipeline {
                         .by_cgroup_id(meta.cgroup_id)
                         .or_else(|| agents.by_index(meta.agent_index));
                     let started = std::time::Instant::now();
-                    let record =
-                        record_for(&captured, slot.map(|s| s.name.as_str()), &engine, &clock);
+                    let agent = slot.map(|s| s.name.as_str());
+                    let record = record_for(&captured, agent, &engine, &files, &clock);
                     let metrics = &self.shared.metrics;
                     metrics.latency(Source::Kernel, started.elapsed());
                     metrics.decision(

@@ -43,6 +43,9 @@ pub enum KernelError {
         source: Box<EbpfError>,
     },
 
+    #[error("reading the kernel's BTF (needed by LSM programs): {0}")]
+    Btf(#[source] Box<aya::BtfError>),
+
     #[error("BPF object {object} has no program {program}")]
     MissingProgram {
         object: &'static str,

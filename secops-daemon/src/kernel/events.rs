@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use aya::maps::{Map, MapData, RingBuf};
 use secops_common::kernel::{
-    Event, EventHeader, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT, EVENT_NET, EVENT_RENAME,
-    EVENT_UNLINK, MAP_EVENTS, NET_CONNECT, NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY,
+    Event, EventHeader, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT, EVENT_LSM, EVENT_NET,
+    EVENT_RENAME, EVENT_UNLINK, MAP_EVENTS, NET_CONNECT, NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY,
+    VERDICT_ESCALATE,
 };
 use secops_common::Verdict;
 use tokio::io::unix::AsyncFd;
@@ -41,6 +42,105 @@ pub enum NetHook {
     Connect,
     /// sendto/sendmsg on an unconnected UDP socket.
     Sendmsg,
+}
+
+/// What an LSM denial was about (`enum secops_lsm_op`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LsmOp {
+    Unlink,
+    Rmdir,
+    RenameSource,
+    /// The file a rename would have replaced (or the new name it would have made).
+    RenameTarget,
+    Link,
+    Truncate,
+    OpenWrite,
+    OpenRead,
+    Exec,
+    /// A memfd or a deleted file.
+    ExecFileless,
+    /// A denied binary mapped executable without exec(2) (`ld.so BINARY`).
+    MmapExec,
+    /// A raw or packet socket.
+    SocketCreate,
+    SocketConnect,
+    UnixConnect,
+    Bpf,
+    Ptrace,
+    Signal,
+    CgroupWrite,
+}
+
+impl LsmOp {
+    fn from_code(code: u32) -> Option<LsmOp> {
+        use secops_common::kernel::*;
+        Some(match code {
+            LSM_UNLINK => LsmOp::Unlink,
+            LSM_RMDIR => LsmOp::Rmdir,
+            LSM_RENAME_SOURCE => LsmOp::RenameSource,
+            LSM_RENAME_TARGET => LsmOp::RenameTarget,
+            LSM_LINK => LsmOp::Link,
+            LSM_TRUNCATE => LsmOp::Truncate,
+            LSM_OPEN_WRITE => LsmOp::OpenWrite,
+            LSM_OPEN_READ => LsmOp::OpenRead,
+            LSM_EXEC => LsmOp::Exec,
+            LSM_EXEC_FILELESS => LsmOp::ExecFileless,
+            LSM_MMAP_EXEC => LsmOp::MmapExec,
+            LSM_SOCKET_CREATE => LsmOp::SocketCreate,
+            LSM_SOCKET_CONNECT => LsmOp::SocketConnect,
+            LSM_UNIX_CONNECT => LsmOp::UnixConnect,
+            LSM_BPF => LsmOp::Bpf,
+            LSM_PTRACE => LsmOp::Ptrace,
+            LSM_SIGNAL => LsmOp::Signal,
+            LSM_CGROUP_WRITE => LsmOp::CgroupWrite,
+            _ => return None,
+        })
+    }
+
+    /// The name audit records use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LsmOp::Unlink => "unlink",
+            LsmOp::Rmdir => "rmdir",
+            LsmOp::RenameSource => "rename",
+            LsmOp::RenameTarget => "rename-over",
+            LsmOp::Link => "link",
+            LsmOp::Truncate => "truncate",
+            LsmOp::OpenWrite => "open-write",
+            LsmOp::OpenRead => "open-read",
+            LsmOp::Exec => "exec",
+            LsmOp::ExecFileless => "exec-fileless",
+            LsmOp::MmapExec => "mmap-exec",
+            LsmOp::SocketCreate => "socket-create",
+            LsmOp::SocketConnect => "connect",
+            LsmOp::UnixConnect => "unix-connect",
+            LsmOp::Bpf => "bpf",
+            LsmOp::Ptrace => "ptrace",
+            LsmOp::Signal => "signal",
+            LsmOp::CgroupWrite => "cgroup-write",
+        }
+    }
+}
+
+/// An LSM program's denial (see `struct secops_lsm_body`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LsmDenial {
+    pub op: LsmOp,
+    /// Rule index + 1 in the compiled file rules; 0: built-in self-protection.
+    pub rule: u32,
+    pub dev: u32,
+    pub ino: u64,
+    /// The entry that decided ({0, 0}: none, a fallback).
+    pub anchor_dev: u32,
+    pub anchor_ino: u64,
+    pub depth: u32,
+    /// Names from the object up (the object's first).
+    pub names: Vec<String>,
+    pub target_pid: u32,
+    pub signal: u32,
+    pub family: u16,
+    pub sock_type: u16,
+    pub protocol: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +189,8 @@ pub enum KernelEvent {
         addr: IpAddr,
         port: u16,
     },
+    /// A BPF LSM program denied something (the syscall got EPERM).
+    Lsm { meta: EventMeta, denial: LsmDenial },
 }
 
 impl KernelEvent {
@@ -98,7 +200,8 @@ impl KernelEvent {
             | KernelEvent::Exit { meta, .. }
             | KernelEvent::Unlink { meta, .. }
             | KernelEvent::Rename { meta, .. }
-            | KernelEvent::Net { meta, .. } => meta,
+            | KernelEvent::Net { meta, .. }
+            | KernelEvent::Lsm { meta, .. } => meta,
         }
     }
 }
@@ -140,6 +243,7 @@ pub fn parse_event(record: &[u8]) -> Result<KernelEvent> {
     let verdict = match h.verdict {
         VERDICT_ALLOW => Verdict::Allow,
         VERDICT_DENY => Verdict::Deny,
+        VERDICT_ESCALATE => Verdict::Escalate,
         other => return Err(malformed(record.len(), format!("unknown verdict {other}"))),
     };
     let meta = EventMeta {
@@ -220,6 +324,30 @@ pub fn parse_event(record: &[u8]) -> Result<KernelEvent> {
                 protocol: b.protocol,
                 addr,
                 port: b.port,
+            }
+        }
+        EVENT_LSM => {
+            let b = unsafe { event.body.lsm };
+            let op = LsmOp::from_code(b.op)
+                .ok_or_else(|| malformed(record.len(), format!("unknown LSM op {}", b.op)))?;
+            let n = (b.n_names as usize).min(b.names.len());
+            KernelEvent::Lsm {
+                meta,
+                denial: LsmDenial {
+                    op,
+                    rule: b.rule,
+                    dev: b.dev,
+                    ino: b.ino,
+                    anchor_dev: b.anchor_dev,
+                    anchor_ino: b.anchor_ino,
+                    depth: b.depth,
+                    names: b.names[..n].iter().map(|name| c_string(name)).collect(),
+                    target_pid: b.target_pid,
+                    signal: b.signal,
+                    family: b.family,
+                    sock_type: b.sock_type,
+                    protocol: b.protocol,
+                },
             }
         }
         other => {

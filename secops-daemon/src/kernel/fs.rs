@@ -56,6 +56,21 @@ pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<Cgroup2Mount> {
     })
 }
 
+/// Every mount point of this process's mount namespace, from /proc/self/mountinfo.
+pub fn mount_points() -> Result<Vec<PathBuf>> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(path).map_err(|e| KernelError::io("reading", path, e))?;
+    Ok(parse_mount_points(&text))
+}
+
+pub fn parse_mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mountinfo(field)))
+        .collect()
+}
+
 /// mountinfo escapes space, tab, newline and backslash as `\ooo` octal.
 fn unescape_mountinfo(field: &str) -> String {
     let bytes = field.as_bytes();

@@ -16,8 +16,8 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::FdLink;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, TracePoint};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 use secops_common::kernel::{MAPS, MAP_EVENTS};
 use secops_ebpf::programs as names;
 
@@ -36,6 +36,9 @@ enum Hook {
     TracePoint {
         category: &'static str,
         name: &'static str,
+    },
+    Lsm {
+        hook: &'static str,
     },
 }
 
@@ -67,6 +70,14 @@ const fn sock(program: &'static str) -> ProgramSpec {
     }
 }
 
+const fn lsm(program: &'static str, hook: &'static str) -> ProgramSpec {
+    ProgramSpec {
+        object: "lsm",
+        program,
+        hook: Hook::Lsm { hook },
+    }
+}
+
 /// Every program secops loads, where it comes from and where it attaches.
 const PROGRAMS: &[ProgramSpec] = &[
     sock(names::CONNECT4),
@@ -81,6 +92,22 @@ const PROGRAMS: &[ProgramSpec] = &[
     tp("files", names::RENAMEAT2, "syscalls", "sys_enter_renameat2"),
     tp("files", names::RENAMEAT, "syscalls", "sys_enter_renameat"),
     tp("files", names::RENAME, "syscalls", "sys_enter_rename"),
+    lsm(names::LSM_UNLINK, "path_unlink"),
+    lsm(names::LSM_RMDIR, "path_rmdir"),
+    lsm(names::LSM_RENAME, "path_rename"),
+    lsm(names::LSM_LINK, "path_link"),
+    lsm(names::LSM_TRUNCATE, "path_truncate"),
+    lsm(names::LSM_MKNOD, "path_mknod"),
+    lsm(names::LSM_FILE_OPEN, "file_open"),
+    lsm(names::LSM_EXEC, "bprm_check_security"),
+    lsm(names::LSM_MMAP, "mmap_file"),
+    lsm(names::LSM_SOCKET_CREATE, "socket_create"),
+    lsm(names::LSM_SOCKET_CONNECT, "socket_connect"),
+    lsm(names::LSM_UNIX_STREAM_CONNECT, "unix_stream_connect"),
+    lsm(names::LSM_UNIX_MAY_SEND, "unix_may_send"),
+    lsm(names::LSM_BPF, "bpf"),
+    lsm(names::LSM_PTRACE, "ptrace_access_check"),
+    lsm(names::LSM_TASK_KILL, "task_kill"),
 ];
 
 /// Which program families to load, and the ring buffer's size.
@@ -95,6 +122,8 @@ pub struct LoadOptions {
     pub exec: bool,
     /// unlink/rmdir/rename syscall tracepoints.
     pub files: bool,
+    /// The BPF LSM programs (only where the probe found that LSM programs load).
+    pub lsm: bool,
 }
 
 impl Default for LoadOptions {
@@ -104,6 +133,7 @@ impl Default for LoadOptions {
             egress: true,
             exec: true,
             files: true,
+            lsm: false,
         }
     }
 }
@@ -229,7 +259,13 @@ impl Kernel {
             ("egress", options.egress),
             ("exec", options.exec),
             ("files", options.files),
+            ("lsm", options.lsm),
         ];
+        let btf = if options.lsm {
+            Some(Btf::from_sys_fs().map_err(|e| KernelError::Btf(Box::new(e)))?)
+        } else {
+            None
+        };
         let mut objects = Vec::new();
         for (name, enabled) in wanted {
             if !enabled {
@@ -261,6 +297,10 @@ impl Kernel {
                     Hook::TracePoint { .. } => {
                         <&mut TracePoint>::try_from(program).and_then(|p| p.load())
                     }
+                    Hook::Lsm { hook } => match &btf {
+                        Some(btf) => <&mut Lsm>::try_from(program).and_then(|p| p.load(hook, btf)),
+                        None => continue,
+                    },
                 };
                 loaded.map_err(|e| KernelError::program("loading", spec.program, e))?;
             }
@@ -314,17 +354,22 @@ impl Kernel {
             })
     }
 
-    /// The loaded program of `spec`, as its program type.
-    fn program<'a, T>(&'a mut self, spec: &ProgramSpec) -> Result<&'a mut T>
-    where
-        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
-    {
+    /// The loaded program of `spec`, whatever its type.
+    fn loaded_program(&mut self, spec: &ProgramSpec) -> Result<&mut aya::programs::Program> {
         self.ebpf_mut(spec.object)?
             .program_mut(spec.program)
             .ok_or(KernelError::MissingProgram {
                 object: spec.object,
                 program: spec.program,
-            })?
+            })
+    }
+
+    /// The loaded program of `spec`, as its program type.
+    fn program<'a, T>(&'a mut self, spec: &ProgramSpec) -> Result<&'a mut T>
+    where
+        &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
+        self.loaded_program(spec)?
             .try_into()
             .map_err(|e| KernelError::program("finding", spec.program, e))
     }
@@ -381,26 +426,44 @@ impl Kernel {
     /// first if needed. They report only tasks of agents.
     pub fn attach_tracepoints(&mut self) -> Result<Vec<(&'static str, Attached)>> {
         fs::mount_tracefs_if_needed()?;
+        self.attach_unupdatable(|hook| matches!(hook, Hook::TracePoint { .. }))
+    }
+
+    /// Attaches the BPF LSM programs (if loaded). They judge only tasks of agents.
+    pub fn attach_lsm(&mut self) -> Result<Vec<(&'static str, Attached)>> {
+        self.attach_unupdatable(|hook| matches!(hook, Hook::Lsm { .. }))
+    }
+
+    /// Attaches the loaded programs whose hook `wanted` selects, for hooks whose links
+    /// BPF_LINK_UPDATE cannot switch (perf-event and tracing links): a pinned link running
+    /// the same program is kept; one running another program is replaced new-first.
+    fn attach_unupdatable(
+        &mut self,
+        wanted: fn(&Hook) -> bool,
+    ) -> Result<Vec<(&'static str, Attached)>> {
         let mut report = Vec::new();
         let loaded: Vec<&'static str> = self.objects.iter().map(|o| o.name).collect();
-        for spec in PROGRAMS.iter().filter(|s| loaded.contains(&s.object)) {
-            let Hook::TracePoint { category, name } = spec.hook else {
-                continue;
-            };
+        for spec in PROGRAMS
+            .iter()
+            .filter(|s| loaded.contains(&s.object) && wanted(&s.hook))
+        {
             let path = link_pin(&self.pin_dir, spec.program);
             let pin_dir = self.pin_dir.clone();
-            let program: &mut TracePoint = self.program(spec)?;
+            let link_type = match spec.hook {
+                Hook::Lsm { .. } => sys::BPF_LINK_TYPE_TRACING,
+                _ => sys::BPF_LINK_TYPE_PERF_EVENT,
+            };
+            let new_tag = self
+                .loaded_program(spec)?
+                .info()
+                .map_err(|e| KernelError::program("reading info of", spec.program, e))?
+                .tag();
             let link_err = |action| link_error(&path, spec.program, action);
 
             let old = if path.exists() {
                 let fd = open_pinned(&path).map_err(link_err("opening pinned"))?;
                 let info = sys::link_info(fd.as_fd()).map_err(link_err("reading info of"))?;
-                let old_tag = program_tag(info.prog_id);
-                let new_tag = program
-                    .info()
-                    .map_err(|e| KernelError::program("reading info of", spec.program, e))?
-                    .tag();
-                if info.link_type == sys::BPF_LINK_TYPE_PERF_EVENT && old_tag == Some(new_tag) {
+                if info.link_type == link_type && program_tag(info.prog_id) == Some(new_tag) {
                     self.hold(spec.program, fd);
                     report.push((spec.program, Attached::Kept));
                     continue;
@@ -411,17 +474,34 @@ impl Kernel {
             };
 
             // New link first, old one removed after: at worst an event is reported twice
-            // during the switch, never missed.
-            let id = program
-                .attach(category, name)
-                .map_err(|e| KernelError::program("attaching", spec.program, e))?;
-            let link = program
-                .take_link(id)
-                .map_err(|e| KernelError::program("taking link of", spec.program, e))?;
+            // (or a check made twice) during the switch, never missed.
+            let link = match spec.hook {
+                Hook::TracePoint { category, name } => {
+                    let program: &mut TracePoint = self.program(spec)?;
+                    let id = program
+                        .attach(category, name)
+                        .map_err(|e| KernelError::program("attaching", spec.program, e))?;
+                    FdLink::try_from(
+                        program
+                            .take_link(id)
+                            .map_err(|e| KernelError::program("taking link of", spec.program, e))?,
+                    )
+                }
+                Hook::Lsm { .. } => {
+                    let program: &mut Lsm = self.program(spec)?;
+                    let id = program
+                        .attach()
+                        .map_err(|e| KernelError::program("attaching", spec.program, e))?;
+                    Ok(FdLink::from(program.take_link(id).map_err(|e| {
+                        KernelError::program("taking link of", spec.program, e)
+                    })?))
+                }
+                Hook::CgroupSockAddr => continue,
+            };
             let outcome = if let Some(old_fd) = old {
                 let staging = staging_pin(&pin_dir, spec.program);
                 let _ = std::fs::remove_file(&staging);
-                let new_fd = pin_link(FdLink::try_from(link), spec.program, &staging)?;
+                let new_fd = pin_link(link, spec.program, &staging)?;
                 // bpffs renames atomically over the old pin, whose link goes away when
                 // `old_fd` closes.
                 std::fs::rename(&staging, &path).map_err(link_err("replacing"))?;
@@ -429,7 +509,7 @@ impl Kernel {
                 self.hold(spec.program, new_fd);
                 Attached::Replaced
             } else {
-                let fd = pin_link(FdLink::try_from(link), spec.program, &path)?;
+                let fd = pin_link(link, spec.program, &path)?;
                 self.hold(spec.program, fd);
                 Attached::New
             };

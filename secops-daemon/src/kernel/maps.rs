@@ -11,8 +11,9 @@ use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
 use aya::Pod;
 use secops_common::kernel::{
     Agent, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue, EgressValue,
-    AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED,
-    MAP_EVENTS, MAP_HEARTBEAT, MAP_STATS, STATS_LEN,
+    InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6,
+    MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS,
+    STATS_LEN,
 };
 
 use super::egress::{compile_egress, EgressAllow, EgressEntries};
@@ -33,6 +34,8 @@ impl Contract for Agent {}
 impl Contract for EgressValue {}
 impl Contract for Lpm4 {}
 impl Contract for Lpm6 {}
+impl Contract for InodeKey {}
+impl Contract for InodeRule {}
 
 // SAFETY: see `Contract`: plain old data, no padding the kernel would not also see.
 unsafe impl<T: Contract> Pod for P<T> {}
@@ -81,6 +84,12 @@ pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
         MAP_EVENTS => (MapType::RingBuf, 0, 0),
         MAP_STATS => (MapType::PerCpuArray, 4, 8),
         MAP_HEARTBEAT => (MapType::Array, 4, 8),
+        MAP_INODES => (
+            MapType::Hash,
+            s(size_of::<InodeKey>()),
+            s(size_of::<InodeRule>()),
+        ),
+        MAP_PROTECTED_PIDS => (MapType::Hash, 4, 4),
         _ => return None,
     })
 }
@@ -182,6 +191,15 @@ pub struct KernelMaps {
     allowed: MapData,
     stats: PerCpuArray<MapData, u64>,
     heartbeat: Array<MapData, u64>,
+    inodes: HashMap<MapData, P<InodeKey>, P<InodeRule>>,
+    protected_pids: HashMap<MapData, u32, u32>,
+}
+
+/// What replacing the inode entries did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeUpdate {
+    pub written: usize,
+    pub removed: usize,
 }
 
 impl std::fmt::Debug for KernelMaps {
@@ -211,7 +229,63 @@ impl KernelMaps {
             stats: PerCpuArray::try_from(open_map(pin_dir, MAP_STATS)?).map_err(conv(MAP_STATS))?,
             heartbeat: Array::try_from(open_map(pin_dir, MAP_HEARTBEAT)?)
                 .map_err(conv(MAP_HEARTBEAT))?,
+            inodes: HashMap::try_from(open_map(pin_dir, MAP_INODES)?).map_err(conv(MAP_INODES))?,
+            protected_pids: HashMap::try_from(open_map(pin_dir, MAP_PROTECTED_PIDS)?)
+                .map_err(conv(MAP_PROTECTED_PIDS))?,
         })
+    }
+
+    /// Makes the inode entries exactly `entries`: writes every entry first (changed ones
+    /// in place), then removes the ones no longer wanted, so no lookup in between finds
+    /// less protection than either the old or the new set gives.
+    pub fn replace_inodes(
+        &mut self,
+        entries: &std::collections::BTreeMap<InodeKey, InodeRule>,
+    ) -> Result<InodeUpdate> {
+        let mut update = InodeUpdate::default();
+        let old: Vec<InodeKey> = self
+            .inodes
+            .keys()
+            .map(|k| {
+                k.map(|k| k.0)
+                    .map_err(|e| KernelError::map(MAP_INODES, "iterating", e))
+            })
+            .collect::<Result<_>>()?;
+        for (key, rule) in entries {
+            self.inodes
+                .insert(P(*key), P(*rule), 0)
+                .map_err(|e| KernelError::map(MAP_INODES, "writing", e))?;
+            update.written += 1;
+        }
+        for key in old.iter().filter(|k| !entries.contains_key(k)) {
+            match self.inodes.remove(&P(*key)) {
+                Ok(()) => update.removed += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(KernelError::map(MAP_INODES, "removing", e)),
+            }
+        }
+        Ok(update)
+    }
+
+    /// Makes `tgid` (this daemon) the one process agents may not signal or ptrace; entries
+    /// of earlier daemons are removed (their pids may be anyone's now).
+    pub fn protect_only(&mut self, tgid: u32) -> Result<()> {
+        let old: Vec<u32> = self
+            .protected_pids
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|&k| k != tgid)
+            .collect();
+        self.protected_pids
+            .insert(tgid, 1, 0)
+            .map_err(|e| KernelError::map(MAP_PROTECTED_PIDS, "writing", e))?;
+        for pid in old {
+            match self.protected_pids.remove(&pid) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(KernelError::map(MAP_PROTECTED_PIDS, "removing", e)),
+            }
+        }
+        Ok(())
     }
 
     pub fn pin_dir(&self) -> &Path {

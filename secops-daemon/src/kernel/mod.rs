@@ -28,7 +28,8 @@ pub use egress::{
 };
 pub use error::{KernelError, Result};
 pub use events::{
-    parse_event, split_wait_status, AsyncEventReader, EventMeta, EventReader, KernelEvent, NetHook,
+    parse_event, split_wait_status, AsyncEventReader, EventMeta, EventReader, KernelEvent,
+    LsmDenial, LsmOp, NetHook,
 };
 pub use loader::{unpin_all, Attached, Kernel, LoadOptions, DEFAULT_RING_BUFFER_BYTES};
 pub use maps::{AllowedEgress, EgressUpdate, KernelMaps, LostCounts};

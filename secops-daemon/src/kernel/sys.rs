@@ -17,6 +17,8 @@ const BPF_LINK_UPDATE: libc::c_long = 29;
 /// `BPF_LINK_TYPE_CGROUP` and `BPF_LINK_TYPE_PERF_EVENT` from `enum bpf_link_type`.
 pub const BPF_LINK_TYPE_CGROUP: u32 = 3;
 pub const BPF_LINK_TYPE_PERF_EVENT: u32 = 7;
+/// `BPF_LINK_TYPE_TRACING`: fentry/fexit and LSM programs.
+pub const BPF_LINK_TYPE_TRACING: u32 = 2;
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a #[repr(C)] prefix of `union bpf_attr` for `cmd`, valid for the

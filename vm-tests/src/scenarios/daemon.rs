@@ -19,10 +19,13 @@ egress:
         ports: [8080]
 ";
 
-/// Layers the daemon must report active on a kernel with BPF LSM. The LSM layer itself is
-/// not here: this build has no LSM programs yet, so the daemon reports it inactive on every
-/// kernel (issue 4's enforcement adds it).
-const MUST_BE_ACTIVE: &[&str] = &["egress allowlist", "event tagging", "ring buffer"];
+/// Layers the daemon must report active on a kernel with BPF LSM.
+const MUST_BE_ACTIVE: &[&str] = &[
+    "egress allowlist",
+    "event tagging",
+    "ring buffer",
+    "synchronous file/exec deny (BPF LSM)",
+];
 
 pub fn run() -> Result<String, String> {
     let daemon = Daemon::start(POLICY)?;

@@ -5,6 +5,7 @@
 
 mod bpf_lsm;
 mod daemon;
+mod lsm_attacks;
 mod mounts;
 
 pub struct Scenario {
@@ -31,5 +32,10 @@ pub const SCENARIOS: &[Scenario] = &[
         about:
             "`secops daemon` loads and attaches its programs, answers `status`, stops on SIGTERM",
         run: daemon::run,
+    },
+    Scenario {
+        name: "lsm-attacks",
+        about: "every attack of `secops-attack` is blocked by BPF LSM and audited; every benign operation works",
+        run: lsm_attacks::run,
     },
 ];

@@ -1,0 +1,514 @@
+//! The policy's file, exec and socket-file rules compiled to (dev, inode) entries for the
+//! LSM programs (`secops_inodes`; see `secops-ebpf/include/secops.h`).
+//!
+//! BPF LSM path hooks cannot turn a dentry into a path on every kernel (`bpf_d_path` is not
+//! allowed there on 6.1), and paths can be raced anyway, so the kernel judges inodes. The
+//! daemon asks its own engine what each operation on each *anchor* would get, and writes the
+//! answers: for the anchor itself (`own`), for a child of it and for anything deeper. A
+//! program walks from the object up to the nearest entry, so one entry covers files created
+//! later in that directory. Anchors are:
+//! - the literal part of every rule pattern, with `*` components expanded against the
+//!   filesystem (`/home/*/.ssh/**` gives each existing `~/.ssh`);
+//! - every mount point, so a walk never leaves a filesystem without an answer;
+//! - the agent's workspace, and secops' own state, policy, pins and socket (built in).
+//!
+//! Below anchors of subtree patterns (`.../**`) and in the workspace, existing files are
+//! enumerated (bounded) and get their own entry when the engine says something different for
+//! them than for their directory, or when any operation on them is denied: then a hardlink
+//! or a rename cannot carry the file out of its protection, because the inode is the key.
+//!
+//! The kernel enforces what *rules* say. An operation no rule matches is allowed by the
+//! kernel (the tracepoint layer still audits it with the engine's default): the engine's
+//! defaults would otherwise deny reads of every file under `locked` autonomy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use secops_common::kernel::{
+    InodeKey, InodeRule, FS_OPS, OP_CONNECT, OP_DELETE, OP_EXEC, OP_LINK, OP_READ, OP_RENAME,
+    OP_TRUNCATE, OP_WRITE, RULE_ALLOW, RULE_DENY, RULE_ESCALATE,
+};
+use secops_common::{CoreAction, Verdict};
+
+use crate::engine::{ActionRequest, AgentIdx, Engine, NormalizedPath};
+
+/// Files enumerated below one anchor at most; the rest keep their directory's verdict.
+pub const MAX_ENUMERATED: usize = 20_000;
+/// Directories an enumeration descends at most.
+const MAX_ENUMERATION_DEPTH: usize = 12;
+/// Matches of one `*` component expanded against the filesystem at most.
+const MAX_GLOB_MATCHES: usize = 5_000;
+/// A name no policy pattern names, standing for "any child" when asking the engine.
+const PROBE_NAME: &str = "\u{1}secops-any";
+
+/// The id audit records give denials by the built-in self-protection (rule index 0).
+pub const BUILTIN_RULE_ID: &str = "secops.self-protection";
+
+/// The action types behind each kernel operation; the strictest verdict of them counts.
+fn op_actions(op: usize) -> &'static [CoreAction] {
+    match op {
+        OP_DELETE => &[CoreAction::FsDelete],
+        OP_RENAME => &[CoreAction::FsRename],
+        OP_LINK => &[CoreAction::FsLink],
+        OP_TRUNCATE => &[CoreAction::FsTruncate],
+        OP_WRITE => &[CoreAction::FsWrite, CoreAction::FsCreate],
+        OP_READ => &[CoreAction::SecretRead, CoreAction::FsRead],
+        OP_EXEC => &[CoreAction::ProcExec],
+        OP_CONNECT => &[CoreAction::NetConnect],
+        _ => &[],
+    }
+}
+
+/// secops' own files, protected from every agent whatever the policy says.
+#[derive(Clone, Debug)]
+pub struct BuiltinProtection {
+    pub path: PathBuf,
+    /// The API socket: agents connect to it, and may do nothing else to it.
+    pub connect_allowed: bool,
+}
+
+/// One agent to compile for.
+#[derive(Clone, Debug)]
+pub struct AgentTarget {
+    pub engine_index: AgentIdx,
+    pub kernel_index: u32,
+    pub workspace: PathBuf,
+}
+
+/// The compiled entries, and what is needed to read the events they cause.
+#[derive(Debug, Default)]
+pub struct CompiledFiles {
+    pub entries: BTreeMap<InodeKey, InodeRule>,
+    /// The path each entry was made for (for an event's path: anchor + names below it).
+    pub paths: HashMap<InodeKey, PathBuf>,
+    /// Rule ids by index + 1 (index 0 is [`BUILTIN_RULE_ID`]).
+    pub rule_ids: Vec<Arc<str>>,
+    /// Anchors whose enumeration stopped at [`MAX_ENUMERATED`].
+    pub truncated: Vec<PathBuf>,
+}
+
+impl CompiledFiles {
+    pub fn rule_id(&self, rule: u32) -> Arc<str> {
+        self.rule_ids
+            .get(rule as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(BUILTIN_RULE_ID))
+    }
+
+    /// The best path for an event: the anchor's path and the names below it, or the names
+    /// alone (`…/a/b`) when the anchor is not known or more names were needed than came.
+    pub fn event_path(&self, anchor: InodeKey, depth: u32, names: &[String]) -> String {
+        let depth = depth as usize;
+        if let Some(base) = self.paths.get(&anchor) {
+            if depth <= names.len() {
+                let mut path = base.clone();
+                for name in names[..depth].iter().rev() {
+                    path.push(name);
+                }
+                return path.to_string_lossy().into_owned();
+            }
+        }
+        let mut parts: Vec<&str> = names.iter().rev().map(String::as_str).collect();
+        if parts.first() == Some(&"/") {
+            parts.remove(0);
+            return format!("/{}", parts.join("/"));
+        }
+        format!("…/{}", parts.join("/"))
+    }
+}
+
+/// The kernel's encoding of a device number (`MKDEV`: major << 20 | minor), as
+/// `inode->i_sb->s_dev` holds it, from a `st_dev`.
+pub fn kernel_dev(st_dev: u64) -> u32 {
+    let major = libc::major(st_dev);
+    let minor = libc::minor(st_dev);
+    (major << 20) | (minor & 0xf_ffff)
+}
+
+fn inode_key(agent: u32, path: &Path) -> Option<InodeKey> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(InodeKey {
+        agent_index: agent,
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+    })
+}
+
+fn rule_code(verdict: Verdict) -> u8 {
+    match verdict {
+        Verdict::Allow => RULE_ALLOW,
+        Verdict::Escalate => RULE_ESCALATE,
+        Verdict::Deny => RULE_DENY,
+    }
+}
+
+/// Verdicts (RULE_*) and rules for every operation, at one position.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct OpVerdicts {
+    verdict: [u8; FS_OPS],
+    rule: [u16; FS_OPS],
+}
+
+impl OpVerdicts {
+    fn all(code: u8) -> OpVerdicts {
+        OpVerdicts {
+            verdict: [code; FS_OPS],
+            rule: [0; FS_OPS],
+        }
+    }
+
+    fn denies_any(&self) -> bool {
+        self.verdict
+            .iter()
+            .any(|&v| v == RULE_DENY || v == RULE_ESCALATE)
+    }
+
+    /// Per operation, the stricter of the two (deny > escalate > allow).
+    fn stricter(self, other: OpVerdicts) -> OpVerdicts {
+        let rank = |v: u8| match v {
+            RULE_DENY => 3,
+            RULE_ESCALATE => 2,
+            RULE_ALLOW => 1,
+            _ => 0,
+        };
+        let mut out = self;
+        for op in 0..FS_OPS {
+            if rank(other.verdict[op]) > rank(out.verdict[op]) {
+                out.verdict[op] = other.verdict[op];
+                out.rule[op] = other.rule[op];
+            }
+        }
+        out
+    }
+}
+
+fn entry(own: OpVerdicts, child: OpVerdicts, deep: OpVerdicts) -> InodeRule {
+    InodeRule {
+        own: own.verdict,
+        child: child.verdict,
+        deep: deep.verdict,
+        own_rule: own.rule,
+        child_rule: child.rule,
+        deep_rule: deep.rule,
+    }
+}
+
+fn split(rule: &InodeRule) -> [OpVerdicts; 3] {
+    [
+        OpVerdicts {
+            verdict: rule.own,
+            rule: rule.own_rule,
+        },
+        OpVerdicts {
+            verdict: rule.child,
+            rule: rule.child_rule,
+        },
+        OpVerdicts {
+            verdict: rule.deep,
+            rule: rule.deep_rule,
+        },
+    ]
+}
+
+/// Asks the engine about paths for one agent.
+struct Judge<'a> {
+    engine: &'a Engine,
+    agent: AgentIdx,
+    rule_index: &'a HashMap<Arc<str>, u16>,
+}
+
+impl Judge<'_> {
+    fn at(&self, path: &str) -> OpVerdicts {
+        let Ok(normalized) = NormalizedPath::new(path) else {
+            return OpVerdicts::all(RULE_ALLOW);
+        };
+        let registry = &self.engine.policy().registry;
+        let mut out = OpVerdicts::all(RULE_ALLOW);
+        for op in 0..FS_OPS {
+            for core in op_actions(op) {
+                let Some(action) = registry.id_of(&secops_common::ActionType::Core(*core)) else {
+                    continue;
+                };
+                let mut request = ActionRequest::new(Some(self.agent), action);
+                if *core == CoreAction::ProcExec {
+                    request.binary = Some(&normalized);
+                } else {
+                    request.path = Some(&normalized);
+                }
+                let decision = self.engine.decide(&request);
+                // Only rules count in the kernel (see the module comment).
+                let Some(rule_id) = decision.rule_id else {
+                    continue;
+                };
+                let mut one = OpVerdicts::all(RULE_ALLOW);
+                one.verdict[op] = rule_code(decision.verdict);
+                one.rule[op] = self.rule_index.get(&rule_id).copied().unwrap_or(0);
+                out = out.stricter(one);
+            }
+        }
+        out
+    }
+
+    /// own, child and deep verdicts of `path`.
+    fn positions(&self, path: &Path) -> [OpVerdicts; 3] {
+        let base = path.to_string_lossy();
+        let base = base.trim_end_matches('/');
+        [
+            self.at(if base.is_empty() { "/" } else { base }),
+            self.at(&format!("{base}/{PROBE_NAME}")),
+            self.at(&format!("{base}/{PROBE_NAME}/{PROBE_NAME}")),
+        ]
+    }
+}
+
+/// The anchors of one glob: its literal directory prefix (for names created there later),
+/// and its leading components expanded against the filesystem, `*`-style components
+/// included, up to a `**` (then the subtree below is enumerated: `true`).
+fn glob_anchors(glob: &str) -> Vec<(PathBuf, bool)> {
+    let mut anchors = Vec::new();
+    let mut frontier = vec![PathBuf::from("/")];
+    let mut literal_prefix = true;
+    for component in glob.split('/').filter(|c| !c.is_empty()) {
+        if component.contains("**") {
+            anchors.extend(frontier.into_iter().map(|p| (p, true)));
+            return anchors;
+        }
+        let wild = component.contains(['*', '?', '[', '{']);
+        if wild && literal_prefix {
+            literal_prefix = false;
+            anchors.extend(frontier.iter().map(|p| (p.clone(), false)));
+        }
+        let mut next = Vec::new();
+        if wild {
+            let Ok(matcher) = crate::policy::compile_glob(component).map(|g| g.compile_matcher())
+            else {
+                return anchors;
+            };
+            for dir in &frontier {
+                let Ok(entries) = std::fs::read_dir(dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    if next.len() >= MAX_GLOB_MATCHES {
+                        break;
+                    }
+                    if matcher.is_match(entry.file_name()) {
+                        next.push(dir.join(entry.file_name()));
+                    }
+                }
+            }
+        } else {
+            next = frontier
+                .iter()
+                .map(|dir| dir.join(component))
+                .filter(|p| p.symlink_metadata().is_ok())
+                .collect();
+        }
+        if next.is_empty() {
+            // Nothing by that name yet: its nearest existing directory is an anchor, so
+            // the engine's verdict for a child there holds.
+            anchors.extend(frontier.into_iter().map(|p| (p, false)));
+            return anchors;
+        }
+        frontier = next;
+    }
+    anchors.extend(frontier.into_iter().map(|p| (p, false)));
+    anchors
+}
+
+/// The engine's rule ids by index + 1, as the kernel entries carry them.
+fn rule_table(engine: &Engine) -> (Vec<Arc<str>>, HashMap<Arc<str>, u16>) {
+    let mut ids: Vec<Arc<str>> = vec![Arc::from(BUILTIN_RULE_ID)];
+    let mut index = HashMap::new();
+    for rule in &engine.policy().rules {
+        let id: Arc<str> = Arc::from(rule.id.as_str());
+        let Ok(n) = u16::try_from(ids.len()) else {
+            break;
+        };
+        index.insert(id.clone(), n);
+        ids.push(id);
+    }
+    (ids, index)
+}
+
+/// Compiles every agent's entries.
+pub fn compile(
+    engine: &Engine,
+    agents: &[AgentTarget],
+    mount_points: &[PathBuf],
+    builtin: &[BuiltinProtection],
+) -> CompiledFiles {
+    let (rule_ids, rule_index) = rule_table(engine);
+    let mut out = CompiledFiles {
+        rule_ids,
+        ..CompiledFiles::default()
+    };
+    for agent in agents {
+        compile_agent(engine, agent, mount_points, builtin, &rule_index, &mut out);
+    }
+    out
+}
+
+fn compile_agent(
+    engine: &Engine,
+    agent: &AgentTarget,
+    mount_points: &[PathBuf],
+    builtin: &[BuiltinProtection],
+    rule_index: &HashMap<Arc<str>, u16>,
+    out: &mut CompiledFiles,
+) {
+    let judge = Judge {
+        engine,
+        agent: agent.engine_index,
+        rule_index,
+    };
+    let policy = engine.policy();
+    let Some(spec) = policy.agents.get(agent.engine_index.0 as usize) else {
+        return;
+    };
+    let homes: Vec<String> = match &spec.home {
+        Some(home) => vec![home.clone()],
+        None => policy.defaults.homes.clone(),
+    };
+
+    // Anchors: (path, whether its subtree is enumerated).
+    let mut anchors: Vec<(PathBuf, bool)> = vec![(agent.workspace.clone(), true)];
+    for rule in &policy.rules {
+        if rule
+            .agents
+            .as_ref()
+            .is_some_and(|scope| !scope.contains(&spec.name))
+        {
+            continue;
+        }
+        for pattern in rule.selectors.paths.iter().chain(&rule.selectors.binaries) {
+            for glob in pattern.expand(&homes, Some(&spec.workspace)) {
+                for (path, subtree) in glob_anchors(&glob) {
+                    let enumerate = subtree && path != Path::new("/");
+                    anchors.push((path, enumerate));
+                }
+            }
+        }
+    }
+    anchors.extend(mount_points.iter().map(|m| (m.clone(), false)));
+
+    for (path, _) in &anchors {
+        let Some(key) = inode_key(agent.kernel_index, path) else {
+            continue;
+        };
+        let [own, child, deep] = judge.positions(path);
+        merge_entry(out, key, path, entry(own, child, deep));
+    }
+
+    // secops' own files: every operation denied, at every depth, whatever the rules say.
+    for protected in builtin {
+        let Some(key) = inode_key(agent.kernel_index, &protected.path) else {
+            continue;
+        };
+        let mut deny = OpVerdicts::all(RULE_DENY);
+        if protected.connect_allowed {
+            deny.verdict[OP_CONNECT] = RULE_ALLOW;
+        }
+        // Built-in entries replace, never merge: a rule cannot loosen them.
+        out.entries.insert(key, entry(deny, deny, deny));
+        out.paths.insert(key, protected.path.clone());
+    }
+
+    // The fallback for filesystems no entry covers (pipes, memfds): rules say nothing
+    // there, and a file without a name may not be executed.
+    let fallback = InodeKey {
+        agent_index: agent.kernel_index,
+        dev: 0,
+        ino: 0,
+    };
+    let mut own = OpVerdicts::all(RULE_ALLOW);
+    own.verdict[OP_EXEC] = RULE_DENY;
+    let allow = OpVerdicts::all(RULE_ALLOW);
+    out.entries.insert(fallback, entry(own, allow, allow));
+
+    for (root, enumerate) in &anchors {
+        if *enumerate {
+            enumerate_below(&judge, agent.kernel_index, root, out);
+        }
+    }
+}
+
+/// Adds `rule` for `key`; an entry already there (the same inode under another name: a
+/// bind mount, a symlinked directory, a hardlink) keeps, per operation and position, the
+/// stricter verdict of the two.
+fn merge_entry(out: &mut CompiledFiles, key: InodeKey, path: &Path, rule: InodeRule) {
+    let merged = match out.entries.get(&key) {
+        Some(old) => {
+            let [a, b, c] = split(old);
+            let [x, y, z] = split(&rule);
+            entry(a.stricter(x), b.stricter(y), c.stricter(z))
+        }
+        None => rule,
+    };
+    out.entries.insert(key, merged);
+    out.paths.entry(key).or_insert_with(|| path.to_path_buf());
+}
+
+/// Gives the files below `root` their own entry where the walk would get them wrong, or
+/// where they are protected (so that a hardlink elsewhere is judged as the file).
+fn enumerate_below(judge: &Judge<'_>, agent: u32, root: &Path, out: &mut CompiledFiles) {
+    let Some(root_key) = inode_key(agent, root) else {
+        return;
+    };
+    let Some(root_rule) = out.entries.get(&root_key).copied() else {
+        return;
+    };
+    // (directory, its nearest entry, levels below that entry)
+    let mut stack = vec![(root.to_path_buf(), root_rule, 0usize)];
+    let mut seen = 0usize;
+    while let Some((dir, nearest, below)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for item in entries.flatten() {
+            seen += 1;
+            if seen > MAX_ENUMERATED {
+                out.truncated.push(root.to_path_buf());
+                return;
+            }
+            let path = item.path();
+            let Ok(meta) = item.metadata() else {
+                continue;
+            };
+            let key = InodeKey {
+                agent_index: agent,
+                dev: kernel_dev(meta.dev()),
+                ino: meta.ino(),
+            };
+            let [_, n_child, n_deep] = split(&nearest);
+            let inherited_own = if below == 0 { n_child } else { n_deep };
+            let [own, child, deep] = if meta.is_dir() {
+                judge.positions(&path)
+            } else {
+                let own = judge.at(&path.to_string_lossy());
+                [own, n_deep, n_deep]
+            };
+            let differs =
+                own != inherited_own || (meta.is_dir() && (child != n_deep || deep != n_deep));
+            let rule = entry(own, child, deep);
+            let own_entry = differs || (!meta.is_dir() && own.denies_any());
+            if own_entry {
+                // A file reached under several names (hardlinks) is judged by the
+                // strictest of them.
+                merge_entry(out, key, &path, rule);
+            }
+            if meta.is_dir() && !meta.file_type().is_symlink() && below < MAX_ENUMERATION_DEPTH {
+                if own_entry {
+                    stack.push((path, rule, 0));
+                } else {
+                    stack.push((path, nearest, below + 1));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

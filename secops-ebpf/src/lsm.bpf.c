@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: GPL-2.0-only OR Apache-2.0
+/*
+ * Synchronous enforcement with BPF LSM: every hook first finds the task's agent and
+ * returns the previous verdict unchanged for everyone else, so with an empty agents map
+ * nothing on the machine is affected.
+ *
+ * Files are judged by (dev, inode), never by path strings: the daemon compiles the policy
+ * into secops_inodes entries (its anchors: the directories rules name, every mount root,
+ * and the existing files whose verdict differs from their directory's), and a program walks
+ * from the object up its d_parent chain to the nearest entry. Every entry is final: the
+ * daemon computed it with the whole rule set, so "no rule" there already means allow. A
+ * file created inside a protected directory later is found by the walk; a hardlink or a
+ * rename keeps the inode, and with it its own entry.
+ *
+ * A denial returns -EPERM and reports an event (SECOPS_EVENT_LSM, or SECOPS_EVENT_NET for
+ * a connect) with the rule behind it; an `escalate` verdict is a denial now that asks the
+ * daemon for an approval ticket.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#include "vmlinux_min.h"
+#include "egress.h"
+
+#define EPERM 1
+
+#define FMODE_READ 0x1
+#define FMODE_WRITE 0x2
+#define PROT_EXEC 0x4
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+#define AF_PACKET 17
+#define SOCK_TYPE_MASK 0xf
+#define SOCK_RAW 3
+#define SOCK_PACKET 10
+
+#define CGROUP_SUPER_MAGIC 0x27e0eb
+#define CGROUP2_SUPER_MAGIC 0x63677270
+
+/* A walk's answer: the verdict, the rule behind it, and where it was found. */
+struct decision {
+	__u32 verdict; /* enum secops_rule_verdict */
+	__u32 rule;
+	__u32 depth;
+	__u32 anchor_dev;
+	__u64 anchor_ino;
+};
+
+/* Only what the programs need of the sockaddr the kernel copied in from the caller. */
+struct inet_addr {
+	__u16 family;
+	__u16 port; /* network order */
+	union {
+		__u32 v4;
+		struct {
+			__u32 flowinfo;
+			__u32 v6[4];
+		};
+	};
+};
+
+static __always_inline __u32 pick(const struct secops_inode_rule *r, __u32 depth, __u32 op,
+				  __u32 *rule)
+{
+	op &= SECOPS_FS_OPS - 1;
+	if (depth == 0) {
+		*rule = r->own_rule[op];
+		return r->own[op];
+	}
+	if (depth == 1) {
+		*rule = r->child_rule[op];
+		return r->child[op];
+	}
+	*rule = r->deep_rule[op];
+	return r->deep[op];
+}
+
+/*
+ * The nearest entry from `dentry` up. A negative dentry (a name about to be created) has no
+ * inode: its parent directory is then the first level, and judges it as a child.
+ */
+static __noinline void decide(__u32 agent_index, struct dentry *dentry, __u32 op,
+			      struct decision *d)
+{
+	struct secops_inode_key key = { .agent_index = agent_index };
+	const struct secops_inode_rule *r;
+
+	for (__u32 depth = 0; depth < SECOPS_MAX_DEPTH; depth++) {
+		struct inode *inode = dentry->d_inode;
+		if (inode) {
+			key.dev = inode->i_sb->s_dev;
+			key.ino = inode->i_ino;
+			r = bpf_map_lookup_elem(&secops_inodes, &key);
+			if (r) {
+				d->verdict = pick(r, depth, op, &d->rule);
+				d->depth = depth;
+				d->anchor_dev = key.dev;
+				d->anchor_ino = key.ino;
+				return;
+			}
+		}
+		struct dentry *parent = dentry->d_parent;
+		if (!parent || parent == dentry) {
+			/* The root of a filesystem no entry covers (pipes, memfds, ...). */
+			key.dev = 0;
+			key.ino = 0;
+			r = bpf_map_lookup_elem(&secops_inodes, &key);
+			d->verdict = r ? pick(r, 2, op, &d->rule) : SECOPS_RULE_ALLOW;
+			d->depth = depth;
+			d->anchor_dev = 0;
+			d->anchor_ino = 0;
+			return;
+		}
+		dentry = parent;
+	}
+	/* Deeper than the walk may go: fail closed. */
+	d->verdict = SECOPS_RULE_DENY;
+	d->rule = 0;
+	d->depth = SECOPS_MAX_DEPTH;
+	d->anchor_dev = 0;
+	d->anchor_ino = 0;
+}
+
+static __always_inline bool denies(__u32 verdict)
+{
+	return verdict == SECOPS_RULE_DENY || verdict == SECOPS_RULE_ESCALATE;
+}
+
+static __always_inline __u32 event_verdict(__u32 rule_verdict)
+{
+	return rule_verdict == SECOPS_RULE_ESCALATE ? SECOPS_VERDICT_ESCALATE
+						    : SECOPS_VERDICT_DENY;
+}
+
+/* The object's name and its parents' (leaf first), for the audit record's path. */
+static __noinline void fill_names(struct secops_lsm_body *body, struct dentry *dentry)
+{
+	__u32 n = 0;
+	for (__u32 i = 0; i < SECOPS_NAME_SLOTS; i++) {
+		if (!dentry)
+			break;
+		const unsigned char *name = dentry->d_name.name;
+		if (bpf_probe_read_kernel_str(body->names[i], SECOPS_NAME_LEN, name) < 0)
+			break;
+		n = i + 1;
+		struct dentry *parent = dentry->d_parent;
+		if (parent == dentry)
+			break;
+		dentry = parent;
+	}
+	body->n_names = n;
+}
+
+static __always_inline struct secops_event *lsm_event(const struct secops_agent *agent,
+						      __u64 agent_cgroup, __u32 verdict,
+						      __u32 op, __u32 rule)
+{
+	struct secops_event *ev = secops_event_start(SECOPS_EVENT_LSM, agent, agent_cgroup, verdict);
+	if (ev) {
+		ev->body.lsm.op = op;
+		ev->body.lsm.rule = rule;
+	}
+	return ev;
+}
+
+/*
+ * Judges `op` on `dentry` for the current agent: 0 to allow, -EPERM to deny. A denial is
+ * reported; so is an allowed delete or rename (REPORT_ALLOWED), which is how the audit
+ * log sees destruction when these programs, not the syscall tracepoints, are attached.
+ * `check` is CHECK(operation, the hook's check named in the event, flags).
+ */
+#define REPORT_ALLOWED 0x10000
+/* BPF functions take at most five arguments: the operation, the check and the flag share one. */
+#define CHECK(op, lsm_op, flags) ((op) | ((lsm_op) << 8) | (flags))
+
+static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_cgroup,
+				 struct dentry *dentry, __u32 check)
+{
+	__u32 op = check & 0xff;
+	__u32 lsm_op = (check >> 8) & 0xff;
+	bool report_allowed = check & REPORT_ALLOWED;
+	struct decision d = {};
+	decide(agent->agent_index, dentry, op, &d);
+	bool denied = denies(d.verdict);
+	if (!denied && !report_allowed)
+		return 0;
+	struct secops_event *ev = lsm_event(
+		agent, agent_cgroup, denied ? event_verdict(d.verdict) : SECOPS_VERDICT_ALLOW,
+		lsm_op, d.rule);
+	if (ev) {
+		struct inode *inode = dentry->d_inode;
+		if (inode) {
+			ev->body.lsm.dev = inode->i_sb->s_dev;
+			ev->body.lsm.ino = inode->i_ino;
+		}
+		ev->body.lsm.anchor_dev = d.anchor_dev;
+		ev->body.lsm.anchor_ino = d.anchor_ino;
+		ev->body.lsm.depth = d.depth;
+		fill_names(&ev->body.lsm, dentry);
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return denied ? -EPERM : 0;
+}
+
+/* A denial that is not about a file: a built-in self-protection rule (rule 0). */
+static __always_inline int deny_other(const struct secops_agent *agent, __u64 agent_cgroup,
+				      __u32 lsm_op, __u32 target_pid, __u32 signal)
+{
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY, lsm_op, 0);
+	if (ev) {
+		ev->body.lsm.target_pid = target_pid;
+		ev->body.lsm.signal = signal;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
+#define AGENT_OR_PASS(ret)                                                                   \
+	__u64 agent_cgroup = 0;                                                              \
+	const struct secops_agent *agent = secops_current_agent(&agent_cgroup);             \
+	if (!agent || (ret))                                                                 \
+		return (ret)
+
+/* int path_unlink(const struct path *dir, struct dentry *dentry) */
+SEC("lsm/path_unlink")
+int secops_lsm_unlink(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
+			  CHECK(SECOPS_OP_DELETE, SECOPS_LSM_UNLINK, REPORT_ALLOWED));
+}
+
+/* int path_rmdir(const struct path *dir, struct dentry *dentry) */
+SEC("lsm/path_rmdir")
+int secops_lsm_rmdir(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
+			  CHECK(SECOPS_OP_DELETE, SECOPS_LSM_RMDIR, REPORT_ALLOWED));
+}
+
+/*
+ * int path_rename(const struct path *old_dir, struct dentry *old_dentry,
+ *                 const struct path *new_dir, struct dentry *new_dentry[, unsigned int flags])
+ * The flags argument (and so the position of the previous verdict) depends on the kernel,
+ * so it is not read: renaming over an existing file is judged as deleting that file and as
+ * renaming it (RENAME_EXCHANGE moves it), and a new name is judged as a write into its
+ * directory.
+ */
+SEC("lsm/path_rename")
+int secops_lsm_rename(unsigned long long *ctx)
+{
+	AGENT_OR_PASS(0);
+	struct dentry *old_dentry = (struct dentry *)ctx[1];
+	struct dentry *new_dentry = (struct dentry *)ctx[3];
+	/* Targets first: an allowed rename is reported once, as its source. */
+	int err;
+	if (new_dentry->d_inode) {
+		err = judge_file(agent, agent_cgroup, new_dentry,
+				  CHECK(SECOPS_OP_DELETE, SECOPS_LSM_RENAME_TARGET, 0));
+		if (err)
+			return err;
+		err = judge_file(agent, agent_cgroup, new_dentry,
+				  CHECK(SECOPS_OP_RENAME, SECOPS_LSM_RENAME_TARGET, 0));
+	} else {
+		err = judge_file(agent, agent_cgroup, new_dentry,
+				  CHECK(SECOPS_OP_WRITE, SECOPS_LSM_RENAME_TARGET, 0));
+	}
+	if (err)
+		return err;
+	return judge_file(agent, agent_cgroup, old_dentry,
+			  CHECK(SECOPS_OP_RENAME, SECOPS_LSM_RENAME_SOURCE, REPORT_ALLOWED));
+}
+
+/* int path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry) */
+SEC("lsm/path_link")
+int secops_lsm_link(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[3]);
+	int err = judge_file(agent, agent_cgroup, (struct dentry *)ctx[0],
+			  CHECK(SECOPS_OP_LINK, SECOPS_LSM_LINK, 0));
+	if (err)
+		return err;
+	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[2],
+			  CHECK(SECOPS_OP_WRITE, SECOPS_LSM_LINK, 0));
+}
+
+/* int path_truncate(const struct path *path): truncate(2), ftruncate(2) and O_TRUNC. */
+SEC("lsm/path_truncate")
+int secops_lsm_truncate(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[1]);
+	const struct path *path = (const struct path *)ctx[0];
+	return judge_file(agent, agent_cgroup, path->dentry,
+			  CHECK(SECOPS_OP_TRUNCATE, SECOPS_LSM_TRUNCATE, 0));
+}
+
+/*
+ * int path_mknod(const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
+ * open(O_CREAT) of a new name comes here before the file exists.
+ */
+SEC("lsm/path_mknod")
+int secops_lsm_mknod(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[4]);
+	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
+			  CHECK(SECOPS_OP_WRITE, SECOPS_LSM_OPEN_WRITE, 0));
+}
+
+/* int file_open(struct file *file) */
+SEC("lsm/file_open")
+int secops_lsm_file_open(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[1]);
+	struct file *file = (struct file *)ctx[0];
+	struct dentry *dentry = file->f_path.dentry;
+	unsigned int mode = file->f_mode;
+
+	/* Agents stay in their cgroup: no writes to any cgroup file (cgroup.procs, ...). */
+	if (mode & FMODE_WRITE) {
+		unsigned long magic = file->f_inode->i_sb->s_magic;
+		if (magic == CGROUP2_SUPER_MAGIC || magic == CGROUP_SUPER_MAGIC) {
+			struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY,
+							    SECOPS_LSM_CGROUP_WRITE, 0);
+			if (ev) {
+				fill_names(&ev->body.lsm, dentry);
+				bpf_ringbuf_submit(ev, 0);
+			}
+			return -EPERM;
+		}
+		int err = judge_file(agent, agent_cgroup, dentry,
+				  CHECK(SECOPS_OP_WRITE, SECOPS_LSM_OPEN_WRITE, 0));
+		if (err)
+			return err;
+	}
+	if (mode & FMODE_READ)
+		return judge_file(agent, agent_cgroup, dentry,
+				  CHECK(SECOPS_OP_READ, SECOPS_LSM_OPEN_READ, 0));
+	return 0;
+}
+
+/* The agent's verdict for executing a file that has no name: a memfd or a deleted file. */
+static __always_inline int judge_fileless(const struct secops_agent *agent, __u64 agent_cgroup,
+					  struct dentry *dentry)
+{
+	struct secops_inode_key key = { .agent_index = agent->agent_index };
+	const struct secops_inode_rule *r = bpf_map_lookup_elem(&secops_inodes, &key);
+	__u32 rule = 0;
+	__u32 verdict = r ? pick(r, 0, SECOPS_OP_EXEC, &rule) : SECOPS_RULE_DENY;
+	if (!denies(verdict))
+		return 0;
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
+					    SECOPS_LSM_EXEC_FILELESS, rule);
+	if (ev) {
+		fill_names(&ev->body.lsm, dentry);
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
+/* int bprm_check_security(struct linux_binprm *bprm) */
+SEC("lsm/bprm_check_security")
+int secops_lsm_exec(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[1]);
+	struct linux_binprm *bprm = (struct linux_binprm *)ctx[0];
+	struct file *file = bprm->file;
+	struct dentry *dentry = file->f_path.dentry;
+	if (file->f_inode->i_nlink == 0)
+		return judge_fileless(agent, agent_cgroup, dentry);
+	return judge_file(agent, agent_cgroup, dentry, CHECK(SECOPS_OP_EXEC, SECOPS_LSM_EXEC, 0));
+}
+
+/*
+ * int mmap_file(struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags)
+ * `ld.so BINARY` maps a binary without exec(2). Only the binary's own entry is consulted:
+ * a directory's exec verdict is about starting programs, and libraries are mapped from
+ * directories that no exec allowlist names.
+ */
+SEC("lsm/mmap_file")
+int secops_lsm_mmap(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[4]);
+	struct file *file = (struct file *)ctx[0];
+	if (!file || !(ctx[2] & PROT_EXEC))
+		return 0;
+	struct inode *inode = file->f_inode;
+	struct secops_inode_key key = {
+		.agent_index = agent->agent_index,
+		.dev = inode->i_sb->s_dev,
+		.ino = inode->i_ino,
+	};
+	const struct secops_inode_rule *r = bpf_map_lookup_elem(&secops_inodes, &key);
+	if (!r)
+		return 0;
+	__u32 rule = 0;
+	__u32 verdict = pick(r, 0, SECOPS_OP_EXEC, &rule);
+	if (!denies(verdict))
+		return 0;
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
+					    SECOPS_LSM_MMAP_EXEC, rule);
+	if (ev) {
+		ev->body.lsm.dev = key.dev;
+		ev->body.lsm.ino = key.ino;
+		ev->body.lsm.anchor_dev = key.dev;
+		ev->body.lsm.anchor_ino = key.ino;
+		fill_names(&ev->body.lsm, file->f_path.dentry);
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
+/* int socket_create(int family, int type, int protocol, int kern): no raw or packet sockets. */
+SEC("lsm/socket_create")
+int secops_lsm_socket_create(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[4]);
+	int family = (int)ctx[0];
+	int type = (int)ctx[1] & SOCK_TYPE_MASK;
+	if (ctx[3] || (family != AF_PACKET && type != SOCK_RAW && type != SOCK_PACKET))
+		return 0;
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY,
+					    SECOPS_LSM_SOCKET_CREATE, 0);
+	if (ev) {
+		ev->body.lsm.family = (__u16)family;
+		ev->body.lsm.sock_type = (__u16)type;
+		ev->body.lsm.protocol = (__u16)ctx[2];
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
+/*
+ * int socket_connect(struct socket *sock, struct sockaddr *address, int addrlen)
+ * The backstop of the cgroup connect hooks for AF_INET/6: the same tries decide. It runs
+ * before them, so a connect it denies is reported here and they never see it.
+ */
+SEC("lsm/socket_connect")
+int secops_lsm_socket_connect(unsigned long long *ctx)
+{
+	__u64 agent_cgroup = 0;
+	const struct secops_agent *agent = enforced_agent(&agent_cgroup);
+	int ret = (int)ctx[3];
+	if (!agent || ret)
+		return ret;
+	struct socket *sock = (struct socket *)ctx[0];
+	struct inet_addr addr = {};
+	if (bpf_probe_read_kernel(&addr, sizeof(addr), (const void *)ctx[1]) < 0)
+		return 0;
+	if (addr.family != AF_INET && addr.family != AF_INET6)
+		return 0;
+	if ((int)ctx[2] < (addr.family == AF_INET ? 8 : 24))
+		return 0; /* too short: the kernel refuses it with EINVAL itself */
+	__u16 protocol = sock->sk->sk_protocol;
+	__u16 port = bpf_ntohs(addr.port);
+	int verdict;
+	if (addr.family == AF_INET)
+		verdict = judge4(agent, agent_cgroup, addr.v4, port, protocol,
+				 connect_proto_bit(protocol), SECOPS_NET_CONNECT, false);
+	else
+		verdict = judge6(agent, agent_cgroup, addr.v6, port, protocol,
+				 connect_proto_bit(protocol), SECOPS_NET_CONNECT, false);
+	return verdict == SOCK_ALLOW ? 0 : -EPERM;
+}
+
+/* Judges an AF_UNIX connect by the inode of the socket file the peer is bound to. */
+static __always_inline int judge_unix_peer(const struct secops_agent *agent, __u64 agent_cgroup,
+					   struct sock *other)
+{
+	struct dentry *dentry = NULL;
+	/* struct unix_sock begins with its struct sock. */
+	if (bpf_core_read(&dentry, sizeof(dentry),
+			  &((struct unix_sock *)other)->path.dentry) < 0 || !dentry)
+		return 0; /* abstract or unbound: no file to protect */
+	struct inode *inode = BPF_CORE_READ(dentry, d_inode);
+	if (!inode)
+		return 0;
+	struct secops_inode_key key = {
+		.agent_index = agent->agent_index,
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
+		.ino = BPF_CORE_READ(inode, i_ino),
+	};
+	const struct secops_inode_rule *r = bpf_map_lookup_elem(&secops_inodes, &key);
+	if (!r)
+		return 0;
+	__u32 rule = 0;
+	__u32 verdict = pick(r, 0, SECOPS_OP_CONNECT, &rule);
+	if (!denies(verdict))
+		return 0;
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
+					    SECOPS_LSM_UNIX_CONNECT, rule);
+	if (ev) {
+		ev->body.lsm.dev = key.dev;
+		ev->body.lsm.ino = key.ino;
+		ev->body.lsm.anchor_dev = key.dev;
+		ev->body.lsm.anchor_ino = key.ino;
+		ev->body.lsm.family = AF_UNIX;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
+/* int unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk) */
+SEC("lsm/unix_stream_connect")
+int secops_lsm_unix_stream_connect(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[3]);
+	return judge_unix_peer(agent, agent_cgroup, (struct sock *)ctx[1]);
+}
+
+/* int unix_may_send(struct socket *sock, struct socket *other): datagram sockets. */
+SEC("lsm/unix_may_send")
+int secops_lsm_unix_may_send(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	struct socket *other = (struct socket *)ctx[1];
+	return judge_unix_peer(agent, agent_cgroup, other->sk);
+}
+
+/*
+ * int bpf(int cmd, union bpf_attr *attr, unsigned int size[, ...]): agents make no bpf()
+ * calls at all, so they can neither load programs nor find and detach secops' own. The
+ * argument list grew in 6.9, so the previous verdict is not read.
+ */
+SEC("lsm/bpf")
+int secops_lsm_bpf(unsigned long long *ctx)
+{
+	AGENT_OR_PASS(0);
+	return deny_other(agent, agent_cgroup, SECOPS_LSM_BPF, 0, (__u32)ctx[0]);
+}
+
+static __always_inline bool protected_task(struct task_struct *task)
+{
+	__u32 tgid = (__u32)task->tgid;
+	return bpf_map_lookup_elem(&secops_protected_pids, &tgid) != NULL;
+}
+
+/* int ptrace_access_check(struct task_struct *child, unsigned int mode) */
+SEC("lsm/ptrace_access_check")
+int secops_lsm_ptrace(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	struct task_struct *child = (struct task_struct *)ctx[0];
+	if (!protected_task(child))
+		return 0;
+	return deny_other(agent, agent_cgroup, SECOPS_LSM_PTRACE, (__u32)child->tgid, 0);
+}
+
+/*
+ * int task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
+ *               const struct cred *cred)
+ * Signal 0 (does it exist?) is not a signal and stays allowed.
+ */
+SEC("lsm/task_kill")
+int secops_lsm_task_kill(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[4]);
+	struct task_struct *target = (struct task_struct *)ctx[0];
+	int sig = (int)ctx[2];
+	if (sig == 0 || !protected_task(target))
+		return 0;
+	return deny_other(agent, agent_cgroup, SECOPS_LSM_SIGNAL, (__u32)target->tgid,
+			  (__u32)sig);
+}
+
+SECOPS_LICENSE;
