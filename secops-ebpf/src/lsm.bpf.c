@@ -135,12 +135,17 @@ static __always_inline __u32 event_verdict(__u32 rule_verdict)
 						    : SECOPS_VERDICT_DENY;
 }
 
-/* The object's name and its parents' (leaf first), for the audit record's path. */
-static __noinline void fill_names(struct secops_lsm_body *body, struct dentry *dentry)
+/*
+ * The object's name and its parents' (leaf first), for the audit record's path: `max`
+ * names, as many as lie between the object and the entry that decided (whose path the
+ * daemon knows), or all slots when no entry did.
+ */
+static __noinline void fill_names(struct secops_lsm_body *body, struct dentry *dentry,
+				  __u32 max)
 {
 	__u32 n = 0;
 	for (__u32 i = 0; i < SECOPS_NAME_SLOTS; i++) {
-		if (!dentry)
+		if (!dentry || i >= max)
 			break;
 		const unsigned char *name = dentry->d_name.name;
 		if (bpf_probe_read_kernel_str(body->names[i], SECOPS_NAME_LEN, name) < 0)
@@ -199,7 +204,7 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 		ev->body.lsm.anchor_dev = d.anchor_dev;
 		ev->body.lsm.anchor_ino = d.anchor_ino;
 		ev->body.lsm.depth = d.depth;
-		fill_names(&ev->body.lsm, dentry);
+		fill_names(&ev->body.lsm, dentry, d.anchor_ino ? d.depth : SECOPS_NAME_SLOTS);
 		bpf_ringbuf_submit(ev, 0);
 	}
 	return denied ? -EPERM : 0;
@@ -326,7 +331,7 @@ int secops_lsm_file_open(unsigned long long *ctx)
 			struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY,
 							    SECOPS_LSM_CGROUP_WRITE, 0);
 			if (ev) {
-				fill_names(&ev->body.lsm, dentry);
+				fill_names(&ev->body.lsm, dentry, SECOPS_NAME_SLOTS);
 				bpf_ringbuf_submit(ev, 0);
 			}
 			return -EPERM;
@@ -355,7 +360,7 @@ static __always_inline int judge_fileless(const struct secops_agent *agent, __u6
 	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
 					    SECOPS_LSM_EXEC_FILELESS, rule);
 	if (ev) {
-		fill_names(&ev->body.lsm, dentry);
+		fill_names(&ev->body.lsm, dentry, SECOPS_NAME_SLOTS);
 		bpf_ringbuf_submit(ev, 0);
 	}
 	return -EPERM;
@@ -407,7 +412,7 @@ int secops_lsm_mmap(unsigned long long *ctx)
 		ev->body.lsm.ino = key.ino;
 		ev->body.lsm.anchor_dev = key.dev;
 		ev->body.lsm.anchor_ino = key.ino;
-		fill_names(&ev->body.lsm, file->f_path.dentry);
+		fill_names(&ev->body.lsm, file->f_path.dentry, 1);
 		bpf_ringbuf_submit(ev, 0);
 	}
 	return -EPERM;

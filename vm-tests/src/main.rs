@@ -7,6 +7,7 @@
 //! they run on.
 
 mod fixtures;
+mod loops;
 mod scenarios;
 
 use std::io::Write;
@@ -27,6 +28,18 @@ fn main() -> ExitCode {
             println!("{:<20} {}", s.name, s.about);
         }
         return ExitCode::SUCCESS;
+    }
+    if std::env::args().nth(1).as_deref() == Some("--loops") {
+        let dir = std::env::args()
+            .nth(2)
+            .unwrap_or_else(|| "/tmp/secops-loops".to_owned());
+        return match loops::run(std::path::Path::new(&dir)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loops: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     if std::env::var_os(GUEST_MARKER).is_none() {
         eprintln!(
@@ -123,7 +136,11 @@ fn only(cmdline: &str) -> Option<Vec<String>> {
 /// the plan (as `None`) so it fails loudly instead of silently running nothing.
 fn plan(only: Option<&[String]>) -> Vec<(&str, Option<&'static Scenario>)> {
     match only {
-        None => SCENARIOS.iter().map(|s| (s.name, Some(s))).collect(),
+        None => SCENARIOS
+            .iter()
+            .filter(|s| !s.bench)
+            .map(|s| (s.name, Some(s)))
+            .collect(),
         Some(names) => names
             .iter()
             .filter(|n| protocol::valid_name(n))

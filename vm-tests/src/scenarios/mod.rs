@@ -6,6 +6,7 @@
 mod bpf_lsm;
 mod daemon;
 mod lsm_attacks;
+mod lsm_overhead;
 mod mounts;
 
 pub struct Scenario {
@@ -14,6 +15,8 @@ pub struct Scenario {
     /// What passing shows, for `--list`.
     pub about: &'static str,
     pub run: fn() -> Result<String, String>,
+    /// A benchmark: run only when named (`--only`), never in the default run.
+    pub bench: bool,
 }
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -21,21 +24,31 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "mounts",
         about: "proc, sysfs, devtmpfs, tmpfs, cgroup2, bpffs, tracefs and securityfs are mounted",
         run: mounts::run,
+        bench: false,
     },
     Scenario {
         name: "bpf-lsm-loads",
         about: "`secops status` without a daemon probes the kernel: BPF LSM programs load",
         run: bpf_lsm::run,
+        bench: false,
     },
     Scenario {
         name: "daemon-starts",
         about:
             "`secops daemon` loads and attaches its programs, answers `status`, stops on SIGTERM",
         run: daemon::run,
+        bench: false,
     },
     Scenario {
         name: "lsm-attacks",
         about: "every attack of `secops-attack` is blocked by BPF LSM and audited; every benign operation works",
         run: lsm_attacks::run,
+        bench: false,
+    },
+    Scenario {
+        name: "lsm-overhead",
+        about: "benchmark: unlink/open/exec loops with the LSM programs attached vs detached",
+        run: lsm_overhead::run,
+        bench: true,
     },
 ];
