@@ -82,6 +82,7 @@ fn rust_records() -> Vec<RustRecord> {
         ),
         record!("secops_net_body", struct NetBody { family, protocol, port, kind, pad, addr }),
         record!("secops_inode_key", struct InodeKey { agent_index, dev, ino }),
+        record!("secops_file_count_key", struct FileCountKey { agent_index, rule, op }),
         record!(
             "secops_inode_rule",
             struct InodeRule { own, child, deep, own_rule, child_rule, deep_rule }
@@ -131,6 +132,7 @@ fn rust_constants() -> BTreeMap<&'static str, i64> {
         ("SECOPS_RULE_ALLOW", i64::from(RULE_ALLOW)),
         ("SECOPS_RULE_DENY", i64::from(RULE_DENY)),
         ("SECOPS_RULE_ESCALATE", i64::from(RULE_ESCALATE)),
+        ("SECOPS_RULE_ALLOW_COUNTED", i64::from(RULE_ALLOW_COUNTED)),
         ("SECOPS_LSM_UNLINK", i64::from(LSM_UNLINK)),
         ("SECOPS_LSM_RMDIR", i64::from(LSM_RMDIR)),
         ("SECOPS_LSM_RENAME_SOURCE", i64::from(LSM_RENAME_SOURCE)),

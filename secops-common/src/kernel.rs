@@ -46,6 +46,7 @@ pub const RULE_NONE: u8 = 0;
 pub const RULE_ALLOW: u8 = 1;
 pub const RULE_DENY: u8 = 2;
 pub const RULE_ESCALATE: u8 = 3;
+pub const RULE_ALLOW_COUNTED: u8 = 4;
 
 /// `enum secops_lsm_op`: what an LSM event is about.
 pub const LSM_UNLINK: u32 = 1;
@@ -101,7 +102,8 @@ pub const MAP_STATS: &str = "secops_stats";
 pub const MAP_HEARTBEAT: &str = "secops_heartbeat";
 pub const MAP_INODES: &str = "secops_inodes";
 pub const MAP_PROTECTED_PIDS: &str = "secops_protected_pids";
-pub const MAPS: [&str; 10] = [
+pub const MAP_FILE_COUNTS: &str = "secops_file_counts";
+pub const MAPS: [&str; 11] = [
     MAP_CONFIG,
     MAP_AGENTS,
     MAP_EGRESS4,
@@ -112,6 +114,7 @@ pub const MAPS: [&str; 10] = [
     MAP_HEARTBEAT,
     MAP_INODES,
     MAP_PROTECTED_PIDS,
+    MAP_FILE_COUNTS,
 ];
 
 /// `struct secops_config`, the one entry of `secops_config`.
@@ -299,6 +302,16 @@ pub struct InodeRule {
     pub deep_rule: [u16; FS_OPS],
 }
 
+/// `struct secops_file_count_key`: allowed file operations counted per agent, rule and
+/// operation (the value is an [`EgressAllowedValue`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileCountKey {
+    pub agent_index: u32,
+    pub rule: u16,
+    pub op: u16,
+}
+
 /// `struct secops_lsm_body`: an LSM program's denial.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,6 +365,7 @@ const _: () = assert!(size_of::<EgressAllowedValue>() == 24);
 const _: () = assert!(size_of::<EventHeader>() == 56);
 const _: () = assert!(size_of::<RenameBody>() == 16 + 2 * PATH_LEN);
 const _: () = assert!(size_of::<InodeKey>() == 16);
+const _: () = assert!(size_of::<FileCountKey>() == 8);
 const _: () = assert!(size_of::<InodeRule>() == 3 * FS_OPS + 6 * FS_OPS);
 const _: () = assert!(size_of::<LsmBody>() == 72 + NAME_SLOTS * NAME_LEN);
 const _: () = assert!(size_of::<EventBody>() == size_of::<RenameBody>());

@@ -74,6 +74,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_protected_pids SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct secops_file_count_key);
+	__type(value, struct secops_egress_allowed_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_file_counts SEC(".maps");
+
 /* Size in bytes; the loader may override it (a power of two, a multiple of the page size). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

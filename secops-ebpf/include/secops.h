@@ -102,12 +102,17 @@ enum secops_fs_op {
 	SECOPS_OP_CONNECT = 7, /* AF_UNIX connect to a socket file */
 };
 
-/* secops_inode_rule verdict codes. NONE: this entry says nothing, keep walking up. */
+/*
+ * secops_inode_rule verdict codes. NONE: no verdict (only in unused slots). ALLOW_COUNTED:
+ * allowed, and where allowed operations are reported (deletes, renames) counted per rule in
+ * secops_file_counts instead of one event each: the daemon gives it for low-risk rules.
+ */
 enum secops_rule_verdict {
 	SECOPS_RULE_NONE = 0,
 	SECOPS_RULE_ALLOW = 1,
 	SECOPS_RULE_DENY = 2,
 	SECOPS_RULE_ESCALATE = 3,
+	SECOPS_RULE_ALLOW_COUNTED = 4,
 };
 
 /* What an LSM event is about: the hook, and for files which check of it. */
@@ -226,6 +231,17 @@ struct secops_inode_rule {
 };
 
 /* HASH secops_protected_pids: tgids agents may not signal or ptrace (the daemon). */
+
+/*
+ * HASH secops_file_counts: allowed operations counted, not reported one by one
+ * (SECOPS_RULE_ALLOW_COUNTED); the daemon drains it like secops_egress_allowed. The value is
+ * a struct secops_egress_allowed_value (count, first and last time).
+ */
+struct secops_file_count_key {
+	__u32 agent_index;
+	__u16 rule; /* rule index + 1 */
+	__u16 op; /* enum secops_fs_op */
+};
 
 /* RINGBUF secops_events carries struct secops_event, always whole. */
 struct secops_event_header {

@@ -23,6 +23,7 @@ struct secops_net_body secops_check_net_body;
 struct secops_inode_key secops_check_inode_key;
 struct secops_inode_rule secops_check_inode_rule;
 struct secops_lsm_body secops_check_lsm_body;
+struct secops_file_count_key secops_check_file_count_key;
 union secops_event_body secops_check_event_body;
 struct secops_event secops_check_event;
 

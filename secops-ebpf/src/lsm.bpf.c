@@ -159,6 +159,28 @@ static __noinline void fill_names(struct secops_lsm_body *body, struct dentry *d
 	body->n_names = n;
 }
 
+/* An allowed operation of a low-risk rule: counted, reported in aggregate by the daemon. */
+static __noinline void count_allowed_file(__u32 agent_index, __u32 rule, __u32 op)
+{
+	struct secops_file_count_key key = {
+		.agent_index = agent_index,
+		.rule = (__u16)rule,
+		.op = (__u16)op,
+	};
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct secops_egress_allowed_value *v = bpf_map_lookup_elem(&secops_file_counts, &key);
+	if (!v) {
+		struct secops_egress_allowed_value init = { .count = 1, .first_ns = now, .last_ns = now };
+		if (bpf_map_update_elem(&secops_file_counts, &key, &init, BPF_NOEXIST) == 0)
+			return;
+		v = bpf_map_lookup_elem(&secops_file_counts, &key);
+		if (!v)
+			return;
+	}
+	__sync_fetch_and_add(&v->count, 1);
+	v->last_ns = now;
+}
+
 static __always_inline struct secops_event *lsm_event(const struct secops_agent *agent,
 						      __u64 agent_cgroup, __u32 verdict,
 						      __u32 op, __u32 rule)
@@ -192,6 +214,10 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 	bool denied = denies(d.verdict);
 	if (!denied && !report_allowed)
 		return 0;
+	if (d.verdict == SECOPS_RULE_ALLOW_COUNTED) {
+		count_allowed_file(agent->agent_index, d.rule, op);
+		return 0;
+	}
 	struct secops_event *ev = lsm_event(
 		agent, agent_cgroup, denied ? event_verdict(d.verdict) : SECOPS_VERDICT_ALLOW,
 		lsm_op, d.rule);

@@ -10,7 +10,8 @@ use super::file_rules::CompiledFiles;
 use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
 use crate::engine::{ActionRequest, Decision, Engine, NormalizedPath};
 use crate::kernel::{
-    split_wait_status, AllowedEgress, EventMeta, KernelEvent, LsmDenial, LsmOp, NetHook,
+    split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp,
+    NetHook,
 };
 
 const AT_FDCWD: i32 = -100;
@@ -438,6 +439,43 @@ pub fn allowed_egress_record(
         rule_id: agent.map(|a| format!("egress.{a}")),
         ..NewRecord::new(
             clock.utc_ns(allowed.last_ns),
+            action.as_str(),
+            Verdict::Allow,
+            RiskLevel::Low,
+            reason,
+            Source::Kernel,
+        )
+    }
+}
+
+/// One record for many deletes (or renames) one low-risk rule allowed an agent, counted in
+/// the kernel instead of reported one by one.
+pub fn file_count_record(
+    counted: &FileCount,
+    agent: Option<&str>,
+    cgroup_id: Option<u64>,
+    files: &CompiledFiles,
+    clock: &Clock,
+) -> NewRecord {
+    let action = if counted.op == secops_common::kernel::OP_RENAME {
+        CoreAction::FsRename
+    } else {
+        CoreAction::FsDelete
+    };
+    let rule = files.rule_id(counted.rule).to_string();
+    let reason = format!(
+        "{} {} allowed by BPF LSM under low-risk rule {rule} between {} and {} (counted, not itemized)",
+        counted.count,
+        action.as_str(),
+        crate::time::format_ns(clock.utc_ns(counted.first_ns)),
+        crate::time::format_ns(clock.utc_ns(counted.last_ns))
+    );
+    NewRecord {
+        agent: agent.map(str::to_owned),
+        cgroup_id,
+        rule_id: Some(rule),
+        ..NewRecord::new(
+            clock.utc_ns(counted.last_ns),
             action.as_str(),
             Verdict::Allow,
             RiskLevel::Low,

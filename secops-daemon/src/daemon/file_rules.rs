@@ -28,9 +28,10 @@ use std::sync::Arc;
 
 use secops_common::kernel::{
     InodeKey, InodeRule, FS_OPS, OP_CONNECT, OP_DELETE, OP_EXEC, OP_LINK, OP_READ, OP_RENAME,
-    OP_TRUNCATE, OP_WRITE, RULE_ALLOW, RULE_DENY, RULE_ESCALATE,
+    OP_TRUNCATE, OP_WRITE, RULE_ALLOW, RULE_ALLOW_COUNTED, RULE_DENY, RULE_ESCALATE,
+    RULE_NONE,
 };
-use secops_common::{CoreAction, Verdict};
+use secops_common::{CoreAction, RiskLevel, Verdict};
 
 use crate::engine::{ActionRequest, AgentIdx, Engine, NormalizedPath};
 
@@ -136,8 +137,14 @@ fn inode_key(agent: u32, path: &Path) -> Option<InodeKey> {
     })
 }
 
-fn rule_code(verdict: Verdict) -> u8 {
+/// The kernel's code for a rule's verdict on `op`. Deletes and renames a low-risk rule
+/// allows are counted, not reported one by one (the LSM programs report allowed deletes and
+/// renames; a build in the workspace makes thousands).
+fn rule_code(verdict: Verdict, risk: RiskLevel, op: usize) -> u8 {
     match verdict {
+        Verdict::Allow if risk == RiskLevel::Low && matches!(op, OP_DELETE | OP_RENAME) => {
+            RULE_ALLOW_COUNTED
+        }
         Verdict::Allow => RULE_ALLOW,
         Verdict::Escalate => RULE_ESCALATE,
         Verdict::Deny => RULE_DENY,
@@ -165,12 +172,14 @@ impl OpVerdicts {
             .any(|&v| v == RULE_DENY || v == RULE_ESCALATE)
     }
 
-    /// Per operation, the stricter of the two (deny > escalate > allow).
+    /// Per operation, the stricter of the two (deny > escalate > allow > allow counted:
+    /// an itemized report is stricter than a count).
     fn stricter(self, other: OpVerdicts) -> OpVerdicts {
         let rank = |v: u8| match v {
-            RULE_DENY => 3,
-            RULE_ESCALATE => 2,
-            RULE_ALLOW => 1,
+            RULE_DENY => 4,
+            RULE_ESCALATE => 3,
+            RULE_ALLOW => 2,
+            RULE_ALLOW_COUNTED => 1,
             _ => 0,
         };
         let mut out = self;
@@ -225,7 +234,7 @@ impl Judge<'_> {
             return OpVerdicts::all(RULE_ALLOW);
         };
         let registry = &self.engine.policy().registry;
-        let mut out = OpVerdicts::all(RULE_ALLOW);
+        let mut out = OpVerdicts::all(RULE_NONE);
         for op in 0..FS_OPS {
             for core in op_actions(op) {
                 let Some(action) = registry.id_of(&secops_common::ActionType::Core(*core)) else {
@@ -242,10 +251,16 @@ impl Judge<'_> {
                 let Some(rule_id) = decision.rule_id else {
                     continue;
                 };
-                let mut one = OpVerdicts::all(RULE_ALLOW);
-                one.verdict[op] = rule_code(decision.verdict);
+                let mut one = OpVerdicts::all(RULE_NONE);
+                one.verdict[op] = rule_code(decision.verdict, decision.risk, op);
                 one.rule[op] = self.rule_index.get(&rule_id).copied().unwrap_or(0);
                 out = out.stricter(one);
+            }
+        }
+        // No rule: allowed (see the module comment).
+        for v in &mut out.verdict {
+            if *v == RULE_NONE {
+                *v = RULE_ALLOW;
             }
         }
         out

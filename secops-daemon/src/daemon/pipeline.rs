@@ -14,7 +14,8 @@ use anyhow::Context;
 use secops_common::kernel::STATS_LEN;
 
 use super::events::{
-    action_of_kind, allowed_egress_record, capture, lost_events_record, record_for, Captured,
+    action_of_kind, allowed_egress_record, capture, file_count_record, lost_events_record,
+    record_for, Captured,
     Clock, ExeCache,
 };
 use super::Shared;
@@ -120,6 +121,7 @@ impl Pipeline {
             if stopping || last_drain.elapsed() >= EGRESS_DRAIN {
                 last_drain = Instant::now();
                 self.audit_allowed_egress();
+                self.audit_file_counts();
             }
             if stopping && !open {
                 return Ok(());
@@ -244,6 +246,39 @@ impl Pipeline {
                     allowed,
                     slot.map(|s| s.name.as_str()),
                     slot.map(|s| s.cgroup_id),
+                    &clock,
+                ))
+            })
+            .collect();
+        drop(agents);
+        self.settle(tickets);
+    }
+
+    /// Audits the deletes and renames the kernel counted instead of reporting.
+    fn audit_file_counts(&self) {
+        let drained = {
+            let mut kernel = super::lock(&self.shared.kernel);
+            kernel.maps_mut().drain_file_counts()
+        };
+        let drained = match drained {
+            Ok(d) => d,
+            Err(e) => return tracing::warn!("reading allowed-file counters: {e}"),
+        };
+        if drained.is_empty() {
+            return;
+        }
+        let clock = Clock::now();
+        let files = super::read(&self.shared.files).clone();
+        let agents = super::read(&self.shared.agents);
+        let tickets: Vec<_> = drained
+            .iter()
+            .map(|counted| {
+                let slot = agents.by_index(counted.agent_index);
+                self.writer.append(file_count_record(
+                    counted,
+                    slot.map(|s| s.name.as_str()),
+                    slot.map(|s| s.cgroup_id),
+                    &files,
                     &clock,
                 ))
             })

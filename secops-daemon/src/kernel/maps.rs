@@ -11,8 +11,8 @@ use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
 use aya::Pod;
 use secops_common::kernel::{
     Agent, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue, EgressValue,
-    InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6,
-    MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS,
+    FileCountKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6,
+    MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS,
     STATS_LEN,
 };
 
@@ -36,6 +36,9 @@ impl Contract for Lpm4 {}
 impl Contract for Lpm6 {}
 impl Contract for InodeKey {}
 impl Contract for InodeRule {}
+impl Contract for EgressAllowedKey {}
+impl Contract for EgressAllowedValue {}
+impl Contract for FileCountKey {}
 
 // SAFETY: see `Contract`: plain old data, no padding the kernel would not also see.
 unsafe impl<T: Contract> Pod for P<T> {}
@@ -90,6 +93,11 @@ pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
             s(size_of::<InodeRule>()),
         ),
         MAP_PROTECTED_PIDS => (MapType::Hash, 4, 4),
+        MAP_FILE_COUNTS => (
+            MapType::Hash,
+            s(size_of::<FileCountKey>()),
+            s(size_of::<EgressAllowedValue>()),
+        ),
         _ => return None,
     })
 }
@@ -193,6 +201,22 @@ pub struct KernelMaps {
     heartbeat: Array<MapData, u64>,
     inodes: HashMap<MapData, P<InodeKey>, P<InodeRule>>,
     protected_pids: HashMap<MapData, u32, u32>,
+    // Drained with lookup-and-delete, like `allowed`.
+    file_counts: MapData,
+}
+
+/// Allowed file operations of one agent under one low-risk rule, counted in the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileCount {
+    pub agent_index: u32,
+    /// Rule index + 1 in the compiled file rules.
+    pub rule: u32,
+    /// `OP_*`.
+    pub op: usize,
+    pub count: u64,
+    /// CLOCK_BOOTTIME ns of the first and the last one.
+    pub first_ns: u64,
+    pub last_ns: u64,
 }
 
 /// What replacing the inode entries did.
@@ -232,6 +256,8 @@ impl KernelMaps {
             inodes: HashMap::try_from(open_map(pin_dir, MAP_INODES)?).map_err(conv(MAP_INODES))?,
             protected_pids: HashMap::try_from(open_map(pin_dir, MAP_PROTECTED_PIDS)?)
                 .map_err(conv(MAP_PROTECTED_PIDS))?,
+            file_counts: MapData::from_pin(pin_dir.join(MAP_FILE_COUNTS))
+                .map_err(conv(MAP_FILE_COUNTS))?,
         })
     }
 
@@ -471,57 +497,11 @@ impl KernelMaps {
     /// read and deleted in one step, so a connection counted after the read starts a fresh
     /// entry instead of being lost.
     pub fn drain_allowed_egress(&mut self) -> Result<Vec<AllowedEgress>> {
-        const KEY: usize = std::mem::size_of::<EgressAllowedKey>();
-        const VALUE: usize = std::mem::size_of::<EgressAllowedValue>();
-        let fd = self.allowed.fd().as_fd();
-        let syscall = |action: &'static str| {
-            move |source| KernelError::MapSyscall {
-                map: MAP_EGRESS_ALLOWED,
-                action,
-                source,
-            }
-        };
-
-        // Keys first, then lookup-and-delete: deleting while walking would restart the walk.
-        let mut keys: Vec<[u8; KEY]> = Vec::new();
-        let mut next = [0u8; KEY];
-        let mut more = sys::map_next_key(fd, None, &mut next).map_err(syscall("iterating"))?;
-        while more {
-            keys.push(next);
-            let current = next;
-            more =
-                sys::map_next_key(fd, Some(&current), &mut next).map_err(syscall("iterating"))?;
-            if keys.len() > 1 << 20 {
-                break; // a walk that keeps restarting must still end
-            }
-        }
-
-        let mut drained = Vec::with_capacity(keys.len());
-        for raw_key in &keys {
-            let mut raw_value = [0u8; VALUE];
-            let found = match sys::map_lookup_and_delete(fd, raw_key, &mut raw_value) {
-                Ok(found) => found,
-                // Kernels before 5.14 have no lookup-and-delete for hash maps.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524)) => {
-                    let found =
-                        sys::map_lookup(fd, raw_key, &mut raw_value).map_err(syscall("reading"))?;
-                    if found {
-                        sys::map_delete(fd, raw_key).map_err(syscall("deleting"))?;
-                    }
-                    found
-                }
-                Err(e) => return Err(syscall("draining")(e)),
-            };
-            if !found {
-                continue;
-            }
-            // SAFETY: both types are plain #[repr(C)] integers and arrays (any bit pattern
-            // is valid) and the buffers are exactly their size.
-            let key: EgressAllowedKey =
-                unsafe { std::ptr::read_unaligned(raw_key.as_ptr().cast()) };
-            let value: EgressAllowedValue =
-                unsafe { std::ptr::read_unaligned(raw_value.as_ptr().cast()) };
-            drained.push(AllowedEgress {
+        let drained: Vec<(EgressAllowedKey, EgressAllowedValue)> =
+            drain(&self.allowed, MAP_EGRESS_ALLOWED)?;
+        Ok(drained
+            .into_iter()
+            .map(|(key, value)| AllowedEgress {
                 agent_index: key.agent_index,
                 addr: if key.family == AF_INET {
                     IpAddr::V4(Ipv4Addr::new(
@@ -538,8 +518,80 @@ impl KernelMaps {
                 count: value.count,
                 first_ns: value.first_ns,
                 last_ns: value.last_ns,
-            });
-        }
-        Ok(drained)
+            })
+            .collect())
     }
+
+    /// Takes the counts of allowed file operations out of the kernel (see
+    /// `SECOPS_RULE_ALLOW_COUNTED`).
+    pub fn drain_file_counts(&mut self) -> Result<Vec<FileCount>> {
+        let drained: Vec<(FileCountKey, EgressAllowedValue)> =
+            drain(&self.file_counts, MAP_FILE_COUNTS)?;
+        Ok(drained
+            .into_iter()
+            .map(|(key, value)| FileCount {
+                agent_index: key.agent_index,
+                rule: u32::from(key.rule),
+                op: usize::from(key.op),
+                count: value.count,
+                first_ns: value.first_ns,
+                last_ns: value.last_ns,
+            })
+            .collect())
+    }
+}
+
+/// Every entry of a hash map of contract types, each deleted as it is read (lookup-and-
+/// delete), so a count that grows meanwhile is either in this drain or the next, never lost.
+fn drain<K: Contract, V: Contract>(map: &MapData, name: &'static str) -> Result<Vec<(K, V)>> {
+    let key_size = std::mem::size_of::<K>();
+    let value_size = std::mem::size_of::<V>();
+    let fd = map.fd().as_fd();
+    let syscall = |action: &'static str| {
+        move |source| KernelError::MapSyscall {
+            map: name,
+            action,
+            source,
+        }
+    };
+
+    // Keys first, then lookup-and-delete: deleting while walking would restart the walk.
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut next = vec![0u8; key_size];
+    let mut more = sys::map_next_key(fd, None, &mut next).map_err(syscall("iterating"))?;
+    while more {
+        keys.push(next.clone());
+        let current = next.clone();
+        more = sys::map_next_key(fd, Some(&current), &mut next).map_err(syscall("iterating"))?;
+        if keys.len() > 1 << 20 {
+            break; // a walk that keeps restarting must still end
+        }
+    }
+
+    let mut drained = Vec::with_capacity(keys.len());
+    for raw_key in &keys {
+        let mut raw_value = vec![0u8; value_size];
+        let found = match sys::map_lookup_and_delete(fd, raw_key, &mut raw_value) {
+            Ok(found) => found,
+            // Kernels before 5.14 have no lookup-and-delete for hash maps.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524)) => {
+                let found =
+                    sys::map_lookup(fd, raw_key, &mut raw_value).map_err(syscall("reading"))?;
+                if found {
+                    sys::map_delete(fd, raw_key).map_err(syscall("deleting"))?;
+                }
+                found
+            }
+            Err(e) => return Err(syscall("draining")(e)),
+        };
+        if !found {
+            continue;
+        }
+        // SAFETY: contract types are plain #[repr(C)] integers and arrays (any bit pattern
+        // is valid) and the buffers are exactly their size.
+        let key: K = unsafe { std::ptr::read_unaligned(raw_key.as_ptr().cast()) };
+        let value: V = unsafe { std::ptr::read_unaligned(raw_value.as_ptr().cast()) };
+        drained.push((key, value));
+    }
+    Ok(drained)
 }

@@ -248,6 +248,27 @@ fn loopback_up() -> Result<(), String> {
     }
 }
 
+/// Whether an aggregated `fs:delete` allow record under `workspace.files` appears within
+/// 12 s.
+fn counted_deletes_audited(daemon: &Daemon) -> Result<bool, String> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(12) {
+        let found = daemon.audit_records(AGENT)?.iter().any(|r| {
+            r["action"] == "fs:delete"
+                && r["verdict"] == "allow"
+                && r["rule_id"] == "workspace.files"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|reason| reason.contains("counted"))
+        });
+        if found {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(false)
+}
+
 pub fn run() -> Result<String, String> {
     loopback_up()?;
     make_fixtures()?;
@@ -304,6 +325,13 @@ fn attack(daemon: &Daemon) -> Result<String, String> {
         if r["rule_id"].is_null() || r["agent"] != AGENT {
             problems.push(format!("audit: a denial without agent or rule: {r}"));
         }
+    }
+    // The benign deletes in the workspace (a low-risk rule) are counted in the kernel and
+    // audited in aggregate within the next drain (every 5 s).
+    if !counted_deletes_audited(daemon)? {
+        problems.push(
+            "audit: no aggregated record of the workspace deletes (rule workspace.files)".into(),
+        );
     }
     let keep = std::fs::read_to_string("/srv/protected/keep.txt").unwrap_or_default();
     if keep != "keep\n" {

@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use secops_common::kernel::{RULE_ALLOW, RULE_DENY, RULE_ESCALATE};
+use secops_common::kernel::{RULE_ALLOW, RULE_ALLOW_COUNTED, RULE_DENY, RULE_ESCALATE};
 
 use super::*;
 use crate::policy::parse_policy_str;
@@ -147,14 +147,19 @@ fn protected_directory_covers_its_files_and_names_created_later() {
     );
     // The directory itself: the pattern `protected/**` names it too.
     assert_eq!(verdict(&c, &f.path("protected"), OP_RENAME), RULE_DENY);
-    // The workspace is the agent's.
-    for op in [OP_DELETE, OP_RENAME, OP_WRITE, OP_TRUNCATE, OP_READ] {
+    // The workspace is the agent's. Its rule is low risk: deletes and renames there are
+    // counted, not reported one by one.
+    for op in [OP_WRITE, OP_TRUNCATE, OP_READ] {
         assert_eq!(verdict(&c, &f.path("ws/a.txt"), op), RULE_ALLOW, "op {op}");
+        assert_eq!(verdict(&c, &f.path("ws/new/deeper"), op), RULE_ALLOW, "op {op}");
+    }
+    for op in [OP_DELETE, OP_RENAME] {
         assert_eq!(
-            verdict(&c, &f.path("ws/new/deeper"), op),
-            RULE_ALLOW,
+            walk(&c, &f.path("ws/a.txt"), op),
+            (RULE_ALLOW_COUNTED, Arc::from("ws")),
             "op {op}"
         );
+        assert_eq!(verdict(&c, &f.path("ws/new/deeper"), op), RULE_ALLOW_COUNTED);
     }
 }
 
