@@ -10,8 +10,7 @@ use super::file_rules::CompiledFiles;
 use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
 use crate::engine::{ActionRequest, Decision, Engine, NormalizedPath};
 use crate::kernel::{
-    split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp,
-    NetHook,
+    split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp, NetHook,
 };
 
 const AT_FDCWD: i32 = -100;

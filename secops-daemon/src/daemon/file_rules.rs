@@ -28,8 +28,7 @@ use std::sync::Arc;
 
 use secops_common::kernel::{
     InodeKey, InodeRule, FS_OPS, OP_CONNECT, OP_DELETE, OP_EXEC, OP_LINK, OP_READ, OP_RENAME,
-    OP_TRUNCATE, OP_WRITE, RULE_ALLOW, RULE_ALLOW_COUNTED, RULE_DENY, RULE_ESCALATE,
-    RULE_NONE,
+    OP_TRUNCATE, OP_WRITE, RULE_ALLOW, RULE_ALLOW_COUNTED, RULE_DENY, RULE_ESCALATE, RULE_NONE,
 };
 use secops_common::{CoreAction, RiskLevel, Verdict};
 

@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use secops_common::kernel::STATS_LEN;
+use secops_common::Verdict;
 
 use super::events::{
     action_of_kind, allowed_egress_record, capture, file_count_record, lost_events_record,
-    record_for, Captured,
-    Clock, ExeCache,
+    record_for, Captured, Clock, ExeCache,
 };
 use super::Shared;
-use crate::audit::{AuditWriter, CommitTicket, Source};
+use crate::approvals::NewTicket;
+use crate::audit::{AuditWriter, CommitTicket, NewRecord, Source};
 use crate::kernel::{EventReader, LostCounts};
 
 const LOST_CHECK: Duration = Duration::from_secs(1);
@@ -154,7 +155,10 @@ impl Pipeline {
                         .or_else(|| agents.by_index(meta.agent_index));
                     let started = std::time::Instant::now();
                     let agent = slot.map(|s| s.name.as_str());
-                    let record = record_for(&captured, agent, &engine, &files, &clock);
+                    let mut record = record_for(&captured, agent, &engine, &files, &clock);
+                    if record.verdict == Verdict::Escalate {
+                        self.open_ticket(&mut record);
+                    }
                     let metrics = &self.shared.metrics;
                     metrics.latency(Source::Kernel, started.elapsed());
                     metrics.decision(
@@ -252,6 +256,34 @@ impl Pipeline {
             .collect();
         drop(agents);
         self.settle(tickets);
+    }
+
+    /// A kernel escalation (denied now, a human may allow it) opens an approval ticket, or
+    /// joins the open one for the same agent, action and object; the record names it.
+    fn open_ticket(&self, record: &mut NewRecord) {
+        let Some(agent) = record.agent.as_deref() else {
+            return;
+        };
+        let object = record
+            .object
+            .as_ref()
+            .map(|o| o.value.as_str())
+            .unwrap_or("");
+        let ticket = NewTicket {
+            agent,
+            action: &record.action,
+            object,
+            risk: record.risk,
+            rule_id: record.rule_id.as_deref(),
+            reason: &record.reason,
+            source: "kernel",
+            now_ns: record.ts_ns,
+        };
+        let opened = super::lock(&self.shared.tickets).escalated(&ticket);
+        match opened {
+            Ok((id, _joined)) => record.reason.push_str(&format!("; approval ticket {id}")),
+            Err(e) => tracing::error!("opening an approval ticket for a kernel escalation: {e}"),
+        }
     }
 
     /// Audits the deletes and renames the kernel counted instead of reporting.

@@ -11,9 +11,9 @@ use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
 use aya::Pod;
 use secops_common::kernel::{
     Agent, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue, EgressValue,
-    FileCountKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6,
-    MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS,
-    STATS_LEN,
+    FileCountKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4,
+    MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_HEARTBEAT, MAP_INODES,
+    MAP_PROTECTED_PIDS, MAP_STATS, STATS_LEN,
 };
 
 use super::egress::{compile_egress, EgressAllow, EgressEntries};

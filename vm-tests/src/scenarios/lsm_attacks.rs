@@ -26,6 +26,8 @@ const SECRET_DIR: &str = "/root/.ssh";
 const DENIED_BINARY: &str = "/usr/bin/socat";
 const ALLOWED_BINARY: &str = "/bin/true";
 const ATTACK: &str = "/bin/secops-attack";
+/// Deleting here escalates: denied now, with an approval ticket.
+const ESCALATED: &str = "/srv/escalate";
 const ALLOWED_PORT: u16 = 9000;
 const BLOCKED_PORT: u16 = 9001;
 
@@ -52,6 +54,12 @@ rules:
     actions: [fs:delete, fs:rename, fs:link, fs:truncate, fs:write, fs:create]
     paths: [{PROTECTED}/**]
     verdict: deny
+    risk: high
+  - id: escalate.delete
+    description: deleting these asks a human first
+    actions: [fs:delete]
+    paths: [{ESCALATED}/**]
+    verdict: escalate
     risk: high
   - id: credentials.read
     actions: [secret:read, fs:read]
@@ -140,6 +148,8 @@ fn make_fixtures() -> Result<(), String> {
         mkdir(dir)?;
     }
     write("/srv/protected/keep.txt", b"keep\n")?;
+    mkdir(ESCALATED)?;
+    write(&format!("{ESCALATED}/doomed.txt"), b"doomed\n")?;
     let key = format!("{SECRET_DIR}/id_rsa");
     write(
         &key,
@@ -204,6 +214,61 @@ fn run_attacks(daemon: &Daemon, cgroup: &Path) -> Result<String, String> {
         return Err(format!("{ATTACK} failed\n{}", describe(&out)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs `argv` inside the agent cgroup (busybox tools: no seccomp, the kernel layer alone).
+fn run_in_agent(cgroup: &Path, argv: &[&str]) -> Result<std::process::Output, String> {
+    let procs = cgroup.join("cgroup.procs");
+    let mut command = Command::new(argv[0]);
+    command.args(&argv[1..]).stdin(Stdio::null());
+    // SAFETY: between fork and exec only open, write and close.
+    unsafe {
+        command.pre_exec(move || {
+            let mut file = std::fs::OpenOptions::new().write(true).open(&procs)?;
+            file.write_all(b"0")
+        });
+    }
+    command
+        .output()
+        .map_err(|e| format!("running {argv:?} in the agent cgroup: {e}"))
+}
+
+/// An escalated delete fails now and opens one approval ticket (source kernel) that a
+/// second attempt joins.
+fn escalation_opens_a_ticket(daemon: &Daemon, cgroup: &Path) -> Result<(), String> {
+    let doomed = format!("{ESCALATED}/doomed.txt");
+    for attempt in 1..=2 {
+        let out = run_in_agent(cgroup, &["/bin/rm", "-f", &doomed])?;
+        if out.status.success() || !Path::new(&doomed).exists() {
+            return Err(format!(
+                "attempt {attempt} to delete {doomed} was not refused\n{}",
+                describe(&out)
+            ));
+        }
+    }
+    let socket = daemon.socket();
+    let socket = socket.to_str().ok_or("socket path is not UTF-8")?;
+    let started = Instant::now();
+    loop {
+        let out = crate::fixtures::secops(&["approvals", "list", "--json", "--socket", socket])?;
+        let tickets: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let ticket = tickets.iter().find(|t| {
+            t["agent"] == AGENT
+                && t["action"] == "fs:delete"
+                && t["object"] == doomed.as_str()
+                && t["source"] == "kernel"
+        });
+        match ticket {
+            Some(t) if t["count"] == 2 && t["rule_id"] == "escalate.delete" => return Ok(()),
+            _ if started.elapsed() > Duration::from_secs(10) => {
+                return Err(format!(
+                    "no kernel ticket for {doomed} with 2 attempts\n{}",
+                    describe(&out)
+                ))
+            }
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
 }
 
 /// Denials per action type in the audit log, waiting (up to 15 s) until there are at least
@@ -306,6 +371,10 @@ fn attack(daemon: &Daemon) -> Result<String, String> {
         if report.attack(name).is_none() {
             problems.push(format!("attack {name} did not run"));
         }
+    }
+
+    if let Err(why) = escalation_opens_a_ticket(daemon, &cgroup) {
+        problems.push(why);
     }
 
     let mut wanted: BTreeMap<&str, usize> = BTreeMap::new();

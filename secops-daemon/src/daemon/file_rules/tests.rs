@@ -151,7 +151,11 @@ fn protected_directory_covers_its_files_and_names_created_later() {
     // counted, not reported one by one.
     for op in [OP_WRITE, OP_TRUNCATE, OP_READ] {
         assert_eq!(verdict(&c, &f.path("ws/a.txt"), op), RULE_ALLOW, "op {op}");
-        assert_eq!(verdict(&c, &f.path("ws/new/deeper"), op), RULE_ALLOW, "op {op}");
+        assert_eq!(
+            verdict(&c, &f.path("ws/new/deeper"), op),
+            RULE_ALLOW,
+            "op {op}"
+        );
     }
     for op in [OP_DELETE, OP_RENAME] {
         assert_eq!(
@@ -159,7 +163,10 @@ fn protected_directory_covers_its_files_and_names_created_later() {
             (RULE_ALLOW_COUNTED, Arc::from("ws")),
             "op {op}"
         );
-        assert_eq!(verdict(&c, &f.path("ws/new/deeper"), op), RULE_ALLOW_COUNTED);
+        assert_eq!(
+            verdict(&c, &f.path("ws/new/deeper"), op),
+            RULE_ALLOW_COUNTED
+        );
     }
 }
 
