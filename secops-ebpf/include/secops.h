@@ -235,7 +235,8 @@ struct secops_inode_rule {
 /*
  * HASH secops_file_counts: allowed operations counted, not reported one by one
  * (SECOPS_RULE_ALLOW_COUNTED); the daemon drains it like secops_egress_allowed. The value is
- * a struct secops_egress_allowed_value (count, first and last time).
+ * a struct secops_egress_allowed_value of which only `count` is used (the daemon dates the
+ * counts by the window between its drains).
  */
 struct secops_file_count_key {
 	__u32 agent_index;

@@ -159,7 +159,11 @@ static __noinline void fill_names(struct secops_lsm_body *body, struct dentry *d
 	body->n_names = n;
 }
 
-/* An allowed operation of a low-risk rule: counted, reported in aggregate by the daemon. */
+/*
+ * An allowed operation of a low-risk rule: counted, reported in aggregate by the daemon.
+ * No timestamps: the daemon knows the window between two drains, and a clock read per
+ * delete would cost more than the count.
+ */
 static __noinline void count_allowed_file(__u32 agent_index, __u32 rule, __u32 op)
 {
 	struct secops_file_count_key key = {
@@ -167,10 +171,9 @@ static __noinline void count_allowed_file(__u32 agent_index, __u32 rule, __u32 o
 		.rule = (__u16)rule,
 		.op = (__u16)op,
 	};
-	__u64 now = bpf_ktime_get_boot_ns();
 	struct secops_egress_allowed_value *v = bpf_map_lookup_elem(&secops_file_counts, &key);
 	if (!v) {
-		struct secops_egress_allowed_value init = { .count = 1, .first_ns = now, .last_ns = now };
+		struct secops_egress_allowed_value init = { .count = 1 };
 		if (bpf_map_update_elem(&secops_file_counts, &key, &init, BPF_NOEXIST) == 0)
 			return;
 		v = bpf_map_lookup_elem(&secops_file_counts, &key);
@@ -178,7 +181,6 @@ static __noinline void count_allowed_file(__u32 agent_index, __u32 rule, __u32 o
 			return;
 	}
 	__sync_fetch_and_add(&v->count, 1);
-	v->last_ns = now;
 }
 
 static __always_inline struct secops_event *lsm_event(const struct secops_agent *agent,

@@ -448,13 +448,14 @@ pub fn allowed_egress_record(
 }
 
 /// One record for many deletes (or renames) one low-risk rule allowed an agent, counted in
-/// the kernel instead of reported one by one.
+/// the kernel instead of reported one by one, between two drains (`since_ns`..`now_ns`, UTC).
 pub fn file_count_record(
     counted: &FileCount,
     agent: Option<&str>,
     cgroup_id: Option<u64>,
     files: &CompiledFiles,
-    clock: &Clock,
+    since_ns: i64,
+    now_ns: i64,
 ) -> NewRecord {
     let action = if counted.op == secops_common::kernel::OP_RENAME {
         CoreAction::FsRename
@@ -466,15 +467,15 @@ pub fn file_count_record(
         "{} {} allowed by BPF LSM under low-risk rule {rule} between {} and {} (counted, not itemized)",
         counted.count,
         action.as_str(),
-        crate::time::format_ns(clock.utc_ns(counted.first_ns)),
-        crate::time::format_ns(clock.utc_ns(counted.last_ns))
+        crate::time::format_ns(since_ns),
+        crate::time::format_ns(now_ns)
     );
     NewRecord {
         agent: agent.map(str::to_owned),
         cgroup_id,
         rule_id: Some(rule),
         ..NewRecord::new(
-            clock.utc_ns(counted.last_ns),
+            now_ns,
             action.as_str(),
             Verdict::Allow,
             RiskLevel::Low,

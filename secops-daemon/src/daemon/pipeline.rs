@@ -86,6 +86,9 @@ struct Pipeline {
     /// outlive a daemon, and a restarted daemon must neither hide nor repeat losses.
     lost_audited: LostCounts,
     lost_file: PathBuf,
+    /// When the allowed-file counters were last drained (UTC ns): the window their counts
+    /// cover. (Counts pinned before this daemon started fall in its first window.)
+    file_counts_since: i64,
 }
 
 impl Pipeline {
@@ -98,6 +101,7 @@ impl Pipeline {
             writer,
             lost_audited,
             lost_file,
+            file_counts_since: crate::time::now_ns(),
         }
     }
 
@@ -287,7 +291,7 @@ impl Pipeline {
     }
 
     /// Audits the deletes and renames the kernel counted instead of reporting.
-    fn audit_file_counts(&self) {
+    fn audit_file_counts(&mut self) {
         let drained = {
             let mut kernel = super::lock(&self.shared.kernel);
             kernel.maps_mut().drain_file_counts()
@@ -296,10 +300,11 @@ impl Pipeline {
             Ok(d) => d,
             Err(e) => return tracing::warn!("reading allowed-file counters: {e}"),
         };
+        let now = crate::time::now_ns();
+        let since = std::mem::replace(&mut self.file_counts_since, now);
         if drained.is_empty() {
             return;
         }
-        let clock = Clock::now();
         let files = super::read(&self.shared.files).clone();
         let agents = super::read(&self.shared.agents);
         let tickets: Vec<_> = drained
@@ -311,7 +316,8 @@ impl Pipeline {
                     slot.map(|s| s.name.as_str()),
                     slot.map(|s| s.cgroup_id),
                     &files,
-                    &clock,
+                    since,
+                    now,
                 ))
             })
             .collect();

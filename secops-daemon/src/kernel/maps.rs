@@ -205,7 +205,8 @@ pub struct KernelMaps {
     file_counts: MapData,
 }
 
-/// Allowed file operations of one agent under one low-risk rule, counted in the kernel.
+/// Allowed file operations of one agent under one low-risk rule, counted in the kernel
+/// since the last drain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileCount {
     pub agent_index: u32,
@@ -214,9 +215,6 @@ pub struct FileCount {
     /// `OP_*`.
     pub op: usize,
     pub count: u64,
-    /// CLOCK_BOOTTIME ns of the first and the last one.
-    pub first_ns: u64,
-    pub last_ns: u64,
 }
 
 /// What replacing the inode entries did.
@@ -534,8 +532,6 @@ impl KernelMaps {
                 rule: u32::from(key.rule),
                 op: usize::from(key.op),
                 count: value.count,
-                first_ns: value.first_ns,
-                last_ns: value.last_ns,
             })
             .collect())
     }

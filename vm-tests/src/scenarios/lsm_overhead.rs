@@ -124,7 +124,12 @@ fn describe_ratios(label: &str, ratios: &Ratios, target: f64) -> String {
     let met = (0..3).all(|i| ratios.median(i).0 <= target);
     let per = |i: usize| {
         let (r, a, d) = ratios.median(i);
-        format!("{r:.2}x ({a} vs {d} ns)")
+        let spread: Vec<String> = ratios
+            .rounds
+            .iter()
+            .map(|(a, d)| format!("{:.2}", a[i] as f64 / d[i].max(1) as f64))
+            .collect();
+        format!("{r:.2}x ({a} vs {d} ns; rounds {})", spread.join(" "))
     };
     format!(
         "{label}: unlink {}, open-for-write {}, exec {} [target <= {target}x: {}]",
