@@ -29,7 +29,6 @@
 #define FMODE_WRITE 0x2
 #define PROT_EXEC 0x4
 
-#define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
 #define AF_PACKET 17
@@ -238,6 +237,33 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 	return denied ? -EPERM : 0;
 }
 
+/*
+ * Judges `check`'s operation by the object's own entry alone (no walk): for checks where a
+ * directory's verdict does not apply. The daemon knows the entry's path, so the event
+ * carries no names.
+ */
+static __always_inline int judge_own(const struct secops_agent *agent, __u64 agent_cgroup,
+				     const struct secops_inode_key *key, __u32 check)
+{
+	const struct secops_inode_rule *r = bpf_map_lookup_elem(&secops_inodes, key);
+	if (!r)
+		return 0;
+	__u32 rule = 0;
+	__u32 verdict = pick(r, 0, check & 0xff, &rule);
+	if (!denies(verdict))
+		return 0;
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
+					    (check >> 8) & 0xff, rule);
+	if (ev) {
+		ev->body.lsm.dev = key->dev;
+		ev->body.lsm.ino = key->ino;
+		ev->body.lsm.anchor_dev = key->dev;
+		ev->body.lsm.anchor_ino = key->ino;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
 /* A denial that is not about a file: a built-in self-protection rule (rule 0). */
 static __always_inline int deny_other(const struct secops_agent *agent, __u64 agent_cgroup,
 				      __u32 lsm_op, __u32 target_pid, __u32 signal)
@@ -426,24 +452,7 @@ int secops_lsm_mmap(unsigned long long *ctx)
 		.dev = inode->i_sb->s_dev,
 		.ino = inode->i_ino,
 	};
-	const struct secops_inode_rule *r = bpf_map_lookup_elem(&secops_inodes, &key);
-	if (!r)
-		return 0;
-	__u32 rule = 0;
-	__u32 verdict = pick(r, 0, SECOPS_OP_EXEC, &rule);
-	if (!denies(verdict))
-		return 0;
-	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
-					    SECOPS_LSM_MMAP_EXEC, rule);
-	if (ev) {
-		ev->body.lsm.dev = key.dev;
-		ev->body.lsm.ino = key.ino;
-		ev->body.lsm.anchor_dev = key.dev;
-		ev->body.lsm.anchor_ino = key.ino;
-		fill_names(&ev->body.lsm, file->f_path.dentry, 1);
-		bpf_ringbuf_submit(ev, 0);
-	}
-	return -EPERM;
+	return judge_own(agent, agent_cgroup, &key, CHECK(SECOPS_OP_EXEC, SECOPS_LSM_MMAP_EXEC, 0));
 }
 
 /* int socket_create(int family, int type, int protocol, int kern): no raw or packet sockets. */
@@ -516,24 +525,8 @@ static __always_inline int judge_unix_peer(const struct secops_agent *agent, __u
 		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 		.ino = BPF_CORE_READ(inode, i_ino),
 	};
-	const struct secops_inode_rule *r = bpf_map_lookup_elem(&secops_inodes, &key);
-	if (!r)
-		return 0;
-	__u32 rule = 0;
-	__u32 verdict = pick(r, 0, SECOPS_OP_CONNECT, &rule);
-	if (!denies(verdict))
-		return 0;
-	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
-					    SECOPS_LSM_UNIX_CONNECT, rule);
-	if (ev) {
-		ev->body.lsm.dev = key.dev;
-		ev->body.lsm.ino = key.ino;
-		ev->body.lsm.anchor_dev = key.dev;
-		ev->body.lsm.anchor_ino = key.ino;
-		ev->body.lsm.family = AF_UNIX;
-		bpf_ringbuf_submit(ev, 0);
-	}
-	return -EPERM;
+	return judge_own(agent, agent_cgroup, &key,
+			 CHECK(SECOPS_OP_CONNECT, SECOPS_LSM_UNIX_CONNECT, 0));
 }
 
 /* int unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk) */

@@ -5,16 +5,14 @@
 //! a denial in the audit log with the agent, its action type and a rule.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::fixtures::{describe, Daemon};
+use crate::fixtures::{describe, join_cgroup_before_exec, Daemon};
 use secops_vm_tests::attack::report::{self, Verdict};
 
 const AGENT: &str = "attack";
@@ -178,7 +176,6 @@ fn listen(port: u16) -> Result<(), String> {
 /// Runs `secops-attack` with its first instruction being to join the agent cgroup.
 fn run_attacks(daemon: &Daemon, cgroup: &Path) -> Result<String, String> {
     let daemon_pid = daemon.pid().ok_or("the daemon is not running")?;
-    let procs = cgroup.join("cgroup.procs");
     let bpf_pin = daemon.pin_dir().join("link_secops_connect4");
     let mut command = Command::new(ATTACK);
     command
@@ -199,14 +196,7 @@ fn run_attacks(daemon: &Daemon, cgroup: &Path) -> Result<String, String> {
         .args(["--blocked-port", &BLOCKED_PORT.to_string()])
         .args(["--allowed-port", &ALLOWED_PORT.to_string()])
         .stdin(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls: open, write, close (via
-    // std::fs::OpenOptions and a fixed buffer).
-    unsafe {
-        command.pre_exec(move || {
-            let mut file = std::fs::OpenOptions::new().write(true).open(&procs)?;
-            file.write_all(b"0")
-        });
-    }
+    join_cgroup_before_exec(&mut command, cgroup)?;
     let out = command
         .output()
         .map_err(|e| format!("running {ATTACK} in {}: {e}", cgroup.display()))?;
@@ -218,16 +208,9 @@ fn run_attacks(daemon: &Daemon, cgroup: &Path) -> Result<String, String> {
 
 /// Runs `argv` inside the agent cgroup (busybox tools: no seccomp, the kernel layer alone).
 fn run_in_agent(cgroup: &Path, argv: &[&str]) -> Result<std::process::Output, String> {
-    let procs = cgroup.join("cgroup.procs");
     let mut command = Command::new(argv[0]);
     command.args(&argv[1..]).stdin(Stdio::null());
-    // SAFETY: between fork and exec only open, write and close.
-    unsafe {
-        command.pre_exec(move || {
-            let mut file = std::fs::OpenOptions::new().write(true).open(&procs)?;
-            file.write_all(b"0")
-        });
-    }
+    join_cgroup_before_exec(&mut command, cgroup)?;
     command
         .output()
         .map_err(|e| format!("running {argv:?} in the agent cgroup: {e}"))

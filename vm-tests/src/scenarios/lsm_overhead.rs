@@ -17,12 +17,10 @@
 //! lsm-overhead`), and it passes whenever it could measure; the detail says whether the
 //! targets (at most 1.15x inside, 1.05x outside) were met.
 
-use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::fixtures::{describe, Daemon, LsmPrograms};
+use crate::fixtures::{describe, join_cgroup_before_exec, Daemon, LsmPrograms};
 use crate::loops;
 
 const AGENT: &str = "bench";
@@ -75,14 +73,7 @@ fn loops_in(cgroup: Option<&Path>, dir: &str) -> Result<[u64; 3], String> {
     let mut command = Command::new("/bin/secops-vm-runner");
     command.args(["--loops", dir]);
     if let Some(cgroup) = cgroup {
-        let procs = cgroup.join("cgroup.procs");
-        // SAFETY: between fork and exec only open, write and close.
-        unsafe {
-            command.pre_exec(move || {
-                let mut file = std::fs::OpenOptions::new().write(true).open(&procs)?;
-                file.write_all(b"0")
-            });
-        }
+        join_cgroup_before_exec(&mut command, cgroup)?;
     }
     let out = command
         .output()
