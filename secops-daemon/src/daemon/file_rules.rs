@@ -228,17 +228,15 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
-    fn at(&self, path: &str) -> OpVerdicts {
-        let Ok(normalized) = NormalizedPath::new(path) else {
-            return OpVerdicts::all(RULE_ALLOW);
-        };
-        let registry = &self.engine.policy().registry;
+    /// The verdicts for `path`, or `None` for a path the engine cannot take (then no entry
+    /// is made for it, and it keeps its directory's verdicts: never an allow in their place).
+    fn at(&self, path: &str) -> Option<OpVerdicts> {
+        let normalized = NormalizedPath::new(path).ok()?;
         let mut out = OpVerdicts::all(RULE_NONE);
         for op in 0..FS_OPS {
             for core in op_actions(op) {
-                let Some(action) = registry.id_of(&secops_common::ActionType::Core(*core)) else {
-                    continue;
-                };
+                // Core types come first in every registry, in `CoreAction` order.
+                let action = secops_common::ActionId(*core as u16);
                 let mut request = ActionRequest::new(Some(self.agent), action);
                 if *core == CoreAction::ProcExec {
                     request.binary = Some(&normalized);
@@ -262,18 +260,17 @@ impl Judge<'_> {
                 *v = RULE_ALLOW;
             }
         }
-        out
+        Some(out)
     }
 
     /// own, child and deep verdicts of `path`.
-    fn positions(&self, path: &Path) -> [OpVerdicts; 3] {
-        let base = path.to_string_lossy();
-        let base = base.trim_end_matches('/');
-        [
-            self.at(if base.is_empty() { "/" } else { base }),
-            self.at(&format!("{base}/{PROBE_NAME}")),
-            self.at(&format!("{base}/{PROBE_NAME}/{PROBE_NAME}")),
-        ]
+    fn positions(&self, path: &Path) -> Option<[OpVerdicts; 3]> {
+        let base = path.to_str()?.trim_end_matches('/');
+        Some([
+            self.at(if base.is_empty() { "/" } else { base })?,
+            self.at(&format!("{base}/{PROBE_NAME}"))?,
+            self.at(&format!("{base}/{PROBE_NAME}/{PROBE_NAME}"))?,
+        ])
     }
 }
 
@@ -382,37 +379,34 @@ fn compile_agent(
     let Some(spec) = policy.agents.get(agent.engine_index.0 as usize) else {
         return;
     };
-    let homes: Vec<String> = match &spec.home {
-        Some(home) => vec![home.clone()],
-        None => policy.defaults.homes.clone(),
-    };
+    let homes = policy.homes_of(spec);
 
-    // Anchors: (path, whether its subtree is enumerated).
-    let mut anchors: Vec<(PathBuf, bool)> = vec![(agent.workspace.clone(), true)];
-    for rule in &policy.rules {
-        if rule
-            .agents
-            .as_ref()
-            .is_some_and(|scope| !scope.contains(&spec.name))
-        {
-            continue;
-        }
+    // Anchors, each once (two rules often name the same directory, and so do mount
+    // points): path -> whether its subtree is enumerated.
+    let mut anchors: BTreeMap<PathBuf, bool> = BTreeMap::from([(agent.workspace.clone(), true)]);
+    let mut add_anchor = |path: PathBuf, enumerate: bool| {
+        *anchors.entry(path).or_insert(false) |= enumerate;
+    };
+    for rule in policy.rules.iter().filter(|r| r.applies_to(Some(&spec.name))) {
         for pattern in rule.selectors.paths.iter().chain(&rule.selectors.binaries) {
-            for glob in pattern.expand(&homes, Some(&spec.workspace)) {
+            for glob in pattern.expand(homes, Some(&spec.workspace)) {
                 for (path, subtree) in glob_anchors(&glob) {
                     let enumerate = subtree && path != Path::new("/");
-                    anchors.push((path, enumerate));
+                    add_anchor(path, enumerate);
                 }
             }
         }
     }
-    anchors.extend(mount_points.iter().map(|m| (m.clone(), false)));
+    for mount in mount_points {
+        add_anchor(mount.clone(), false);
+    }
 
-    for (path, _) in &anchors {
-        let Some(key) = inode_key(agent.kernel_index, path) else {
+    for path in anchors.keys() {
+        let (Some(key), Some([own, child, deep])) =
+            (inode_key(agent.kernel_index, path), judge.positions(path))
+        else {
             continue;
         };
-        let [own, child, deep] = judge.positions(path);
         merge_entry(out, key, path, entry(own, child, deep));
     }
 
@@ -442,10 +436,8 @@ fn compile_agent(
     let allow = OpVerdicts::all(RULE_ALLOW);
     out.entries.insert(fallback, entry(own, allow, allow));
 
-    for (root, enumerate) in &anchors {
-        if *enumerate {
-            enumerate_below(&judge, agent.kernel_index, root, out);
-        }
+    for (root, _) in anchors.iter().filter(|(_, enumerate)| **enumerate) {
+        enumerate_below(&judge, agent.kernel_index, root, out);
     }
 }
 
@@ -498,11 +490,19 @@ fn enumerate_below(judge: &Judge<'_>, agent: u32, root: &Path, out: &mut Compile
             };
             let [_, n_child, n_deep] = split(&nearest);
             let inherited_own = if below == 0 { n_child } else { n_deep };
-            let [own, child, deep] = if meta.is_dir() {
+            let judged = if meta.is_dir() {
                 judge.positions(&path)
             } else {
-                let own = judge.at(&path.to_string_lossy());
-                [own, n_deep, n_deep]
+                path.to_str()
+                    .and_then(|p| judge.at(p))
+                    .map(|own| [own, n_deep, n_deep])
+            };
+            let Some([own, child, deep]) = judged else {
+                // Not a path the engine takes: it keeps its directory's verdicts.
+                if meta.is_dir() && below < MAX_ENUMERATION_DEPTH {
+                    stack.push((path, nearest, below + 1));
+                }
+                continue;
             };
             let differs =
                 own != inherited_own || (meta.is_dir() && (child != n_deep || deep != n_deep));
@@ -513,7 +513,9 @@ fn enumerate_below(judge: &Judge<'_>, agent: u32, root: &Path, out: &mut Compile
                 // strictest of them.
                 merge_entry(out, key, &path, rule);
             }
-            if meta.is_dir() && !meta.file_type().is_symlink() && below < MAX_ENUMERATION_DEPTH {
+            // `metadata` of a directory entry does not follow symlinks: a link to a
+            // directory is not descended into.
+            if meta.is_dir() && below < MAX_ENUMERATION_DEPTH {
                 if own_entry {
                     stack.push((path, rule, 0));
                 } else {

@@ -129,12 +129,7 @@ impl Engine {
     pub fn new(policy: Arc<Policy>) -> Engine {
         let action_count = policy.registry.len();
         let rule_list = |hard: bool, agent: Option<&str>| {
-            let applies = |r: &&crate::policy::Rule| {
-                r.hard == hard
-                    && r.agents
-                        .as_ref()
-                        .is_none_or(|scope| agent.is_some_and(|a| scope.iter().any(|s| s == a)))
-            };
+            let applies = |r: &&crate::policy::Rule| r.hard == hard && r.applies_to(agent);
             policy
                 .rules
                 .iter()
@@ -146,12 +141,8 @@ impl Engine {
         let mut agents = Vec::with_capacity(policy.agents.len());
         let mut by_name = HashMap::new();
         for (i, agent) in policy.agents.iter().enumerate() {
-            let homes: Vec<String> = match &agent.home {
-                Some(home) => vec![home.clone()],
-                None => policy.defaults.homes.clone(),
-            };
             let expansion = Expansion {
-                homes: &homes,
+                homes: policy.homes_of(agent),
                 workspace: Some(&agent.workspace),
             };
             let egress = match (policy.egress.get(&agent.name), policy.defaults.egress) {

@@ -113,4 +113,22 @@ impl Policy {
     pub fn agent(&self, name: &str) -> Option<&Agent> {
         self.agents.iter().find(|a| a.name == name)
     }
+
+    /// What `~` stands for in `agent`'s patterns: its own home, or every default home.
+    pub fn homes_of<'a>(&'a self, agent: &'a Agent) -> &'a [String] {
+        agent
+            .home
+            .as_ref()
+            .map_or(&self.defaults.homes, std::slice::from_ref)
+    }
+}
+
+impl Rule {
+    /// Whether the rule applies to `agent` (`None`: a process of no known agent, which only
+    /// rules without an `agents` scope reach).
+    pub fn applies_to(&self, agent: Option<&str>) -> bool {
+        self.agents
+            .as_ref()
+            .is_none_or(|scope| agent.is_some_and(|a| scope.iter().any(|s| s == a)))
+    }
 }
