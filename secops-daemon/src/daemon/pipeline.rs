@@ -245,16 +245,30 @@ impl Pipeline {
             Err(e) => return tracing::warn!("reading allowed-egress counters: {e}"),
         };
         let clock = Clock::now();
+        self.audit_per_agent(
+            &drained,
+            |allowed| allowed.agent_index,
+            |allowed, agent, cgroup_id| allowed_egress_record(allowed, agent, cgroup_id, &clock),
+        );
+    }
+
+    /// Audits one record per item drained from a kernel counter map, each for the agent
+    /// its index names.
+    fn audit_per_agent<T>(
+        &self,
+        items: &[T],
+        agent_index: impl Fn(&T) -> u32,
+        record: impl Fn(&T, Option<&str>, Option<u64>) -> NewRecord,
+    ) {
         let agents = super::read(&self.shared.agents);
-        let tickets: Vec<_> = drained
+        let tickets: Vec<_> = items
             .iter()
-            .map(|allowed| {
-                let slot = agents.by_index(allowed.agent_index);
-                self.writer.append(allowed_egress_record(
-                    allowed,
+            .map(|item| {
+                let slot = agents.by_index(agent_index(item));
+                self.writer.append(record(
+                    item,
                     slot.map(|s| s.name.as_str()),
                     slot.map(|s| s.cgroup_id),
-                    &clock,
                 ))
             })
             .collect();
@@ -306,23 +320,13 @@ impl Pipeline {
             return;
         }
         let files = super::read(&self.shared.files).clone();
-        let agents = super::read(&self.shared.agents);
-        let tickets: Vec<_> = drained
-            .iter()
-            .map(|counted| {
-                let slot = agents.by_index(counted.agent_index);
-                self.writer.append(file_count_record(
-                    counted,
-                    slot.map(|s| s.name.as_str()),
-                    slot.map(|s| s.cgroup_id),
-                    &files,
-                    since,
-                    now,
-                ))
-            })
-            .collect();
-        drop(agents);
-        self.settle(tickets);
+        self.audit_per_agent(
+            &drained,
+            |counted| counted.agent_index,
+            |counted, agent, cgroup_id| {
+                file_count_record(counted, agent, cgroup_id, &files, since, now)
+            },
+        );
     }
 
     fn heartbeat(&self) {
