@@ -72,6 +72,22 @@ secops_event_start(__u32 kind, const struct secops_agent *agent, __u64 agent_cgr
 }
 
 /*
+ * The counter for `key` in a hash map whose values are struct secops_egress_allowed_value,
+ * made (zeroed) if it is not there yet; NULL only when the map is full. Another CPU may make
+ * it first: then its entry is the one returned.
+ */
+static __always_inline struct secops_egress_allowed_value *secops_counter(void *map,
+									    const void *key)
+{
+	struct secops_egress_allowed_value *v = bpf_map_lookup_elem(map, key);
+	if (v)
+		return v;
+	struct secops_egress_allowed_value zero = {};
+	bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
+/*
  * The objects are dual-licensed (GPL-2.0-only OR Apache-2.0); the kernel only needs to see
  * that they are GPL-compatible to allow the GPL-only helpers (probe reads, comm).
  */

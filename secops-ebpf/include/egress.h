@@ -60,18 +60,13 @@ static __always_inline void count_allowed(__u32 agent_index, __u16 family, __u16
 	else
 		__builtin_memcpy(key.addr, addr, 16);
 
+	struct secops_egress_allowed_value *v = secops_counter(&secops_egress_allowed, &key);
+	if (!v)
+		return;
 	__u64 now = bpf_ktime_get_boot_ns();
-	struct secops_egress_allowed_value *v = bpf_map_lookup_elem(&secops_egress_allowed, &key);
-	if (!v) {
-		struct secops_egress_allowed_value init = { .count = 1, .first_ns = now, .last_ns = now };
-		if (bpf_map_update_elem(&secops_egress_allowed, &key, &init, BPF_NOEXIST) == 0)
-			return;
-		/* Another CPU inserted it first. */
-		v = bpf_map_lookup_elem(&secops_egress_allowed, &key);
-		if (!v)
-			return;
-	}
 	__sync_fetch_and_add(&v->count, 1);
+	if (!v->first_ns)
+		v->first_ns = now;
 	v->last_ns = now;
 }
 

@@ -170,16 +170,9 @@ static __noinline void count_allowed_file(__u32 agent_index, __u32 rule, __u32 o
 		.rule = (__u16)rule,
 		.op = (__u16)op,
 	};
-	struct secops_egress_allowed_value *v = bpf_map_lookup_elem(&secops_file_counts, &key);
-	if (!v) {
-		struct secops_egress_allowed_value init = { .count = 1 };
-		if (bpf_map_update_elem(&secops_file_counts, &key, &init, BPF_NOEXIST) == 0)
-			return;
-		v = bpf_map_lookup_elem(&secops_file_counts, &key);
-		if (!v)
-			return;
-	}
-	__sync_fetch_and_add(&v->count, 1);
+	struct secops_egress_allowed_value *v = secops_counter(&secops_file_counts, &key);
+	if (v)
+		__sync_fetch_and_add(&v->count, 1);
 }
 
 static __always_inline struct secops_event *lsm_event(const struct secops_agent *agent,
@@ -203,12 +196,14 @@ static __always_inline struct secops_event *lsm_event(const struct secops_agent 
 #define REPORT_ALLOWED 0x10000
 /* BPF functions take at most five arguments: the operation, the check and the flag share one. */
 #define CHECK(op, lsm_op, flags) ((op) | ((lsm_op) << 8) | (flags))
+#define CHECK_OP(check) ((check) & 0xff)
+#define CHECK_LSM_OP(check) (((check) >> 8) & 0xff)
 
 static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_cgroup,
 				 struct dentry *dentry, __u32 check)
 {
-	__u32 op = check & 0xff;
-	__u32 lsm_op = (check >> 8) & 0xff;
+	__u32 op = CHECK_OP(check);
+	__u32 lsm_op = CHECK_LSM_OP(check);
 	bool report_allowed = check & REPORT_ALLOWED;
 	struct decision d = {};
 	decide(agent->agent_index, dentry, op, &d);
@@ -249,11 +244,11 @@ static __always_inline int judge_own(const struct secops_agent *agent, __u64 age
 	if (!r)
 		return 0;
 	__u32 rule = 0;
-	__u32 verdict = pick(r, 0, check & 0xff, &rule);
+	__u32 verdict = pick(r, 0, CHECK_OP(check), &rule);
 	if (!denies(verdict))
 		return 0;
 	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
-					    (check >> 8) & 0xff, rule);
+					    CHECK_LSM_OP(check), rule);
 	if (ev) {
 		ev->body.lsm.dev = key->dev;
 		ev->body.lsm.ino = key->ino;
