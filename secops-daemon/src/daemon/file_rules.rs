@@ -387,7 +387,11 @@ fn compile_agent(
     let mut add_anchor = |path: PathBuf, enumerate: bool| {
         *anchors.entry(path).or_insert(false) |= enumerate;
     };
-    for rule in policy.rules.iter().filter(|r| r.applies_to(Some(&spec.name))) {
+    for rule in policy
+        .rules
+        .iter()
+        .filter(|r| r.applies_to(Some(&spec.name)))
+    {
         for pattern in rule.selectors.paths.iter().chain(&rule.selectors.binaries) {
             for glob in pattern.expand(homes, Some(&spec.workspace)) {
                 for (path, subtree) in glob_anchors(&glob) {
