@@ -84,6 +84,12 @@ fn rust_records() -> Vec<RustRecord> {
         record!("secops_inode_key", struct InodeKey { agent_index, dev, ino }),
         record!("secops_file_count_key", struct FileCountKey { agent_index, rule, op }),
         record!(
+            "secops_grant_key",
+            struct GrantKey { agent_index, kind, op, port, dev, family, pad, ino, addr }
+        ),
+        record!("secops_grant", struct Grant { expires_ns, ticket, flags, pad }),
+        record!("secops_grant_body", struct GrantBody { key, ticket, flags, lsm_op }),
+        record!(
             "secops_inode_rule",
             struct InodeRule { own, child, deep, own_rule, child_rule, deep_rule }
         ),
@@ -94,7 +100,7 @@ fn rust_records() -> Vec<RustRecord> {
                 family, sock_type, protocol, port, addr, names
             }
         ),
-        record!("secops_event_body", union EventBody { exec, exit, unlink, rename, net, lsm }),
+        record!("secops_event_body", union EventBody { exec, exit, unlink, rename, net, lsm, grant }),
         record!("secops_event", struct Event { header, body }),
     ]
 }
@@ -117,6 +123,7 @@ fn rust_constants() -> BTreeMap<&'static str, i64> {
         ("SECOPS_EVENT_RENAME", i64::from(EVENT_RENAME)),
         ("SECOPS_EVENT_NET", i64::from(EVENT_NET)),
         ("SECOPS_EVENT_LSM", i64::from(EVENT_LSM)),
+        ("SECOPS_EVENT_GRANT", i64::from(EVENT_GRANT)),
         ("SECOPS_VERDICT_ALLOW", i64::from(VERDICT_ALLOW)),
         ("SECOPS_VERDICT_DENY", i64::from(VERDICT_DENY)),
         ("SECOPS_VERDICT_ESCALATE", i64::from(VERDICT_ESCALATE)),
@@ -167,6 +174,9 @@ fn rust_constants() -> BTreeMap<&'static str, i64> {
         ("SECOPS_IPPROTO_UDP", i64::from(IPPROTO_UDP)),
         ("SECOPS_NET_CONNECT", i64::from(NET_CONNECT)),
         ("SECOPS_NET_SENDMSG", i64::from(NET_SENDMSG)),
+        ("SECOPS_GRANT_FILE", i64::from(GRANT_FILE)),
+        ("SECOPS_GRANT_NET", i64::from(GRANT_NET)),
+        ("SECOPS_GRANT_ONE_SHOT", i64::from(GRANT_ONE_SHOT)),
     ])
 }
 

@@ -26,6 +26,7 @@ pub const EVENT_UNLINK: u32 = 3;
 pub const EVENT_RENAME: u32 = 4;
 pub const EVENT_NET: u32 = 5;
 pub const EVENT_LSM: u32 = 6;
+pub const EVENT_GRANT: u32 = 7;
 
 pub const VERDICT_ALLOW: u32 = 0;
 pub const VERDICT_DENY: u32 = 1;
@@ -91,6 +92,13 @@ pub const IPPROTO_UDP: u16 = 17;
 pub const NET_CONNECT: u8 = 1;
 pub const NET_SENDMSG: u8 = 2;
 
+// enum secops_grant_kind
+pub const GRANT_FILE: u8 = 1;
+pub const GRANT_NET: u8 = 2;
+
+// enum secops_grant_flags
+pub const GRANT_ONE_SHOT: u32 = 1;
+
 /// Map names (each pinned under this name in the pin directory).
 pub const MAP_CONFIG: &str = "secops_config";
 pub const MAP_AGENTS: &str = "secops_agents";
@@ -103,7 +111,8 @@ pub const MAP_HEARTBEAT: &str = "secops_heartbeat";
 pub const MAP_INODES: &str = "secops_inodes";
 pub const MAP_PROTECTED_PIDS: &str = "secops_protected_pids";
 pub const MAP_FILE_COUNTS: &str = "secops_file_counts";
-pub const MAPS: [&str; 11] = [
+pub const MAP_GRANTS: &str = "secops_grants";
+pub const MAPS: [&str; 12] = [
     MAP_CONFIG,
     MAP_AGENTS,
     MAP_EGRESS4,
@@ -115,6 +124,7 @@ pub const MAPS: [&str; 11] = [
     MAP_INODES,
     MAP_PROTECTED_PIDS,
     MAP_FILE_COUNTS,
+    MAP_GRANTS,
 ];
 
 /// `struct secops_config`, the one entry of `secops_config`.
@@ -334,6 +344,47 @@ pub struct LsmBody {
     pub names: [[u8; NAME_LEN]; NAME_SLOTS],
 }
 
+/// `struct secops_grant_key`: what a grant lets through. Files: `kind` [`GRANT_FILE`], `op`
+/// an `OP_*`, `dev`/`ino` the object. Egress: `kind` [`GRANT_NET`], `op` [`PROTO_TCP`] or
+/// [`PROTO_UDP`], `family`/`port`/`addr` the destination (IPv4 as [`AF_INET`] in the first
+/// four bytes of `addr`). Unused fields are zero: the kernel hashes the key whole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrantKey {
+    pub agent_index: u32,
+    pub kind: u8,
+    pub op: u8,
+    /// Host order.
+    pub port: u16,
+    pub dev: u32,
+    pub family: u16,
+    pub pad: u16,
+    pub ino: u64,
+    /// Network order.
+    pub addr: [u8; 16],
+}
+
+/// `struct secops_grant`: until when (boot clock) and for which ticket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    pub expires_ns: u64,
+    pub ticket: u64,
+    pub flags: u32,
+    pub pad: u32,
+}
+
+/// `struct secops_grant_body`: an operation that passed because of a grant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrantBody {
+    pub key: GrantKey,
+    pub ticket: u64,
+    pub flags: u32,
+    /// Files: the check (`LSM_*`); egress: 0.
+    pub lsm_op: u32,
+}
+
 /// `union secops_event_body`; `EventHeader::kind` says which member is meant.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -344,6 +395,7 @@ pub union EventBody {
     pub rename: RenameBody,
     pub net: NetBody,
     pub lsm: LsmBody,
+    pub grant: GrantBody,
 }
 
 /// `struct secops_event`: every ring buffer record is exactly one of these.
@@ -366,6 +418,9 @@ const _: () = assert!(size_of::<EventHeader>() == 56);
 const _: () = assert!(size_of::<RenameBody>() == 16 + 2 * PATH_LEN);
 const _: () = assert!(size_of::<InodeKey>() == 16);
 const _: () = assert!(size_of::<FileCountKey>() == 8);
+const _: () = assert!(size_of::<GrantKey>() == 40);
+const _: () = assert!(size_of::<Grant>() == 24);
+const _: () = assert!(size_of::<GrantBody>() == 56);
 const _: () = assert!(size_of::<InodeRule>() == 3 * FS_OPS + 6 * FS_OPS);
 const _: () = assert!(size_of::<LsmBody>() == 72 + NAME_SLOTS * NAME_LEN);
 const _: () = assert!(size_of::<EventBody>() == size_of::<RenameBody>());

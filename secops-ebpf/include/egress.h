@@ -9,7 +9,7 @@
 
 #include <bpf/bpf_endian.h>
 
-#include "common.h"
+#include "grants.h"
 
 #define SOCK_ALLOW 1
 #define SOCK_DENY 0
@@ -90,8 +90,31 @@ static __always_inline void report_denied(const struct secops_agent *agent, __u6
 }
 
 /*
- * ip4 in network order. `count` records allowed destinations for the aggregated audit:
- * only the cgroup hooks do, so a connect the LSM backstop also saw is not counted twice.
+ * A grant for this destination. Its protocol bit is the operation: a TCP approval does not
+ * open UDP to the same port.
+ */
+static __always_inline bool net_granted(const struct secops_agent *agent, __u64 agent_cgroup,
+					__u16 family, __u16 port, __u8 bit, const __u8 *addr,
+					__u32 addr_len, bool use)
+{
+	struct secops_grant_key key;
+	__builtin_memset(&key, 0, sizeof(key)); /* the key is hashed whole, padding too */
+	key.agent_index = agent->agent_index;
+	key.kind = SECOPS_GRANT_NET;
+	key.op = bit;
+	key.port = port;
+	key.family = family;
+	if (addr_len == 4)
+		__builtin_memcpy(key.addr, addr, 4);
+	else
+		__builtin_memcpy(key.addr, addr, 16);
+	return secops_granted(agent, agent_cgroup, &key, 0, use);
+}
+
+/*
+ * ip4 in network order. `count` marks the cgroup hooks, which have the last word: they
+ * record allowed destinations for the aggregated audit and spend grants. The LSM backstop
+ * runs before them and only looks, so a connect is neither counted nor charged twice.
  */
 static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_cgroup,
 				  __u32 ip4, __u16 port, __u16 protocol, __u8 bit, __u8 kind,
@@ -109,6 +132,8 @@ static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_
 				      4);
 		return SOCK_ALLOW;
 	}
+	if (bit && net_granted(agent, agent_cgroup, SECOPS_AF_INET, port, bit, key.addr, 4, count))
+		return SOCK_ALLOW;
 	report_denied(agent, agent_cgroup, SECOPS_AF_INET, protocol, port, key.addr, 4, kind);
 	return SOCK_DENY;
 }
@@ -133,6 +158,9 @@ static __always_inline int judge6(const struct secops_agent *agent, __u64 agent_
 				      16);
 		return SOCK_ALLOW;
 	}
+	if (bit &&
+	    net_granted(agent, agent_cgroup, SECOPS_AF_INET6, port, bit, key.addr, 16, count))
+		return SOCK_ALLOW;
 	report_denied(agent, agent_cgroup, SECOPS_AF_INET6, protocol, port, key.addr, 16, kind);
 	return SOCK_DENY;
 }

@@ -82,6 +82,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_file_counts SEC(".maps");
 
+/* Approvals as the kernel checks them (see struct secops_grant_key). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct secops_grant_key);
+	__type(value, struct secops_grant);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_grants SEC(".maps");
+
 /* Size in bytes; the loader may override it (a power of two, a multiple of the page size). */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

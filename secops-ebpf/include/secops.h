@@ -44,6 +44,7 @@ enum secops_event_kind {
 	SECOPS_EVENT_RENAME = 4,
 	SECOPS_EVENT_NET = 5,
 	SECOPS_EVENT_LSM = 6,
+	SECOPS_EVENT_GRANT = 7,
 };
 
 enum secops_verdict {
@@ -135,6 +136,18 @@ enum secops_lsm_op {
 	SECOPS_LSM_PTRACE = 16,
 	SECOPS_LSM_SIGNAL = 17,
 	SECOPS_LSM_CGROUP_WRITE = 18,
+};
+
+/* secops_grant_key.kind */
+enum secops_grant_kind {
+	SECOPS_GRANT_FILE = 1,
+	SECOPS_GRANT_NET = 2,
+};
+
+/* secops_grant.flags */
+enum secops_grant_flags {
+	/* Used once, then gone: the check that lets the operation through deletes the entry. */
+	SECOPS_GRANT_ONE_SHOT = 1,
 };
 
 /* ARRAY secops_config, one entry, written by the daemon. */
@@ -244,6 +257,34 @@ struct secops_file_count_key {
 	__u16 op; /* enum secops_fs_op */
 };
 
+/*
+ * HASH secops_grants: a human's approval as the kernel checks it. An operation the policy
+ * denies or escalates passes when an entry for exactly this agent, object and operation
+ * exists and bpf_ktime_get_boot_ns() < expires_ns; after that it is denied again with no
+ * daemon involved (the daemon only sweeps dead entries). Files: kind FILE, op an enum
+ * secops_fs_op, dev/ino the object (dev as in secops_inode_key). Egress: kind NET, op
+ * SECOPS_PROTO_TCP or _UDP, family/port/addr the destination (IPv4 and IPv4-mapped IPv6 as
+ * SECOPS_AF_INET with the address in addr[0..4]). Unused fields are zero.
+ */
+struct secops_grant_key {
+	__u32 agent_index;
+	__u8 kind; /* enum secops_grant_kind */
+	__u8 op;
+	__u16 port; /* host order */
+	__u32 dev;
+	__u16 family;
+	__u16 pad;
+	__u64 ino;
+	__u8 addr[16]; /* network order */
+};
+
+struct secops_grant {
+	__u64 expires_ns; /* bpf_ktime_get_boot_ns() */
+	__u64 ticket; /* the approval ticket, for the audit record of each use */
+	__u32 flags; /* enum secops_grant_flags */
+	__u32 pad;
+};
+
 /* RINGBUF secops_events carries struct secops_event, always whole. */
 struct secops_event_header {
 	__u32 kind; /* enum secops_event_kind */
@@ -323,6 +364,14 @@ struct secops_lsm_body {
 	char names[SECOPS_NAME_SLOTS][SECOPS_NAME_LEN];
 };
 
+/* An operation that passed only because of a grant: one event per use. */
+struct secops_grant_body {
+	struct secops_grant_key key;
+	__u64 ticket;
+	__u32 flags; /* the grant's */
+	__u32 lsm_op; /* files: the check (enum secops_lsm_op); egress: 0 */
+};
+
 union secops_event_body {
 	struct secops_exec_body exec;
 	struct secops_exit_body exit;
@@ -330,6 +379,7 @@ union secops_event_body {
 	struct secops_rename_body rename;
 	struct secops_net_body net;
 	struct secops_lsm_body lsm;
+	struct secops_grant_body grant;
 };
 
 struct secops_event {

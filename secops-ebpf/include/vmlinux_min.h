@@ -16,9 +16,12 @@ typedef struct {
 	int counter;
 } atomic_t;
 
+struct file;
+
 struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
+	struct file *exe_file;
 };
 
 struct signal_struct {

@@ -24,6 +24,9 @@ struct secops_inode_key secops_check_inode_key;
 struct secops_inode_rule secops_check_inode_rule;
 struct secops_lsm_body secops_check_lsm_body;
 struct secops_file_count_key secops_check_file_count_key;
+struct secops_grant_key secops_check_grant_key;
+struct secops_grant secops_check_grant;
+struct secops_grant_body secops_check_grant_body;
 union secops_event_body secops_check_event_body;
 struct secops_event secops_check_event;
 
@@ -38,3 +41,5 @@ enum secops_net_kind secops_check_net_kind;
 enum secops_fs_op secops_check_fs_op;
 enum secops_rule_verdict secops_check_rule_verdict;
 enum secops_lsm_op secops_check_lsm_op;
+enum secops_grant_kind secops_check_grant_kind;
+enum secops_grant_flags secops_check_grant_flags;

@@ -194,10 +194,27 @@ static __always_inline struct secops_event *lsm_event(const struct secops_agent 
  * `check` is CHECK(operation, the hook's check named in the event, flags).
  */
 #define REPORT_ALLOWED 0x10000
+/* A check on the way to the one that lets the operation through: grants are looked at, not used. */
+#define LOOK_ONLY 0x20000
 /* BPF functions take at most five arguments: the operation, the check and the flag share one. */
 #define CHECK(op, lsm_op, flags) ((op) | ((lsm_op) << 8) | (flags))
 #define CHECK_OP(check) ((check) & 0xff)
 #define CHECK_LSM_OP(check) (((check) >> 8) & 0xff)
+
+/* A human's approval of exactly this operation on exactly this file (dev, inode). */
+static __always_inline bool file_granted(const struct secops_agent *agent, __u64 agent_cgroup,
+					 __u32 dev, __u64 ino, __u32 check)
+{
+	struct secops_grant_key key;
+	__builtin_memset(&key, 0, sizeof(key)); /* the key is hashed whole, padding too */
+	key.agent_index = agent->agent_index;
+	key.kind = SECOPS_GRANT_FILE;
+	key.op = (__u8)CHECK_OP(check);
+	key.dev = dev;
+	key.ino = ino;
+	return secops_granted(agent, agent_cgroup, &key, CHECK_LSM_OP(check),
+			      !(check & LOOK_ONLY));
+}
 
 static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_cgroup,
 				 struct dentry *dentry, __u32 check)
@@ -208,6 +225,10 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 	struct decision d = {};
 	decide(agent->agent_index, dentry, op, &d);
 	bool denied = denies(d.verdict);
+	struct inode *object = dentry->d_inode;
+	if (denied && object &&
+	    file_granted(agent, agent_cgroup, object->i_sb->s_dev, object->i_ino, check))
+		return 0;
 	if (!denied && !report_allowed)
 		return 0;
 	if (d.verdict == SECOPS_RULE_ALLOW_COUNTED) {
@@ -218,10 +239,9 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 		agent, agent_cgroup, denied ? event_verdict(d.verdict) : SECOPS_VERDICT_ALLOW,
 		lsm_op, d.rule);
 	if (ev) {
-		struct inode *inode = dentry->d_inode;
-		if (inode) {
-			ev->body.lsm.dev = inode->i_sb->s_dev;
-			ev->body.lsm.ino = inode->i_ino;
+		if (object) {
+			ev->body.lsm.dev = object->i_sb->s_dev;
+			ev->body.lsm.ino = object->i_ino;
 		}
 		ev->body.lsm.anchor_dev = d.anchor_dev;
 		ev->body.lsm.anchor_ino = d.anchor_ino;
@@ -246,6 +266,8 @@ static __always_inline int judge_own(const struct secops_agent *agent, __u64 age
 	__u32 rule = 0;
 	__u32 verdict = pick(r, 0, CHECK_OP(check), &rule);
 	if (!denies(verdict))
+		return 0;
+	if (file_granted(agent, agent_cgroup, key->dev, key->ino, check))
 		return 0;
 	struct secops_event *ev = lsm_event(agent, agent_cgroup, event_verdict(verdict),
 					    CHECK_LSM_OP(check), rule);
@@ -432,7 +454,8 @@ int secops_lsm_exec(unsigned long long *ctx)
  * int mmap_file(struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags)
  * `ld.so BINARY` maps a binary without exec(2). Only the binary's own entry is consulted:
  * a directory's exec verdict is about starting programs, and libraries are mapped from
- * directories that no exec allowlist names.
+ * directories that no exec allowlist names. The image exec(2) itself maps is the task's
+ * exe_file by then, and bprm_check_security has judged it (and spent a one-shot grant).
  */
 SEC("lsm/mmap_file")
 int secops_lsm_mmap(unsigned long long *ctx)
@@ -441,13 +464,17 @@ int secops_lsm_mmap(unsigned long long *ctx)
 	struct file *file = (struct file *)ctx[0];
 	if (!file || !(ctx[2] & PROT_EXEC))
 		return 0;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, mm, exe_file) == file)
+		return 0;
 	struct inode *inode = file->f_inode;
 	struct secops_inode_key key = {
 		.agent_index = agent->agent_index,
 		.dev = inode->i_sb->s_dev,
 		.ino = inode->i_ino,
 	};
-	return judge_own(agent, agent_cgroup, &key, CHECK(SECOPS_OP_EXEC, SECOPS_LSM_MMAP_EXEC, 0));
+	return judge_own(agent, agent_cgroup, &key,
+			 CHECK(SECOPS_OP_EXEC, SECOPS_LSM_MMAP_EXEC, LOOK_ONLY));
 }
 
 /* int socket_create(int family, int type, int protocol, int kern): no raw or packet sockets. */

@@ -42,6 +42,13 @@ pub struct Ticket {
     pub decision_reason: Option<String>,
     /// Until when an approval lets the same action through (boot-independent wall clock, ns).
     pub grant_until_ns: Option<i64>,
+    /// The approval lets the action through once, then it is spent.
+    #[serde(default)]
+    pub grant_once: bool,
+    /// The file the escalation was about, as the kernel or the daemon resolved it
+    /// (kernel device encoding, inode): what a kernel grant for a file names.
+    #[serde(default)]
+    pub object_inode: Option<(u32, u64)>,
 }
 
 /// What an escalation says about itself.
@@ -55,12 +62,19 @@ pub struct NewTicket<'a> {
     pub reason: &'a str,
     pub source: &'a str,
     pub now_ns: i64,
+    /// The file object as resolved when it was escalated (see [`Ticket::object_inode`]); a
+    /// repeat updates it, so an approval names the file the agent last tried.
+    pub object_inode: Option<(u32, u64)>,
 }
 
 /// A human's decision.
 #[derive(Clone, Debug)]
 pub enum Decided {
-    Approve { grant: Duration },
+    /// `once`: the grant is spent by its first use.
+    Approve {
+        grant: Duration,
+        once: bool,
+    },
     Deny,
 }
 
@@ -101,7 +115,10 @@ CREATE TABLE IF NOT EXISTS tickets (
     decided_by TEXT,
     decided_at_ns INTEGER,
     decision_reason TEXT,
-    grant_until_ns INTEGER
+    grant_until_ns INTEGER,
+    grant_once INTEGER NOT NULL DEFAULT 0,
+    object_dev INTEGER,
+    object_ino INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket
     ON tickets (agent, action, object) WHERE status = 'open';
@@ -110,7 +127,15 @@ CREATE INDEX IF NOT EXISTS grants
 ";
 
 const COLUMNS: &str = "id, agent, action, object, risk, rule_id, reason, source, status, \
-    first_seen_ns, last_seen_ns, count, decided_by, decided_at_ns, decision_reason, grant_until_ns";
+    first_seen_ns, last_seen_ns, count, decided_by, decided_at_ns, decision_reason, grant_until_ns, \
+    grant_once, object_dev, object_ino";
+
+/// Columns added after the first release, for queues made by an older daemon.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("grant_once", "INTEGER NOT NULL DEFAULT 0"),
+    ("object_dev", "INTEGER"),
+    ("object_ino", "INTEGER"),
+];
 
 impl TicketStore {
     pub fn open(path: &Path) -> Result<TicketStore, TicketError> {
@@ -125,6 +150,19 @@ impl TicketStore {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        let existing: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('tickets')")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(db)?;
+        for (column, ty) in ADDED_COLUMNS {
+            if !existing.iter().any(|c| c == column) {
+                conn.execute_batch(&format!("ALTER TABLE tickets ADD COLUMN {column} {ty}"))
+                    .map_err(db)?;
+            }
+        }
         Ok(TicketStore {
             conn,
             path: path.to_path_buf(),
@@ -147,10 +185,18 @@ impl TicketStore {
         })?;
         let joined: Option<i64> = tx
             .query_row(
-                "UPDATE tickets SET count = count + 1, last_seen_ns = max(last_seen_ns, ?4)
+                "UPDATE tickets SET count = count + 1, last_seen_ns = max(last_seen_ns, ?4),
+                     object_dev = coalesce(?5, object_dev), object_ino = coalesce(?6, object_ino)
                  WHERE status = 'open' AND agent = ?1 AND action = ?2 AND object = ?3
                  RETURNING id",
-                params![t.agent, t.action, t.object, t.now_ns],
+                params![
+                    t.agent,
+                    t.action,
+                    t.object,
+                    t.now_ns,
+                    t.object_inode.map(|(dev, _)| dev),
+                    t.object_inode.map(|(_, ino)| ino as i64)
+                ],
                 |r| r.get(0),
             )
             .optional()
@@ -163,8 +209,8 @@ impl TicketStore {
             None => {
                 tx.execute(
                     "INSERT INTO tickets (agent, action, object, risk, rule_id, reason, source,
-                         status, first_seen_ns, last_seen_ns, count)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, 1)",
+                         status, first_seen_ns, last_seen_ns, count, object_dev, object_ino)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, 1, ?9, ?10)",
                     params![
                         t.agent,
                         t.action,
@@ -173,7 +219,9 @@ impl TicketStore {
                         t.rule_id,
                         t.reason,
                         t.source,
-                        t.now_ns
+                        t.now_ns,
+                        t.object_inode.map(|(dev, _)| dev),
+                        t.object_inode.map(|(_, ino)| ino as i64)
                     ],
                 )
                 .map_err(|e| TicketError::Db {
@@ -207,6 +255,20 @@ impl TicketStore {
             .optional()
             .map_err(|e| self.db(e))?
             .transpose()
+    }
+
+    /// Ends a one-shot approval at its first use (`now_ns`). Returns whether this call spent
+    /// it: of two concurrent uses only one does.
+    pub fn spend_once(&mut self, id: u64, now_ns: i64) -> Result<bool, TicketError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE tickets SET grant_until_ns = ?2
+                 WHERE id = ?1 AND status = 'approved' AND grant_once = 1 AND grant_until_ns > ?2",
+                params![id as i64, now_ns],
+            )
+            .map_err(|e| self.db(e))?;
+        Ok(changed == 1)
     }
 
     pub fn get(&self, id: u64) -> Result<Ticket, TicketError> {
@@ -261,20 +323,21 @@ impl TicketStore {
         reason: Option<&str>,
         now_ns: i64,
     ) -> Result<Ticket, TicketError> {
-        let (status, until) = match decision {
-            Decided::Approve { grant } => (
+        let (status, until, once) = match decision {
+            Decided::Approve { grant, once } => (
                 TicketStatus::Approved,
                 Some(now_ns.saturating_add(i64::try_from(grant.as_nanos()).unwrap_or(i64::MAX))),
+                *once,
             ),
-            Decided::Deny => (TicketStatus::Denied, None),
+            Decided::Deny => (TicketStatus::Denied, None, false),
         };
         let changed = self
             .conn
             .execute(
                 "UPDATE tickets SET status = ?2, decided_by = ?3, decided_at_ns = ?4,
-                     decision_reason = ?5, grant_until_ns = ?6
+                     decision_reason = ?5, grant_until_ns = ?6, grant_once = ?7
                  WHERE id = ?1 AND status = 'open'",
-                params![id as i64, status.as_str(), by, now_ns, reason, until],
+                params![id as i64, status.as_str(), by, now_ns, reason, until, once],
             )
             .map_err(|e| self.db(e))?;
         let ticket = self.get(id)?;
@@ -302,6 +365,16 @@ impl TicketStore {
             .parse()
             .map_err(|e| corrupt(format!("status: {e}")))?;
         let count: i64 = r.get(11).map_err(|e| self.db(e))?;
+        let object_dev: Option<i64> = r.get(17).map_err(|e| self.db(e))?;
+        let object_ino: Option<i64> = r.get(18).map_err(|e| self.db(e))?;
+        let object_inode = match (object_dev, object_ino) {
+            (Some(dev), Some(ino)) => Some((
+                u32::try_from(dev).map_err(|_| corrupt("object_dev".to_owned()))?,
+                ino as u64,
+            )),
+            (None, None) => None,
+            _ => return Err(corrupt("object_dev/object_ino: only one is set".to_owned())),
+        };
         Ok(Ticket {
             id: id as u64,
             agent: get_text(1)?,
@@ -319,6 +392,8 @@ impl TicketStore {
             decided_at_ns: r.get(13).map_err(|e| self.db(e))?,
             decision_reason: r.get(14).map_err(|e| self.db(e))?,
             grant_until_ns: r.get(15).map_err(|e| self.db(e))?,
+            grant_once: r.get(16).map_err(|e| self.db(e))?,
+            object_inode,
         })
     }
 }
@@ -337,6 +412,7 @@ mod tests {
             reason: "ask first",
             source: "api",
             now_ns,
+            object_inode: None,
         }
     }
 
@@ -367,6 +443,7 @@ mod tests {
 
         let grant = Decided::Approve {
             grant: Duration::from_nanos(100),
+            once: false,
         };
         let t = s.decide(a, &grant, "uid 0", Some("ok"), 50).unwrap();
         assert_eq!(
@@ -414,6 +491,57 @@ mod tests {
             .map(|t| t.id)
             .collect();
         assert_eq!(open, [d, c, b]);
+    }
+
+    #[test]
+    fn a_one_shot_approval_is_spent_once_and_repeats_track_the_latest_inode() {
+        let (_dir, mut s) = store();
+        let mut first = escalation("web", "/srv/x", 10);
+        first.object_inode = Some((8, 100));
+        let (id, _) = s.escalated(&first).unwrap();
+        let mut again = escalation("web", "/srv/x", 20);
+        again.object_inode = Some((8, 101));
+        s.escalated(&again).unwrap();
+        assert_eq!(s.get(id).unwrap().object_inode, Some((8, 101)));
+        let once = Decided::Approve {
+            grant: Duration::from_secs(60),
+            once: true,
+        };
+        let t = s.decide(id, &once, "uid 0", None, 30).unwrap();
+        assert!(t.grant_once);
+        assert!(s
+            .grant("web", "net:connect", "/srv/x", 31)
+            .unwrap()
+            .is_some());
+        assert!(s.spend_once(id, 31).unwrap());
+        assert!(!s.spend_once(id, 32).unwrap(), "spent already");
+        assert!(s
+            .grant("web", "net:connect", "/srv/x", 32)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn a_queue_from_an_older_daemon_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("approvals.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tickets (id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT NOT NULL,
+                action TEXT NOT NULL, object TEXT NOT NULL, risk TEXT NOT NULL, rule_id TEXT,
+                reason TEXT NOT NULL, source TEXT NOT NULL, status TEXT NOT NULL,
+                first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL,
+                count INTEGER NOT NULL, decided_by TEXT, decided_at_ns INTEGER,
+                decision_reason TEXT, grant_until_ns INTEGER);
+             INSERT INTO tickets (agent, action, object, risk, reason, source, status,
+                first_seen_ns, last_seen_ns, count)
+             VALUES ('web', 'fs:delete', '/x', 'high', 'ask', 'api', 'open', 1, 1, 1);",
+        )
+        .unwrap();
+        drop(conn);
+        let s = TicketStore::open(&path).unwrap();
+        let t = s.get(1).unwrap();
+        assert_eq!((t.grant_once, t.object_inode), (false, None));
     }
 
     #[test]

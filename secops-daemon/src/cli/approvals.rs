@@ -40,6 +40,10 @@ pub enum ApprovalsCommand {
         /// How long the approval lasts (e.g. 30s, 10m, 2h; at most 24h).
         #[arg(long = "for", default_value = "10m")]
         grant_for: String,
+        /// The approval lets the action through once (in the kernel: one syscall), then it
+        /// is spent; `--for` still bounds when that use may happen.
+        #[arg(long)]
+        once: bool,
         /// Why, for the audit log.
         #[arg(long)]
         reason: Option<String>,
@@ -99,7 +103,8 @@ fn print_ticket_long(t: &Ticket) {
         println!("  because:    {r}");
     }
     if let Some(until) = t.grant_until_ns {
-        println!("  grant until {}", format_ns(until));
+        let once = if t.grant_once { " (one use)" } else { "" };
+        println!("  grant until {}{once}", format_ns(until));
     }
 }
 
@@ -134,10 +139,11 @@ pub fn run(command: ApprovalsCommand) -> anyhow::Result<u8> {
         ApprovalsCommand::Approve {
             id,
             grant_for,
+            once,
             reason,
             socket,
         } => {
-            let body = serde_json::json!({ "for": grant_for, "reason": reason });
+            let body = serde_json::json!({ "for": grant_for, "once": once, "reason": reason });
             let t: Ticket = socket
                 .client()
                 .post(&format!("/v1/approvals/{id}/approve"), &body)?;

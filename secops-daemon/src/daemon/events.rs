@@ -31,6 +31,7 @@ pub fn action_of(event: &KernelEvent) -> CoreAction {
         KernelEvent::Net { protocol, .. } if *protocol == IPPROTO_UDP => CoreAction::NetSend,
         KernelEvent::Net { .. } => CoreAction::NetConnect,
         KernelEvent::Lsm { denial, .. } => lsm_action(denial.op),
+        KernelEvent::Granted { key, .. } => super::grants::granted_action(key),
     }
 }
 
@@ -77,6 +78,11 @@ impl Clock {
         Clock {
             realtime_minus_boottime_ns: realtime - boottime,
         }
+    }
+
+    /// The boot-clock time of a UTC time (0 for a time before boot).
+    pub fn boot_ns(&self, utc_ns: i64) -> u64 {
+        u64::try_from(utc_ns.saturating_sub(self.realtime_minus_boottime_ns)).unwrap_or(0)
     }
 
     pub fn utc_ns(&self, boot_ns: u64) -> i64 {
@@ -178,9 +184,10 @@ pub fn capture(event: KernelEvent, exes: &mut ExeCache) -> Captured {
             Some(resolve_path(tgid, *olddfd, old_path).unwrap_or_else(|| old_path.clone())),
             Some(resolve_path(tgid, *newdfd, new_path).unwrap_or_else(|| new_path.clone())),
         ),
-        KernelEvent::Exit { .. } | KernelEvent::Net { .. } | KernelEvent::Lsm { .. } => {
-            (None, None)
-        }
+        KernelEvent::Exit { .. }
+        | KernelEvent::Net { .. }
+        | KernelEvent::Lsm { .. }
+        | KernelEvent::Granted { .. } => (None, None),
     };
     if matches!(event, KernelEvent::Exit { .. }) {
         exes.forget(tgid);
@@ -266,6 +273,33 @@ pub fn record_for(
             )
         }
         KernelEvent::Lsm { denial, .. } => lsm_object(denial, meta, files, &mut path, &mut binary),
+        KernelEvent::Granted {
+            key,
+            ticket,
+            one_shot,
+            ..
+        } => {
+            let detail = if *one_shot {
+                format!("approval ticket {ticket}, one use, now spent")
+            } else {
+                format!("approval ticket {ticket}")
+            };
+            match super::grants::granted_endpoint(key) {
+                Some((addr, port)) => {
+                    request.addr = Some(addr);
+                    request.port = Some(port);
+                    (object(ObjectKind::Endpoint, &endpoint(addr, port)), detail)
+                }
+                None if core == CoreAction::ProcExec => {
+                    binary = normalized(captured.path.as_deref());
+                    (object(ObjectKind::Binary, captured_path), detail)
+                }
+                None => {
+                    path = normalized(captured.path.as_deref());
+                    (object(ObjectKind::Path, captured_path), detail)
+                }
+            }
+        }
     };
     request.path = path.as_ref();
     request.binary = binary.as_ref();
@@ -273,6 +307,14 @@ pub fn record_for(
 
     let (verdict, rule_id, reason) = match event {
         KernelEvent::Lsm { denial, .. } => judge_lsm(denial, meta, &decision, files, &detail),
+        KernelEvent::Granted { .. } => (
+            Verdict::Allow,
+            decision.rule_id.as_deref().map(str::to_owned),
+            format!(
+                "allowed by a human's approval in the kernel ({detail}; the policy says {}: {})",
+                decision.verdict, decision.reason
+            ),
+        ),
         _ => judge(event, meta, agent, &decision, &detail),
     };
     NewRecord {
@@ -389,6 +431,9 @@ fn judge(
                 // not resolve to this address, for one, is denied there.
                 let kernel_rule = format!("egress.{}.kernel", agent.unwrap_or("unknown"));
                 (Verdict::Deny, Some(kernel_rule), format!("not in the kernel's egress allowlist (the policy engine would allow: {})", decision.reason))
+            } else if decision.verdict == Verdict::Escalate {
+                // Denied now; the pipeline opens a ticket whose approval the kernel honours.
+                (Verdict::Escalate, rule, with_detail(format!("denied in the kernel until a human approves: {}", decision.reason)))
             } else {
                 (Verdict::Deny, rule, with_detail(decision.reason.to_string()))
             }

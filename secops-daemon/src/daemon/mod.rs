@@ -15,6 +15,7 @@
 mod agents;
 pub mod events;
 pub mod file_rules;
+pub mod grants;
 mod http;
 pub mod metrics;
 mod pipeline;

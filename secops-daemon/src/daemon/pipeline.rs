@@ -21,7 +21,7 @@ use super::events::{
 use super::Shared;
 use crate::approvals::NewTicket;
 use crate::audit::{AuditWriter, CommitTicket, NewRecord, Source};
-use crate::kernel::{EventReader, LostCounts};
+use crate::kernel::{EventReader, KernelEvent, LostCounts};
 
 const LOST_CHECK: Duration = Duration::from_secs(1);
 const EGRESS_DRAIN: Duration = Duration::from_secs(5);
@@ -127,6 +127,7 @@ impl Pipeline {
                 last_drain = Instant::now();
                 self.audit_allowed_egress();
                 self.audit_file_counts();
+                self.sweep_grants();
             }
             if stopping && !open {
                 return Ok(());
@@ -159,9 +160,13 @@ impl Pipeline {
                         .or_else(|| agents.by_index(meta.agent_index));
                     let started = std::time::Instant::now();
                     let agent = slot.map(|s| s.name.as_str());
+                    let mut captured = captured;
+                    if let KernelEvent::Granted { ticket, .. } = captured.event {
+                        captured.path = self.granted_object(ticket);
+                    }
                     let mut record = record_for(&captured, agent, &engine, &files, &clock);
                     if record.verdict == Verdict::Escalate {
-                        self.open_ticket(&mut record);
+                        self.open_ticket(&mut record, escalated_inode(&captured.event));
                     }
                     let metrics = &self.shared.metrics;
                     metrics.latency(Source::Kernel, started.elapsed());
@@ -278,7 +283,7 @@ impl Pipeline {
 
     /// A kernel escalation (denied now, a human may allow it) opens an approval ticket, or
     /// joins the open one for the same agent, action and object; the record names it.
-    fn open_ticket(&self, record: &mut NewRecord) {
+    fn open_ticket(&self, record: &mut NewRecord, object_inode: Option<(u32, u64)>) {
         let Some(agent) = record.agent.as_deref() else {
             return;
         };
@@ -296,11 +301,23 @@ impl Pipeline {
             reason: &record.reason,
             source: "kernel",
             now_ns: record.ts_ns,
+            object_inode,
         };
         let opened = super::lock(&self.shared.tickets).escalated(&ticket);
         match opened {
             Ok((id, _joined)) => record.reason.push_str(&format!("; approval ticket {id}")),
             Err(e) => tracing::error!("opening an approval ticket for a kernel escalation: {e}"),
+        }
+    }
+
+    /// The object of the ticket behind a used grant, for its audit record.
+    fn granted_object(&self, ticket: u64) -> Option<String> {
+        match super::lock(&self.shared.tickets).get(ticket) {
+            Ok(t) => Some(t.object),
+            Err(e) => {
+                tracing::warn!("reading ticket {ticket} for a used grant: {e}");
+                None
+            }
         }
     }
 
@@ -329,12 +346,30 @@ impl Pipeline {
         );
     }
 
+    /// Removes grants that ran out. The kernel ignores them already; this only keeps the
+    /// map from filling up.
+    fn sweep_grants(&self) {
+        let now = Clock::now().boot_ns(crate::time::now_ns());
+        let mut kernel = super::lock(&self.shared.kernel);
+        if let Err(e) = kernel.maps_mut().sweep_grants(now) {
+            tracing::warn!("removing expired grants: {e}");
+        }
+    }
+
     fn heartbeat(&self) {
         let mut kernel = super::lock(&self.shared.kernel);
         let now = u64::try_from(crate::time::now_ns()).unwrap_or(0);
         if let Err(e) = kernel.maps_mut().set_heartbeat(now) {
             tracing::warn!("writing the heartbeat: {e}");
         }
+    }
+}
+
+/// The file an LSM escalation was about, as the kernel numbers it: what an approval grants.
+fn escalated_inode(event: &KernelEvent) -> Option<(u32, u64)> {
+    match event {
+        KernelEvent::Lsm { denial, .. } if denial.ino != 0 => Some((denial.dev, denial.ino)),
+        _ => None,
     }
 }
 

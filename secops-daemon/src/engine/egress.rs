@@ -6,7 +6,7 @@ use std::sync::Arc;
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
 use crate::policy::pattern::PortRange;
-use crate::policy::{Egress, EgressTarget};
+use crate::policy::{Egress, EgressTarget, Unlisted};
 
 use super::ActionRequest;
 
@@ -18,6 +18,8 @@ pub struct EgressCheck {
     pub deny_rule: Arc<str>,
     pub dns_rule: Arc<str>,
     pub deny_reason: Arc<str>,
+    pub ask_rule: Arc<str>,
+    pub ask_reason: Arc<str>,
     pub allow_reason: Arc<str>,
     pub dns_reason: Arc<str>,
 }
@@ -39,6 +41,10 @@ impl EgressCheck {
             dns_rule: Arc::from(format!("egress.{agent}.dns")),
             deny_reason: Arc::from(format!(
                 "destination is not in the egress allowlist of agent {agent}"
+            )),
+            ask_rule: Arc::from(format!("egress.{agent}.unlisted")),
+            ask_reason: Arc::from(format!(
+                "destination is not in the egress allowlist of agent {agent}, which asks a human about such destinations"
             )),
             allow_reason: Arc::from(format!(
                 "destination is in the egress allowlist of agent {agent}"
@@ -79,11 +85,19 @@ impl EgressCheck {
                 reason: &self.allow_reason,
             });
         }
-        Some(EgressOutcome {
-            verdict: Verdict::Deny,
-            risk: RiskLevel::High,
-            rule: &self.deny_rule,
-            reason: &self.deny_reason,
+        Some(match self.allowlist.unlisted {
+            Unlisted::Deny => EgressOutcome {
+                verdict: Verdict::Deny,
+                risk: RiskLevel::High,
+                rule: &self.deny_rule,
+                reason: &self.deny_reason,
+            },
+            Unlisted::Escalate => EgressOutcome {
+                verdict: Verdict::Escalate,
+                risk: RiskLevel::High,
+                rule: &self.ask_rule,
+                reason: &self.ask_reason,
+            },
         })
     }
 

@@ -408,6 +408,24 @@ egress:
 ";
 
 #[test]
+fn unlisted_destinations_can_ask_a_human_but_hard_rules_still_deny() {
+    let policy = EGRESS.replace(
+        "    dns_resolvers: [127.0.0.53,",
+        "    unlisted: escalate\n    dns_resolvers: [127.0.0.53,",
+    );
+    assert_ne!(policy, EGRESS);
+    let e = engine(&policy);
+    let connect = |addr: &str, port: u16| Ask::new(&e, "a", "net:connect").to(addr, port).decide();
+    assert_eq!(connect("127.0.0.1", 8080).verdict, Verdict::Allow);
+    let d = connect("8.8.8.8", 443);
+    assert_eq!(
+        (d.verdict, d.rule_id.as_deref()),
+        (Verdict::Escalate, Some("egress.a.unlisted"))
+    );
+    assert_eq!(connect("169.254.169.254", 80).verdict, Verdict::Deny);
+}
+
+#[test]
 fn egress_allowlists_are_default_deny() {
     let e = engine(EGRESS);
     let connect = |addr: &str, port: u16| Ask::new(&e, "a", "net:connect").to(addr, port).verdict();

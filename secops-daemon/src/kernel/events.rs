@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use aya::maps::{Map, MapData, RingBuf};
 use secops_common::kernel::{
-    Event, EventHeader, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT, EVENT_LSM, EVENT_NET,
-    EVENT_RENAME, EVENT_UNLINK, MAP_EVENTS, NET_CONNECT, NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY,
-    VERDICT_ESCALATE,
+    Event, EventHeader, GrantKey, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT, EVENT_GRANT,
+    EVENT_LSM, EVENT_NET, EVENT_RENAME, EVENT_UNLINK, GRANT_ONE_SHOT, MAP_EVENTS, NET_CONNECT,
+    NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY, VERDICT_ESCALATE,
 };
 use secops_common::Verdict;
 use tokio::io::unix::AsyncFd;
@@ -191,6 +191,17 @@ pub enum KernelEvent {
     },
     /// A BPF LSM program denied something (the syscall got EPERM).
     Lsm { meta: EventMeta, denial: LsmDenial },
+    /// Something the policy denies or escalates passed because a human approved it: a grant
+    /// in `secops_grants` was used.
+    Granted {
+        meta: EventMeta,
+        /// The approval ticket behind the grant.
+        ticket: u64,
+        key: GrantKey,
+        one_shot: bool,
+        /// For files, the LSM check that passed.
+        check: Option<LsmOp>,
+    },
 }
 
 impl KernelEvent {
@@ -201,7 +212,8 @@ impl KernelEvent {
             | KernelEvent::Unlink { meta, .. }
             | KernelEvent::Rename { meta, .. }
             | KernelEvent::Net { meta, .. }
-            | KernelEvent::Lsm { meta, .. } => meta,
+            | KernelEvent::Lsm { meta, .. }
+            | KernelEvent::Granted { meta, .. } => meta,
         }
     }
 }
@@ -348,6 +360,16 @@ pub fn parse_event(record: &[u8]) -> Result<KernelEvent> {
                     sock_type: b.sock_type,
                     protocol: b.protocol,
                 },
+            }
+        }
+        EVENT_GRANT => {
+            let b = unsafe { event.body.grant };
+            KernelEvent::Granted {
+                meta,
+                ticket: b.ticket,
+                key: b.key,
+                one_shot: b.flags & GRANT_ONE_SHOT != 0,
+                check: LsmOp::from_code(b.lsm_op),
             }
         }
         other => {

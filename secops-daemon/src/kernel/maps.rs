@@ -11,9 +11,9 @@ use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
 use aya::Pod;
 use secops_common::kernel::{
     Agent, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue, EgressValue,
-    FileCountKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4,
-    MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_HEARTBEAT, MAP_INODES,
-    MAP_PROTECTED_PIDS, MAP_STATS, STATS_LEN,
+    FileCountKey, Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG,
+    MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_GRANTS,
+    MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS, STATS_LEN,
 };
 
 use super::egress::{compile_egress, EgressAllow, EgressEntries};
@@ -39,6 +39,8 @@ impl Contract for InodeRule {}
 impl Contract for EgressAllowedKey {}
 impl Contract for EgressAllowedValue {}
 impl Contract for FileCountKey {}
+impl Contract for GrantKey {}
+impl Contract for Grant {}
 
 // SAFETY: see `Contract`: plain old data, no padding the kernel would not also see.
 unsafe impl<T: Contract> Pod for P<T> {}
@@ -97,6 +99,11 @@ pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
             MapType::Hash,
             s(size_of::<FileCountKey>()),
             s(size_of::<EgressAllowedValue>()),
+        ),
+        MAP_GRANTS => (
+            MapType::Hash,
+            s(size_of::<GrantKey>()),
+            s(size_of::<Grant>()),
         ),
         _ => return None,
     })
@@ -203,6 +210,7 @@ pub struct KernelMaps {
     protected_pids: HashMap<MapData, u32, u32>,
     // Drained with lookup-and-delete, like `allowed`.
     file_counts: MapData,
+    grants: HashMap<MapData, P<GrantKey>, P<Grant>>,
 }
 
 /// Allowed file operations of one agent under one low-risk rule, counted in the kernel
@@ -256,6 +264,7 @@ impl KernelMaps {
                 .map_err(conv(MAP_PROTECTED_PIDS))?,
             file_counts: MapData::from_pin(pin_dir.join(MAP_FILE_COUNTS))
                 .map_err(conv(MAP_FILE_COUNTS))?,
+            grants: HashMap::try_from(open_map(pin_dir, MAP_GRANTS)?).map_err(conv(MAP_GRANTS))?,
         })
     }
 
@@ -289,6 +298,44 @@ impl KernelMaps {
             }
         }
         Ok(update)
+    }
+
+    /// Installs (or replaces) a grant; the kernel checks its expiry itself.
+    pub fn grant(&mut self, key: &GrantKey, grant: &Grant) -> Result<()> {
+        self.grants
+            .insert(P(*key), P(*grant), 0)
+            .map_err(|e| KernelError::map(MAP_GRANTS, "writing", e))
+    }
+
+    /// The grants the kernel holds (spent one-shot grants are gone).
+    pub fn grants(&self) -> Result<Vec<(GrantKey, Grant)>> {
+        self.grants
+            .iter()
+            .map(|item| {
+                item.map(|(k, v)| (k.0, v.0))
+                    .map_err(|e| KernelError::map(MAP_GRANTS, "iterating", e))
+            })
+            .collect()
+    }
+
+    /// Removes grants that ran out before `now_boot_ns`. Only housekeeping: the kernel
+    /// already ignores them. Returns how many were removed.
+    pub fn sweep_grants(&mut self, now_boot_ns: u64) -> Result<usize> {
+        let expired: Vec<GrantKey> = self
+            .grants()?
+            .into_iter()
+            .filter(|(_, g)| g.expires_ns <= now_boot_ns)
+            .map(|(k, _)| k)
+            .collect();
+        let mut removed = 0;
+        for key in expired {
+            match self.grants.remove(&P(key)) {
+                Ok(()) => removed += 1,
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(KernelError::map(MAP_GRANTS, "removing", e)),
+            }
+        }
+        Ok(removed)
     }
 
     /// Makes `tgid` (this daemon) the one process agents may not signal or ptrace; entries

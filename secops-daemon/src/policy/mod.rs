@@ -11,7 +11,9 @@ mod validate;
 
 pub use error::{PolicyError, PolicyErrors};
 pub use load::{load_policy, parse_policy_str};
-pub use model::{Agent, Egress, EgressDefault, EgressEntry, EgressTarget, Policy, Rule, Selectors};
+pub use model::{
+    Agent, Egress, EgressDefault, EgressEntry, EgressTarget, Policy, Rule, Selectors, Unlisted,
+};
 pub use pattern::compile_glob;
 pub use validate::{builtin_default_risk, DEFAULT_AUTONOMY, DEFAULT_HOMES};
 

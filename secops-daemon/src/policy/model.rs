@@ -94,6 +94,16 @@ impl Selectors {
 pub struct Egress {
     pub allow: Vec<EgressEntry>,
     pub dns_resolvers: Vec<IpAddr>,
+    /// Destinations outside the allowlist: denied, or escalated (denied by the kernel until
+    /// a human approves that destination).
+    pub unlisted: Unlisted,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Unlisted {
+    #[default]
+    Deny,
+    Escalate,
 }
 
 #[derive(Debug, Clone)]

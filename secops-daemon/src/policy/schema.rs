@@ -119,6 +119,8 @@ pub struct EgressSpec {
     /// DNS resolvers the agent may send UDP to (port 53). All other UDP is denied.
     #[serde(default)]
     pub dns_resolvers: Vec<String>,
+    /// `deny` (default) or `escalate`: what destinations outside the allowlist get.
+    pub unlisted: Option<Verdict>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -168,6 +168,13 @@ fn bad_cidrs_hosts_and_ports_name_the_entry() {
         "egress.coder.dns_resolvers[0]",
         "not an IP",
     );
+    assert_error(
+        &format!("{AGENT}egress:\n  coder:\n    unlisted: allow\n"),
+        6,
+        15,
+        "egress.coder.unlisted",
+        "every destination",
+    );
 }
 
 #[test]

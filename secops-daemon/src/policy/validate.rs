@@ -9,7 +9,7 @@ use secops_common::{ActionRegistry, AutonomyLevel, Category, CoreAction, RiskLev
 use super::error::PolicyError;
 use super::load::SourceFile;
 use super::model::{
-    Agent, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors,
+    Agent, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors, Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
 use super::schema::{EgressDefault, SelectorSpec};
@@ -513,6 +513,14 @@ impl Validator<'_> {
                             format!("{raw:?} is not an IP address"),
                         )),
                     }
+                }
+                match spec.unlisted {
+                    None | Some(Verdict::Deny) => {}
+                    Some(Verdict::Escalate) => egress.unlisted = Unlisted::Escalate,
+                    Some(Verdict::Allow) => self.push(file.error(
+                        format!("{at}.unlisted"),
+                        "`allow` would let the agent reach every destination; use `deny` or `escalate` (leave the agent out of `egress` for no allowlist)",
+                    )),
                 }
                 out.insert(agent.clone(), egress);
             }

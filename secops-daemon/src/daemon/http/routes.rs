@@ -328,7 +328,10 @@ async fn escalation(
     with_tickets(shared, move |store| {
         let now = now_ns();
         if let Some(t) = store.grant(&agent, &action, &object, now)? {
-            return Ok(Escalation::Granted(Box::new(t)));
+            // A one-shot approval is spent here; of two concurrent checks only one gets it.
+            if !t.grant_once || store.spend_once(t.id, now)? {
+                return Ok(Escalation::Granted(Box::new(t)));
+            }
         }
         let (id, _joined) = store.escalated(&NewTicket {
             agent: &agent,
@@ -339,6 +342,7 @@ async fn escalation(
             reason: &reason,
             source: "api",
             now_ns: now,
+            object_inode: None,
         })?;
         Ok(Escalation::Ticket(id))
     })
@@ -586,6 +590,9 @@ struct DecisionBody {
     /// How long an approval lasts, e.g. `10m` (approve only).
     #[serde(rename = "for")]
     grant_for: Option<String>,
+    /// The approval is spent by its first use (approve only).
+    #[serde(default)]
+    once: bool,
     reason: Option<String>,
 }
 
@@ -650,11 +657,19 @@ async fn decide(
                 humantime::format_duration(approvals::MAX_GRANT)
             )));
         }
-        Decided::Approve { grant }
+        Decided::Approve {
+            grant,
+            once: body.once,
+        }
     } else {
         if body.grant_for.is_some() {
             return Err(ApiError::bad_request(
                 "field `for`: only an approval has a duration",
+            ));
+        }
+        if body.once {
+            return Err(ApiError::bad_request(
+                "field `once`: only an approval can be one-shot",
             ));
         }
         Decided::Deny
@@ -671,9 +686,17 @@ async fn decide(
     } else {
         Verdict::Deny
     };
+    let kernel_note = if approve {
+        let shared = state.shared.clone();
+        let decided = ticket.clone();
+        tokio::task::spawn_blocking(move || shared.install_grants(&decided)).await?
+    } else {
+        String::new()
+    };
+    let once = if ticket.grant_once { ", once" } else { "" };
     let until = ticket
         .grant_until_ns
-        .map(|t| format!(" until {}", crate::time::format_ns(t)))
+        .map(|t| format!(" until {}{once}", crate::time::format_ns(t)))
         .unwrap_or_default();
     let record = NewRecord {
         agent: Some(ticket.agent.clone()),
@@ -690,7 +713,7 @@ async fn decide(
             verdict,
             ticket.risk,
             format!(
-                "ticket #{id} {}d by {}{until}{}",
+                "ticket #{id} {}d by {}{until}{kernel_note}{}",
                 word,
                 caller.describe(),
                 ticket
