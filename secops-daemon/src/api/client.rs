@@ -67,6 +67,16 @@ impl Client {
         Ok((status, text))
     }
 
+    /// Connects now and sends a POST later over that connection: for a caller that cannot
+    /// connect(2) at the time it sends (`secops run --ask`, whose filter holds connect for
+    /// the daemon the request is about).
+    pub fn connect_now(&self) -> Result<Connected<'_>, ClientError> {
+        Ok(Connected {
+            client: self,
+            stream: self.open()?,
+        })
+    }
+
     fn call<T: DeserializeOwned>(
         &self,
         method: &str,
@@ -74,6 +84,10 @@ impl Client {
         body: Option<&[u8]>,
     ) -> Result<T, ClientError> {
         let (status, body) = self.exchange(method, path, body)?;
+        self.answer(status, body)
+    }
+
+    fn answer<T: DeserializeOwned>(&self, status: u16, body: Vec<u8>) -> Result<T, ClientError> {
         if !(200..300).contains(&status) {
             let message = serde_json::from_slice::<ErrorBody>(&body)
                 .map(|e| e.error)
@@ -83,8 +97,33 @@ impl Client {
         serde_json::from_slice(&body).map_err(|e| self.bad(e.to_string()))
     }
 
+    fn open(&self) -> Result<UnixStream, ClientError> {
+        let name = self.socket.display().to_string();
+        let stream = UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
+            socket: name.clone(),
+            source,
+        })?;
+        let io = |source| ClientError::Io {
+            socket: name.clone(),
+            source,
+        };
+        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        Ok(stream)
+    }
+
     fn exchange(
         &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        self.exchange_over(self.open()?, method, path, body)
+    }
+
+    fn exchange_over(
+        &self,
+        mut stream: UnixStream,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
@@ -94,13 +133,6 @@ impl Client {
             socket: name.clone(),
             source,
         };
-        let mut stream =
-            UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
-                socket: name.clone(),
-                source,
-            })?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
         let body = body.unwrap_or_default();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: secops\r\nConnection: close\r\n\
@@ -136,6 +168,25 @@ impl Client {
             socket: self.socket.display().to_string(),
             why,
         }
+    }
+}
+
+/// A connection made ahead of its request (see [`Client::connect_now`]).
+pub struct Connected<'a> {
+    client: &'a Client,
+    stream: UnixStream,
+}
+
+impl Connected<'_> {
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let client = self.client;
+        let body = serde_json::to_vec(body).map_err(|e| client.bad(e.to_string()))?;
+        let (status, reply) = client.exchange_over(self.stream, "POST", path, Some(&body))?;
+        client.answer(status, reply)
     }
 }
 

@@ -8,9 +8,9 @@ pub mod client;
 pub mod types;
 
 pub use types::{
-    ActionObject, AgentStatus, CapabilityStatus, CheckRequest, CheckResponse, ErrorBody,
-    EventCounters, Registered, Reloaded, Role, ScanRequest, ScanResponse, StatusReport, Whoami,
-    MAX_SUMMARY_CHARS,
+    ActionObject, AgentStatus, AskAccepted, AskRequest, CapabilityStatus, CheckRequest,
+    CheckResponse, ErrorBody, EventCounters, Registered, Reloaded, Role, ScanRequest, ScanResponse,
+    StatusReport, Whoami, MAX_SUMMARY_CHARS,
 };
 
 /// Where the daemon listens unless told otherwise.

@@ -120,6 +120,20 @@ pub struct Registered {
     pub cgroup_id: u64,
 }
 
+/// `POST /v1/ask`: an agent process hands over the listener of its `--ask` seccomp filter.
+/// Only the descriptor's number travels: the daemon takes the descriptor itself from the
+/// caller (pidfd_getfd), whose identity comes from the socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    pub fd: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskAccepted {
+    pub agent: String,
+}
+
 /// `POST /v1/reload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reloaded {

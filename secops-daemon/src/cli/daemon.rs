@@ -1,17 +1,18 @@
 //! `secops daemon`, `secops status`, `secops run`, `secops teardown`.
 
 use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
 
-use crate::api::client::{Client, ClientError};
+use crate::api::client::{Client, ClientError, Connected};
 use crate::api::{Registered, StatusReport, DEFAULT_SOCKET};
 use crate::daemon::{self, ApiLimits, DaemonOptions};
 use crate::kernel::DEFAULT_RING_BUFFER_BYTES;
-use crate::launcher::{run_in_agent_or_exit, EXIT_LAUNCH_FAILED};
+use crate::launcher::{run_in_agent_or_exit, AskHandoff, EXIT_LAUNCH_FAILED};
 
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/secops";
 const DEFAULT_CGROUP_ROOT: &str = "secops";
@@ -97,6 +98,13 @@ pub struct RunArgs {
     pub agent: String,
     #[command(flatten)]
     pub socket: SocketArg,
+    /// Ask before acting: deletes, renames, execs and connects of the command (and
+    /// everything it starts) wait in the kernel while the daemon judges them; one the policy
+    /// escalates waits for a human's decision (bounded by the policy's approval timeout),
+    /// then continues or fails with EPERM. The kernel's own checks still apply after an
+    /// approval, to the object the daemon resolved.
+    #[arg(long)]
+    pub ask: bool,
     /// The command and its arguments.
     #[arg(required = true, last = true)]
     pub command: Vec<OsString>,
@@ -172,7 +180,43 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
         .command
         .split_first()
         .ok_or_else(|| anyhow!("no command given"))?;
-    run_in_agent_or_exit(&cgroup, cmd, rest)
+    let client = args.socket.client();
+    let mut handoff = DaemonHandoff {
+        client: &client,
+        connection: None,
+    };
+    let ask = args.ask.then_some(&mut handoff as &mut dyn AskHandoff);
+    run_in_agent_or_exit(&cgroup, cmd, rest, ask)
+}
+
+/// `--ask`: the listener goes to the daemon, which takes it from this process by pidfd (only
+/// the number travels in the request) and serves it before answering.
+struct DaemonHandoff<'a> {
+    client: &'a Client,
+    connection: Option<Connected<'a>>,
+}
+
+impl AskHandoff for DaemonHandoff<'_> {
+    fn prepare(&mut self) -> Result<(), String> {
+        self.connection = Some(self.client.connect_now().map_err(|e| e.to_string())?);
+        Ok(())
+    }
+
+    fn hand_over(&mut self, listener: OwnedFd) -> Result<(), String> {
+        let connection = self
+            .connection
+            .take()
+            .ok_or("no connection to the daemon was prepared")?;
+        let request = crate::api::AskRequest {
+            fd: listener.as_raw_fd(),
+        };
+        let _: crate::api::AskAccepted = connection
+            .post("/v1/ask", &request)
+            .map_err(|e| e.to_string())?;
+        // The daemon holds its own copy now; ours must not reach the command.
+        drop(listener);
+        Ok(())
+    }
 }
 
 pub fn teardown(kernel: &KernelPlaceArgs) -> anyhow::Result<u8> {

@@ -18,6 +18,7 @@ pub mod file_rules;
 pub mod grants;
 mod http;
 pub mod metrics;
+mod parked;
 mod pipeline;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,8 @@ pub struct Shared {
     tickets: Mutex<TicketStore>,
     /// The file rules as compiled into the kernel's inode entries (for reading LSM events).
     files: RwLock<Arc<CompiledFiles>>,
+    /// Ticket decisions, for syscalls parked on them (`secops run --ask`).
+    decided: parked::DecidedTickets,
     shutdown: AtomicBool,
     shutdown_notify: Notify,
 }
@@ -449,6 +452,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         counters: Counters::default(),
         metrics: metrics::Metrics::new(),
         tickets: Mutex::new(tickets),
+        decided: parked::DecidedTickets::default(),
         shutdown: AtomicBool::new(false),
         shutdown_notify: Notify::new(),
         options: options.clone(),

@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ pub enum LaunchError {
     #[error("seccomp baseline: {0}")]
     Seccomp(#[from] SeccompError),
 
+    #[error("--ask: {0}")]
+    Ask(String),
+
     #[error("command not found: {cmd}")]
     CommandNotFound { cmd: String },
 
@@ -60,6 +64,15 @@ impl LaunchError {
     }
 }
 
+/// Hands the listener of an `--ask` filter to whoever answers the asked calls (the daemon).
+pub trait AskHandoff {
+    /// Runs in the agent cgroup before the filter loads: connect(2) is an asked call, so any
+    /// connection the hand-over needs is made here.
+    fn prepare(&mut self) -> Result<(), String>;
+    /// Runs right after the filter loaded; returns once the listener is being served.
+    fn hand_over(&mut self, listener: OwnedFd) -> Result<(), String>;
+}
+
 /// Moves the calling process into the agent cgroup at `cgroup`, confirms the kernel agrees,
 /// sets no_new_privs, applies the seccomp baseline and execs `cmd` with `args` (searching
 /// `PATH` when `cmd` has no `/`). On success it never returns: the process *is* the command,
@@ -68,10 +81,15 @@ impl LaunchError {
 ///
 /// Everything that can fail for a reason unrelated to the agent (bad arguments, libseccomp) is
 /// done before the process changes cgroup.
+///
+/// With `ask`, the filter also sends the asked calls (see
+/// [`ASKED_SYSCALLS`](super::ASKED_SYSCALLS)) to the daemon, and the command is not started
+/// unless the daemon took the listener.
 pub fn run_in_agent(
     cgroup: &Path,
     cmd: &OsStr,
     args: &[OsString],
+    ask: Option<&mut dyn AskHandoff>,
 ) -> Result<Infallible, LaunchError> {
     let argv = std::iter::once(cmd)
         .chain(args.iter().map(OsString::as_os_str))
@@ -80,14 +98,26 @@ pub fn run_in_agent(
             CString::new(arg.as_bytes()).map_err(|_| LaunchError::NulInArgument { index })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let baseline = SeccompBaseline::new()?;
+    let mut baseline = SeccompBaseline::new()?;
+    if ask.is_some() {
+        baseline = baseline.with_asked_calls()?;
+    }
     let dir = CgroupDir::open_path(cgroup)?;
 
     dir.add_self()?;
     verify_in_cgroup(&dir)?;
     set_no_new_privs()?;
     restore_sigpipe();
-    baseline.apply()?;
+    match ask {
+        Some(handoff) => {
+            handoff.prepare().map_err(LaunchError::Ask)?;
+            baseline.apply()?;
+            handoff
+                .hand_over(baseline.notify_fd()?)
+                .map_err(LaunchError::Ask)?;
+        }
+        None => baseline.apply()?,
+    }
 
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     ptrs.push(std::ptr::null());
@@ -99,8 +129,13 @@ pub fn run_in_agent(
 
 /// For the `secops run` command: [`run_in_agent`], and on failure print why and exit with
 /// [`LaunchError::exit_code`].
-pub fn run_in_agent_or_exit(cgroup: &Path, cmd: &OsStr, args: &[OsString]) -> ! {
-    match run_in_agent(cgroup, cmd, args) {
+pub fn run_in_agent_or_exit(
+    cgroup: &Path,
+    cmd: &OsStr,
+    args: &[OsString],
+    ask: Option<&mut dyn AskHandoff>,
+) -> ! {
+    match run_in_agent(cgroup, cmd, args, ask) {
         Ok(never) => match never {},
         Err(e) => {
             eprintln!("secops run: {e}");
@@ -200,6 +235,7 @@ mod tests {
             Path::new("/nonexistent"),
             OsStr::new("true"),
             &[OsString::from("a\0b")],
+            None,
         );
         assert!(matches!(r, Err(LaunchError::NulInArgument { index: 1 })));
     }

@@ -9,8 +9,8 @@ pub mod privileges;
 pub mod seccomp;
 
 pub use exec::{
-    run_in_agent, run_in_agent_or_exit, LaunchError, EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED,
-    EXIT_NOT_FOUND,
+    run_in_agent, run_in_agent_or_exit, AskHandoff, LaunchError, EXIT_CANNOT_EXECUTE,
+    EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND,
 };
 pub use privileges::{no_new_privs, set_no_new_privs, PrivilegeError};
-pub use seccomp::{SeccompBaseline, SeccompError, BLOCKED_SYSCALLS};
+pub use seccomp::{SeccompBaseline, SeccompError, ASKED_SYSCALLS, BLOCKED_SYSCALLS};

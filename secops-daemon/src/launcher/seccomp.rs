@@ -181,6 +181,21 @@ const COMPAT_ARCHES: &[ScmpArch] = &[ScmpArch::Arm];
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const COMPAT_ARCHES: &[ScmpArch] = &[];
 
+/// The calls `secops run --ask` hands to the daemon (seccomp user notification) before the
+/// kernel runs them: destruction, program starts and outbound connections. The older
+/// single-path forms are here too, or they would be a way around the newer ones.
+pub const ASKED_SYSCALLS: &[&str] = &[
+    "unlinkat",
+    "unlink",
+    "rmdir",
+    "renameat2",
+    "renameat",
+    "rename",
+    "execve",
+    "execveat",
+    "connect",
+];
+
 /// The compiled baseline filter, ready to load.
 pub struct SeccompBaseline {
     filter: ScmpFilterContext,
@@ -229,6 +244,40 @@ impl SeccompBaseline {
                 .map_err(|source| SeccompError::AddRule { name, source })?;
         }
         Ok(Self { filter })
+    }
+
+    /// Adds the `--ask` rules: [`ASKED_SYSCALLS`] wait for the daemon's answer. The filter
+    /// then gets a listener fd when loaded ([`notify_fd`](Self::notify_fd)). Thread sync is
+    /// turned off: the kernel refuses it together with a listener (unless the caller can
+    /// handle ESRCH), and the launcher is single-threaded when it loads the filter.
+    pub fn with_asked_calls(mut self) -> Result<Self, SeccompError> {
+        let build = |what| move |source| SeccompError::Build { what, source };
+        self.filter
+            .set_ctl_tsync(false)
+            .map_err(build("disabling thread synchronisation"))?;
+        for &name in ASKED_SYSCALLS {
+            let syscall = ScmpSyscall::from_name(name)
+                .map_err(|source| SeccompError::UnknownSyscall { name, source })?;
+            self.filter
+                .add_rule(ScmpAction::Notify, syscall)
+                .map_err(|source| SeccompError::AddRule { name, source })?;
+        }
+        Ok(self)
+    }
+
+    /// The listener of a loaded filter with `--ask` rules: whoever holds it answers the
+    /// asked calls of every process under the filter.
+    pub fn notify_fd(&self) -> Result<OwnedFd, SeccompError> {
+        let fd = self
+            .filter
+            .get_notify_fd()
+            .map_err(|source| SeccompError::Build {
+                what: "getting the notification fd",
+                source,
+            })?;
+        // SAFETY: libseccomp hands out the listener the kernel created for this process at
+        // load; nothing else in the launcher owns or closes it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Names of the blocked calls.
@@ -282,6 +331,12 @@ mod tests {
         let Ok(baseline) = baseline else { return };
         let bpf = baseline.to_bpf();
         assert!(matches!(&bpf, Ok(b) if !b.is_empty()), "{bpf:?}");
+    }
+
+    #[test]
+    fn the_asked_calls_resolve_and_the_filter_builds() {
+        let asked = SeccompBaseline::new().and_then(SeccompBaseline::with_asked_calls);
+        assert!(asked.is_ok(), "{asked:?}");
     }
 
     #[test]

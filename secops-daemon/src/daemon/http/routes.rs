@@ -21,7 +21,8 @@ use super::identity::Caller;
 use super::ApiState;
 use crate::api::action::{ResolvedAction, API_FIELDS};
 use crate::api::{
-    CheckRequest, CheckResponse, Registered, Reloaded, ScanRequest, ScanResponse, MAX_SUMMARY_CHARS,
+    AskAccepted, AskRequest, CheckRequest, CheckResponse, Registered, Reloaded, ScanRequest,
+    ScanResponse, MAX_SUMMARY_CHARS,
 };
 use crate::approvals::{self, Decided, NewTicket, Ticket, TicketError, TicketStatus, TicketStore};
 use crate::audit::{
@@ -39,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/whoami"),
     ("POST", "/v1/check"),
     ("POST", "/v1/scan"),
+    ("POST", "/v1/ask"),
     ("GET", "/v1/status"),
     ("POST", "/v1/reload"),
     ("GET", "/v1/agents"),
@@ -56,6 +58,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/check", post(check))
         .route("/v1/scan", post(scan))
+        .route("/v1/ask", post(ask))
         .route("/v1/status", get(status))
         .route("/v1/reload", post(reload))
         .route("/v1/agents", get(agents))
@@ -415,6 +418,35 @@ async fn scan(State(state): Api, Extension(caller): Who, body: Body) -> ApiResul
         findings: outcome.findings,
         agent: caller.agent.clone(),
     }))
+}
+
+/// `secops run --ask`: the calling agent process hands over its seccomp listener. The
+/// descriptor is taken from the caller itself (the peer the kernel names), so a request can
+/// only ever add scrutiny to the agent that sends it.
+async fn ask(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult<AskAccepted> {
+    caller.require_agent()?;
+    let request: AskRequest = read_json(body, state.limits.max_body_bytes).await?;
+    let (Some(agent), Some(pid)) = (caller.agent.clone(), caller.pid) else {
+        return Err(ApiError::forbidden(format!(
+            "the caller ({}) belongs to no agent the policy defines",
+            caller.describe()
+        )));
+    };
+    let pid = u32::try_from(pid)
+        .map_err(|_| ApiError::bad_request(format!("the caller's pid {pid} is not valid")))?;
+    let listener =
+        tokio::task::spawn_blocking(move || super::super::parked::take_listener(pid, request.fd))
+            .await?
+            .map_err(|e| ApiError::bad_request(format!("field `fd`: {e}")))?;
+    super::super::parked::serve(
+        state.shared.clone(),
+        state.writer.clone(),
+        agent.clone(),
+        listener,
+    )
+    .map_err(|e| ApiError::internal(format!("serving the listener: {e}")))?;
+    tracing::info!(%agent, pid, "serving the --ask listener of a launched agent");
+    Ok(Json(AskAccepted { agent }))
 }
 
 async fn status(State(state): Api, Extension(caller): Who) -> ApiResult<crate::api::StatusReport> {
