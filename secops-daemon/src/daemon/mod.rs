@@ -13,6 +13,7 @@
 //! down; the next daemon adopts them.
 
 mod agents;
+pub mod approvals;
 pub mod events;
 pub mod file_rules;
 mod http;
