@@ -6,6 +6,7 @@
 //!   drains the lost-event counters and the allowed-egress aggregates, and writes the
 //!   heartbeat;
 //! - the audit writer's own thread (inside [`AuditWriter`]);
+//! - the approval timeout sweeper (an OS thread; SQLite and audit commits);
 //! - tokio tasks: the control socket, SIGHUP/SIGTERM/SIGINT, the policy file watcher, and
 //!   host name refresh for egress allowlists.
 //!
@@ -19,6 +20,7 @@ pub mod file_rules;
 mod http;
 pub mod metrics;
 mod pipeline;
+mod timeouts;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -470,6 +472,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     });
     let metrics_listener = options.metrics_listen.map(http::bind_metrics).transpose()?;
     let server = http::Server::start(listener, metrics_listener, api)?;
+    let sweeper = timeouts::spawn(shared.clone(), writer.clone())?;
     tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
 
     let tasks = vec![
@@ -496,6 +499,8 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     }
     // The API thread holds the audit writer: stop it before the writer is closed.
     let _ = tokio::task::spawn_blocking(move || server.stop()).await;
+    // So does the timeout sweeper.
+    let _ = tokio::task::spawn_blocking(move || sweeper.stop()).await;
     let _ = std::fs::remove_file(&options.socket);
     pipeline
         .join()
