@@ -125,6 +125,19 @@ impl Daemon {
         }
     }
 
+    /// Waits up to `limit` for the daemon to exit on its own (after a SIGTERM, say).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn kill_and_wait(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -15,3 +15,7 @@ pub fn db_path(state_dir: &std::path::Path) -> std::path::PathBuf {
 /// The default and the longest time an approval lasts.
 pub const DEFAULT_GRANT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 pub const MAX_GRANT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `decided_by` of tickets the timeout policy closed, so people and tools can tell them from a
+/// human's decision.
+pub const TIMEOUT_DECIDER: &str = "timeout policy";

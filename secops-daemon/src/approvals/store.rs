@@ -290,11 +290,33 @@ impl TicketStore {
             "SELECT {COLUMNS} FROM tickets WHERE ?1 IS NULL OR status = ?1
              ORDER BY id DESC LIMIT ?2"
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.db(e))?;
+        self.tickets(&sql, params![status.map(|s| s.as_str()), limit as i64])
+    }
+
+    /// Open tickets at `risk` opened at or before `opened_by_ns`, oldest first: the ones a
+    /// timeout has run out for. Repeats do not restart the clock: the human was asked when
+    /// the ticket opened.
+    pub fn expired(
+        &self,
+        risk: RiskLevel,
+        opened_by_ns: i64,
+        limit: usize,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM tickets WHERE status = 'open' AND risk = ?1
+             AND first_seen_ns <= ?2 ORDER BY first_seen_ns, id LIMIT ?3"
+        );
+        self.tickets(&sql, params![risk.to_string(), opened_by_ns, limit as i64])
+    }
+
+    fn tickets(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.db(e))?;
         let rows = stmt
-            .query_map(params![status.map(|s| s.as_str()), limit as i64], |r| {
-                Ok(self.ticket(r))
-            })
+            .query_map(params, |r| Ok(self.ticket(r)))
             .map_err(|e| self.db(e))?;
         let mut out = Vec::new();
         for row in rows {
@@ -542,6 +564,50 @@ mod tests {
         let s = TicketStore::open(&path).unwrap();
         let t = s.get(1).unwrap();
         assert_eq!((t.grant_once, t.object_inode), (false, None));
+    }
+
+    #[test]
+    fn expired_finds_open_tickets_of_one_risk_opened_long_enough_ago() {
+        let (_dir, mut s) = store();
+        let at = |object: &'static str, risk: RiskLevel, now_ns: i64| NewTicket {
+            risk,
+            ..escalation("web", object, now_ns)
+        };
+        let (old_high, _) = s.escalated(&at("a", RiskLevel::High, 100)).unwrap();
+        let (older_high, _) = s.escalated(&at("b", RiskLevel::High, 50)).unwrap();
+        let (new_high, _) = s.escalated(&at("c", RiskLevel::High, 300)).unwrap();
+        let (old_low, _) = s.escalated(&at("d", RiskLevel::Low, 10)).unwrap();
+        let (decided, _) = s.escalated(&at("e", RiskLevel::High, 10)).unwrap();
+        s.decide(decided, &Decided::Deny, "uid 0", None, 20)
+            .unwrap();
+        // A repeat late in the ticket's life does not make it younger.
+        s.escalated(&at("a", RiskLevel::High, 250)).unwrap();
+
+        let ids = |risk, by, limit| -> Vec<u64> {
+            s.expired(risk, by, limit)
+                .unwrap()
+                .iter()
+                .map(|t| t.id)
+                .collect()
+        };
+        assert_eq!(ids(RiskLevel::High, 200, 10), [older_high, old_high]);
+        assert_eq!(
+            ids(RiskLevel::High, 100, 10),
+            [older_high, old_high],
+            "at the boundary"
+        );
+        assert_eq!(ids(RiskLevel::High, 99, 10), [older_high]);
+        assert_eq!(
+            ids(RiskLevel::High, 300, 1),
+            [older_high],
+            "oldest first, limited"
+        );
+        assert_eq!(
+            ids(RiskLevel::High, 1000, 10),
+            [older_high, old_high, new_high]
+        );
+        assert_eq!(ids(RiskLevel::Low, 200, 10), [old_low]);
+        assert!(ids(RiskLevel::Critical, 1000, 10).is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::daemon::SocketArg;
 use crate::api::AgentStatus;
-use crate::approvals::Ticket;
+use crate::approvals::{Ticket, TIMEOUT_DECIDER};
 use crate::time::format_ns;
 
 #[derive(Debug, Subcommand)]
@@ -77,8 +77,14 @@ struct TicketList {
 }
 
 fn print_ticket(t: &Ticket) {
+    // A decision nobody made must not read like a human's.
+    let timed_out = if t.decided_by.as_deref() == Some(TIMEOUT_DECIDER) {
+        "  (timed out: closed by the timeout policy)"
+    } else {
+        ""
+    };
     println!(
-        "#{:<5} {:<9} {:<12} {:<14} {:<8} x{:<4} {}  {}",
+        "#{:<5} {:<9} {:<12} {:<14} {:<8} x{:<4} {}  {}{timed_out}",
         t.id,
         t.status,
         t.agent,

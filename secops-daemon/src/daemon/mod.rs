@@ -6,6 +6,7 @@
 //!   drains the lost-event counters and the allowed-egress aggregates, and writes the
 //!   heartbeat;
 //! - the audit writer's own thread (inside [`AuditWriter`]);
+//! - the approval timeout sweeper (an OS thread; SQLite and audit commits);
 //! - tokio tasks: the control socket, SIGHUP/SIGTERM/SIGINT, the policy file watcher, and
 //!   host name refresh for egress allowlists.
 //!
@@ -13,6 +14,7 @@
 //! down; the next daemon adopts them.
 
 mod agents;
+pub mod approvals;
 pub mod events;
 pub mod file_rules;
 pub mod grants;
@@ -20,6 +22,7 @@ mod http;
 pub mod metrics;
 mod parked;
 mod pipeline;
+mod timeouts;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -474,6 +477,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     });
     let metrics_listener = options.metrics_listen.map(http::bind_metrics).transpose()?;
     let server = http::Server::start(listener, metrics_listener, api)?;
+    let sweeper = timeouts::spawn(shared.clone(), writer.clone())?;
     tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
 
     let tasks = vec![
@@ -500,6 +504,8 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     }
     // The API thread holds the audit writer: stop it before the writer is closed.
     let _ = tokio::task::spawn_blocking(move || server.stop()).await;
+    // So does the timeout sweeper.
+    let _ = tokio::task::spawn_blocking(move || sweeper.stop()).await;
     let _ = std::fs::remove_file(&options.socket);
     pipeline
         .join()

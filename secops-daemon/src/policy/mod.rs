@@ -12,7 +12,8 @@ mod validate;
 pub use error::{PolicyError, PolicyErrors};
 pub use load::{load_policy, parse_policy_str};
 pub use model::{
-    Agent, Egress, EgressDefault, EgressEntry, EgressTarget, Policy, Rule, Selectors, Unlisted,
+    Agent, Approvals, Egress, EgressDefault, EgressEntry, EgressTarget, OnTimeout, Policy, Rule,
+    Selectors, Unlisted,
 };
 pub use pattern::compile_glob;
 pub use validate::{builtin_default_risk, DEFAULT_AUTONOMY, DEFAULT_HOMES};

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use secops_common::{ActionId, ActionRegistry, AutonomyLevel, RiskLevel, Verdict};
 
 use super::pattern::{HostPattern, PathPattern, PortRange};
-pub use super::schema::EgressDefault;
+pub use super::schema::{EgressDefault, OnTimeout};
 
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -20,6 +20,7 @@ pub struct Policy {
     /// In file order, includes first where they are named.
     pub rules: Vec<Rule>,
     pub egress: BTreeMap<String, Egress>,
+    pub approvals: Approvals,
     /// Risk of an action no rule matched, by action id; `None` means it cannot be classified.
     pub default_risk: Vec<Option<RiskLevel>>,
     /// Every file the policy was read from, the top-level one first.
@@ -33,6 +34,46 @@ pub struct Defaults {
     pub homes: Vec<String>,
     pub egress: EgressDefault,
     pub output_scan: ResponsePolicy,
+}
+
+/// What happens to approval tickets nobody decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approvals {
+    /// How long a ticket waits for a human, from when it was opened.
+    pub timeout: std::time::Duration,
+    /// By risk, in [`RiskLevel::ALL`] order.
+    on_timeout: [OnTimeout; 4],
+}
+
+impl Approvals {
+    /// Ten minutes, then denied, whatever the risk: a question nobody answers is a no.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+    pub fn new(timeout: std::time::Duration, on_timeout: [OnTimeout; 4]) -> Approvals {
+        Approvals {
+            timeout,
+            on_timeout,
+        }
+    }
+
+    pub fn on_timeout(&self, risk: RiskLevel) -> OnTimeout {
+        self.on_timeout[risk_index(risk)]
+    }
+}
+
+impl Default for Approvals {
+    fn default() -> Approvals {
+        Approvals::new(Approvals::DEFAULT_TIMEOUT, [OnTimeout::Deny; 4])
+    }
+}
+
+fn risk_index(risk: RiskLevel) -> usize {
+    match risk {
+        RiskLevel::Low => 0,
+        RiskLevel::Medium => 1,
+        RiskLevel::High => 2,
+        RiskLevel::Critical => 3,
+    }
 }
 
 #[derive(Debug, Clone)]

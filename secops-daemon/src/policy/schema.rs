@@ -25,6 +25,8 @@ pub struct PolicyFile {
     /// Agent name to its allowlist. A BTreeMap keeps error order stable.
     #[serde(default)]
     pub egress: BTreeMap<String, EgressSpec>,
+    /// What happens to tickets nobody decides. One file of a policy may set it.
+    pub approvals: Option<ApprovalsSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,4 +132,45 @@ pub struct EgressEntrySpec {
     pub host: Option<String>,
     /// All ports when absent.
     pub ports: Option<Vec<serde_yaml::Value>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsSpec {
+    /// How long a ticket waits for a human, e.g. `10m`; read raw so that a bare number (whose
+    /// unit would be a guess) gets a precise message.
+    pub timeout: Option<serde_yaml::Value>,
+    pub on_timeout: Option<OnTimeoutSpec>,
+}
+
+/// Per risk tier; a tier left out is `deny`. Unknown tiers are errors like any unknown key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnTimeoutSpec {
+    pub low: Option<OnTimeout>,
+    pub medium: Option<OnTimeout>,
+    pub high: Option<OnTimeout>,
+    pub critical: Option<OnTimeout>,
+}
+
+/// What the timeout policy does with a ticket nobody decided in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// Close it denied.
+    Deny,
+    /// Close it approved, with the default grant (low risk only).
+    Allow,
+    /// Leave it open for a human.
+    Wait,
+}
+
+impl OnTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Deny => "deny",
+            OnTimeout::Allow => "allow",
+            OnTimeout::Wait => "wait",
+        }
+    }
 }

@@ -331,7 +331,9 @@ fn every_problem_is_reported_at_once() {
 
 mod files {
     use super::*;
+    use secops_common::RiskLevel;
     use std::fs;
+    use std::time::Duration;
 
     #[test]
     fn includes_merge_and_their_errors_name_the_included_file() {
@@ -408,6 +410,51 @@ mod files {
     }
 
     #[test]
+    fn approvals_may_be_set_in_an_included_file_but_only_in_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        fs::write(
+            p("approvals.yaml"),
+            "approvals:\n  timeout: 5m\n  on_timeout: {low: allow}\n",
+        )
+        .unwrap();
+        fs::write(
+            p("main.yaml"),
+            format!("include: [approvals.yaml]\n{AGENT}"),
+        )
+        .unwrap();
+        let policy = load_policy(&p("main.yaml")).unwrap();
+        assert_eq!(policy.approvals.timeout, Duration::from_secs(300));
+        assert_eq!(
+            policy.approvals.on_timeout(RiskLevel::Low),
+            OnTimeout::Allow
+        );
+
+        fs::write(
+            p("main.yaml"),
+            format!("include: [approvals.yaml]\n{AGENT}approvals:\n  timeout: 1h\n"),
+        )
+        .unwrap();
+        let e = only(load_policy(&p("main.yaml")).unwrap_err().0);
+        assert_eq!(
+            (e.file.clone(), e.line, e.column, e.field.as_str()),
+            (p("main.yaml"), 6, 3, "approvals")
+        );
+        assert!(
+            e.message.contains(&format!(
+                "already set at {}:2",
+                p("approvals.yaml").display()
+            )),
+            "{e}"
+        );
+    }
+
+    fn only(mut errors: Vec<PolicyError>) -> PolicyError {
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        errors.remove(0)
+    }
+
+    #[test]
     fn the_same_file_included_twice_is_read_once() {
         let dir = tempfile::tempdir().unwrap();
         let p = |n: &str| dir.path().join(n);
@@ -453,4 +500,125 @@ fn output_scan_policies_are_checked_and_inherited() {
         "defaults.output_scan",
         "unknown output scan policy \"shred\"",
     );
+}
+
+mod approvals {
+    use super::*;
+    use secops_common::RiskLevel::{self, *};
+    use std::time::Duration;
+
+    fn approvals(section: &str) -> Approvals {
+        parse_policy_str(Path::new("p.yaml"), &format!("{AGENT}{section}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .approvals
+    }
+
+    #[test]
+    fn without_a_section_tickets_wait_ten_minutes_then_are_denied() {
+        let a = approvals("");
+        assert_eq!(a.timeout, Duration::from_secs(600));
+        for risk in RiskLevel::ALL {
+            assert_eq!(a.on_timeout(risk), OnTimeout::Deny, "{risk}");
+        }
+    }
+
+    #[test]
+    fn each_tier_gets_its_decision_and_tiers_left_out_deny() {
+        let a = approvals(
+            "approvals:\n  timeout: 90s\n  on_timeout:\n    low: allow\n    critical: wait\n",
+        );
+        assert_eq!(a.timeout, Duration::from_secs(90));
+        let tiers: Vec<OnTimeout> = RiskLevel::ALL.iter().map(|&r| a.on_timeout(r)).collect();
+        use OnTimeout::*;
+        assert_eq!(tiers, [Allow, Deny, Deny, Wait]);
+        assert_eq!(
+            approvals("approvals: {timeout: 2s}\n").timeout,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            approvals("approvals:\n  on_timeout: {high: wait}\n").on_timeout(High),
+            Wait
+        );
+    }
+
+    #[test]
+    fn allow_above_low_risk_is_an_error_at_the_tier() {
+        for (tier, column) in [("medium", 13), ("high", 11), ("critical", 15)] {
+            assert_error(
+                &format!("{AGENT}approvals:\n  on_timeout:\n    low: allow\n    {tier}: allow\n"),
+                7,
+                column,
+                &format!("approvals.on_timeout.{tier}"),
+                "accepted only for low risk",
+            );
+        }
+        // Every offending tier is reported, not only the first.
+        let all = errors(&format!(
+            "{AGENT}approvals:\n  on_timeout: {{medium: allow, critical: allow}}\n"
+        ));
+        let fields: Vec<_> = all.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "approvals.on_timeout.medium",
+                "approvals.on_timeout.critical"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_tiers_keys_and_decisions_are_errors() {
+        assert_error(
+            &format!("{AGENT}approvals:\n  on_timeout:\n    severe: deny\n"),
+            6,
+            5,
+            "approvals.on_timeout",
+            "unknown field `severe`",
+        );
+        assert_error(
+            &format!("{AGENT}approvals:\n  timout: 5m\n"),
+            5,
+            3,
+            "approvals",
+            "unknown field `timout`",
+        );
+        assert_error(
+            &format!("{AGENT}approvals:\n  on_timeout:\n    low: approve\n"),
+            6,
+            10,
+            "approvals.on_timeout.low",
+            "unknown variant `approve`",
+        );
+    }
+
+    #[test]
+    fn a_zero_bare_unparseable_or_absurd_timeout_is_an_error() {
+        for (value, fragment) in [
+            ("0s", "zero timeout"),
+            ("\"0\"", "zero timeout"),
+            ("600", "has no unit"),
+            ("soon", "is not a duration"),
+            ("500ms", "shorter than 1s"),
+            ("25h", "longer than 1day"),
+            ("[10m]", "must be a duration"),
+        ] {
+            assert_error(
+                &format!("{AGENT}approvals:\n  timeout: {value}\n"),
+                5,
+                12,
+                "approvals.timeout",
+                fragment,
+            );
+        }
+    }
+
+    #[test]
+    fn a_broken_section_never_loads_in_part() {
+        // One good value next to a bad one: the policy does not load at all.
+        let all = errors(&format!(
+            "{AGENT}approvals:\n  timeout: 0s\n  on_timeout: {{low: allow}}\n"
+        ));
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].field, "approvals.timeout");
+    }
 }

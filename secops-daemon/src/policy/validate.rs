@@ -9,16 +9,23 @@ use secops_common::{ActionRegistry, AutonomyLevel, Category, CoreAction, RiskLev
 use super::error::PolicyError;
 use super::load::SourceFile;
 use super::model::{
-    Agent, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors, Unlisted,
+    Agent, Approvals, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors,
+    Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
-use super::schema::{EgressDefault, SelectorSpec};
+use super::schema::{EgressDefault, OnTimeout, SelectorSpec};
 use crate::scan::ResponsePolicy;
 
 /// The autonomy of agents that do not name one: a human is asked before anything risky.
 pub const DEFAULT_AUTONOMY: AutonomyLevel = AutonomyLevel::Supervised;
 /// What `~` means by default: every user's home.
 pub const DEFAULT_HOMES: &[&str] = &["/root", "/home/*"];
+
+/// The shortest and longest time a ticket may wait for a human. Tickets are swept once a
+/// second, so a shorter timeout could not be kept; past a day nobody is waiting for an answer
+/// any more, and a policy that means "however long it takes" says `wait`.
+pub const MIN_APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+pub const MAX_APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The risk of each core action type when no rule matches it and the policy says nothing.
 pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
@@ -132,6 +139,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
     let agents = v.agents(files, &defaults);
     let rules = v.rules(files, &agents);
     let egress = v.egress(files, &agents);
+    let approvals = v.approvals(files);
 
     Policy {
         registry: v.registry,
@@ -139,6 +147,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         agents,
         rules,
         egress,
+        approvals,
         default_risk,
         files: files.iter().rev().map(|f| f.path.clone()).collect(),
     }
@@ -527,6 +536,90 @@ impl Validator<'_> {
         }
         out
     }
+}
+
+impl Validator<'_> {
+    /// The `approvals` section. Only one file of a policy may set it: merging timeouts or
+    /// tiers from several files would make the answer depend on include order, and a second
+    /// section is far more likely a forgotten copy than a wish.
+    fn approvals(&mut self, files: &[SourceFile]) -> Approvals {
+        let mut approvals = Approvals::default();
+        let mut set_at: Option<String> = None;
+        for file in files {
+            let Some(spec) = &file.doc.approvals else {
+                continue;
+            };
+            let here = format!("{}:{}", file.path.display(), file.line_of("approvals"));
+            if let Some(first) = &set_at {
+                self.push(file.error(
+                    "approvals",
+                    format!(
+                        "approvals are already set at {first}; only one policy file may set them"
+                    ),
+                ));
+                continue;
+            }
+            set_at = Some(here);
+            let mut timeout = Approvals::DEFAULT_TIMEOUT;
+            if let Some(raw) = &spec.timeout {
+                match check_approval_timeout(raw) {
+                    Ok(t) => timeout = t,
+                    Err(e) => self.push(file.error("approvals.timeout", e)),
+                }
+            }
+            let mut tiers = [OnTimeout::Deny; 4];
+            if let Some(on) = &spec.on_timeout {
+                let given = [on.low, on.medium, on.high, on.critical];
+                for ((risk, choice), slot) in RiskLevel::ALL.into_iter().zip(given).zip(&mut tiers)
+                {
+                    let Some(choice) = choice else { continue };
+                    if choice == OnTimeout::Allow && risk != RiskLevel::Low {
+                        self.push(file.error(
+                            format!("approvals.on_timeout.{risk}"),
+                            format!("`allow` is accepted only for low risk: a {risk} risk action must not happen because nobody answered (use deny or wait)"),
+                        ));
+                    }
+                    *slot = choice;
+                }
+            }
+            approvals = Approvals::new(timeout, tiers);
+        }
+        approvals
+    }
+}
+
+/// A ticket's timeout: a duration with its unit (`90s`, `10m`, `1h`), 1 s to 24 h.
+fn check_approval_timeout(raw: &serde_yaml::Value) -> Result<std::time::Duration, String> {
+    let text = match raw {
+        serde_yaml::Value::String(text) => text,
+        serde_yaml::Value::Number(n) => {
+            return Err(format!(
+                "{n} has no unit; write it as a duration such as `{n}s` or `10m`"
+            ))
+        }
+        _ => return Err("must be a duration such as `10m`".to_owned()),
+    };
+    let timeout = humantime::parse_duration(text).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); write e.g. `90s`, `10m` or `1h`")
+    })?;
+    if timeout.is_zero() {
+        return Err(
+            "a zero timeout would close every ticket before anyone could see it".to_owned(),
+        );
+    }
+    if timeout < MIN_APPROVAL_TIMEOUT {
+        return Err(format!(
+            "{text:?} is shorter than {} (tickets are swept once a second)",
+            humantime::format_duration(MIN_APPROVAL_TIMEOUT)
+        ));
+    }
+    if timeout > MAX_APPROVAL_TIMEOUT {
+        return Err(format!(
+            "{text:?} is longer than {}; to keep tickets open until a human decides, use `wait`",
+            humantime::format_duration(MAX_APPROVAL_TIMEOUT)
+        ));
+    }
+    Ok(timeout)
 }
 
 /// Agent and cgroup names end up in cgroup paths, log lines and map keys.

@@ -14,6 +14,7 @@ use secops_common::{RiskLevel, Verdict};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::super::approvals::{DecideError, Decider};
 use super::super::metrics::Snapshot;
 use super::super::{lock, Shared};
 use super::error::ApiError;
@@ -706,62 +707,29 @@ async fn decide(
         }
         Decided::Deny
     };
-    let by = caller.describe();
     let reason = body.reason.map(|r| truncate(&r, MAX_SUMMARY_CHARS));
-    let ticket = with_tickets(&state.shared, move |store| {
-        store.decide(id, &decision, &by, reason.as_deref(), now_ns())
+    let shared = state.shared.clone();
+    let writer = state.writer.clone();
+    let by = decider(&caller);
+    let ticket = tokio::task::spawn_blocking(move || {
+        shared.decide_ticket(&writer, id, decision, &by, reason.as_deref())
     })
     .await?
-    .map_err(ticket_error)?;
-    let verdict = if approve {
-        Verdict::Allow
-    } else {
-        Verdict::Deny
-    };
-    let kernel_note = if approve {
-        let shared = state.shared.clone();
-        let decided = ticket.clone();
-        tokio::task::spawn_blocking(move || shared.install_grants(&decided)).await?
-    } else {
-        String::new()
-    };
-    let once = if ticket.grant_once { ", once" } else { "" };
-    let until = ticket
-        .grant_until_ns
-        .map(|t| format!(" until {}{once}", crate::time::format_ns(t)))
-        .unwrap_or_default();
-    let record = NewRecord {
-        agent: Some(ticket.agent.clone()),
-        cgroup_id: None,
-        object: (!ticket.object.is_empty()).then(|| AuditObject {
-            kind: ObjectKind::Target,
-            value: ticket.object.clone(),
-        }),
-        rule_id: ticket.rule_id.clone(),
-        source: Source::Approval,
-        ..api_record(
-            &caller,
-            &ticket.action,
-            verdict,
-            ticket.risk,
-            format!(
-                "ticket #{id} {}d by {}{until}{kernel_note}{}",
-                word,
-                caller.describe(),
-                ticket
-                    .decision_reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ),
-        )
-    };
-    audit_record(&state, record, true).await?;
-    state
-        .shared
-        .metrics
-        .decision(Source::Approval, verdict, &ticket.action, &ticket.agent);
+    .map_err(|e| match e {
+        DecideError::Ticket(e) => ticket_error(e),
+        other => ApiError::unavailable(other.to_string()),
+    })?;
     Ok(Json(ticket))
+}
+
+/// A human deciding through the API, as the ticket and the audit record name them.
+fn decider(caller: &Caller) -> Decider {
+    Decider {
+        name: caller.describe(),
+        pid: caller.pid.and_then(|p| u32::try_from(p).ok()),
+        uid: Some(caller.uid),
+        comm: caller.comm.clone(),
+    }
 }
 
 async fn metrics_admin(state: Api, Extension(caller): Who) -> Response {
