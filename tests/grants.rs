@@ -183,3 +183,92 @@ fn an_approved_connect_passes_in_the_kernel_until_the_grant_runs_out() {
     let other = other.local_addr().unwrap().to_string();
     assert_eq!(connects(&daemon, &other, 1), ["errno EPERM"]);
 }
+
+fn spawn_asked(daemon: &Daemon, endpoint: &str) -> std::process::Child {
+    daemon
+        .asked_probe("web", &["tcp", endpoint])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a child this test started; fails (after killing it, by pid) if it takes longer
+/// than `limit`.
+fn finish(mut child: std::process::Child, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            return (text, started.elapsed());
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the asked agent did not finish in {limit:?}: {out:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_parked_connect_waits_for_a_human_and_fails_when_nobody_decides() {
+    if !need_root("a_parked_connect_waits_for_a_human_and_fails_when_nobody_decides") {
+        return;
+    }
+    let allowed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let asked = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ignored = TcpListener::bind("127.0.0.1:0").unwrap();
+    let allowed_endpoint = allowed.local_addr().unwrap().to_string();
+    let endpoint = asked.local_addr().unwrap().to_string();
+    let ignored_endpoint = ignored.local_addr().unwrap().to_string();
+    let policy = format!(
+        "{}approvals:\n  timeout: 3s\n  on_timeout:\n    high: deny\n",
+        policy(allowed.local_addr().unwrap().port())
+    );
+    let daemon = Daemon::start(&binaries(), &policy);
+
+    // What the policy allows continues at once.
+    let (out, _) = finish(
+        spawn_asked(&daemon, &allowed_endpoint),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out, format!("tcp {allowed_endpoint} ok"));
+
+    // Escalated: the connect waits in the kernel on a ticket, then passes on approval.
+    let child = spawn_asked(&daemon, &endpoint);
+    let ticket = ticket_for(&daemon, &endpoint, 1);
+    assert_eq!(ticket["source"], "parked");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = child;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the connect did not wait for the decision"
+    );
+    approve(&daemon, ticket["id"].as_u64().unwrap(), &["--for", "1m"]);
+    let (out, _) = finish(child, Duration::from_secs(10));
+    assert_eq!(out, format!("tcp {endpoint} ok"));
+
+    // Nobody decides: the timeout policy denies after 3 s and the connect fails.
+    let child = spawn_asked(&daemon, &ignored_endpoint);
+    let (out, waited) = finish(child, Duration::from_secs(15));
+    assert_eq!(out, format!("tcp {ignored_endpoint} errno EPERM"));
+    assert!(waited >= Duration::from_millis(2500), "{waited:?}");
+    let parked = daemon.wait_for_records(1, "the parked escalation", |r| {
+        r["verdict"] == "escalate"
+            && r["object"]["value"] == ignored_endpoint.as_str()
+            && r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("parked until a human decides"))
+    });
+    assert_eq!(parked[0]["agent"], "web");
+    daemon.wait_for_records(1, "the timeout's denial", |r| {
+        r["source"] == "approval"
+            && r["verdict"] == "deny"
+            && r["object"]["value"] == ignored_endpoint.as_str()
+            && r["reason"]
+                .as_str()
+                .is_some_and(|s| s.contains("timeout policy"))
+    });
+}

@@ -162,6 +162,19 @@ impl Daemon {
         command
     }
 
+    /// `secops run --ask --agent AGENT -- secops-netprobe ARGS`: the probe's connects (and
+    /// its own exec) wait for the daemon's answer.
+    pub fn asked_probe(&self, agent: &str, args: &[&str]) -> Command {
+        let mut command = self.secops();
+        command
+            .args(["run", "--ask", "--agent", agent, "--socket"])
+            .arg(self.socket())
+            .arg("--")
+            .arg(&self.probe)
+            .args(args);
+        command
+    }
+
     /// An API client as this (root, outside every agent cgroup) process: an admin.
     pub fn admin_client(&self) -> secops_daemon::api::client::Client {
         secops_daemon::api::client::Client::new(&self.socket(), Duration::from_secs(30))

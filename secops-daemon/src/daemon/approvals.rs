@@ -98,7 +98,10 @@ impl Shared {
                 &ticket.action,
                 verdict,
                 ticket.risk,
-                format!("ticket #{id} {word} by {}{until}{kernel_note}{because}", by.name),
+                format!(
+                    "ticket #{id} {word} by {}{until}{kernel_note}{because}",
+                    by.name
+                ),
                 Source::Approval,
             )
         };

@@ -184,7 +184,9 @@ mod tests {
             &policy(),
             Some(AutonomyLevel::Semi),
         );
-        assert!(matches!(decided, Decided::Approve { grant, once: false } if grant == DEFAULT_GRANT));
+        assert!(
+            matches!(decided, Decided::Approve { grant, once: false } if grant == DEFAULT_GRANT)
+        );
         assert_eq!(
             reason,
             "no human decided within 10m; the timeout policy for low risk says allow (for 10m)"
