@@ -8,6 +8,7 @@ mod daemon;
 mod lsm_attacks;
 mod lsm_overhead;
 mod mounts;
+mod parked_delete;
 
 pub struct Scenario {
     /// Letters, digits, `-` and `_` (it is a word on the console).
@@ -43,6 +44,12 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "lsm-attacks",
         about: "every attack of `secops-attack` is blocked by BPF LSM and audited; every benign operation works",
         run: lsm_attacks::run,
+        bench: false,
+    },
+    Scenario {
+        name: "parked-delete",
+        about: "`secops run --ask`: a parked delete passes on approval through an LSM grant; a path swapped while parked is denied",
+        run: parked_delete::run,
         bench: false,
     },
     Scenario {
