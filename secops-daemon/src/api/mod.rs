@@ -8,7 +8,8 @@ pub mod client;
 pub mod types;
 
 pub use types::{
-    ActionObject, AgentStatus, CapabilityStatus, CheckRequest, CheckResponse, ErrorBody,
+    ActionObject, AgentStatus, AutonomyChange, AutonomyOverride, CapabilityStatus, ControlRequest,
+    SetAutonomyRequest, StopAll, CheckRequest, CheckResponse, ErrorBody,
     EventCounters, Registered, Reloaded, Role, ScanRequest, ScanResponse, StatusReport, Whoami,
     MAX_SUMMARY_CHARS,
 };

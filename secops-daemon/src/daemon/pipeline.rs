@@ -149,6 +149,9 @@ impl Pipeline {
             let engine = self.shared.engine();
             let files = super::read(&self.shared.files).clone();
             let mut tickets = Vec::with_capacity(BATCH);
+            // Agents whose denials reached their auto_lower threshold in this batch; lowered
+            // once the agents lock is let go (lowering rewrites the agent table).
+            let mut to_lower: Vec<(String, u64)> = Vec::new();
             {
                 let agents = super::read(&self.shared.agents);
                 let mut item = Some(first);
@@ -162,6 +165,11 @@ impl Pipeline {
                     let mut record = record_for(&captured, agent, &engine, &files, &clock);
                     if record.verdict == Verdict::Escalate {
                         self.open_ticket(&mut record);
+                    }
+                    if record.verdict == Verdict::Deny {
+                        if let Some(slot) = slot.filter(|s| self.shared.note_denial(&s.name)) {
+                            to_lower.push((slot.name.clone(), slot.cgroup_id));
+                        }
                     }
                     let metrics = &self.shared.metrics;
                     metrics.latency(Source::Kernel, started.elapsed());
@@ -177,7 +185,22 @@ impl Pipeline {
                     }
                 }
             }
-            let full = tickets.len() == BATCH;
+            for (agent, cgroup_id) in to_lower {
+                match self.shared.auto_lower(&agent) {
+                    Ok(Some(change)) => tickets.push(self.writer.append(
+                        super::control::auto_lowered_record(
+                            &change,
+                            Some(cgroup_id),
+                            Source::Kernel,
+                        ),
+                    )),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(
+                        "lowering the autonomy of {agent} after repeated denials: {e}"
+                    ),
+                }
+            }
+            let full = tickets.len() >= BATCH;
             self.settle(tickets);
             if full {
                 next = self.events.try_recv().ok();
