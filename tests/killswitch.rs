@@ -145,7 +145,11 @@ fn agent_request(daemon: &Daemon, agent: &str, path: &str, body: &str, doc: &str
         )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
     let (status, body) = line.split_once(' ').unwrap();
     OpenApi::load().check_response("POST", doc, status.parse().unwrap(), body);
@@ -198,7 +202,10 @@ fn freeze_stops_a_busy_agent_thaw_resumes_it_and_kill_leaves_no_process() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(cpu_ticks(&pids) > 0, "the agent does not spin");
 
-    let shown = cli_ok(&daemon, &["agents", "freeze", "spin", "--reason", "looks stuck"]);
+    let shown = cli_ok(
+        &daemon,
+        &["agents", "freeze", "spin", "--reason", "looks stuck"],
+    );
     assert!(shown.contains("FROZEN"), "{shown}");
     assert_eq!(agent(&daemon, "spin")["frozen"], true);
     assert_eq!(agent(&daemon, "spin")["processes"], 2);
@@ -261,8 +268,8 @@ fn stop_all_freezes_every_agent_and_agents_cannot_use_the_kill_switch() {
     let daemon = start();
     let spin = cgroup_of(&daemon, "spin");
     let idle = cgroup_of(&daemon, "idle");
-    let _a = spinner(&daemon, "spin");
-    let _b = spinner(&daemon, "idle");
+    let mut a = spinner(&daemon, "spin");
+    let mut b = spinner(&daemon, "idle");
     let pids: Vec<u32> = [wait_for_procs(&spin, 2), wait_for_procs(&idle, 2)].concat();
 
     // An agent may not freeze another, stop everyone, or raise its own autonomy.
@@ -293,7 +300,10 @@ fn stop_all_freezes_every_agent_and_agents_cannot_use_the_kill_switch() {
     let refused = records_of(&daemon, "sys:cgroup", "clumsy");
     let said = reasons(&refused);
     assert_eq!(refused.len(), 3, "{said:#?}");
-    assert!(said[0].contains("(agent clumsy) freeze agent \"spin\""), "{said:?}");
+    assert!(
+        said[0].contains("(agent clumsy) freeze agent \"spin\""),
+        "{said:?}"
+    );
     assert!(said[2].contains("stop every agent"), "{said:?}");
     let refused_autonomy = records_of(&daemon, "sys:autonomy", "clumsy");
     assert_eq!(refused_autonomy.len(), 1);
@@ -329,6 +339,17 @@ fn stop_all_freezes_every_agent_and_agents_cannot_use_the_kill_switch() {
     cli_ok(&daemon, &["agents", "thaw", "spin"]);
     assert_eq!(agent(&daemon, "spin")["frozen"], false);
     assert_eq!(agent(&daemon, "idle")["frozen"], true);
+
+    // A frozen agent can be killed; it stays frozen (new processes start frozen) until thawed.
+    for name in ["spin", "idle"] {
+        cli_ok(&daemon, &["agents", "kill", name]);
+    }
+    assert!(procs(&spin).is_empty() && procs(&idle).is_empty());
+    assert_eq!(agent(&daemon, "idle")["frozen"], true);
+    for child in [&mut a, &mut b] {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+    }
 }
 
 #[test]
@@ -368,7 +389,10 @@ fn set_autonomy_changes_verdicts_and_the_kernel_entry_and_survives_reload_and_re
     assert!(status.contains("supervised (policy: semi)"), "{status}");
     let said = reasons(&records_of(&daemon, "sys:autonomy", "spin"));
     assert_eq!(said.len(), 1);
-    assert!(said[0].starts_with("autonomy semi -> supervised, set by pid "), "{said:?}");
+    assert!(
+        said[0].starts_with("autonomy semi -> supervised, set by pid "),
+        "{said:?}"
+    );
     assert!(said[0].ends_with("(admin): new hire"), "{said:?}");
 
     // A reload through the API, and a changed policy file (the watcher and SIGHUP): the
@@ -381,13 +405,20 @@ fn set_autonomy_changes_verdicts_and_the_kernel_entry_and_survives_reload_and_re
     let policy_file = daemon.dir.join("policy.yaml");
     std::fs::write(
         &policy_file,
-        POLICY.replace("autonomy: semi\n  - name: idle", "autonomy: full\n  - name: idle"),
+        POLICY.replace(
+            "autonomy: semi\n  - name: idle",
+            "autonomy: full\n  - name: idle",
+        ),
     )
     .unwrap();
     daemon.signal(libc::SIGHUP);
     let started = Instant::now();
     while agent(&daemon, "spin")["policy_autonomy"] != "full" {
-        assert!(started.elapsed() < Duration::from_secs(15), "{}", daemon.log());
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{}",
+            daemon.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(agent(&daemon, "spin")["autonomy"], "supervised");
@@ -403,7 +434,10 @@ fn set_autonomy_changes_verdicts_and_the_kernel_entry_and_survives_reload_and_re
 
     // Back to what the (edited) policy says.
     let out = cli_ok(&daemon, &["agents", "set-autonomy", "spin", "policy"]);
-    assert_eq!(out.trim(), "spin: autonomy supervised -> full (the policy's level)");
+    assert_eq!(
+        out.trim(),
+        "spin: autonomy supervised -> full (the policy's level)"
+    );
     assert_eq!(agent(&daemon, "spin")["autonomy_override"], Value::Null);
     assert_eq!(kernel_autonomy(&daemon, "spin"), AUTONOMY_FULL);
 
@@ -435,7 +469,10 @@ fn set_autonomy_changes_verdicts_and_the_kernel_entry_and_survives_reload_and_re
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains(&format!("the autonomy overrides {} are corrupt", file.display())),
+        err.contains(&format!(
+            "the autonomy overrides {} are corrupt",
+            file.display()
+        )),
         "{err}"
     );
 }

@@ -447,7 +447,10 @@ mod tests {
         assert_eq!(CoreAction::VcsForcePush.as_str(), "vcs:force_push");
         assert_eq!(CoreAction::SysAutonomy.as_str(), "sys:autonomy");
         assert_eq!(
-            ActionRegistry::core().resolve_pattern("sys:*").unwrap().len(),
+            ActionRegistry::core()
+                .resolve_pattern("sys:*")
+                .unwrap()
+                .len(),
             6
         );
     }

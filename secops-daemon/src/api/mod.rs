@@ -8,9 +8,9 @@ pub mod client;
 pub mod types;
 
 pub use types::{
-    ActionObject, AgentStatus, AutonomyChange, AutonomyOverride, CapabilityStatus, ControlRequest,
-    SetAutonomyRequest, StopAll, CheckRequest, CheckResponse, ErrorBody,
-    EventCounters, Registered, Reloaded, Role, ScanRequest, ScanResponse, StatusReport, Whoami,
+    ActionObject, AgentStatus, AutonomyChange, AutonomyOverride, CapabilityStatus, CheckRequest,
+    CheckResponse, ControlRequest, ErrorBody, EventCounters, Registered, Reloaded, Role,
+    ScanRequest, ScanResponse, SetAutonomyRequest, StatusReport, StopAll, Whoami,
     MAX_SUMMARY_CHARS,
 };
 

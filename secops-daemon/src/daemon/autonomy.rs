@@ -292,9 +292,10 @@ mod tests {
         let at = |s: u64| t0 + Duration::from_secs(s);
         assert!(!w.note("a", &r, at(0)));
         assert!(!w.note("a", &r, at(1)));
-        // The first has left the window by now: two in the window, not three.
+        // The first has left the window by now (10 s old): two in the window, not three.
         assert!(!w.note("a", &r, at(10)));
-        assert!(w.note("a", &r, at(11)));
+        // Three within 10 s: at 1, 10 and 10.5.
+        assert!(w.note("a", &r, at(10) + Duration::from_millis(500)));
         // Counting starts again after a lowering.
         assert!(!w.note("a", &r, at(12)));
         assert!(!w.note("a", &r, at(13)));
@@ -323,7 +324,10 @@ mod tests {
         .unwrap();
 
         let mut overrides = Overrides::load(&path).unwrap();
-        assert_eq!(overrides.apply(&policy).agents[0].autonomy, AutonomyLevel::Full);
+        assert_eq!(
+            overrides.apply(&policy).agents[0].autonomy,
+            AutonomyLevel::Full
+        );
         let lowered = Override {
             level: AutonomyLevel::Locked,
             set_by: "pid 1 uid 0 (admin)".into(),
@@ -343,7 +347,11 @@ mod tests {
         overrides.set("a", None).unwrap();
         assert_eq!(Overrides::load(&path).unwrap().get("a"), None);
 
-        std::fs::write(&path, b"{\"version\": 1, \"agents\": {\"a\": {\"level\": \"ful").unwrap();
+        std::fs::write(
+            &path,
+            b"{\"version\": 1, \"agents\": {\"a\": {\"level\": \"ful",
+        )
+        .unwrap();
         let e = Overrides::load(&path).unwrap_err().to_string();
         assert!(e.contains(&path.display().to_string()), "{e}");
         assert!(e.contains("corrupt"), "{e}");

@@ -56,13 +56,14 @@ pub enum ControlError {
 
 impl Shared {
     fn slot_or_404(&self, name: &str) -> Result<AgentSlot, ControlError> {
-        self.agent_slot(name).ok_or_else(|| ControlError::UnknownAgent {
-            name: name.to_owned(),
-            known: super::read(&self.agents)
-                .slots()
-                .map(|s| s.name.clone())
-                .collect(),
-        })
+        self.agent_slot(name)
+            .ok_or_else(|| ControlError::UnknownAgent {
+                name: name.to_owned(),
+                known: super::read(&self.agents)
+                    .slots()
+                    .map(|s| s.name.clone())
+                    .collect(),
+            })
     }
 
     pub(super) fn agent_status_of(&self, name: &str) -> Result<AgentStatus, ControlError> {

@@ -215,10 +215,7 @@ impl Shared {
             cgroup_root: self.root.path().to_path_buf(),
             pin_dir: self.options.pin_dir.clone(),
             capabilities: self.capabilities.clone(),
-            agents: agents
-                .slots()
-                .map(|s| agent_status(s, &autonomy))
-                .collect(),
+            agents: agents.slots().map(|s| agent_status(s, &autonomy)).collect(),
             events: EventCounters {
                 received: self.counters.received.load(Ordering::Relaxed),
                 audited: self.counters.audited.load(Ordering::Relaxed),

@@ -187,13 +187,13 @@ impl Pipeline {
             }
             for (agent, cgroup_id) in to_lower {
                 match self.shared.auto_lower(&agent) {
-                    Ok(Some(change)) => tickets.push(self.writer.append(
-                        super::control::auto_lowered_record(
+                    Ok(Some(change)) => {
+                        tickets.push(self.writer.append(super::control::auto_lowered_record(
                             &change,
                             Some(cgroup_id),
                             Source::Kernel,
-                        ),
-                    )),
+                        )))
+                    }
                     Ok(None) => {}
                     Err(e) => tracing::error!(
                         "lowering the autonomy of {agent} after repeated denials: {e}"

@@ -87,7 +87,10 @@ pub fn parse(value: &serde_yaml::Value) -> Result<Option<AutoLower>, Vec<AutoLow
                 )),
                 Some(Err(e)) => errors.push(error(
                     "within",
-                    format!("{:?} is not a duration (30s, 1m, 2h): {e}", raw.as_str().unwrap_or("")),
+                    format!(
+                        "{:?} is not a duration (30s, 1m, 2h): {e}",
+                        raw.as_str().unwrap_or("")
+                    ),
                 )),
                 None => errors.push(error(
                     "within",
@@ -166,7 +169,10 @@ mod tests {
         assert_eq!(missing, [("", "missing field `within`".to_owned())]);
         let unknown = fields("{denials: 5, within: 1m, window: 2m}");
         assert_eq!(unknown[0].0, "");
-        assert!(unknown[0].1.contains("unknown field `window`"), "{unknown:?}");
+        assert!(
+            unknown[0].1.contains("unknown field `window`"),
+            "{unknown:?}"
+        );
         assert!(fields("on")[0].1.contains("found \"on\""));
         assert!(fields("true")[0].1.contains("found a boolean"));
     }

@@ -129,7 +129,10 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-pub(super) async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
     parse_json(&read_body(body, limit).await?)
 }
 
@@ -332,7 +335,8 @@ async fn count_denial(
     let lowered = tokio::task::spawn_blocking(move || shared.auto_lower(&name)).await?;
     match lowered {
         Ok(Some(change)) => {
-            let record = super::super::control::auto_lowered_record(&change, cgroup_id, Source::Api);
+            let record =
+                super::super::control::auto_lowered_record(&change, cgroup_id, Source::Api);
             audit_record(state, record, false).await?;
         }
         Ok(None) => {}
