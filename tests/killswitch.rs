@@ -36,13 +36,18 @@ rules:
     risk: high
 ";
 
+/// nobody:nogroup on Debian.
+const NOBODY: u32 = 65534;
+
+/// A daemon whose socket nobody:nogroup may use (as a user that is not an admin).
 fn start() -> Daemon {
-    Daemon::start(
+    Daemon::start_with(
         &Binaries {
             secops: SECOPS.into(),
             probe: NETPROBE.into(),
         },
         POLICY,
+        &["--socket-gid", "65534"],
     )
 }
 
@@ -296,6 +301,35 @@ fn stop_all_freezes_every_agent_and_agents_cannot_use_the_kill_switch() {
         "/v1/agents/{name}/autonomy",
     );
     assert_eq!(status, 403);
+    // Nor may a user outside every agent cgroup who is not an admin.
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(APIPROBE)
+        .arg("request")
+        .arg(daemon.socket())
+        .args(["POST", "/v1/agents/spin/freeze", ""])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("403 "), "nobody froze an agent: {line}");
+    assert!(
+        line.contains("neither root nor in the daemon's admin group"),
+        "{line}"
+    );
+    let by_nobody: Vec<Value> = daemon
+        .records()
+        .into_iter()
+        .filter(|r| r["action"] == "sys:cgroup" && r["uid"] == NOBODY)
+        .collect();
+    assert_eq!(by_nobody.len(), 1, "{by_nobody:#?}");
+    assert_eq!(by_nobody[0]["verdict"], "deny");
+    assert_eq!(by_nobody[0]["agent"], Value::Null);
+    assert!(by_nobody[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("uid {NOBODY} freeze agent \"spin\"")));
+
     assert_eq!(agent(&daemon, "spin")["frozen"], false);
     let refused = records_of(&daemon, "sys:cgroup", "clumsy");
     let said = reasons(&refused);

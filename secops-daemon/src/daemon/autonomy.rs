@@ -52,6 +52,22 @@ pub struct Override {
     pub set_by: String,
     pub set_at_ns: i64,
     pub reason: String,
+    /// Set by secops after repeated denials, not by a person.
+    #[serde(default)]
+    pub automatic: bool,
+}
+
+impl Override {
+    /// The level in force over the policy's. A person's choice wins either way; an automatic
+    /// lowering is only a ceiling, so a policy edited to be stricter still takes effect (it
+    /// must never leave an agent more trusted than a person wrote).
+    pub fn applied_to(&self, policy_level: AutonomyLevel) -> AutonomyLevel {
+        if self.automatic {
+            self.level.max(policy_level)
+        } else {
+            self.level
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -173,7 +189,7 @@ impl Overrides {
         let mut effective = policy.clone();
         for agent in &mut effective.agents {
             if let Some(o) = self.agents.get(&agent.name) {
-                agent.autonomy = o.level;
+                agent.autonomy = o.applied_to(agent.autonomy);
             }
         }
         effective
@@ -195,7 +211,11 @@ impl Live {
     /// The agent's level as the engine has it now.
     pub fn level_of(&self, agent: &str) -> Option<AutonomyLevel> {
         let policy_level = self.policy.agent(agent)?.autonomy;
-        Some(self.overrides.get(agent).map_or(policy_level, |o| o.level))
+        Some(
+            self.overrides
+                .get(agent)
+                .map_or(policy_level, |o| o.applied_to(policy_level)),
+        )
     }
 
     pub fn view(&self) -> View {
@@ -333,6 +353,7 @@ mod tests {
             set_by: "pid 1 uid 0 (admin)".into(),
             set_at_ns: 7,
             reason: "testing".into(),
+            automatic: false,
         };
         overrides.set("a", Some(lowered.clone())).unwrap();
         overrides.set("gone", Some(lowered.clone())).unwrap();
@@ -343,6 +364,39 @@ mod tests {
         let effective = again.apply(&policy);
         assert_eq!(effective.agents[0].autonomy, AutonomyLevel::Locked);
         assert_eq!(effective.agents[1].autonomy, AutonomyLevel::Semi);
+
+        // A person may raise an agent above the policy; an automatic lowering never does.
+        let raised = Override {
+            level: AutonomyLevel::Full,
+            ..lowered.clone()
+        };
+        overrides.set("b", Some(raised.clone())).unwrap();
+        assert_eq!(
+            overrides.apply(&policy).agents[1].autonomy,
+            AutonomyLevel::Full
+        );
+        let automatic = Override {
+            level: AutonomyLevel::Supervised,
+            automatic: true,
+            ..lowered.clone()
+        };
+        assert_eq!(
+            automatic.applied_to(AutonomyLevel::Semi),
+            AutonomyLevel::Supervised
+        );
+        assert_eq!(
+            automatic.applied_to(AutonomyLevel::Locked),
+            AutonomyLevel::Locked
+        );
+        let automatic_full = Override {
+            level: AutonomyLevel::Full,
+            ..automatic
+        };
+        overrides.set("b", Some(automatic_full)).unwrap();
+        assert_eq!(
+            overrides.apply(&policy).agents[1].autonomy,
+            AutonomyLevel::Semi
+        );
 
         overrides.set("a", None).unwrap();
         assert_eq!(Overrides::load(&path).unwrap().get("a"), None);

@@ -121,6 +121,7 @@ impl Shared {
             set_by: set_by.to_owned(),
             set_at_ns: now_ns(),
             reason: reason.to_owned(),
+            automatic: false,
         });
         let change = self.change_autonomy(&mut live, name, value, "set autonomy of", reason)?;
         lock(&self.denials).reset(name);
@@ -165,6 +166,7 @@ impl Shared {
             set_by: "secops (automatic)".to_owned(),
             set_at_ns: now_ns(),
             reason: reason.clone(),
+            automatic: true,
         };
         let change =
             self.change_autonomy(&mut live, agent, Some(value), "lower autonomy of", &reason)?;
