@@ -139,6 +139,9 @@ core_actions! {
     SysModule => (Sys, "module"),
     SysNamespace => (Sys, "namespace"),
     SysCgroup => (Sys, "cgroup"),
+    // Not a kernel event: the audit type of a change to an agent's autonomy, by a human
+    // (`secops agents set-autonomy`) or by secops after repeated denials.
+    SysAutonomy => (Sys, "autonomy"),
     CodeExec => (Code, "exec"),
     CodeEdit => (Code, "edit"),
     VcsCommit => (Vcs, "commit"),
@@ -442,6 +445,14 @@ mod tests {
             );
         }
         assert_eq!(CoreAction::VcsForcePush.as_str(), "vcs:force_push");
+        assert_eq!(CoreAction::SysAutonomy.as_str(), "sys:autonomy");
+        assert_eq!(
+            ActionRegistry::core()
+                .resolve_pattern("sys:*")
+                .unwrap()
+                .len(),
+            6
+        );
     }
 
     #[test]

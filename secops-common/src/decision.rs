@@ -61,6 +61,16 @@ impl AutonomyLevel {
     }
 
     pub const ALL: [AutonomyLevel; 4] = [Self::Full, Self::Semi, Self::Supervised, Self::Locked];
+
+    /// One step less trusted; `None` for `locked`, which has nowhere lower to go.
+    pub const fn lowered(self) -> Option<AutonomyLevel> {
+        match self {
+            Self::Full => Some(Self::Semi),
+            Self::Semi => Some(Self::Supervised),
+            Self::Supervised => Some(Self::Locked),
+            Self::Locked => None,
+        }
+    }
 }
 
 impl RiskLevel {
@@ -135,6 +145,18 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn lowering_walks_full_to_locked_one_step_at_a_time() {
+        let mut level = AutonomyLevel::Full;
+        let mut seen = vec![level];
+        while let Some(lower) = level.lowered() {
+            assert!(lower > level, "{lower} is not less trusted than {level}");
+            level = lower;
+            seen.push(level);
+        }
+        assert_eq!(seen, AutonomyLevel::ALL);
     }
 
     #[test]

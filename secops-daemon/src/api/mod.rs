@@ -8,9 +8,10 @@ pub mod client;
 pub mod types;
 
 pub use types::{
-    ActionObject, AgentStatus, AskAccepted, AskRequest, CapabilityStatus, CheckRequest,
-    CheckResponse, ErrorBody, EventCounters, Registered, Reloaded, Role, ScanRequest, ScanResponse,
-    StatusReport, Whoami, MAX_SUMMARY_CHARS,
+    ActionObject, AgentStatus, AskAccepted, AskRequest, AutonomyChange, AutonomyOverride,
+    CapabilityStatus, CheckRequest, CheckResponse, ControlRequest, ErrorBody, EventCounters,
+    Registered, Reloaded, Role, ScanRequest, ScanResponse, SetAutonomyRequest, StatusReport,
+    StopAll, Whoami, MAX_SUMMARY_CHARS,
 };
 
 /// Where the daemon listens unless told otherwise.

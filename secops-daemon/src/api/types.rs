@@ -175,9 +175,74 @@ pub struct AgentStatus {
     pub name: String,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
+    /// The autonomy the engine and the kernel decide with: an override if there is one, else
+    /// the policy's.
     pub autonomy: String,
+    /// What the policy file says (the same as `autonomy` unless overridden).
+    pub policy_autonomy: String,
+    /// The live override, if a person or repeated denials set one.
+    pub autonomy_override: Option<AutonomyOverride>,
     pub egress_enforced: bool,
     pub processes: usize,
+    /// The agent's cgroup is frozen (`secops agents freeze`, `secops stop-all`).
+    pub frozen: bool,
+}
+
+/// Who set an agent's autonomy away from the policy's, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutonomyOverride {
+    pub set_by: String,
+    pub set_at_ns: i64,
+    pub reason: String,
+}
+
+/// `POST /v1/agents/{name}/autonomy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAutonomyRequest {
+    /// `full`, `semi`, `supervised`, `locked`, or `policy` to drop the override and return to
+    /// what the policy file says.
+    pub level: String,
+    /// Why, for the audit log.
+    pub reason: Option<String>,
+}
+
+/// An autonomy change, as made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutonomyChange {
+    pub agent: String,
+    pub from: String,
+    pub to: String,
+    /// Whether `to` is an override (false: the policy's level is back in force).
+    pub overridden: bool,
+    /// Why, as audited.
+    pub reason: String,
+}
+
+/// `POST /v1/agents/{name}/freeze|thaw|kill` and `POST /v1/stop-all`: an optional reason for
+/// the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlRequest {
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/stop-all`: every agent, as it is after the freeze.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAll {
+    pub agents: Vec<AgentStatus>,
+    /// Agents that could not be frozen, with why.
+    pub failed: Vec<String>,
+}
+
+impl AgentStatus {
+    /// `semi`, or `locked (policy: semi)` when overridden.
+    pub fn autonomy_text(&self) -> String {
+        match &self.autonomy_override {
+            Some(_) => format!("{} (policy: {})", self.autonomy, self.policy_autonomy),
+            None => self.autonomy.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,15 +288,16 @@ impl std::fmt::Display for StatusReport {
         for a in &self.agents {
             writeln!(
                 f,
-                "  {:<16} autonomy {:<10} egress {:<12} processes {:<4} cgroup {} (id {})",
+                "  {:<16} autonomy {:<22} egress {:<12} processes {:<4}{} cgroup {} (id {})",
                 a.name,
-                a.autonomy,
+                a.autonomy_text(),
                 if a.egress_enforced {
                     "enforced"
                 } else {
                     "not judged"
                 },
                 a.processes,
+                if a.frozen { " FROZEN" } else { "" },
                 a.cgroup.display(),
                 a.cgroup_id
             )?;

@@ -1,12 +1,10 @@
-//! `secops approvals list|show|approve|deny` and `secops agents list`: the daemon's queue and
-//! agents, through its API. Only admins outside every agent cgroup get answers; the daemon
+//! `secops approvals list|show|approve|deny`: the daemon's queue, through its API. Only admins outside every agent cgroup get answers; the daemon
 //! refuses (and audits) anyone else.
 
 use clap::Subcommand;
 use serde::Deserialize;
 
 use super::daemon::SocketArg;
-use crate::api::AgentStatus;
 use crate::approvals::{Ticket, TIMEOUT_DECIDER};
 use crate::time::format_ns;
 
@@ -57,17 +55,6 @@ pub enum ApprovalsCommand {
         reason: Option<String>,
         #[command(flatten)]
         socket: SocketArg,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AgentsCommand {
-    /// The agents the daemon runs, with their cgroups and autonomy.
-    List {
-        #[command(flatten)]
-        socket: SocketArg,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -161,28 +148,6 @@ pub fn run(command: ApprovalsCommand) -> anyhow::Result<u8> {
                 .client()
                 .post(&format!("/v1/approvals/{id}/deny"), &body)?;
             print_ticket_long(&t);
-        }
-    }
-    Ok(0)
-}
-
-pub fn run_agents(command: AgentsCommand) -> anyhow::Result<u8> {
-    match command {
-        AgentsCommand::List { socket, json } => {
-            let agents: Vec<AgentStatus> = socket.client().get("/v1/agents")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&agents)?);
-            } else {
-                for a in &agents {
-                    println!(
-                        "{:<16} autonomy {:<10} processes {:<4} cgroup {}",
-                        a.name,
-                        a.autonomy,
-                        a.processes,
-                        a.cgroup.display()
-                    );
-                }
-            }
         }
     }
     Ok(0)

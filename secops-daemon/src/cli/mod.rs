@@ -7,6 +7,7 @@
 //! script can never mistake a usage error for a verdict.
 
 mod action_args;
+mod agents;
 mod approvals;
 mod audit;
 mod check;
@@ -80,9 +81,20 @@ pub enum Command {
     /// The approval queue: escalations waiting for a human, and their decisions.
     #[command(subcommand)]
     Approvals(approvals::ApprovalsCommand),
-    /// The agents the running daemon knows.
+    /// The agents the running daemon knows, the kill switch, and live autonomy.
     #[command(subcommand)]
-    Agents(approvals::AgentsCommand),
+    Agents(agents::AgentsCommand),
+    /// Freeze every agent at once (the kill switch for all of them); `secops agents thaw NAME`
+    /// lets each run again. Exits 1 if any agent could not be frozen.
+    StopAll {
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        socket: daemon::SocketArg,
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove what a daemon left pinned (programs, links, maps) and the empty secops cgroups.
     /// Enforcement stops.
     Teardown {
@@ -110,7 +122,12 @@ pub fn main() -> ExitCode {
         Command::Status { socket, json } => daemon::status(&socket, json),
         Command::Run(args) => daemon::run_agent(args),
         Command::Approvals(command) => approvals::run(command),
-        Command::Agents(command) => approvals::run_agents(command),
+        Command::Agents(command) => agents::run(command),
+        Command::StopAll {
+            reason,
+            socket,
+            json,
+        } => agents::stop_all(&socket, reason.as_deref(), json),
         Command::Teardown { kernel } => daemon::teardown(&kernel),
     };
     match outcome {

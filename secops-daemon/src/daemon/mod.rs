@@ -15,6 +15,8 @@
 
 mod agents;
 pub mod approvals;
+mod autonomy;
+mod control;
 pub mod events;
 pub mod file_rules;
 pub mod grants;
@@ -104,6 +106,12 @@ pub struct Shared {
     files: RwLock<Arc<CompiledFiles>>,
     /// Ticket decisions, for syscalls parked on them (`secops run --ask`).
     decided: parked::DecidedTickets,
+    /// The policy as loaded and the autonomy overrides on top of it. Held for the whole of
+    /// every change to what is in force (reload, autonomy change), so two changes cannot
+    /// interleave and one undo the other. Lock order: this, then `kernel`, then `agents`.
+    live: Mutex<autonomy::Live>,
+    /// Recent denials per agent, for `auto_lower`.
+    denials: Mutex<autonomy::DenialWindows>,
     shutdown: AtomicBool,
     shutdown_notify: Notify,
 }
@@ -152,14 +160,25 @@ impl Shared {
         result
     }
 
-    /// Puts a validated policy in force: kernel maps first, then the engine, so the kernel
-    /// never enforces less than the engine believes.
+    /// Puts a newly loaded policy in force, with the autonomy overrides on top.
     fn apply(&self, policy: Policy) -> anyhow::Result<Vec<PathBuf>> {
         let files = policy.files.clone();
-        let engine = Arc::new(Engine::new(Arc::new(policy)));
+        let mut live = lock(&self.live);
+        let previous = std::mem::replace(&mut live.policy, Arc::new(policy));
+        if let Err(e) = self.put_in_force(&live) {
+            live.policy = previous;
+            return Err(e);
+        }
+        Ok(files)
+    }
+
+    /// Makes the engine and the kernel decide by `live`: kernel maps first, then the engine,
+    /// so the kernel never enforces less than the engine believes.
+    fn put_in_force(&self, live: &autonomy::Live) -> anyhow::Result<()> {
+        let engine = Arc::new(Engine::new(Arc::new(live.effective())));
         self.sync_kernel(&engine)?;
         *write(&self.engine) = engine;
-        Ok(files)
+        Ok(())
     }
 
     /// Writes the policy in force into the cgroups and kernel maps again (after host names
@@ -190,6 +209,8 @@ impl Shared {
     }
 
     fn status(&self) -> StatusReport {
+        // Taken before `agents` (the lock order) and let go at once.
+        let autonomy = lock(&self.live).view();
         let engine = self.engine();
         let agents = read(&self.agents);
         StatusReport {
@@ -201,25 +222,37 @@ impl Shared {
             cgroup_root: self.root.path().to_path_buf(),
             pin_dir: self.options.pin_dir.clone(),
             capabilities: self.capabilities.clone(),
-            agents: agents
-                .slots()
-                .map(|s| AgentStatus {
-                    name: s.name.clone(),
-                    cgroup: s.cgroup.clone(),
-                    cgroup_id: s.cgroup_id,
-                    autonomy: s.autonomy.to_string(),
-                    egress_enforced: s.egress_enforced,
-                    processes: CgroupDir::open_path(&s.cgroup)
-                        .and_then(|c| c.procs())
-                        .map_or(0, |p| p.len()),
-                })
-                .collect(),
+            agents: agents.slots().map(|s| agent_status(s, &autonomy)).collect(),
             events: EventCounters {
                 received: self.counters.received.load(Ordering::Relaxed),
                 audited: self.counters.audited.load(Ordering::Relaxed),
                 lost: self.counters.lost.load(Ordering::Relaxed),
             },
         }
+    }
+}
+
+/// One agent as `secops agents list` and `secops status` show it.
+fn agent_status(slot: &AgentSlot, autonomy: &autonomy::View) -> AgentStatus {
+    let cgroup = CgroupDir::open_path(&slot.cgroup).ok();
+    let (policy_autonomy, autonomy_override) = autonomy.of(&slot.name);
+    AgentStatus {
+        name: slot.name.clone(),
+        cgroup: slot.cgroup.clone(),
+        cgroup_id: slot.cgroup_id,
+        autonomy: slot.autonomy.to_string(),
+        // An agent gone from the policy has no policy level: it keeps the one it had.
+        policy_autonomy: policy_autonomy.unwrap_or(slot.autonomy).to_string(),
+        autonomy_override,
+        egress_enforced: slot.egress_enforced,
+        processes: cgroup
+            .as_ref()
+            .and_then(|c| c.procs().ok())
+            .map_or(0, |p| p.len()),
+        frozen: cgroup
+            .as_ref()
+            .and_then(|c| c.events().ok())
+            .is_some_and(|e| e.frozen),
     }
 }
 
@@ -333,6 +366,17 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     let policy = load_policy(&options.policy)
         .map_err(|errors| anyhow!("the policy is not valid:\n{errors}"))?;
     tracing::info!(files = ?policy.files, rules = policy.rules.len(), agents = policy.agents.len(), "policy loaded");
+    // Before anything is enforced: a daemon that cannot read the overrides must not start
+    // with the policy's (possibly higher) autonomy instead.
+    let overrides = autonomy::Overrides::load(&autonomy::Overrides::path_in(&options.state_dir))?;
+    let live = autonomy::Live {
+        policy: Arc::new(policy),
+        overrides,
+    };
+    let policy = live.effective();
+    for (agent, o) in live.overrides.in_force(&live.policy) {
+        tracing::info!(agent, level = %o.level, set_by = %o.set_by, "autonomy override in force: {}", o.reason);
+    }
 
     let audit_paths = AuditPaths::new(&options.state_dir);
     let writer = AuditWriter::open(
@@ -456,6 +500,8 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         metrics: metrics::Metrics::new(),
         tickets: Mutex::new(tickets),
         decided: parked::DecidedTickets::default(),
+        live: Mutex::new(live),
+        denials: Mutex::new(autonomy::DenialWindows::default()),
         shutdown: AtomicBool::new(false),
         shutdown_notify: Notify::new(),
         options: options.clone(),

@@ -256,6 +256,7 @@ fn handle(ctx: &Context<'_>, req: ScmpNotifReq) {
                 ),
             );
             respond(listener, req.id, Answer::Refuse);
+            count_denial(shared, writer, agent);
         }
         Verdict::Escalate => {
             let now = crate::time::now_ns();
@@ -317,6 +318,24 @@ fn handle(ctx: &Context<'_>, req: ScmpNotifReq) {
                 tracing::error!("starting a thread for a parked call: {e}");
             }
         }
+    }
+}
+
+/// A refused call counts towards the agent's `auto_lower` threshold, as kernel and API
+/// denials do.
+fn count_denial(shared: &Shared, writer: &AuditWriter, agent: &str) {
+    if !shared.note_denial(agent) {
+        return;
+    }
+    match shared.auto_lower(agent) {
+        Ok(Some(change)) => {
+            let record = super::control::auto_lowered_record(&change, None, Source::Kernel);
+            if !writer.append(record).queued() {
+                tracing::error!("the audit log refused the record of an automatic lowering");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("lowering the autonomy of {agent} after repeated denials: {e}"),
     }
 }
 

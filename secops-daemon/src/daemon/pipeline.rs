@@ -150,6 +150,9 @@ impl Pipeline {
             let engine = self.shared.engine();
             let files = super::read(&self.shared.files).clone();
             let mut tickets = Vec::with_capacity(BATCH);
+            // Agents whose denials reached their auto_lower threshold in this batch; lowered
+            // once the agents lock is let go (lowering rewrites the agent table).
+            let mut to_lower: Vec<(String, u64)> = Vec::new();
             {
                 let agents = super::read(&self.shared.agents);
                 let mut item = Some(first);
@@ -168,6 +171,11 @@ impl Pipeline {
                     if record.verdict == Verdict::Escalate {
                         self.open_ticket(&mut record, escalated_inode(&captured.event));
                     }
+                    if record.verdict == Verdict::Deny {
+                        if let Some(slot) = slot.filter(|s| self.shared.note_denial(&s.name)) {
+                            to_lower.push((slot.name.clone(), slot.cgroup_id));
+                        }
+                    }
                     let metrics = &self.shared.metrics;
                     metrics.latency(Source::Kernel, started.elapsed());
                     metrics.decision(
@@ -182,7 +190,22 @@ impl Pipeline {
                     }
                 }
             }
-            let full = tickets.len() == BATCH;
+            for (agent, cgroup_id) in to_lower {
+                match self.shared.auto_lower(&agent) {
+                    Ok(Some(change)) => {
+                        tickets.push(self.writer.append(super::control::auto_lowered_record(
+                            &change,
+                            Some(cgroup_id),
+                            Source::Kernel,
+                        )))
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(
+                        "lowering the autonomy of {agent} after repeated denials: {e}"
+                    ),
+                }
+            }
+            let full = tickets.len() >= BATCH;
             self.settle(tickets);
             if full {
                 next = self.events.try_recv().ok();

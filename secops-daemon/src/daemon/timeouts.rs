@@ -169,6 +169,8 @@ mod tests {
             decided_at_ns: None,
             decision_reason: None,
             grant_until_ns: None,
+            grant_once: false,
+            object_inode: None,
         }
     }
 

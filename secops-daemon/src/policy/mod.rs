@@ -1,6 +1,7 @@
 //! The policy language: YAML files with agents, rules, egress allowlists, defaults and
 //! includes, validated into a [`Policy`] with `file:line:column: field: message` errors.
 
+pub mod auto_lower;
 mod error;
 mod load;
 mod location;
@@ -9,6 +10,7 @@ pub mod pattern;
 mod schema;
 mod validate;
 
+pub use auto_lower::AutoLower;
 pub use error::{PolicyError, PolicyErrors};
 pub use load::{load_policy, parse_policy_str};
 pub use model::{

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 use secops_common::{ActionId, ActionRegistry, AutonomyLevel, RiskLevel, Verdict};
 
+use super::auto_lower::AutoLower;
 use super::pattern::{HostPattern, PathPattern, PortRange};
 pub use super::schema::{EgressDefault, OnTimeout};
 
@@ -34,6 +35,8 @@ pub struct Defaults {
     pub homes: Vec<String>,
     pub egress: EgressDefault,
     pub output_scan: ResponsePolicy,
+    /// When agents without their own `auto_lower` lose autonomy; `None` is `off`.
+    pub auto_lower: Option<AutoLower>,
 }
 
 /// What happens to approval tickets nobody decides.
@@ -85,6 +88,9 @@ pub struct Agent {
     pub autonomy: AutonomyLevel,
     /// The output scanner's response policy (the agent's own, else the default).
     pub output_scan: ResponsePolicy,
+    /// When repeated denials lower this agent's autonomy (its own, else the default); `None`
+    /// is `off`.
+    pub auto_lower: Option<AutoLower>,
 }
 
 #[derive(Debug, Clone)]

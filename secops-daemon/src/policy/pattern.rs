@@ -237,7 +237,7 @@ impl PortRange {
     }
 }
 
-fn yaml_kind(value: &serde_yaml::Value) -> &'static str {
+pub(super) fn yaml_kind(value: &serde_yaml::Value) -> &'static str {
     match value {
         serde_yaml::Value::Null => "nothing",
         serde_yaml::Value::Bool(_) => "a boolean",

@@ -54,6 +54,9 @@ pub struct DefaultsSpec {
     pub risk: BTreeMap<String, RiskLevel>,
     /// What the output scanner does with findings, for agents without their own.
     pub output_scan: Option<ResponsePolicy>,
+    /// `off` or `{denials: N, within: DURATION}`; read raw so each mistake is placed exactly
+    /// (see `policy::auto_lower`).
+    pub auto_lower: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -74,6 +77,8 @@ pub struct AgentSpec {
     pub autonomy: Option<AutonomyLevel>,
     /// What the output scanner does with findings in this agent's tool output.
     pub output_scan: Option<ResponsePolicy>,
+    /// Overrides `defaults.auto_lower` for this agent.
+    pub auto_lower: Option<serde_yaml::Value>,
 }
 
 #[derive(Debug, Deserialize)]

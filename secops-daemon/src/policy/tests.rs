@@ -622,3 +622,57 @@ mod approvals {
         assert_eq!(all[0].field, "approvals.timeout");
     }
 }
+
+#[test]
+fn auto_lower_is_inherited_overridden_or_off_and_mistakes_are_placed() {
+    use std::time::Duration;
+    let source = "defaults:\n  auto_lower: {denials: 5, within: 1m}\nagents:\n  - name: coder\n    workspace: /ws\n  - name: ops\n    workspace: /ops\n    auto_lower: {denials: 2, within: 10s}\n  - name: calm\n    workspace: /calm\n    auto_lower: off\n";
+    let policy = parse_policy_str(Path::new("p.yaml"), source).expect("valid");
+    let rules: Vec<Option<AutoLower>> = policy.agents.iter().map(|a| a.auto_lower).collect();
+    assert_eq!(
+        rules,
+        [
+            Some(AutoLower {
+                denials: 5,
+                within: Duration::from_secs(60)
+            }),
+            Some(AutoLower {
+                denials: 2,
+                within: Duration::from_secs(10)
+            }),
+            None
+        ]
+    );
+    // Without a default, nothing is lowered automatically.
+    let plain = parse_policy_str(Path::new("p.yaml"), AGENT).expect("valid");
+    assert_eq!(plain.agents[0].auto_lower, None);
+
+    assert_error(
+        "defaults:\n  auto_lower: {denials: 5, within: soon}\n",
+        2,
+        36,
+        "defaults.auto_lower.within",
+        "\"soon\" is not a duration",
+    );
+    assert_error(
+        &format!("{AGENT}    auto_lower:\n      denials: 0\n      within: 1m\n"),
+        5,
+        16,
+        "agents[0].auto_lower.denials",
+        "from 1 to 100000",
+    );
+    assert_error(
+        &format!("{AGENT}    auto_lower: {{denials: 3}}\n"),
+        4,
+        18,
+        "agents[0].auto_lower",
+        "missing field `within`",
+    );
+    assert_error(
+        "defaults:\n  auto_lower: on\n",
+        2,
+        15,
+        "defaults.auto_lower",
+        "expected `off` or {denials: N, within: DURATION}",
+    );
+}

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use secops_common::{ActionRegistry, AutonomyLevel, Category, CoreAction, RiskLevel, Verdict};
 
+use super::auto_lower;
 use super::error::PolicyError;
 use super::load::SourceFile;
 use super::model::{
@@ -38,7 +39,7 @@ pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
         FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback
         | DbMigrate => High,
         ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup
-        | DbDrop => Critical,
+        | SysAutonomy | DbDrop => Critical,
     }
 }
 
@@ -106,6 +107,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         homes: DEFAULT_HOMES.iter().map(|h| h.to_string()).collect(),
         egress: EgressDefault::Deny,
         output_scan: ResponsePolicy::default(),
+        auto_lower: None,
     };
     if let Some((file, spec)) = defaults_spec {
         defaults.autonomy = spec.autonomy.unwrap_or(DEFAULT_AUTONOMY);
@@ -114,6 +116,16 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
             match check_output_scan(scan) {
                 Ok(()) => defaults.output_scan = scan.clone(),
                 Err(e) => v.push(file.error("defaults.output_scan", e)),
+            }
+        }
+        if let Some(raw) = &spec.auto_lower {
+            match auto_lower::parse(raw) {
+                Ok(rule) => defaults.auto_lower = rule,
+                Err(errors) => {
+                    for e in errors {
+                        v.push(file.error(sub_field("defaults.auto_lower", e.field), e.message));
+                    }
+                }
             }
         }
         if let Some(homes) = &spec.homes {
@@ -227,6 +239,17 @@ impl Validator<'_> {
                     },
                     None => defaults.output_scan.clone(),
                 };
+                let auto_lower = match spec.auto_lower.as_ref().map(auto_lower::parse) {
+                    Some(Ok(rule)) => rule,
+                    Some(Err(errors)) => {
+                        for e in errors {
+                            self.push(file.error(sub_field(&at("auto_lower"), e.field), e.message));
+                        }
+                        ok = false;
+                        None
+                    }
+                    None => defaults.auto_lower,
+                };
                 if ok {
                     first_seen.insert(spec.name.clone(), here.clone());
                     cgroups.insert(cgroup.clone(), here);
@@ -237,6 +260,7 @@ impl Validator<'_> {
                         home,
                         autonomy: spec.autonomy.unwrap_or(defaults.autonomy),
                         output_scan,
+                        auto_lower,
                     });
                 }
             }
@@ -623,6 +647,15 @@ fn check_approval_timeout(raw: &serde_yaml::Value) -> Result<std::time::Duration
 }
 
 /// Agent and cgroup names end up in cgroup paths, log lines and map keys.
+/// `base.field`, or `base` for an error about the value as a whole.
+fn sub_field(base: &str, field: &str) -> String {
+    if field.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}.{field}")
+    }
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64

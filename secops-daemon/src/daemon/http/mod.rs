@@ -7,6 +7,7 @@
 //! `request_timeout` (408), bodies up to a per-route size (413). Each connection's caller is
 //! placed once, from its peer credentials, when it is accepted.
 
+mod control;
 mod error;
 mod identity;
 mod routes;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::super::approvals::{DecideError, Decider};
 use super::super::metrics::Snapshot;
 use super::super::{lock, Shared};
+use super::control;
 use super::error::ApiError;
 use super::identity::Caller;
 use super::ApiState;
@@ -46,6 +47,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/reload"),
     ("GET", "/v1/agents"),
     ("POST", "/v1/agents/{name}/register"),
+    ("POST", "/v1/agents/{name}/freeze"),
+    ("POST", "/v1/agents/{name}/thaw"),
+    ("POST", "/v1/agents/{name}/kill"),
+    ("POST", "/v1/agents/{name}/autonomy"),
+    ("POST", "/v1/stop-all"),
     ("GET", "/v1/audit"),
     ("GET", "/v1/approvals"),
     ("GET", "/v1/approvals/{id}"),
@@ -64,6 +70,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/agents", get(agents))
         .route("/v1/agents/{name}/register", post(register))
+        .route("/v1/agents/{name}/freeze", post(control::freeze))
+        .route("/v1/agents/{name}/thaw", post(control::thaw))
+        .route("/v1/agents/{name}/kill", post(control::kill))
+        .route("/v1/agents/{name}/autonomy", post(control::set_autonomy))
+        .route("/v1/stop-all", post(control::stop_all))
         .route("/v1/audit", get(audit))
         .route("/v1/approvals", get(approvals_list))
         .route("/v1/approvals/{id}", get(approvals_show))
@@ -122,12 +133,15 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T, ApiError> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
     parse_json(&read_body(body, limit).await?)
 }
 
 /// Like [`read_json`], but an empty body means all defaults.
-async fn read_json_or_empty<T: DeserializeOwned + Default>(
+pub(super) async fn read_json_or_empty<T: DeserializeOwned + Default>(
     body: Body,
     limit: usize,
 ) -> Result<T, ApiError> {
@@ -152,7 +166,7 @@ async fn whoami(Extension(caller): Who) -> Json<crate::api::Whoami> {
     Json(caller.whoami())
 }
 
-fn truncate(text: &str, max_chars: usize) -> String {
+pub(super) fn truncate(text: &str, max_chars: usize) -> String {
     match text.char_indices().nth(max_chars) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_owned(),
@@ -188,7 +202,7 @@ fn context_note(
     note
 }
 
-fn api_record(
+pub(super) fn api_record(
     caller: &Caller,
     action: &str,
     verdict: Verdict,
@@ -207,7 +221,7 @@ fn api_record(
 
 /// Queues a record and, if asked, waits for its commit. A record that cannot be queued means
 /// no answer: the caller must not act on a decision the log does not have.
-async fn audit_record(
+pub(super) async fn audit_record(
     state: &ApiState,
     record: NewRecord,
     durable: bool,
@@ -285,6 +299,11 @@ async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResu
         )
     };
     let audit_seq = audit_record(&state, record, request.durable).await?;
+    if verdict == Verdict::Deny {
+        if let Some(agent) = caller.agent.as_deref() {
+            count_denial(&state, agent, caller.agent_cgroup_id).await?;
+        }
+    }
     let metrics = &state.shared.metrics;
     metrics.latency(Source::Api, started.elapsed());
     metrics.decision(
@@ -302,6 +321,34 @@ async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResu
         ticket,
         audit_seq,
     }))
+}
+
+/// Counts an API denial towards the agent's `auto_lower` threshold, and lowers it (audited)
+/// when this one reaches it. Answered only after the lowering is in force, so the agent's
+/// next request is already decided at the lower level.
+async fn count_denial(
+    state: &Arc<ApiState>,
+    agent: &str,
+    cgroup_id: Option<u64>,
+) -> Result<(), ApiError> {
+    if !state.shared.note_denial(agent) {
+        return Ok(());
+    }
+    let shared = state.shared.clone();
+    let name = agent.to_owned();
+    let lowered = tokio::task::spawn_blocking(move || shared.auto_lower(&name)).await?;
+    match lowered {
+        Ok(Some(change)) => {
+            let record =
+                super::super::control::auto_lowered_record(&change, cgroup_id, Source::Api);
+            audit_record(state, record, false).await?;
+        }
+        Ok(None) => {}
+        // The denial itself stands and is audited; failing to lower must not turn it into an
+        // error for the agent, but it must be loud.
+        Err(e) => tracing::error!("lowering the autonomy of {agent} after repeated denials: {e}"),
+    }
+    Ok(())
 }
 
 enum Escalation {

@@ -1,0 +1,246 @@
+//! What people do to running agents: freeze, thaw and kill their cgroups, and change their
+//! autonomy; and what repeated denials do to it. The API layer checks who asks and audits;
+//! this module does the work. Everything here blocks (cgroup waits, file writes, recompiling
+//! the kernel maps), so callers run it off the API thread.
+
+use std::time::Instant;
+
+use secops_common::{AutonomyLevel, CoreAction, RiskLevel, Verdict};
+
+use super::autonomy::Override;
+use super::{agent_status, lock, AgentSlot, Shared};
+use crate::api::{AgentStatus, AutonomyChange};
+use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
+use crate::cgroups::CgroupDir;
+use crate::time::now_ns;
+
+/// What the kill switch does to an agent's cgroup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KillSwitch {
+    Freeze,
+    Thaw,
+    Kill,
+}
+
+impl KillSwitch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillSwitch::Freeze => "freeze",
+            KillSwitch::Thaw => "thaw",
+            KillSwitch::Kill => "kill",
+        }
+    }
+
+    pub fn past(self) -> &'static str {
+        match self {
+            KillSwitch::Freeze => "frozen",
+            KillSwitch::Thaw => "thawed",
+            KillSwitch::Kill => "killed (every process, none left)",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no agent named {name:?} (the daemon runs: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
+    UnknownAgent { name: String, known: Vec<String> },
+    #[error("agent {name:?} is no longer in the policy, so it has no autonomy to change (it can still be frozen or killed)")]
+    NotInPolicy { name: String },
+    #[error("{what} agent {agent}: {source:#}")]
+    Failed {
+        what: &'static str,
+        agent: String,
+        source: anyhow::Error,
+    },
+}
+
+impl Shared {
+    fn slot_or_404(&self, name: &str) -> Result<AgentSlot, ControlError> {
+        self.agent_slot(name)
+            .ok_or_else(|| ControlError::UnknownAgent {
+                name: name.to_owned(),
+                known: super::read(&self.agents)
+                    .slots()
+                    .map(|s| s.name.clone())
+                    .collect(),
+            })
+    }
+
+    pub(super) fn agent_status_of(&self, name: &str) -> Result<AgentStatus, ControlError> {
+        let view = lock(&self.live).view();
+        Ok(agent_status(&self.slot_or_404(name)?, &view))
+    }
+
+    /// Freezes, thaws or kills one agent's cgroup and waits until the kernel says it is done
+    /// (frozen, thawed, or no process left).
+    pub fn kill_switch(&self, name: &str, what: KillSwitch) -> Result<AgentStatus, ControlError> {
+        let slot = self.slot_or_404(name)?;
+        let failed = |source: anyhow::Error| ControlError::Failed {
+            what: what.as_str(),
+            agent: name.to_owned(),
+            source,
+        };
+        let dir = CgroupDir::open_path(&slot.cgroup).map_err(|e| failed(e.into()))?;
+        match what {
+            KillSwitch::Freeze => dir.freeze(),
+            KillSwitch::Thaw => dir.thaw(),
+            KillSwitch::Kill => dir.kill(),
+        }
+        .map_err(|e| failed(e.into()))?;
+        tracing::warn!(agent = name, "agent {}", what.past());
+        self.agent_status_of(name)
+    }
+
+    /// Every agent the daemon runs, by name.
+    pub fn agent_names(&self) -> Vec<String> {
+        super::read(&self.agents)
+            .slots()
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Sets an agent's autonomy (`None`: back to the policy's), persists it, and puts it in
+    /// force in the engine and the kernel before returning. Denials counted so far no longer
+    /// count: a person has just judged the agent.
+    pub fn set_autonomy(
+        &self,
+        name: &str,
+        level: Option<AutonomyLevel>,
+        set_by: &str,
+        reason: &str,
+    ) -> Result<AutonomyChange, ControlError> {
+        let mut live = lock(&self.live);
+        if live.level_of(name).is_none() {
+            self.slot_or_404(name)?;
+            return Err(ControlError::NotInPolicy {
+                name: name.to_owned(),
+            });
+        }
+        let value = level.map(|level| Override {
+            level,
+            set_by: set_by.to_owned(),
+            set_at_ns: now_ns(),
+            reason: reason.to_owned(),
+            automatic: false,
+        });
+        let change = self.change_autonomy(&mut live, name, value, "set autonomy of", reason)?;
+        lock(&self.denials).reset(name);
+        tracing::warn!(agent = name, from = %change.from, to = %change.to, by = set_by, "autonomy changed");
+        Ok(change)
+    }
+
+    /// Counts a denial of `agent`; true when it reaches the agent's `auto_lower` threshold
+    /// (then [`auto_lower`](Self::auto_lower) should follow).
+    pub fn note_denial(&self, agent: &str) -> bool {
+        let engine = self.engine();
+        let Some(spec) = engine.policy().agent(agent) else {
+            return false;
+        };
+        let Some(rule) = spec.auto_lower else {
+            return false;
+        };
+        if spec.autonomy == AutonomyLevel::Locked {
+            return false;
+        }
+        lock(&self.denials).note(agent, &rule, Instant::now())
+    }
+
+    /// Lowers `agent` one step after its threshold was reached. `None` when there is nothing
+    /// to do (already locked, or gone from the policy since).
+    pub fn auto_lower(&self, agent: &str) -> Result<Option<AutonomyChange>, ControlError> {
+        let mut live = lock(&self.live);
+        let Some(from) = live.level_of(agent) else {
+            return Ok(None);
+        };
+        let Some(to) = from.lowered() else {
+            return Ok(None);
+        };
+        let rule = live
+            .effective()
+            .agent(agent)
+            .and_then(|a| a.auto_lower)
+            .map_or_else(|| "auto_lower".to_owned(), |r| r.to_string());
+        let reason = format!("lowered automatically: {rule}");
+        let value = Override {
+            level: to,
+            set_by: "secops (automatic)".to_owned(),
+            set_at_ns: now_ns(),
+            reason: reason.clone(),
+            automatic: true,
+        };
+        let change =
+            self.change_autonomy(&mut live, agent, Some(value), "lower autonomy of", &reason)?;
+        tracing::warn!(agent, from = %change.from, to = %change.to, "autonomy lowered automatically: {rule}");
+        Ok(Some(change))
+    }
+
+    /// Persists first, then puts in force; if that fails, the file and memory go back to
+    /// what they were, so what is on disk is always what is (or was last) enforced.
+    fn change_autonomy(
+        &self,
+        live: &mut super::autonomy::Live,
+        name: &str,
+        value: Option<Override>,
+        what: &'static str,
+        reason: &str,
+    ) -> Result<AutonomyChange, ControlError> {
+        let failed = |source: anyhow::Error| ControlError::Failed {
+            what,
+            agent: name.to_owned(),
+            source,
+        };
+        let from = live.level_of(name).unwrap_or(AutonomyLevel::Locked);
+        let previous = live.overrides.get(name).cloned();
+        let overridden = value.is_some();
+        live.overrides
+            .set(name, value)
+            .map_err(|e| failed(e.into()))?;
+        if let Err(e) = self.put_in_force(live) {
+            if let Err(undo) = live.overrides.set(name, previous) {
+                tracing::error!("undoing the autonomy change of {name} in the file: {undo}");
+            }
+            return Err(failed(e));
+        }
+        let to = live.level_of(name).unwrap_or(AutonomyLevel::Locked);
+        Ok(AutonomyChange {
+            agent: name.to_owned(),
+            from: from.to_string(),
+            to: to.to_string(),
+            overridden,
+            reason: reason.to_owned(),
+        })
+    }
+}
+
+/// The audit record of an automatic lowering. `source` is where the denial that reached the
+/// threshold came from.
+pub fn auto_lowered_record(
+    change: &AutonomyChange,
+    cgroup_id: Option<u64>,
+    source: Source,
+) -> NewRecord {
+    NewRecord {
+        agent: Some(change.agent.clone()),
+        cgroup_id,
+        object: Some(autonomy_object()),
+        ..NewRecord::new(
+            now_ns(),
+            CoreAction::SysAutonomy.as_str(),
+            Verdict::Allow,
+            RiskLevel::High,
+            format!(
+                "autonomy {} -> {}, set by secops (automatic): {}",
+                change.from, change.to, change.reason
+            ),
+            source,
+        )
+    }
+}
+
+/// What an autonomy record is about.
+pub fn autonomy_object() -> AuditObject {
+    AuditObject {
+        kind: ObjectKind::Target,
+        value: "autonomy".to_owned(),
+    }
+}
