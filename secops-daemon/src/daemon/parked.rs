@@ -40,17 +40,7 @@ const PATH_MAX: usize = 4096;
 /// Takes descriptor `fd` of process `pid` (pidfd_getfd) and checks that it is a seccomp
 /// listener, so a caller cannot make the daemon serve something else.
 pub fn take_listener(pid: u32, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: plain syscalls with integer arguments; each result is checked and owned.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let listener = unsafe { OwnedFd::from_raw_fd(got as RawFd) };
+    let listener = descriptor_of(pid, fd)?;
     let target = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd()))?;
     if target.as_os_str() != "anon_inode:seccomp notify" {
         return Err(io::Error::new(
@@ -92,6 +82,22 @@ impl DecidedTickets {
             .unwrap_or_else(|p| p.into_inner());
         decided.get(&id).map(|(status, _)| *status)
     }
+}
+
+/// A copy of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd; the daemon may
+/// ptrace its agents, so the kernel allows it).
+fn descriptor_of(pid: u32, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscalls with integer arguments; each result is checked, then owned.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
 }
 
 /// What the daemon makes of one notification.
@@ -500,17 +506,7 @@ fn read_connect(pid: u32, sockfd: i32, addr_ptr: u64, len: usize) -> io::Result<
 }
 
 fn socket_type(pid: u32, sockfd: i32) -> io::Result<i32> {
-    // SAFETY: plain syscalls; every descriptor is checked and owned.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if pidfd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), sockfd, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let sock = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let sock = descriptor_of(pid, sockfd)?;
     let mut ty: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `ty`.
