@@ -424,7 +424,15 @@ fn pins_keep_enforcing_without_a_daemon_and_a_new_daemon_adopts_them() {
     );
 
     second.detach_and_unpin().unwrap_or_else(|e| panic!("{e}"));
-    let run = run_child(Some(&cgroups.child("agent")), &ops);
+    // The kernel frees a link whose last reference was its pin after an RCU grace period and
+    // a workqueue run (bpffs frees inodes from an RCU callback), so detaching is not
+    // synchronous with the unlink: allow it a moment.
+    let started = std::time::Instant::now();
+    let mut run = run_child(Some(&cgroups.child("agent")), &ops);
+    while run.results != [0, 0] && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+        run = run_child(Some(&cgroups.child("agent")), &ops);
+    }
     assert_eq!(
         run.results,
         [0, 0],

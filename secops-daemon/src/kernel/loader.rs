@@ -520,7 +520,9 @@ impl Kernel {
 
     /// Detaches every program (by removing its link pin and closing this daemon's fds),
     /// unpins every map, and removes `pin_dir` if nothing else is in it. The kernel side is
-    /// then gone: nothing is enforced until the next load and attach.
+    /// then gone: nothing is enforced until the next load and attach. The kernel frees a
+    /// link whose last reference was its pin after an RCU grace period, so programs may run
+    /// for a moment after this returns.
     pub fn detach_and_unpin(self) -> Result<()> {
         let pin_dir = self.pin_dir.clone();
         drop(self);
