@@ -34,7 +34,7 @@ const DEFAULT_TIMEOUT_SECS: u64 = 240;
 pub const USAGE: &str = "\
 usage: cargo xtask vm-test [--kernel-package NAME] [--suite SUITE [--mirror URI]]
                            [--timeout SECS] [--only SCENARIO[,SCENARIO...]] [--append PARAMS]
-                           [--verbose]
+                           [--icount SHIFT] [--verbose]
   --kernel-package  a Debian linux-image-* package or metapackage (default linux-image-cloud-amd64)
   --suite           look the package up in another Debian suite (bullseye, trixie, ...) through a
                     private sources list under <target>/vm/apt/SUITE/; the host's apt is untouched
@@ -42,6 +42,10 @@ usage: cargo xtask vm-test [--kernel-package NAME] [--suite SUITE [--mirror URI]
   --timeout         seconds before qemu is killed and the run fails (default 240)
   --only            run only these scenarios (`secops-vm-runner --list` names them)
   --append          extra kernel parameters (e.g. `loglevel=7`, or an `lsm=` list to try)
+  --icount          guest time counts instructions: each takes 2^SHIFT ns (qemu -icount
+                    shift=SHIFT,sleep=off), so timings inside the guest are repeatable whatever
+                    the host does; one vCPU (the second does not come up under -icount). For
+                    benchmarks: `--only lsm-overhead --icount 3`
   --verbose         copy the guest console to stderr as it runs";
 
 struct Options {
@@ -51,6 +55,7 @@ struct Options {
     timeout: Duration,
     only: Vec<String>,
     append: Vec<String>,
+    icount: Option<u8>,
     verbose: bool,
 }
 
@@ -62,6 +67,7 @@ fn parse(args: &[String]) -> Result<Options> {
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
         only: Vec::new(),
         append: Vec::new(),
+        icount: None,
         verbose: false,
     };
     let mut args = args.iter();
@@ -94,6 +100,13 @@ fn parse(args: &[String]) -> Result<Options> {
                     .map(str::to_owned),
             ),
             "--append" => o.append.push(value()?),
+            "--icount" => {
+                let v = value()?;
+                let shift: u8 = v.parse().ok().filter(|s| *s <= 10).with_context(|| {
+                    format!("--icount {v:?}: the shift is a number from 0 to 10")
+                })?;
+                o.icount = Some(shift);
+            }
             "--verbose" | "-v" => o.verbose = true,
             "--help" | "-h" => bail!("{USAGE}"),
             other => bail!("unknown vm-test argument {other:?}\n{USAGE}"),
@@ -131,7 +144,8 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
         initrd: image.path.clone(),
         append: kernel_command_line(&kernel, &options.only, &options.append),
         memory_mib: 1024,
-        cpus: 2,
+        cpus: if options.icount.is_some() { 1 } else { 2 },
+        icount: options.icount,
         timeout: options.timeout,
         log: vm_dir.join("last-console.log"),
         echo: options.verbose,

@@ -20,6 +20,8 @@ pub struct Vm {
     pub append: String,
     pub memory_mib: u32,
     pub cpus: u32,
+    /// `-icount shift=N,sleep=off`: guest time is instructions × 2^N ns.
+    pub icount: Option<u8>,
     pub timeout: Duration,
     /// Where the whole console goes, as it arrives.
     pub log: PathBuf,
@@ -48,8 +50,13 @@ impl Vm {
         c.args(["-accel", "tcg,thread=single"])
             .args(["-nographic", "-no-reboot", "-nic", "none"])
             .args(["-m", &self.memory_mib.to_string()])
-            .args(["-smp", &self.cpus.to_string()])
-            .arg("-kernel")
+            .args(["-smp", &self.cpus.to_string()]);
+        if let Some(shift) = self.icount {
+            // Deterministic guest time: benchmark ratios then compare instructions executed,
+            // not whatever the host's load made of them. sleep=off skips idle time at once.
+            c.args(["-icount", &format!("shift={shift},sleep=off")]);
+        }
+        c.arg("-kernel")
             .arg(&self.kernel)
             .arg("-initrd")
             .arg(&self.initrd)
