@@ -82,7 +82,6 @@ fn rust_records() -> Vec<RustRecord> {
         ),
         record!("secops_net_body", struct NetBody { family, protocol, port, kind, pad, addr }),
         record!("secops_inode_key", struct InodeKey { agent_index, dev, ino }),
-        record!("secops_file_count_key", struct FileCountKey { agent_index, rule, op }),
         record!(
             "secops_grant_key",
             struct GrantKey { agent_index, kind, op, port, dev, family, pad, ino, addr }
@@ -117,6 +116,7 @@ fn rust_constants() -> BTreeMap<&'static str, i64> {
         ("SECOPS_MAX_DEPTH", MAX_DEPTH as i64),
         ("SECOPS_NAME_SLOTS", NAME_SLOTS as i64),
         ("SECOPS_NAME_LEN", NAME_LEN as i64),
+        ("SECOPS_COUNT_SLOTS", COUNT_SLOTS as i64),
         ("SECOPS_EVENT_EXEC", i64::from(EVENT_EXEC)),
         ("SECOPS_EVENT_EXIT", i64::from(EVENT_EXIT)),
         ("SECOPS_EVENT_UNLINK", i64::from(EVENT_UNLINK)),

@@ -19,6 +19,8 @@ pub const FS_OPS: usize = 8;
 pub const MAX_DEPTH: usize = 40;
 pub const NAME_SLOTS: usize = 8;
 pub const NAME_LEN: usize = 48;
+/// Counter slots of `secops_file_counts` (slot 0 unused); the array holds `FS_OPS` per slot.
+pub const COUNT_SLOTS: usize = 4096;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_EXIT: u32 = 2;
@@ -312,16 +314,6 @@ pub struct InodeRule {
     pub deep_rule: [u16; FS_OPS],
 }
 
-/// `struct secops_file_count_key`: allowed file operations counted per agent, rule and
-/// operation (the value is an [`EgressAllowedValue`]).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FileCountKey {
-    pub agent_index: u32,
-    pub rule: u16,
-    pub op: u16,
-}
-
 /// `struct secops_lsm_body`: an LSM program's denial.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,7 +409,6 @@ const _: () = assert!(size_of::<EgressAllowedValue>() == 24);
 const _: () = assert!(size_of::<EventHeader>() == 56);
 const _: () = assert!(size_of::<RenameBody>() == 16 + 2 * PATH_LEN);
 const _: () = assert!(size_of::<InodeKey>() == 16);
-const _: () = assert!(size_of::<FileCountKey>() == 8);
 const _: () = assert!(size_of::<GrantKey>() == 40);
 const _: () = assert!(size_of::<Grant>() == 24);
 const _: () = assert!(size_of::<GrantBody>() == 56);

@@ -74,11 +74,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_protected_pids SEC(".maps");
 
+/* See struct secops_inode_rule: counters of allowed deletes and renames, by slot and op. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct secops_file_count_key);
-	__type(value, struct secops_egress_allowed_value);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SECOPS_COUNT_SLOTS * SECOPS_FS_OPS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_file_counts SEC(".maps");
 

@@ -35,6 +35,8 @@ enum secops_limits {
 	/* Path components an LSM event carries (leaf first), and bytes of each. */
 	SECOPS_NAME_SLOTS = 8,
 	SECOPS_NAME_LEN = 48,
+	/* Counter slots of secops_file_counts: (agent, low-risk rule) pairs; slot 0 is unused. */
+	SECOPS_COUNT_SLOTS = 4096,
 };
 
 enum secops_event_kind {
@@ -105,7 +107,7 @@ enum secops_fs_op {
 
 /*
  * secops_inode_rule verdict codes. NONE: no verdict (only in unused slots). ALLOW_COUNTED:
- * allowed, and where allowed operations are reported (deletes, renames) counted per rule in
+ * allowed, and where allowed operations are reported (deletes, renames) counted in
  * secops_file_counts instead of one event each: the daemon gives it for low-risk rules.
  */
 enum secops_rule_verdict {
@@ -237,7 +239,8 @@ struct secops_inode_rule {
 	__u8 own[SECOPS_FS_OPS]; /* enum secops_rule_verdict; for the object itself */
 	__u8 child[SECOPS_FS_OPS];
 	__u8 deep[SECOPS_FS_OPS];
-	/* Rule index + 1 behind each verdict (0: none or a built-in rule). */
+	/* Rule index + 1 behind each verdict (0: none or a built-in rule); for
+	 * SECOPS_RULE_ALLOW_COUNTED, the counter slot in secops_file_counts. */
 	__u16 own_rule[SECOPS_FS_OPS];
 	__u16 child_rule[SECOPS_FS_OPS];
 	__u16 deep_rule[SECOPS_FS_OPS];
@@ -246,16 +249,13 @@ struct secops_inode_rule {
 /* HASH secops_protected_pids: tgids agents may not signal or ptrace (the daemon). */
 
 /*
- * HASH secops_file_counts: allowed operations counted, not reported one by one
- * (SECOPS_RULE_ALLOW_COUNTED); the daemon drains it like secops_egress_allowed. The value is
- * a struct secops_egress_allowed_value of which only `count` is used (the daemon dates the
- * counts by the window between its drains).
+ * ARRAY secops_file_counts (mmapable): allowed operations counted, not reported one by one
+ * (SECOPS_RULE_ALLOW_COUNTED), one __u64 at [slot * SECOPS_FS_OPS + op]. For that verdict the
+ * entry's rule field holds a counter slot, not a rule: the daemon gives each (agent,
+ * low-risk rule) pair its own slot, and drains the counters by swapping them to zero through
+ * its mapping of the array. An array element is found without hashing: this is the cost
+ * of every workspace delete.
  */
-struct secops_file_count_key {
-	__u32 agent_index;
-	__u16 rule; /* rule index + 1 */
-	__u16 op; /* enum secops_fs_op */
-};
 
 /*
  * HASH secops_grants: a human's approval as the kernel checks it. An operation the policy

@@ -23,7 +23,6 @@ struct secops_net_body secops_check_net_body;
 struct secops_inode_key secops_check_inode_key;
 struct secops_inode_rule secops_check_inode_rule;
 struct secops_lsm_body secops_check_lsm_body;
-struct secops_file_count_key secops_check_file_count_key;
 struct secops_grant_key secops_check_grant_key;
 struct secops_grant secops_check_grant;
 struct secops_grant_body secops_check_grant_body;

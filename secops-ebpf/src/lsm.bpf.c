@@ -160,19 +160,16 @@ static __noinline void fill_names(struct secops_lsm_body *body, struct dentry *d
 
 /*
  * An allowed operation of a low-risk rule: counted, reported in aggregate by the daemon.
- * No timestamps: the daemon knows the window between two drains, and a clock read per
- * delete would cost more than the count.
+ * `slot` is the entry's counter slot (see struct secops_inode_rule). No timestamps: the
+ * daemon knows the window between two drains, and a clock read per delete would cost more
+ * than the count.
  */
-static __noinline void count_allowed_file(__u32 agent_index, __u32 rule, __u32 op)
+static __always_inline void count_allowed_file(__u32 slot, __u32 op)
 {
-	struct secops_file_count_key key = {
-		.agent_index = agent_index,
-		.rule = (__u16)rule,
-		.op = (__u16)op,
-	};
-	struct secops_egress_allowed_value *v = secops_counter(&secops_file_counts, &key);
-	if (v)
-		__sync_fetch_and_add(&v->count, 1);
+	__u32 index = (slot % SECOPS_COUNT_SLOTS) * SECOPS_FS_OPS + (op & (SECOPS_FS_OPS - 1));
+	__u64 *count = bpf_map_lookup_elem(&secops_file_counts, &index);
+	if (count)
+		__sync_fetch_and_add(count, 1);
 }
 
 static __always_inline struct secops_event *lsm_event(const struct secops_agent *agent,
@@ -232,7 +229,7 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 	if (!denied && !report_allowed)
 		return 0;
 	if (d.verdict == SECOPS_RULE_ALLOW_COUNTED) {
-		count_allowed_file(agent->agent_index, d.rule, op);
+		count_allowed_file(d.rule, op);
 		return 0;
 	}
 	struct secops_event *ev = lsm_event(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
+use super::count_slots::SlotOwner;
 use super::file_rules::CompiledFiles;
 use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
 use crate::engine::{ActionRequest, Decision, Engine, NormalizedPath};
@@ -496,9 +497,8 @@ pub fn allowed_egress_record(
 /// the kernel instead of reported one by one, between two drains (`since_ns`..`now_ns`, UTC).
 pub fn file_count_record(
     counted: &FileCount,
-    agent: Option<&str>,
+    owner: Option<&SlotOwner>,
     cgroup_id: Option<u64>,
-    files: &CompiledFiles,
     since_ns: i64,
     now_ns: i64,
 ) -> NewRecord {
@@ -507,7 +507,10 @@ pub fn file_count_record(
     } else {
         CoreAction::FsDelete
     };
-    let rule = files.rule_id(counted.rule).to_string();
+    let rule = owner.map_or_else(
+        || format!("(unknown: counter slot {})", counted.slot),
+        |o| o.rule.clone(),
+    );
     let reason = format!(
         "{} {} allowed by BPF LSM under low-risk rule {rule} between {} and {} (counted, not itemized)",
         counted.count,
@@ -516,9 +519,9 @@ pub fn file_count_record(
         crate::time::format_ns(now_ns)
     );
     NewRecord {
-        agent: agent.map(str::to_owned),
+        agent: owner.map(|o| o.agent.clone()),
         cgroup_id,
-        rule_id: Some(rule),
+        rule_id: owner.map(|o| o.rule.clone()),
         ..NewRecord::new(
             now_ns,
             action.as_str(),

@@ -17,6 +17,7 @@ mod agents;
 pub mod approvals;
 mod autonomy;
 mod control;
+mod count_slots;
 pub mod events;
 pub mod file_rules;
 pub mod grants;
@@ -348,7 +349,17 @@ fn compile_files(
         path: options.socket.clone(),
         connect_allowed: true,
     });
-    Ok(file_rules::compile(engine, &targets, &mounts, &builtin))
+    let mut files = file_rules::compile(engine, &targets, &mounts, &builtin);
+    // Counted verdicts get their counter slots before the entries reach the kernel, and the
+    // table is saved first, so no count is ever made under a slot nobody can name.
+    let path = count_slots::CountSlots::path_in(&options.state_dir);
+    let mut slots = count_slots::CountSlots::load(&path)?;
+    if slots.assign(&mut files, |index| {
+        agents.by_index(index).map(|s| s.name.clone())
+    }) {
+        slots.save(&path)?;
+    }
+    Ok(files)
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.

@@ -14,6 +14,7 @@ use anyhow::Context;
 use secops_common::kernel::STATS_LEN;
 use secops_common::Verdict;
 
+use super::count_slots::CountSlots;
 use super::events::{
     action_of_kind, allowed_egress_record, capture, file_count_record, lost_events_record,
     record_for, Captured, Clock, ExeCache,
@@ -346,27 +347,36 @@ impl Pipeline {
 
     /// Audits the deletes and renames the kernel counted instead of reporting.
     fn audit_file_counts(&mut self) {
-        let drained = {
-            let mut kernel = super::lock(&self.shared.kernel);
-            kernel.maps_mut().drain_file_counts()
-        };
-        let drained = match drained {
-            Ok(d) => d,
-            Err(e) => return tracing::warn!("reading allowed-file counters: {e}"),
-        };
+        let drained = super::lock(&self.shared.kernel)
+            .maps_mut()
+            .drain_file_counts();
         let now = crate::time::now_ns();
         let since = std::mem::replace(&mut self.file_counts_since, now);
         if drained.is_empty() {
             return;
         }
-        let files = super::read(&self.shared.files).clone();
-        self.audit_per_agent(
-            &drained,
-            |counted| counted.agent_index,
-            |counted, agent, cgroup_id| {
-                file_count_record(counted, agent, cgroup_id, &files, since, now)
-            },
-        );
+        let path = CountSlots::path_in(&self.shared.options.state_dir);
+        let slots = CountSlots::load(&path).unwrap_or_else(|e| {
+            tracing::error!("{e}; counted deletes are audited without their agent and rule");
+            CountSlots::default()
+        });
+        let agents = super::read(&self.shared.agents);
+        let tickets: Vec<_> = drained
+            .iter()
+            .map(|counted| {
+                let owner = slots.owner(counted.slot);
+                let slot = owner.and_then(|o| agents.by_name(&o.agent));
+                self.writer.append(file_count_record(
+                    counted,
+                    owner,
+                    slot.map(|s| s.cgroup_id),
+                    since,
+                    now,
+                ))
+            })
+            .collect();
+        drop(agents);
+        self.settle(tickets);
     }
 
     /// Removes grants that ran out. The kernel ignores them already; this only keeps the

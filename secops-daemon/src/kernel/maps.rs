@@ -11,10 +11,11 @@ use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
 use aya::Pod;
 use secops_common::kernel::{
     Agent, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue, EgressValue,
-    FileCountKey, Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG,
-    MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_GRANTS,
-    MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS, STATS_LEN,
+    Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4,
+    MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_GRANTS, MAP_HEARTBEAT,
+    MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS, STATS_LEN,
 };
+use secops_common::kernel::{COUNT_SLOTS, FS_OPS};
 
 use super::egress::{compile_egress, EgressAllow, EgressEntries};
 use super::error::{KernelError, Result};
@@ -38,7 +39,6 @@ impl Contract for InodeKey {}
 impl Contract for InodeRule {}
 impl Contract for EgressAllowedKey {}
 impl Contract for EgressAllowedValue {}
-impl Contract for FileCountKey {}
 impl Contract for GrantKey {}
 impl Contract for Grant {}
 
@@ -95,11 +95,7 @@ pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
             s(size_of::<InodeRule>()),
         ),
         MAP_PROTECTED_PIDS => (MapType::Hash, 4, 4),
-        MAP_FILE_COUNTS => (
-            MapType::Hash,
-            s(size_of::<FileCountKey>()),
-            s(size_of::<EgressAllowedValue>()),
-        ),
+        MAP_FILE_COUNTS => (MapType::Array, 4, 8),
         MAP_GRANTS => (
             MapType::Hash,
             s(size_of::<GrantKey>()),
@@ -208,21 +204,101 @@ pub struct KernelMaps {
     heartbeat: Array<MapData, u64>,
     inodes: HashMap<MapData, P<InodeKey>, P<InodeRule>>,
     protected_pids: HashMap<MapData, u32, u32>,
-    // Drained with lookup-and-delete, like `allowed`.
-    file_counts: MapData,
+    file_counts: FileCounters,
     grants: HashMap<MapData, P<GrantKey>, P<Grant>>,
 }
 
-/// Allowed file operations of one agent under one low-risk rule, counted in the kernel
-/// since the last drain.
+/// Allowed file operations under one counter slot (an agent and a low-risk rule), counted
+/// in the kernel since the last drain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileCount {
-    pub agent_index: u32,
-    /// Rule index + 1 in the compiled file rules.
-    pub rule: u32,
+    pub slot: u16,
     /// `OP_*`.
     pub op: usize,
     pub count: u64,
+}
+
+/// `secops_file_counts`, mapped into the daemon: the kernel increments the counters, the
+/// daemon swaps them to zero, both atomically, so no count is lost or taken twice and
+/// draining costs no syscall.
+struct FileCounters {
+    base: std::ptr::NonNull<u64>,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory that is only ever accessed with atomic operations.
+unsafe impl Send for FileCounters {}
+unsafe impl Sync for FileCounters {}
+
+impl FileCounters {
+    const LEN: usize = COUNT_SLOTS * FS_OPS;
+
+    fn map(pin_dir: &Path) -> Result<FileCounters> {
+        let map = MapData::from_pin(pin_dir.join(MAP_FILE_COUNTS))
+            .map_err(|e| KernelError::map(MAP_FILE_COUNTS, "opening pinned map", e))?;
+        let bytes = Self::LEN * std::mem::size_of::<u64>();
+        // SAFETY: a shared read-write mapping of an mmapable BPF array of exactly LEN u64s
+        // (its layout was checked against this build); the fd may close after mmap.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd()),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(KernelError::MapSyscall {
+                map: MAP_FILE_COUNTS,
+                action: "mapping into memory",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let base = std::ptr::NonNull::new(addr.cast::<u64>()).ok_or(KernelError::MapSyscall {
+            map: MAP_FILE_COUNTS,
+            action: "mapping into memory",
+            source: std::io::Error::other("mmap returned NULL"),
+        })?;
+        Ok(FileCounters {
+            base,
+            len: Self::LEN,
+        })
+    }
+
+    fn drain(&self) -> Vec<FileCount> {
+        let mut out = Vec::new();
+        for index in 0..self.len {
+            // SAFETY: index < len, inside the mapping; u64s in the mapping are 8-aligned.
+            let counter =
+                unsafe { std::sync::atomic::AtomicU64::from_ptr(self.base.as_ptr().add(index)) };
+            if counter.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let count = counter.swap(0, std::sync::atomic::Ordering::SeqCst);
+            if count > 0 {
+                out.push(FileCount {
+                    slot: (index / FS_OPS) as u16,
+                    op: index % FS_OPS,
+                    count,
+                });
+            }
+        }
+        out
+    }
+}
+
+impl Drop for FileCounters {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once.
+        unsafe {
+            libc::munmap(
+                self.base.as_ptr().cast(),
+                self.len * std::mem::size_of::<u64>(),
+            )
+        };
+    }
 }
 
 /// What replacing the inode entries did.
@@ -262,8 +338,7 @@ impl KernelMaps {
             inodes: HashMap::try_from(open_map(pin_dir, MAP_INODES)?).map_err(conv(MAP_INODES))?,
             protected_pids: HashMap::try_from(open_map(pin_dir, MAP_PROTECTED_PIDS)?)
                 .map_err(conv(MAP_PROTECTED_PIDS))?,
-            file_counts: MapData::from_pin(pin_dir.join(MAP_FILE_COUNTS))
-                .map_err(conv(MAP_FILE_COUNTS))?,
+            file_counts: FileCounters::map(pin_dir)?,
             grants: HashMap::try_from(open_map(pin_dir, MAP_GRANTS)?).map_err(conv(MAP_GRANTS))?,
         })
     }
@@ -569,18 +644,8 @@ impl KernelMaps {
 
     /// Takes the counts of allowed file operations out of the kernel (see
     /// `SECOPS_RULE_ALLOW_COUNTED`).
-    pub fn drain_file_counts(&mut self) -> Result<Vec<FileCount>> {
-        let drained: Vec<(FileCountKey, EgressAllowedValue)> =
-            drain(&self.file_counts, MAP_FILE_COUNTS)?;
-        Ok(drained
-            .into_iter()
-            .map(|(key, value)| FileCount {
-                agent_index: key.agent_index,
-                rule: u32::from(key.rule),
-                op: usize::from(key.op),
-                count: value.count,
-            })
-            .collect())
+    pub fn drain_file_counts(&mut self) -> Vec<FileCount> {
+        self.file_counts.drain()
     }
 }
 

@@ -14,8 +14,10 @@
 //! rounds of each round's ratio.
 //!
 //! A benchmark, not a test: it is not in the default run (`cargo xtask vm-test --only
-//! lsm-overhead`), and it passes whenever it could measure; the detail says whether the
-//! targets (at most 1.15x inside, 1.05x outside) were met.
+//! lsm-overhead --icount 3`), and it passes whenever it could measure; the detail says
+//! whether the targets (at most 1.15x inside, 1.05x outside) were met. Under `--icount` the
+//! guest's clock counts instructions, so the ratios repeat exactly; without it, TCG's
+//! wall-clock noise is larger than the effect.
 
 use std::path::Path;
 use std::process::Command;
