@@ -46,6 +46,15 @@ static __always_inline bool ranges_allow(const struct secops_egress_value *v, __
 	return false;
 }
 
+/* An address into a zeroed 16-byte field: IPv4 (addr_len 4) in its first four bytes. */
+static __always_inline void copy_addr(__u8 dst[16], const __u8 *addr, __u32 addr_len)
+{
+	if (addr_len == 4)
+		__builtin_memcpy(dst, addr, 4);
+	else
+		__builtin_memcpy(dst, addr, 16);
+}
+
 static __always_inline void count_allowed(__u32 agent_index, __u16 family, __u16 protocol,
 					  __u16 port, const __u8 *addr, __u32 addr_len)
 {
@@ -55,10 +64,7 @@ static __always_inline void count_allowed(__u32 agent_index, __u16 family, __u16
 	key.family = family;
 	key.protocol = protocol;
 	key.port = port;
-	if (addr_len == 4)
-		__builtin_memcpy(key.addr, addr, 4);
-	else
-		__builtin_memcpy(key.addr, addr, 16);
+	copy_addr(key.addr, addr, addr_len);
 
 	struct secops_egress_allowed_value *v = secops_counter(&secops_egress_allowed, &key);
 	if (!v)
@@ -82,10 +88,7 @@ static __always_inline void report_denied(const struct secops_agent *agent, __u6
 	ev->body.net.protocol = protocol;
 	ev->body.net.port = port;
 	ev->body.net.kind = kind;
-	if (addr_len == 4)
-		__builtin_memcpy(ev->body.net.addr, addr, 4);
-	else
-		__builtin_memcpy(ev->body.net.addr, addr, 16);
+	copy_addr(ev->body.net.addr, addr, addr_len);
 	bpf_ringbuf_submit(ev, 0);
 }
 
@@ -104,10 +107,7 @@ static __always_inline bool net_granted(const struct secops_agent *agent, __u64 
 	key.op = bit;
 	key.port = port;
 	key.family = family;
-	if (addr_len == 4)
-		__builtin_memcpy(key.addr, addr, 4);
-	else
-		__builtin_memcpy(key.addr, addr, 16);
+	copy_addr(key.addr, addr, addr_len);
 	return secops_granted(agent, agent_cgroup, &key, 0, use);
 }
 
