@@ -257,9 +257,24 @@ impl TicketStore {
             .transpose()
     }
 
+    /// The approved ticket that lets this action through now, if any: [`grant`](Self::grant),
+    /// with a one-shot approval spent by this use (of two concurrent uses only one gets it).
+    pub fn use_grant(
+        &mut self,
+        agent: &str,
+        action: &str,
+        object: &str,
+        now_ns: i64,
+    ) -> Result<Option<Ticket>, TicketError> {
+        match self.grant(agent, action, object, now_ns)? {
+            Some(t) if !t.grant_once || self.spend_once(t.id, now_ns)? => Ok(Some(t)),
+            _ => Ok(None),
+        }
+    }
+
     /// Ends a one-shot approval at its first use (`now_ns`). Returns whether this call spent
     /// it: of two concurrent uses only one does.
-    pub fn spend_once(&mut self, id: u64, now_ns: i64) -> Result<bool, TicketError> {
+    fn spend_once(&mut self, id: u64, now_ns: i64) -> Result<bool, TicketError> {
         let changed = self
             .conn
             .execute(
@@ -537,6 +552,10 @@ mod tests {
             .is_some());
         assert!(s.spend_once(id, 31).unwrap());
         assert!(!s.spend_once(id, 32).unwrap(), "spent already");
+        assert!(s
+            .use_grant("web", "net:connect", "/srv/x", 33)
+            .unwrap()
+            .is_none());
         assert!(s
             .grant("web", "net:connect", "/srv/x", 32)
             .unwrap()

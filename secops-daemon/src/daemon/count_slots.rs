@@ -17,7 +17,7 @@ pub enum CountSlotsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: not a counter slot table ({why}); move it away to start a new one (counts it attributed would then be audited without their rule)")]
+    #[error("{path}: not a counter slot table ({why}); to start a new one, run `secops teardown` (which empties the kernel's counters) and move it away, or counts still in the kernel would be audited under whichever rules take their slots next")]
     Corrupt { path: PathBuf, why: String },
 }
 

@@ -93,6 +93,11 @@ impl Clock {
     }
 }
 
+/// CLOCK_BOOTTIME now, the clock BPF programs read (`bpf_ktime_get_boot_ns`).
+pub fn boot_now_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -449,7 +454,8 @@ fn judge(
     }
 }
 
-fn endpoint(addr: IpAddr, port: u16) -> String {
+/// A destination as the audit log writes it (`1.2.3.4:443`, `[::1]:443`).
+pub(super) fn endpoint(addr: IpAddr, port: u16) -> String {
     match addr.to_canonical() {
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),

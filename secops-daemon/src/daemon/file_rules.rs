@@ -32,6 +32,7 @@ use secops_common::kernel::{
 };
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
+use super::count_slots::CountSlots;
 use crate::engine::{ActionRequest, AgentIdx, Engine, NormalizedPath};
 
 /// Files enumerated below one anchor at most; the rest keep their directory's verdict.
@@ -87,6 +88,9 @@ pub struct CompiledFiles {
     pub rule_ids: Vec<Arc<str>>,
     /// Anchors whose enumeration stopped at [`MAX_ENUMERATED`].
     pub truncated: Vec<PathBuf>,
+    /// Who each counter slot belongs to (every slot ever given, not only this policy's), for
+    /// auditing the counts; see [`CountSlots::assign`].
+    pub count_slots: CountSlots,
 }
 
 impl CompiledFiles {
@@ -127,12 +131,17 @@ pub fn kernel_dev(st_dev: u64) -> u32 {
     (major << 20) | (minor & 0xf_ffff)
 }
 
+/// (dev, inode) of a file as the kernel numbers them, the dev in the kernel's encoding.
+pub fn kernel_inode(meta: &std::fs::Metadata) -> (u32, u64) {
+    (kernel_dev(meta.dev()), meta.ino())
+}
+
 fn inode_key(agent: u32, path: &Path) -> Option<InodeKey> {
-    let meta = std::fs::metadata(path).ok()?;
+    let (dev, ino) = kernel_inode(&std::fs::metadata(path).ok()?);
     Some(InodeKey {
         agent_index: agent,
-        dev: kernel_dev(meta.dev()),
-        ino: meta.ino(),
+        dev,
+        ino,
     })
 }
 
@@ -487,10 +496,11 @@ fn enumerate_below(judge: &Judge<'_>, agent: u32, root: &Path, out: &mut Compile
             let Ok(meta) = item.metadata() else {
                 continue;
             };
+            let (dev, ino) = kernel_inode(&meta);
             let key = InodeKey {
                 agent_index: agent,
-                dev: kernel_dev(meta.dev()),
-                ino: meta.ino(),
+                dev,
+                ino,
             };
             let [_, n_child, n_deep] = split(&nearest);
             let inherited_own = if below == 0 { n_child } else { n_deep };

@@ -6,7 +6,6 @@
 //! does not inherit the approval.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use secops_common::kernel::{
@@ -16,7 +15,7 @@ use secops_common::kernel::{
 use secops_common::CoreAction;
 
 use super::events::Clock;
-use super::file_rules::kernel_dev;
+use super::file_rules::kernel_inode;
 use crate::approvals::Ticket;
 
 /// Why an approval has no kernel part (it still lets the API path through).
@@ -60,7 +59,7 @@ fn resolve(path: &str, op: usize) -> Result<(u32, u64), NoKernelGrant> {
         path: path.to_owned(),
         why: e.to_string(),
     })?;
-    Ok((kernel_dev(meta.dev()), meta.ino()))
+    Ok(kernel_inode(&meta))
 }
 
 fn core_action(name: &str) -> Option<CoreAction> {
@@ -211,6 +210,7 @@ mod tests {
     use super::*;
     use crate::approvals::TicketStatus;
     use secops_common::RiskLevel;
+    use std::os::unix::fs::MetadataExt;
 
     fn ticket(action: &str, object: &str) -> Ticket {
         Ticket {

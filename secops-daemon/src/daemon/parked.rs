@@ -16,7 +16,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use std::time::Duration;
 use libseccomp::{ScmpArch, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
 use secops_common::{ActionId, CoreAction, Verdict};
 
-use super::file_rules::kernel_dev;
+use super::file_rules::kernel_inode;
 use super::Shared;
 use crate::approvals::{NewTicket, TicketStatus};
 use crate::audit::{AuditObject, AuditWriter, NewRecord, ObjectKind, Source};
@@ -267,12 +267,12 @@ fn handle(ctx: &Context<'_>, req: ScmpNotifReq) {
         Verdict::Escalate => {
             let now = crate::time::now_ns();
             let mut tickets = super::lock(&shared.tickets);
-            if let Ok(Some(t)) = tickets.grant(agent, asked.action.as_str(), &object.value, now) {
-                // A running approval: its kernel grant is installed, the kernel decides.
-                if !t.grant_once || tickets.spend_once(t.id, now).unwrap_or(false) {
-                    drop(tickets);
-                    return respond(listener, req.id, Answer::Continue);
-                }
+            // A running approval: its kernel grant is installed, the kernel decides. A queue
+            // that cannot be read opens a ticket instead (which fails closed if it cannot).
+            if let Ok(Some(_)) = tickets.use_grant(agent, asked.action.as_str(), &object.value, now)
+            {
+                drop(tickets);
+                return respond(listener, req.id, Answer::Continue);
             }
             if parked.load(std::sync::atomic::Ordering::SeqCst) >= MAX_PARKED {
                 drop(tickets);
@@ -365,13 +365,9 @@ fn await_decision(shared: &Shared, listener: &OwnedFd, notification: u64, id: u6
 
 fn object_of(asked: &Asked) -> AuditObject {
     if let Some((addr, port)) = asked.addr {
-        let host = match addr {
-            IpAddr::V6(v6) => format!("[{v6}]"),
-            v4 => v4.to_string(),
-        };
         return AuditObject {
             kind: ObjectKind::Endpoint,
-            value: format!("{host}:{port}"),
+            value: super::events::endpoint(addr, port),
         };
     }
     match (&asked.binary, &asked.path) {
@@ -445,7 +441,7 @@ fn read_call(req: &ScmpNotifReq) -> io::Result<Option<Asked>> {
             binary: exec.then(|| path.clone()),
             path: (!exec).then_some(path),
             addr: None,
-            inode: Some((kernel_dev(meta.dev()), meta.ino())),
+            inode: Some(kernel_inode(&meta)),
         }))
     };
     match name.as_str() {
@@ -464,7 +460,7 @@ fn read_call(req: &ScmpNotifReq) -> io::Result<Option<Asked>> {
                     binary: Some(target.to_string_lossy().into_owned()),
                     path: None,
                     addr: None,
-                    inode: Some((kernel_dev(meta.dev()), meta.ino())),
+                    inode: Some(kernel_inode(&meta)),
                 }));
             }
             file(CoreAction::ProcExec, a[0] as i32 as i64, a[1], true)

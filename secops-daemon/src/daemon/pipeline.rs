@@ -14,10 +14,9 @@ use anyhow::Context;
 use secops_common::kernel::STATS_LEN;
 use secops_common::Verdict;
 
-use super::count_slots::CountSlots;
 use super::events::{
-    action_of_kind, allowed_egress_record, capture, file_count_record, lost_events_record,
-    record_for, Captured, Clock, ExeCache,
+    action_of_kind, allowed_egress_record, boot_now_ns, capture, file_count_record,
+    lost_events_record, record_for, Captured, Clock, ExeCache,
 };
 use super::Shared;
 use crate::approvals::NewTicket;
@@ -355,16 +354,12 @@ impl Pipeline {
         if drained.is_empty() {
             return;
         }
-        let path = CountSlots::path_in(&self.shared.options.state_dir);
-        let slots = CountSlots::load(&path).unwrap_or_else(|e| {
-            tracing::error!("{e}; counted deletes are audited without their agent and rule");
-            CountSlots::default()
-        });
+        let files = super::read(&self.shared.files).clone();
         let agents = super::read(&self.shared.agents);
         let tickets: Vec<_> = drained
             .iter()
             .map(|counted| {
-                let owner = slots.owner(counted.slot);
+                let owner = files.count_slots.owner(counted.slot);
                 let slot = owner.and_then(|o| agents.by_name(&o.agent));
                 self.writer.append(file_count_record(
                     counted,
@@ -382,7 +377,7 @@ impl Pipeline {
     /// Removes grants that ran out. The kernel ignores them already; this only keeps the
     /// map from filling up.
     fn sweep_grants(&self) {
-        let now = Clock::now().boot_ns(crate::time::now_ns());
+        let now = boot_now_ns();
         let mut kernel = super::lock(&self.shared.kernel);
         if let Err(e) = kernel.maps_mut().sweep_grants(now) {
             tracing::warn!("removing expired grants: {e}");

@@ -378,11 +378,8 @@ async fn escalation(
     let reason = decision.reason.to_string();
     with_tickets(shared, move |store| {
         let now = now_ns();
-        if let Some(t) = store.grant(&agent, &action, &object, now)? {
-            // A one-shot approval is spent here; of two concurrent checks only one gets it.
-            if !t.grant_once || store.spend_once(t.id, now)? {
-                return Ok(Escalation::Granted(Box::new(t)));
-            }
+        if let Some(t) = store.use_grant(&agent, &action, &object, now)? {
+            return Ok(Escalation::Granted(Box::new(t)));
         }
         let (id, _joined) = store.escalated(&NewTicket {
             agent: &agent,
