@@ -359,6 +359,7 @@ fn compile_files(
     }) {
         slots.save(&path)?;
     }
+    files.count_slots = slots;
     Ok(files)
 }
 
