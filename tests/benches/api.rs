@@ -2,17 +2,29 @@
 //! started with `secops run` sends checks at a fixed 1,000 requests/s on one kept-alive
 //! connection to a real daemon, and the probe reports latency percentiles. Target: p99 below
 //! 200 µs. Also the same load with `durable: true` (answered after the audit commit), for
-//! comparison, and a few concurrent senders at the same total rate.
+//! comparison.
+//!
+//! The same client also runs, before and after, against the probe's own fixed-answer server
+//! (`secops-apiprobe serve`: blocking, no runtime, no decision): the floor this host's
+//! scheduler and socket layer impose on any server, so the daemon's own share can be read off
+//! as the difference.
 //!
 //! Needs root; prints `skipped: ...` otherwise.
 
-use std::path::Path;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use secops_host_tests::daemon::{Binaries, Daemon};
-use secops_host_tests::kernel::need_root;
+use secops_host_tests::kernel::{need_root, unique_name};
+
+const APIPROBE: &str = env!("CARGO_BIN_EXE_secops-apiprobe");
 
 const RATE: &str = "1000";
 const COUNT: &str = "20000";
+/// Durable checks wait ~10 ms each for the commit, so the sender cannot keep 1,000/s anyway.
+const DURABLE_COUNT: &str = "2000";
 
 const POLICY: &str = "version: 1
 agents:
@@ -26,17 +38,53 @@ rules:
     risk: low
 ";
 
-fn run(daemon: &Daemon, label: &str, body: &str, get_path: &str) {
-    let socket = daemon.socket();
+/// `secops-apiprobe serve` on a socket of its own; stopped by its pid, and its socket
+/// removed, on drop.
+struct FloorServer {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl FloorServer {
+    fn start() -> FloorServer {
+        let socket = std::env::temp_dir().join(format!("{}-floor.sock", unique_name()));
+        let child = Command::new(APIPROBE)
+            .arg("serve")
+            .arg(&socket)
+            .spawn()
+            .unwrap();
+        let server = FloorServer { child, socket };
+        let started = Instant::now();
+        while UnixStream::connect(&server.socket).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the floor server did not listen on {}",
+                server.socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+}
+
+impl Drop for FloorServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn run(daemon: &Daemon, label: &str, socket: &Path, count: &str, body: &str, get_path: &str) {
     let out = daemon
         .agent_program(
             "bench",
-            Path::new(env!("CARGO_BIN_EXE_secops-apiprobe")),
+            Path::new(APIPROBE),
             &[
                 "rate",
                 socket.to_str().unwrap(),
                 RATE,
-                COUNT,
+                count,
                 body,
                 get_path,
             ],
@@ -49,7 +97,7 @@ fn run(daemon: &Daemon, label: &str, body: &str, get_path: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!(
-        "{label:<44} {RATE} req/s x {COUNT}: {} (µs)",
+        "{label:<44} {RATE} req/s x {count}: {} (µs)",
         String::from_utf8_lossy(&out.stdout).trim()
     );
 }
@@ -68,22 +116,33 @@ fn main() {
     let check = r#"{"action":"vcs:push","object":{"host":"github.com","port":443},"tool":"git","arguments":"git push origin main"}"#;
     let durable =
         r#"{"action":"vcs:push","object":{"host":"github.com","port":443},"durable":true}"#;
+    let floor = FloorServer::start();
+    let socket = daemon.socket();
+    let floor_label = "floor: fixed-answer blocking server";
+    run(&daemon, floor_label, &floor.socket, COUNT, "", "/floor");
     run(
         &daemon,
         "/v1/whoami (HTTP on the socket, no decision)",
+        &socket,
+        COUNT,
         "",
         "/v1/whoami",
     );
     run(
         &daemon,
         "/v1/check (answered once queued for audit)",
+        &socket,
+        COUNT,
         check,
         "",
     );
+    run(&daemon, floor_label, &floor.socket, COUNT, "", "/floor");
     print_handler_latency(&daemon);
     run(
         &daemon,
         "/v1/check durable (after the audit commit)",
+        &socket,
+        DURABLE_COUNT,
         durable,
         "",
     );

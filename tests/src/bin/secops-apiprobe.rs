@@ -15,6 +15,10 @@
 //!                                       POST /v1/check (or GET GET_PATH) at a fixed rate on
 //!                                       one kept-alive connection; prints latency
 //!                                       percentiles in µs
+//!   serve SOCKET                        a minimal blocking HTTP/1.1 server on SOCKET that
+//!                                       answers every request with one fixed small JSON
+//!                                       body, until killed: the floor a `rate` run over a
+//!                                       Unix socket can reach on this host
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -70,6 +74,59 @@ fn read_response(stream: &mut UnixStream) -> Option<(u16, String)> {
             return None;
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads one request (headers, then a Content-Length body) into `buf`; false at end of
+/// stream or on anything that is not a request.
+fn read_request(stream: &mut UnixStream, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(buf) {
+            Ok(httparse::Status::Complete(head)) => {
+                let length = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .unwrap_or(0);
+                if buf.len() >= head + length {
+                    return true;
+                }
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(_) => return false,
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Serves one connection at a time, each request answered with the same bytes: no
+/// routing, no decision, no runtime. The same client against it measures what the host's
+/// scheduler and socket layer cost by themselves.
+fn serve_fixed(socket: &str) {
+    let _ = std::fs::remove_file(socket);
+    let listener = std::os::unix::net::UnixListener::bind(socket)
+        .unwrap_or_else(|e| panic!("bind {socket}: {e}"));
+    let body = r#"{"pid":1,"uid":0,"gid":0,"role":"agent","agent":"bench"}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut buf = Vec::with_capacity(8192);
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        while read_request(&mut stream, &mut buf) {
+            if stream.write_all(response.as_bytes()).is_err() {
+                break;
+            }
+        }
     }
 }
 
@@ -189,6 +246,7 @@ fn main() -> ExitCode {
                 micros[micros.len() - 1]
             );
         }
+        "serve" => serve_fixed(socket),
         other => {
             eprintln!("unknown operation {other:?}");
             return ExitCode::from(2);
