@@ -42,6 +42,15 @@ fn request_bytes(method: &str, path: &str, body: &str, close: bool) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The Content-Length a message's headers give (0 when absent or not a number).
+fn content_length(headers: &[httparse::Header]) -> usize {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Reads one response (status, body) by its Content-Length.
 fn read_response(stream: &mut UnixStream) -> Option<(u16, String)> {
     let mut buf = Vec::new();
@@ -50,12 +59,7 @@ fn read_response(stream: &mut UnixStream) -> Option<(u16, String)> {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
         if let Ok(httparse::Status::Complete(head)) = response.parse(&buf) {
-            let length = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
-                .unwrap_or(0);
+            let length = content_length(response.headers);
             let status = response.code?;
             while buf.len() < head + length {
                 let n = stream.read(&mut chunk).ok()?;
@@ -87,12 +91,7 @@ fn read_request(stream: &mut UnixStream, buf: &mut Vec<u8>) -> bool {
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(buf) {
             Ok(httparse::Status::Complete(head)) => {
-                let length = request
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
-                    .unwrap_or(0);
+                let length = content_length(request.headers);
                 if buf.len() >= head + length {
                     return true;
                 }
