@@ -4,7 +4,6 @@
 //! with `secops run`.
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 use secops_host_tests::daemon::{Binaries, Daemon};
@@ -62,21 +61,13 @@ fn start(extra: &[&str]) -> Daemon {
 
 /// Runs the API probe as `agent`; returns its stdout.
 fn as_agent(daemon: &Daemon, agent: &str, args: &[&str]) -> String {
-    let socket = daemon.socket();
-    let socket = socket.to_str().unwrap();
-    let mut full = vec![args[0], socket];
-    full.extend_from_slice(&args[1..]);
-    let out: Output = daemon
-        .agent_program(agent, Path::new(APIPROBE), &full)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "apiprobe {args:?} as {agent}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        daemon.log()
-    );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    daemon.api_probe(
+        Path::new(APIPROBE),
+        agent,
+        args[0],
+        &daemon.socket(),
+        &args[1..],
+    )
 }
 
 /// One request from inside `agent`'s cgroup: (status, body), the body checked against the

@@ -57,33 +57,15 @@ fn answer(line: &str, method: &str, doc_path: &str) -> Value {
 
 /// `/v1/check` from inside the web agent's cgroup.
 fn check(daemon: &Daemon, action: &str) -> Value {
-    let socket = daemon.socket();
     let body = json!({"action": action, "object": {"host": "prod.example.com"}}).to_string();
-    let out = daemon
-        .agent_program(
-            "web",
-            Path::new(APIPROBE),
-            &[
-                "request",
-                socket.to_str().unwrap(),
-                "POST",
-                "/v1/check",
-                &body,
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        daemon.log()
+    let line = daemon.api_probe(
+        Path::new(APIPROBE),
+        "web",
+        "request",
+        &daemon.socket(),
+        &["POST", "/v1/check", &body],
     );
-    answer(
-        String::from_utf8_lossy(&out.stdout).trim_end(),
-        "POST",
-        "/v1/check",
-    )
+    answer(&line, "POST", "/v1/check")
 }
 
 /// A request as this test process: root, outside every agent cgroup (an admin).

@@ -141,21 +141,13 @@ fn spinner(daemon: &Daemon, name: &str) -> Child {
 
 /// One request from inside `agent`'s cgroup, checked against the OpenAPI document.
 fn agent_request(daemon: &Daemon, agent: &str, path: &str, body: &str, doc: &str) -> (u16, Value) {
-    let socket = daemon.socket();
-    let out = daemon
-        .agent_program(
-            agent,
-            Path::new(APIPROBE),
-            &["request", socket.to_str().unwrap(), "POST", path, body],
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let line = daemon.api_probe(
+        Path::new(APIPROBE),
+        agent,
+        "request",
+        &daemon.socket(),
+        &["POST", path, body],
     );
-    let line = String::from_utf8_lossy(&out.stdout).trim_end().to_owned();
     let (status, body) = line.split_once(' ').unwrap();
     OpenApi::load().check_response("POST", doc, status.parse().unwrap(), body);
     (status.parse().unwrap(), serde_json::from_str(body).unwrap())

@@ -76,30 +76,14 @@ impl Drop for FloorServer {
 }
 
 fn run(daemon: &Daemon, label: &str, socket: &Path, count: &str, body: &str, get_path: &str) {
-    let out = daemon
-        .agent_program(
-            "bench",
-            Path::new(APIPROBE),
-            &[
-                "rate",
-                socket.to_str().unwrap(),
-                RATE,
-                count,
-                body,
-                get_path,
-            ],
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let percentiles = daemon.api_probe(
+        Path::new(APIPROBE),
+        "bench",
+        "rate",
+        socket,
+        &[RATE, count, body, get_path],
     );
-    println!(
-        "{label:<44} {RATE} req/s x {count}: {} (µs)",
-        String::from_utf8_lossy(&out.stdout).trim()
-    );
+    println!("{label:<44} {RATE} req/s x {count}: {percentiles} (µs)");
 }
 
 fn main() {

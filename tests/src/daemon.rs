@@ -2,7 +2,7 @@
 //! root cgroup, for tests and benchmarks; dropping it kills the daemon and the agents it
 //! started (by pid) and tears down everything it pinned or made.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -160,6 +160,30 @@ impl Daemon {
             .arg(program)
             .args(args);
         command
+    }
+
+    /// Runs `secops-apiprobe OP SOCKET ARGS` (at `apiprobe`: only test targets know the
+    /// path) inside `agent`'s cgroup; panics with its stderr and the daemon's log unless it
+    /// succeeds; returns its stdout without the trailing newline.
+    pub fn api_probe(
+        &self,
+        apiprobe: &Path,
+        agent: &str,
+        op: &str,
+        socket: &Path,
+        args: &[&str],
+    ) -> String {
+        let socket = socket.to_str().unwrap();
+        let mut full = vec![op, socket];
+        full.extend_from_slice(args);
+        let out = self.agent_program(agent, apiprobe, &full).output().unwrap();
+        assert!(
+            out.status.success(),
+            "apiprobe {op} {args:?} as {agent}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
     }
 
     /// `secops run --ask --agent AGENT -- secops-netprobe ARGS`: the probe's connects (and
