@@ -1098,4 +1098,24 @@ mod audit_writer {
         writer.close().unwrap();
         assert!(verify(&paths).unwrap().is_ok());
     }
+
+    #[test]
+    fn enqueued_records_share_batches_with_acknowledged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = AuditPaths::new(dir.path());
+        let writer = AuditWriter::open(&paths, policy(), WriterOptions::default()).unwrap();
+        let mut bad = rec(2);
+        bad.action.clear();
+        assert!(writer.enqueue(rec(1)));
+        assert!(writer.enqueue(bad), "validation happens in the writer");
+        let t3 = writer.append(rec(3));
+        assert!(writer.enqueue(rec(4)));
+        // Acknowledgements stay with their own records: the invalid one is dropped alone and
+        // the ticket gets the seq of its own record, committed after record 1.
+        assert_eq!(t3.wait().unwrap(), 2);
+        writer.close().unwrap();
+        let reader = AuditReader::open(&paths).unwrap();
+        assert_eq!(reader.last_seq().unwrap(), 3, "1, 3 and 4 are written");
+        assert!(verify(&paths).unwrap().is_ok());
+    }
 }

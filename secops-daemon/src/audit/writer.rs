@@ -41,7 +41,8 @@ impl Default for WriterOptions {
 type Ack = SyncSender<Result<u64, String>>;
 
 enum Msg {
-    Append(Box<NewRecord>, Ack),
+    /// A record, and where to say its seq (None: nobody waits for it).
+    Append(Box<NewRecord>, Option<Ack>),
     Checkpoint(SyncSender<Result<Option<u64>, String>>),
     Close,
 }
@@ -117,11 +118,20 @@ impl AuditWriter {
         let sent = self
             .tx
             .as_ref()
-            .is_some_and(|tx| tx.send(Msg::Append(Box::new(record), ack)).is_ok());
+            .is_some_and(|tx| tx.send(Msg::Append(Box::new(record), Some(ack))).is_ok());
         CommitTicket {
             rx: sent.then_some(rx),
             db: self.db.clone(),
         }
+    }
+
+    /// Queues a record whose commit nobody waits for, without the reply channel a
+    /// [`CommitTicket`] needs. Returns whether it reached the queue. Blocks only if the queue
+    /// is full.
+    pub fn enqueue(&self, record: NewRecord) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Append(Box::new(record), None)).is_ok())
     }
 
     /// Commits everything queued so far and seals it with a checkpoint. Returns the seq the
@@ -195,7 +205,7 @@ fn yield_to_decisions() {
 /// What one round of the writer loop collected.
 struct Batch {
     records: Vec<NewRecord>,
-    acks: Vec<Ack>,
+    acks: Vec<Option<Ack>>,
     checkpoint_acks: Vec<SyncSender<Result<Option<u64>, String>>>,
     closing: bool,
 }
@@ -206,7 +216,13 @@ impl Batch {
             Msg::Append(r, ack) => {
                 // One bad record must not fail the transaction of everyone batched with it.
                 if let Err(why) = chain::validate(&r) {
-                    let _ = ack.send(Err(format!("audit record rejected: {why}")));
+                    let reason = format!("audit record rejected: {why}");
+                    match ack {
+                        Some(ack) => {
+                            let _ = ack.send(Err(reason));
+                        }
+                        None => tracing::error!(action = %r.action, "{reason}"),
+                    }
                     return;
                 }
                 self.records.push(*r);
@@ -277,13 +293,15 @@ fn run(mut store: AuditStore, rx: Receiver<Msg>, options: WriterOptions) -> Resu
                 Ok(seqs) => {
                     for (ack, seq) in b.acks.drain(..).zip(seqs) {
                         // The producer may have stopped waiting; the record is committed anyway.
-                        let _ = ack.send(Ok(seq));
+                        if let Some(ack) = ack {
+                            let _ = ack.send(Ok(seq));
+                        }
                     }
                 }
                 Err(e) => {
                     tracing::error!(error = %e, records = b.records.len(), "audit batch failed");
                     let reason = e.to_string();
-                    for ack in b.acks.drain(..) {
+                    for ack in b.acks.drain(..).flatten() {
                         let _ = ack.send(Err(reason.clone()));
                     }
                 }

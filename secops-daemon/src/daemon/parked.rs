@@ -336,7 +336,7 @@ fn count_denial(shared: &Shared, writer: &AuditWriter, agent: &str) {
     match shared.auto_lower(agent) {
         Ok(Some(change)) => {
             let record = super::control::auto_lowered_record(&change, None, Source::Kernel);
-            if !writer.append(record).queued() {
+            if !writer.enqueue(record) {
                 tracing::error!("the audit log refused the record of an automatic lowering");
             }
         }
@@ -407,7 +407,7 @@ fn audit(
             Source::Kernel,
         )
     };
-    if !writer.append(record).queued() {
+    if !writer.enqueue(record) {
         tracing::error!("the audit log refused the record of a parked call");
     }
 }
