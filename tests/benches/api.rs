@@ -9,11 +9,18 @@
 //! scheduler and socket layer impose on any server, so the daemon's own share can be read off
 //! as the difference.
 //!
+//! Last, the floor and `/v1/check` once more with every CPU kept from going idle by a spinning
+//! SCHED_IDLE thread (which any other task preempts at once). It isolates what waking an idle
+//! CPU costs on this host; it is a diagnosis, not a mode the daemon runs in.
+//!
 //! Needs root; prints `skipped: ...` otherwise.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use secops_host_tests::daemon::{Binaries, Daemon};
@@ -75,6 +82,59 @@ impl Drop for FloorServer {
     }
 }
 
+/// One spinning SCHED_IDLE thread on each CPU this process may use, so no CPU ever idles
+/// (halts) while it lives; stopped and joined on drop.
+struct CpusKeptBusy {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl CpusKeptBusy {
+    fn start() -> CpusKeptBusy {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
+        let allowed = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+                0
+            );
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+                .collect::<Vec<_>>()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = allowed
+            .into_iter()
+            .map(|cpu| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    // SAFETY: plain syscalls on the calling thread with initialised arguments.
+                    unsafe {
+                        let mut set: libc::cpu_set_t = std::mem::zeroed();
+                        libc::CPU_SET(cpu, &mut set);
+                        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                        let param = libc::sched_param { sched_priority: 0 };
+                        assert_eq!(libc::sched_setscheduler(0, libc::SCHED_IDLE, &param), 0);
+                    }
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        CpusKeptBusy { stop, threads }
+    }
+}
+
+impl Drop for CpusKeptBusy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn run(daemon: &Daemon, label: &str, socket: &Path, count: &str, body: &str, get_path: &str) {
     let percentiles = daemon.api_probe(
         Path::new(APIPROBE),
@@ -130,6 +190,18 @@ fn main() {
         durable,
         "",
     );
+    let busy = CpusKeptBusy::start();
+    let busy_floor = "floor, no CPU idle (SCHED_IDLE spinners)";
+    run(&daemon, busy_floor, &floor.socket, COUNT, "", "/floor");
+    run(
+        &daemon,
+        "/v1/check, no CPU idle (SCHED_IDLE spinners)",
+        &socket,
+        COUNT,
+        check,
+        "",
+    );
+    drop(busy);
 }
 
 /// The daemon's own view of the checks so far: `secops_decision_latency_seconds{source="api"}`,
