@@ -90,40 +90,70 @@ struct CpusKeptBusy {
 }
 
 impl CpusKeptBusy {
-    fn start() -> CpusKeptBusy {
+    /// Fails (with every spinner already stopped) if a thread cannot be pinned or made
+    /// SCHED_IDLE: a spinner at normal priority would compete with what is measured.
+    fn start() -> Result<CpusKeptBusy, String> {
         // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for this process.
         let allowed = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            assert_eq!(
-                libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
-                0
-            );
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                return Err(format!(
+                    "sched_getaffinity: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
             (0..libc::CPU_SETSIZE as usize)
                 .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
                 .collect::<Vec<_>>()
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let threads = allowed
-            .into_iter()
-            .map(|cpu| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    // SAFETY: plain syscalls on the calling thread with initialised arguments.
-                    unsafe {
-                        let mut set: libc::cpu_set_t = std::mem::zeroed();
-                        libc::CPU_SET(cpu, &mut set);
-                        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-                        let param = libc::sched_param { sched_priority: 0 };
-                        assert_eq!(libc::sched_setscheduler(0, libc::SCHED_IDLE, &param), 0);
-                    }
-                    while !stop.load(Ordering::Relaxed) {
-                        std::hint::spin_loop();
-                    }
-                })
-            })
-            .collect();
-        CpusKeptBusy { stop, threads }
+        let (ready, setups) = std::sync::mpsc::channel();
+        let mut busy = CpusKeptBusy {
+            stop: stop.clone(),
+            threads: Vec::new(),
+        };
+        for &cpu in &allowed {
+            let stop = stop.clone();
+            let ready = ready.clone();
+            busy.threads.push(std::thread::spawn(move || {
+                let setup = pin_as_idle(cpu);
+                let ok = setup.is_ok();
+                let _ = ready.send(setup);
+                while ok && !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            }));
+        }
+        for _ in &allowed {
+            setups
+                .recv()
+                .map_err(|_| "a spinner thread died".to_owned())??;
+        }
+        Ok(busy)
     }
+}
+
+/// Pins the calling thread to `cpu` and gives it the SCHED_IDLE policy.
+fn pin_as_idle(cpu: usize) -> Result<(), String> {
+    // SAFETY: plain syscalls on the calling thread with initialised arguments.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            return Err(format!(
+                "pinning a spinner to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            return Err(format!(
+                "SCHED_IDLE for the spinner on CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Drop for CpusKeptBusy {
@@ -190,7 +220,13 @@ fn main() {
         durable,
         "",
     );
-    let busy = CpusKeptBusy::start();
+    let busy = match CpusKeptBusy::start() {
+        Ok(busy) => busy,
+        Err(e) => {
+            println!("the runs with no CPU idle were not made: {e}");
+            return;
+        }
+    };
     let busy_floor = "floor, no CPU idle (SCHED_IDLE spinners)";
     run(&daemon, busy_floor, &floor.socket, COUNT, "", "/floor");
     run(
