@@ -133,6 +133,15 @@ impl CpusKeptBusy {
     }
 }
 
+impl Drop for CpusKeptBusy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Pins the calling thread to `cpu` and gives it the SCHED_IDLE policy.
 fn pin_as_idle(cpu: usize) -> Result<(), String> {
     // SAFETY: plain syscalls on the calling thread with initialised arguments.
@@ -154,15 +163,6 @@ fn pin_as_idle(cpu: usize) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-impl Drop for CpusKeptBusy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-    }
 }
 
 fn run(daemon: &Daemon, label: &str, socket: &Path, count: &str, body: &str, get_path: &str) {
