@@ -106,14 +106,13 @@ impl CpusKeptBusy {
                 .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
                 .collect::<Vec<_>>()
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let (ready, setups) = std::sync::mpsc::channel();
         let mut busy = CpusKeptBusy {
-            stop: stop.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
         };
         for &cpu in &allowed {
-            let stop = stop.clone();
+            let stop = busy.stop.clone();
             let ready = ready.clone();
             busy.threads.push(std::thread::spawn(move || {
                 let setup = pin_as_idle(cpu);
