@@ -6,20 +6,22 @@ use std::path::PathBuf;
 
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
-use super::count_slots::SlotOwner;
-use super::file_rules::CompiledFiles;
+use super::decide::{Actor, Door, KernelCheck, Request};
+use crate::api::action::ResolvedAction;
 use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
-use crate::engine::{ActionRequest, Decision, Engine, NormalizedPath};
+use crate::enforce::{granted_action, granted_endpoint, CompiledFiles, FileRules, SlotOwner};
+use crate::engine::NormalizedPath;
 use crate::kernel::{
     split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp, NetHook,
 };
+use crate::time::Clock;
 
 const AT_FDCWD: i32 = -100;
 const IPPROTO_UDP: u16 = 17;
 
 /// The one table from kernel events to action types. UDP is `net:send` whether the socket
 /// was connected or not: the egress policy treats all UDP alike (resolvers only).
-pub fn action_of(event: &KernelEvent) -> CoreAction {
+pub(crate) fn action_of(event: &KernelEvent) -> CoreAction {
     match event {
         KernelEvent::Exec { .. } => CoreAction::ProcExec,
         KernelEvent::Exit { .. } => CoreAction::ProcExit,
@@ -32,7 +34,7 @@ pub fn action_of(event: &KernelEvent) -> CoreAction {
         KernelEvent::Net { protocol, .. } if *protocol == IPPROTO_UDP => CoreAction::NetSend,
         KernelEvent::Net { .. } => CoreAction::NetConnect,
         KernelEvent::Lsm { denial, .. } => lsm_action(denial.op),
-        KernelEvent::Granted { key, .. } => super::grants::granted_action(key),
+        KernelEvent::Granted { key, .. } => granted_action(key),
     }
 }
 
@@ -66,50 +68,6 @@ fn lsm_path(denial: &LsmDenial, agent_index: u32, files: &CompiledFiles) -> Stri
     files.event_path(anchor, denial.depth, &denial.names)
 }
 
-/// Converts the kernel's CLOCK_BOOTTIME stamps to UTC.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    realtime_minus_boottime_ns: i64,
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let realtime = clock_ns(libc::CLOCK_REALTIME);
-        let boottime = clock_ns(libc::CLOCK_BOOTTIME);
-        Clock {
-            realtime_minus_boottime_ns: realtime - boottime,
-        }
-    }
-
-    /// The boot-clock time of a UTC time (0 for a time before boot).
-    pub fn boot_ns(&self, utc_ns: i64) -> u64 {
-        u64::try_from(utc_ns.saturating_sub(self.realtime_minus_boottime_ns)).unwrap_or(0)
-    }
-
-    pub fn utc_ns(&self, boot_ns: u64) -> i64 {
-        i64::try_from(boot_ns)
-            .unwrap_or(i64::MAX)
-            .saturating_add(self.realtime_minus_boottime_ns)
-    }
-}
-
-/// CLOCK_BOOTTIME now, the clock BPF programs read (`bpf_ktime_get_boot_ns`).
-pub fn boot_now_ns() -> u64 {
-    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the pointer given.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec)
-}
-
 /// A path as the acting process meant it: relative paths are taken from its working
 /// directory or from the directory fd it passed, read from /proc while it still exists.
 fn resolve_path(tgid: u32, dfd: i32, raw: &str) -> Option<String> {
@@ -128,18 +86,18 @@ fn resolve_path(tgid: u32, dfd: i32, raw: &str) -> Option<String> {
 /// An event with what only /proc can tell about it, read as soon as the event leaves the
 /// ring buffer (a short-lived process is soon gone): the process's executable and the
 /// absolute forms of the paths it passed.
-pub struct Captured {
-    pub event: KernelEvent,
-    pub exe: Option<String>,
+pub(crate) struct Captured {
+    pub(crate) event: KernelEvent,
+    pub(crate) exe: Option<String>,
     /// The exec'd binary, the deleted path, or a rename's source.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// A rename's target.
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 /// Remembers each process's executable between events; an exec or an exit forgets it.
 #[derive(Default)]
-pub struct ExeCache {
+pub(crate) struct ExeCache {
     by_tgid: std::collections::HashMap<u32, Option<String>>,
 }
 
@@ -165,7 +123,7 @@ impl ExeCache {
     }
 }
 
-pub fn capture(event: KernelEvent, exes: &mut ExeCache) -> Captured {
+pub(crate) fn capture(event: KernelEvent, exes: &mut ExeCache) -> Captured {
     let tgid = event.meta().tgid;
     if matches!(event, KernelEvent::Exec { .. }) {
         exes.forget(tgid);
@@ -210,19 +168,17 @@ fn normalized(path: Option<&str>) -> Option<NormalizedPath> {
     path.and_then(|p| NormalizedPath::new(p).ok())
 }
 
-/// What the engine says, and the record of what the kernel did.
-pub fn record_for(
+/// The decision request for a kernel event: who did what to which object, and which kernel
+/// layer acted. `agent` is the slot the event's cgroup belongs to (name, cgroup id).
+pub(crate) fn request_for(
     captured: &Captured,
-    agent: Option<&str>,
-    engine: &Engine,
-    files: &CompiledFiles,
+    agent: Option<(String, u64)>,
+    files: &FileRules,
     clock: &Clock,
-) -> NewRecord {
+) -> Request {
     let event = &captured.event;
     let meta = event.meta();
-    let core = action_of(event);
-    let action_id = secops_common::ActionId(core as u16);
-    let mut request = ActionRequest::new(agent.and_then(|a| engine.agent_index(a)), action_id);
+    let mut action = ResolvedAction::core(action_of(event));
     let object = |kind, value: &str| {
         Some(AuditObject {
             kind,
@@ -230,20 +186,18 @@ pub fn record_for(
         })
     };
     let captured_path = captured.path.as_deref().unwrap_or("?");
-
-    let mut path = None;
-    let mut binary = None;
-    let (object, detail) = match event {
+    let (object, detail, check) = match event {
         KernelEvent::Exec {
             argv,
             argv_truncated,
             ..
         } => {
-            binary = normalized(captured.path.as_deref());
+            action.binary = normalized(captured.path.as_deref());
             let more = if *argv_truncated { " ..." } else { "" };
             (
                 object(ObjectKind::Binary, captured_path),
                 format!("argv: {}{more}", argv.join(" ")),
+                KernelCheck::Tracepoint,
             )
         }
         KernelEvent::Exit { status, .. } => {
@@ -252,33 +206,43 @@ pub fn record_for(
                 (_, Some(signal)) => format!("killed by signal {signal}"),
                 _ => format!("wait status {status:#x}"),
             };
-            (None, detail)
+            (None, detail, KernelCheck::Tracepoint)
         }
         KernelEvent::Unlink { flags, .. } => {
-            path = normalized(captured.path.as_deref());
+            action.path = normalized(captured.path.as_deref());
             let what = if flags & 0x200 != 0 {
                 "rmdir"
             } else {
                 "unlink"
             };
-            (object(ObjectKind::Path, captured_path), what.to_owned())
+            (
+                object(ObjectKind::Path, captured_path),
+                what.to_owned(),
+                KernelCheck::Tracepoint,
+            )
         }
         KernelEvent::Rename { .. } => {
-            path = normalized(captured.path.as_deref());
+            action.path = normalized(captured.path.as_deref());
             (
                 object(ObjectKind::Path, captured_path),
                 format!("renamed to {}", captured.target.as_deref().unwrap_or("?")),
+                KernelCheck::Tracepoint,
             )
         }
         KernelEvent::Net { addr, port, .. } => {
-            request.addr = Some(*addr);
-            request.port = Some(*port);
+            action.addr = Some(*addr);
+            action.port = Some(*port);
             (
                 object(ObjectKind::Endpoint, &endpoint(*addr, *port)),
                 String::new(),
+                KernelCheck::Egress,
             )
         }
-        KernelEvent::Lsm { denial, .. } => lsm_object(denial, meta, files, &mut path, &mut binary),
+        KernelEvent::Lsm { denial, .. } => {
+            let (object, detail) = lsm_object(denial, meta, &files.compiled, &mut action);
+            let rule = (denial.rule != 0).then(|| files.compiled.rule_id(denial.rule));
+            (object, detail, KernelCheck::Lsm { rule })
+        }
         KernelEvent::Granted {
             key,
             ticket,
@@ -290,65 +254,62 @@ pub fn record_for(
             } else {
                 format!("approval ticket {ticket}")
             };
-            match super::grants::granted_endpoint(key) {
+            let object = match granted_endpoint(key) {
                 Some((addr, port)) => {
-                    request.addr = Some(addr);
-                    request.port = Some(port);
-                    (object(ObjectKind::Endpoint, &endpoint(addr, port)), detail)
+                    action.addr = Some(addr);
+                    action.port = Some(port);
+                    object(ObjectKind::Endpoint, &endpoint(addr, port))
                 }
-                None if core == CoreAction::ProcExec => {
-                    binary = normalized(captured.path.as_deref());
-                    (object(ObjectKind::Binary, captured_path), detail)
+                None if granted_action(key) == CoreAction::ProcExec => {
+                    action.binary = normalized(captured.path.as_deref());
+                    object(ObjectKind::Binary, captured_path)
                 }
                 None => {
-                    path = normalized(captured.path.as_deref());
-                    (object(ObjectKind::Path, captured_path), detail)
+                    action.path = normalized(captured.path.as_deref());
+                    object(ObjectKind::Path, captured_path)
                 }
-            }
+            };
+            (object, detail, KernelCheck::Granted)
         }
     };
-    request.path = path.as_ref();
-    request.binary = binary.as_ref();
-    let decision = engine.decide(&request);
-
-    let (verdict, rule_id, reason) = match event {
-        KernelEvent::Lsm { denial, .. } => judge_lsm(denial, meta, &decision, files, &detail),
-        KernelEvent::Granted { .. } => (
-            Verdict::Allow,
-            decision.rule_id.as_deref().map(str::to_owned),
-            format!(
-                "allowed by a human's approval in the kernel ({detail}; the policy says {}: {})",
-                decision.verdict, decision.reason
-            ),
-        ),
-        _ => judge(event, meta, agent, &decision, &detail),
-    };
-    NewRecord {
-        ts_ns: clock.utc_ns(meta.ts_boot_ns),
-        agent: agent.map(str::to_owned),
-        cgroup_id: Some(meta.cgroup_id),
-        pid: Some(meta.pid),
-        tgid: Some(meta.tgid),
-        uid: Some(meta.uid),
-        comm: Some(meta.comm.clone()),
-        exe: captured.exe.clone(),
-        action: core.as_str().to_owned(),
+    Request {
+        door: Door::Kernel {
+            verdict: meta.verdict,
+            check,
+        },
+        at_ns: clock.utc_ns(meta.ts_boot_ns),
+        actor: Actor {
+            agent: agent.map(|(name, _)| name),
+            // The agent's cgroup as the kernel named it.
+            cgroup_id: Some(meta.cgroup_id),
+            pid: Some(meta.pid),
+            tgid: Some(meta.tgid),
+            uid: Some(meta.uid),
+            comm: Some(meta.comm.clone()),
+            exe: captured.exe.clone(),
+        },
+        action,
         object,
-        verdict,
-        risk: decision.risk,
-        rule_id,
-        reason,
-        source: Source::Kernel,
+        inode: escalated_inode(event),
+        detail,
+        note: String::new(),
     }
 }
 
-/// The object and detail of an LSM event; fills the engine's path or binary.
+/// The file an LSM escalation was about, as the kernel numbers it: what an approval grants.
+fn escalated_inode(event: &KernelEvent) -> Option<(u32, u64)> {
+    match event {
+        KernelEvent::Lsm { denial, .. } if denial.ino != 0 => Some((denial.dev, denial.ino)),
+        _ => None,
+    }
+}
+
+/// The object and detail of an LSM event; fills the action's path or binary.
 fn lsm_object(
     denial: &LsmDenial,
     meta: &EventMeta,
     files: &CompiledFiles,
-    path: &mut Option<NormalizedPath>,
-    binary: &mut Option<NormalizedPath>,
+    action: &mut ResolvedAction,
 ) -> (Option<AuditObject>, String) {
     let object = |kind, value: String| Some(AuditObject { kind, value });
     let check = denial.op.name();
@@ -375,87 +336,18 @@ fn lsm_object(
                 denial.op,
                 LsmOp::Exec | LsmOp::ExecFileless | LsmOp::MmapExec
             ) {
-                *binary = normalized(Some(&p));
+                action.binary = normalized(Some(&p));
                 (object(ObjectKind::Binary, p), check.to_owned())
             } else {
-                *path = normalized(Some(&p));
+                action.path = normalized(Some(&p));
                 (object(ObjectKind::Path, p), check.to_owned())
             }
         }
     }
 }
 
-/// An LSM event's verdict is the kernel's, and so is its rule: the compiled entry's (or,
-/// for the built-in checks, the policy's rule for that action if it has one).
-fn judge_lsm(
-    denial: &LsmDenial,
-    meta: &EventMeta,
-    decision: &Decision,
-    files: &CompiledFiles,
-    detail: &str,
-) -> (Verdict, Option<String>, String) {
-    let rule = if denial.rule != 0 {
-        files.rule_id(denial.rule).to_string()
-    } else {
-        match (&decision.rule_id, decision.verdict) {
-            (Some(id), Verdict::Deny) => id.to_string(),
-            _ => files.rule_id(0).to_string(),
-        }
-    };
-    let reason = match meta.verdict {
-        Verdict::Allow => format!("allowed by BPF LSM ({detail})"),
-        Verdict::Deny => format!("denied by BPF LSM, rule {rule} ({detail})"),
-        Verdict::Escalate => {
-            format!("denied by BPF LSM until a human approves, rule {rule} ({detail})")
-        }
-    };
-    (meta.verdict, Some(rule), reason)
-}
-
-/// The record says what the kernel did. Where the kernel only observed (no BPF LSM), the
-/// verdict is allow and the reason says what the policy would have decided, so nobody reads
-/// an unenforced deny as enforced.
-fn judge(
-    event: &KernelEvent,
-    meta: &EventMeta,
-    agent: Option<&str>,
-    decision: &Decision,
-    detail: &str,
-) -> (Verdict, Option<String>, String) {
-    let with_detail = |reason: String| {
-        if detail.is_empty() {
-            reason
-        } else {
-            format!("{reason} ({detail})")
-        }
-    };
-    let rule = decision.rule_id.as_deref().map(str::to_owned);
-    match (event, meta.verdict) {
-        (KernelEvent::Net { .. }, Verdict::Deny) => {
-            if decision.verdict == Verdict::Allow {
-                // The kernel only knows addresses: a host name in the allowlist that does
-                // not resolve to this address, for one, is denied there.
-                let kernel_rule = format!("egress.{}.kernel", agent.unwrap_or("unknown"));
-                (Verdict::Deny, Some(kernel_rule), format!("not in the kernel's egress allowlist (the policy engine would allow: {})", decision.reason))
-            } else if decision.verdict == Verdict::Escalate {
-                // Denied now; the pipeline opens a ticket whose approval the kernel honours.
-                (Verdict::Escalate, rule, with_detail(format!("denied in the kernel until a human approves: {}", decision.reason)))
-            } else {
-                (Verdict::Deny, rule, with_detail(decision.reason.to_string()))
-            }
-        }
-        (_, Verdict::Deny) => (Verdict::Deny, rule, with_detail(decision.reason.to_string())),
-        (_, _) if decision.verdict == Verdict::Allow => (Verdict::Allow, rule, with_detail(decision.reason.to_string())),
-        (_, _) => (
-            Verdict::Allow,
-            rule,
-            with_detail(format!("observed, not blocked (no synchronous enforcement for this on this kernel): policy says {}: {}", decision.verdict, decision.reason)),
-        ),
-    }
-}
-
 /// A destination as the audit log writes it (`1.2.3.4:443`, `[::1]:443`).
-pub(super) fn endpoint(addr: IpAddr, port: u16) -> String {
+pub(crate) fn endpoint(addr: IpAddr, port: u16) -> String {
     match addr.to_canonical() {
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),
@@ -463,7 +355,7 @@ pub(super) fn endpoint(addr: IpAddr, port: u16) -> String {
 }
 
 /// One record for many allowed connections to one destination.
-pub fn allowed_egress_record(
+pub(crate) fn allowed_egress_record(
     allowed: &AllowedEgress,
     agent: Option<&str>,
     cgroup_id: Option<u64>,
@@ -501,7 +393,7 @@ pub fn allowed_egress_record(
 
 /// One record for many deletes (or renames) one low-risk rule allowed an agent, counted in
 /// the kernel instead of reported one by one, between two drains (`since_ns`..`now_ns`, UTC).
-pub fn file_count_record(
+pub(crate) fn file_count_record(
     counted: &FileCount,
     owner: Option<&SlotOwner>,
     cgroup_id: Option<u64>,
@@ -540,7 +432,11 @@ pub fn file_count_record(
 }
 
 /// A record saying that `count` events of one kind never reached the daemon.
-pub fn lost_events_record(kind_action: CoreAction, count: u64, clock_now_ns: i64) -> NewRecord {
+pub(crate) fn lost_events_record(
+    kind_action: CoreAction,
+    count: u64,
+    clock_now_ns: i64,
+) -> NewRecord {
     let reason = format!(
         "{count} {} event(s) lost: the ring buffer was full",
         kind_action.as_str()
@@ -560,7 +456,7 @@ pub fn lost_events_record(kind_action: CoreAction, count: u64, clock_now_ns: i64
 
 /// The action type of a kernel event kind (`secops_common::kernel::EVENT_*`), for lost-event
 /// records.
-pub fn action_of_kind(kind: u32) -> Option<CoreAction> {
+pub(crate) fn action_of_kind(kind: u32) -> Option<CoreAction> {
     use secops_common::kernel::*;
     match kind {
         EVENT_EXEC => Some(CoreAction::ProcExec),

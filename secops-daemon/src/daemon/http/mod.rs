@@ -7,9 +7,11 @@
 //! `request_timeout` (408), bodies up to a per-route size (413). Each connection's caller is
 //! placed once, from its peer credentials, when it is accepted.
 
+mod body;
 mod control;
 mod error;
 mod identity;
+mod records;
 mod routes;
 
 use std::convert::Infallible;
@@ -32,36 +34,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::Shared;
+use super::options::ApiLimits;
+use super::state::Shared;
 use crate::audit::AuditWriter;
 use crate::scan::Scanner;
-pub use error::ApiError;
-pub use identity::Caller;
+pub(crate) use error::ApiError;
+pub(crate) use identity::Caller;
 pub use routes::ROUTES as API_ROUTES;
-
-/// The API's limits; `secops daemon --help` names the flags.
-#[derive(Clone, Copy, Debug)]
-pub struct ApiLimits {
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub request_timeout: Duration,
-    /// Largest body of every route but `/v1/scan`.
-    pub max_body_bytes: usize,
-    /// Largest `/v1/scan` body (tool output can be long).
-    pub max_scan_bytes: usize,
-}
-
-impl Default for ApiLimits {
-    fn default() -> Self {
-        ApiLimits {
-            max_connections: 512,
-            header_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            max_body_bytes: 64 << 10,
-            max_scan_bytes: 16 << 20,
-        }
-    }
-}
 
 /// What the handlers share.
 pub struct ApiState {
