@@ -4,57 +4,43 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use secops_common::kernel::{
+    grant_sub, kernel_action, EVENT_EXEC, EVENT_EXIT, EVENT_GRANT, EVENT_LSM, EVENT_NET,
+    EVENT_RENAME, EVENT_UNLINK,
+};
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
 use super::decide::{Actor, Door, KernelCheck, Request};
 use crate::api::action::ResolvedAction;
 use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
-use crate::enforce::{granted_action, granted_endpoint, CompiledFiles, FileRules, SlotOwner};
+use crate::enforce::{granted_endpoint, CompiledFiles, FileRules, SlotOwner};
 use crate::engine::NormalizedPath;
 use crate::kernel::{
-    split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp, NetHook,
+    split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp,
 };
 use crate::time::Clock;
 
 const AT_FDCWD: i32 = -100;
-const IPPROTO_UDP: u16 = 17;
 
-/// The one table from kernel events to action types. UDP is `net:send` whether the socket
-/// was connected or not: the egress policy treats all UDP alike (resolvers only).
+/// The event's action type, by the one table from what the kernel reports to action types
+/// ([`kernel_action`]), which lost events are audited by too.
 pub(crate) fn action_of(event: &KernelEvent) -> CoreAction {
-    match event {
-        KernelEvent::Exec { .. } => CoreAction::ProcExec,
-        KernelEvent::Exit { .. } => CoreAction::ProcExit,
-        KernelEvent::Unlink { .. } => CoreAction::FsDelete,
-        KernelEvent::Rename { .. } => CoreAction::FsRename,
-        KernelEvent::Net {
-            hook: NetHook::Sendmsg,
-            ..
-        } => CoreAction::NetSend,
-        KernelEvent::Net { protocol, .. } if *protocol == IPPROTO_UDP => CoreAction::NetSend,
-        KernelEvent::Net { .. } => CoreAction::NetConnect,
-        KernelEvent::Lsm { denial, .. } => lsm_action(denial.op),
-        KernelEvent::Granted { key, .. } => granted_action(key),
-    }
+    let (kind, sub) = kind_and_sub(event);
+    // Every event this build parses is in the table (tested); a gap would be an unknown
+    // check, which is a program's, so it is recorded as the BPF layer's.
+    kernel_action(kind, sub).unwrap_or(CoreAction::SysBpf)
 }
 
-/// The action type of each LSM check. A denied read is a secret read: reads are judged
-/// only where a rule protects the file.
-fn lsm_action(op: LsmOp) -> CoreAction {
-    match op {
-        LsmOp::Unlink | LsmOp::Rmdir | LsmOp::RenameTarget => CoreAction::FsDelete,
-        LsmOp::RenameSource => CoreAction::FsRename,
-        LsmOp::Link => CoreAction::FsLink,
-        LsmOp::Truncate => CoreAction::FsTruncate,
-        LsmOp::OpenWrite => CoreAction::FsWrite,
-        LsmOp::OpenRead => CoreAction::SecretRead,
-        LsmOp::Exec | LsmOp::ExecFileless | LsmOp::MmapExec => CoreAction::ProcExec,
-        LsmOp::SocketCreate => CoreAction::NetSend,
-        LsmOp::SocketConnect | LsmOp::UnixConnect => CoreAction::NetConnect,
-        LsmOp::Bpf => CoreAction::SysBpf,
-        LsmOp::Ptrace => CoreAction::ProcPtrace,
-        LsmOp::Signal => CoreAction::ProcSignal,
-        LsmOp::CgroupWrite => CoreAction::SysCgroup,
+/// The (kind, sub-kind) pair the kernel counts an event of this shape under.
+fn kind_and_sub(event: &KernelEvent) -> (u32, u32) {
+    match event {
+        KernelEvent::Exec { .. } => (EVENT_EXEC, 0),
+        KernelEvent::Exit { .. } => (EVENT_EXIT, 0),
+        KernelEvent::Unlink { .. } => (EVENT_UNLINK, 0),
+        KernelEvent::Rename { .. } => (EVENT_RENAME, 0),
+        KernelEvent::Net { protocol, .. } => (EVENT_NET, u32::from(*protocol)),
+        KernelEvent::Lsm { denial, .. } => (EVENT_LSM, denial.op.code()),
+        KernelEvent::Granted { key, .. } => (EVENT_GRANT, grant_sub(key)),
     }
 }
 
@@ -260,7 +246,9 @@ pub(crate) fn request_for(
                     action.port = Some(port);
                     object(ObjectKind::Endpoint, &endpoint(addr, port))
                 }
-                None if granted_action(key) == CoreAction::ProcExec => {
+                None if kernel_action(EVENT_GRANT, grant_sub(key))
+                    == Some(CoreAction::ProcExec) =>
+                {
                     action.binary = normalized(captured.path.as_deref());
                     object(ObjectKind::Binary, captured_path)
                 }
@@ -361,11 +349,8 @@ pub(crate) fn allowed_egress_record(
     cgroup_id: Option<u64>,
     clock: &Clock,
 ) -> NewRecord {
-    let action = if allowed.protocol == IPPROTO_UDP {
-        CoreAction::NetSend
-    } else {
-        CoreAction::NetConnect
-    };
+    let action =
+        kernel_action(EVENT_NET, u32::from(allowed.protocol)).unwrap_or(CoreAction::NetConnect);
     let reason = format!(
         "{} connection(s) allowed by the egress allowlist between {} and {} (aggregated)",
         allowed.count,
@@ -431,16 +416,24 @@ pub(crate) fn file_count_record(
     }
 }
 
-/// A record saying that `count` events of one kind never reached the daemon.
-pub(crate) fn lost_events_record(
-    kind_action: CoreAction,
-    count: u64,
-    clock_now_ns: i64,
-) -> NewRecord {
-    let reason = format!(
-        "{count} {} event(s) lost: the ring buffer was full",
-        kind_action.as_str()
-    );
+/// A record saying that `count` events of one (kind, sub-kind) never reached the daemon.
+pub(crate) fn lost_events_record(kind: u32, sub: u32, count: u64, clock_now_ns: i64) -> NewRecord {
+    let (kind_action, reason) = match kernel_action(kind, sub) {
+        Some(action) => (
+            action,
+            format!(
+                "{count} {} event(s) lost: the ring buffer was full",
+                action.as_str()
+            ),
+        ),
+        None => (
+            CoreAction::SysBpf,
+            format!(
+                "{count} event(s) of kernel event kind {kind}/{sub}, which this daemon does not \
+                 know, lost: the ring buffer was full"
+            ),
+        ),
+    };
     NewRecord {
         rule_id: Some("kernel.events-lost".to_owned()),
         ..NewRecord::new(
@@ -454,16 +447,201 @@ pub(crate) fn lost_events_record(
     }
 }
 
-/// The action type of a kernel event kind (`secops_common::kernel::EVENT_*`), for lost-event
-/// records.
-pub(crate) fn action_of_kind(kind: u32) -> Option<CoreAction> {
-    use secops_common::kernel::*;
-    match kind {
-        EVENT_EXEC => Some(CoreAction::ProcExec),
-        EVENT_EXIT => Some(CoreAction::ProcExit),
-        EVENT_UNLINK => Some(CoreAction::FsDelete),
-        EVENT_RENAME => Some(CoreAction::FsRename),
-        EVENT_NET => Some(CoreAction::NetConnect),
-        _ => None,
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use secops_common::kernel::{GrantKey, InodeKey, GRANT_FILE, OP_EXEC};
+
+    use super::*;
+    use crate::enforce::CountSlots;
+
+    fn meta(verdict: Verdict) -> EventMeta {
+        EventMeta {
+            agent_index: 2,
+            cgroup_id: 500,
+            ts_boot_ns: 1_000,
+            pid: 11,
+            tgid: 10,
+            uid: 1000,
+            verdict,
+            comm: "bash".into(),
+        }
+    }
+
+    fn captured(event: KernelEvent, path: Option<&str>) -> Captured {
+        Captured {
+            event,
+            exe: Some("/usr/bin/bash".into()),
+            path: path.map(str::to_owned),
+            target: None,
+        }
+    }
+
+    /// File rules with one entry for /srv/ws (rule 1 = `ws.files`).
+    fn files() -> FileRules {
+        let anchor = InodeKey {
+            agent_index: 2,
+            dev: 8,
+            ino: 100,
+        };
+        FileRules {
+            compiled: CompiledFiles {
+                entries: BTreeMap::new(),
+                paths: HashMap::from([(anchor, PathBuf::from("/srv/ws"))]),
+                rule_ids: vec![Arc::from("secops.self-protection"), Arc::from("ws.files")],
+                truncated: Vec::new(),
+            },
+            count_slots: CountSlots::default(),
+        }
+    }
+
+    fn request(event: KernelEvent, path: Option<&str>) -> Request {
+        request_for(
+            &captured(event, path),
+            Some(("coder".into(), 500)),
+            &files(),
+            &Clock::now(),
+        )
+    }
+
+    fn kernel_door(r: &Request) -> (Verdict, &KernelCheck) {
+        match &r.door {
+            Door::Kernel { verdict, check } => (*verdict, check),
+            other => panic!("not the kernel's door: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tracepoint_events_name_the_agent_the_object_and_what_was_seen() {
+        let r = request(
+            KernelEvent::Exec {
+                meta: meta(Verdict::Allow),
+                filename: "ls".into(),
+                argv: vec!["ls".into(), "-l".into()],
+                argv_truncated: true,
+            },
+            Some("/usr/bin/ls"),
+        );
+        assert!(matches!(
+            kernel_door(&r),
+            (Verdict::Allow, KernelCheck::Tracepoint)
+        ));
+        assert_eq!(r.action.action_name, "proc:exec");
+        assert_eq!(
+            r.action.binary.as_ref().map(|b| b.to_string()).as_deref(),
+            Some("/usr/bin/ls")
+        );
+        assert_eq!(r.object.as_ref().map(|o| o.kind), Some(ObjectKind::Binary));
+        assert_eq!(r.detail, "argv: ls -l ...");
+        assert_eq!(r.actor.agent.as_deref(), Some("coder"));
+        assert_eq!(
+            (r.actor.cgroup_id, r.actor.pid, r.actor.tgid, r.actor.uid),
+            (Some(500), Some(11), Some(10), Some(1000))
+        );
+        assert_eq!(r.actor.exe.as_deref(), Some("/usr/bin/bash"));
+
+        let rmdir = request(
+            KernelEvent::Unlink {
+                meta: meta(Verdict::Allow),
+                dfd: -100,
+                path: "d".into(),
+                flags: 0x200,
+            },
+            Some("/srv/ws/d"),
+        );
+        assert_eq!(rmdir.action.action_name, "fs:delete");
+        assert_eq!(rmdir.detail, "rmdir");
+    }
+
+    #[test]
+    fn lsm_events_carry_the_kernel_verdict_the_entry_rule_and_the_inode_to_grant() {
+        let r = request(
+            KernelEvent::Lsm {
+                meta: meta(Verdict::Escalate),
+                denial: LsmDenial {
+                    op: LsmOp::Unlink,
+                    rule: 1,
+                    dev: 8,
+                    ino: 123,
+                    anchor_dev: 8,
+                    anchor_ino: 100,
+                    depth: 2,
+                    names: vec!["f".into(), "sub".into()],
+                    target_pid: 0,
+                    signal: 0,
+                    family: 0,
+                    sock_type: 0,
+                    protocol: 0,
+                },
+            },
+            None,
+        );
+        let (verdict, check) = kernel_door(&r);
+        assert_eq!(verdict, Verdict::Escalate);
+        assert!(matches!(check, KernelCheck::Lsm { rule: Some(rule) } if &**rule == "ws.files"));
+        assert_eq!(
+            r.object.as_ref().map(|o| o.value.as_str()),
+            Some("/srv/ws/sub/f"),
+            "the anchor's path and the names below it"
+        );
+        assert_eq!(r.action.action_name, "fs:delete");
+        assert_eq!(r.inode, Some((8, 123)));
+        assert_eq!(r.detail, "unlink");
+    }
+
+    #[test]
+    fn egress_denials_and_grant_uses_are_their_own_checks() {
+        let udp = request(
+            KernelEvent::Net {
+                meta: meta(Verdict::Deny),
+                hook: crate::kernel::NetHook::Sendmsg,
+                protocol: 17,
+                addr: "10.0.0.1".parse().unwrap(),
+                port: 53,
+            },
+            None,
+        );
+        assert!(matches!(
+            kernel_door(&udp),
+            (Verdict::Deny, KernelCheck::Egress)
+        ));
+        assert_eq!(udp.action.action_name, "net:send");
+        assert_eq!(udp.object.as_ref().unwrap().value, "10.0.0.1:53");
+        let granted = request(
+            KernelEvent::Granted {
+                meta: meta(Verdict::Allow),
+                ticket: 9,
+                key: GrantKey {
+                    kind: GRANT_FILE,
+                    op: OP_EXEC as u8,
+                    ..GrantKey::default()
+                },
+                one_shot: true,
+                check: Some(LsmOp::Exec),
+            },
+            Some("/opt/tool"),
+        );
+        assert!(matches!(kernel_door(&granted), (_, KernelCheck::Granted)));
+        assert_eq!(granted.action.action_name, "proc:exec");
+        assert_eq!(granted.object.as_ref().unwrap().kind, ObjectKind::Binary);
+        assert_eq!(granted.detail, "approval ticket 9, one use, now spent");
+    }
+
+    #[test]
+    fn lost_events_are_audited_as_the_action_they_were() {
+        let r = lost_events_record(EVENT_LSM, LsmOp::OpenRead.code(), 4, 0);
+        assert_eq!(r.action, "secret:read");
+        assert_eq!(
+            r.reason,
+            "4 secret:read event(s) lost: the ring buffer was full"
+        );
+        let grant = lost_events_record(EVENT_GRANT, 16 + 2, 1, 0);
+        assert_eq!(grant.action, "net:send");
+        let unknown = lost_events_record(EVENT_LSM, 31, 2, 0);
+        assert_eq!(unknown.action, "sys:bpf");
+        assert!(unknown.reason.contains("kind 6/31"));
     }
 }

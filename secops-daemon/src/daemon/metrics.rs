@@ -208,7 +208,7 @@ impl Metrics {
 
     /// The text exposition format, with the snapshot's values brought up to date.
     pub(crate) fn encode(&self, snapshot: &Snapshot) -> String {
-        let _guard = super::state::lock(&self.encode_lock);
+        let _guard = super::locks::lock(&self.encode_lock);
         catch_up(&self.events_received, snapshot.events_received);
         catch_up(&self.events_lost, snapshot.events_lost);
         if let Some(n) = snapshot.open_tickets {

@@ -35,6 +35,7 @@ mod events;
 mod hosts;
 mod http;
 mod layers;
+mod locks;
 mod metrics;
 mod options;
 mod parked;

@@ -11,12 +11,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use secops_common::kernel::STATS_LEN;
 
 use super::decide::{decide, AuditMode, Recorded};
 use super::events::{
-    action_of_kind, allowed_egress_record, capture, file_count_record, lost_events_record,
-    request_for, Captured, ExeCache,
+    allowed_egress_record, capture, file_count_record, lost_events_record, request_for, Captured,
+    ExeCache,
 };
 use super::state::{lock, read, Shared};
 use crate::audit::{AuditWriter, CommitTicket, NewRecord};
@@ -218,18 +217,14 @@ impl Pipeline {
         }
         let now = crate::time::now_ns();
         let mut tickets = Vec::new();
-        for kind in 0..STATS_LEN as u32 {
-            let count = new.get(kind);
-            if count == 0 {
-                continue;
-            }
-            let action = action_of_kind(kind).unwrap_or(secops_common::CoreAction::ProcExec);
+        for (kind, sub, count) in new.slots() {
+            let record = lost_events_record(kind, sub, count, now);
             tracing::warn!(
                 count,
-                action = action.as_str(),
+                action = %record.action,
                 "kernel events lost: the ring buffer was full"
             );
-            tickets.push(self.writer.append(lost_events_record(action, count, now)));
+            tickets.push(self.writer.append(record));
         }
         self.shared
             .counters
@@ -339,24 +334,79 @@ impl Pipeline {
     }
 }
 
+/// The lost-event counts already audited: `map <id>` (the `secops_stats` map they were read
+/// from), then one count per slot. A file that is missing or does not read names no map, so
+/// every count in the kernel is audited (once more, at worst).
 fn read_lost(path: &std::path::Path) -> LostCounts {
     let mut counts = LostCounts::default();
-    if let Ok(text) = std::fs::read_to_string(path) {
-        for (slot, value) in counts.by_kind.iter_mut().zip(text.split_whitespace()) {
-            *slot = value.parse().unwrap_or(0);
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return counts;
+    };
+    let mut words = text.split_whitespace();
+    let map_id = match (words.next(), words.next().map(str::parse::<u32>)) {
+        (Some("map"), Some(Ok(id))) => id,
+        _ => {
+            tracing::warn!(
+                "{} does not say which map its counts are from; every lost event the kernel \
+                 counted is audited again",
+                path.display()
+            );
+            return counts;
         }
+    };
+    for (slot, value) in counts.by_slot.iter_mut().zip(words) {
+        *slot = value.parse().unwrap_or(0);
     }
+    counts.map_id = map_id;
     counts
 }
 
 fn write_lost(path: &std::path::Path, counts: &LostCounts) {
-    let text: Vec<String> = counts.by_kind.iter().map(u64::to_string).collect();
+    let slots: Vec<String> = counts.by_slot.iter().map(u64::to_string).collect();
+    let text = format!("map {}\n{}\n", counts.map_id, slots.join(" "));
     let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, text.join(" ")).and_then(|()| std::fs::rename(&tmp, path))
-    {
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
         tracing::warn!(
             "recording audited lost-event counts in {}: {e}",
             path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audited_loss_counts_survive_a_restart_but_not_a_new_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lost");
+        let mut audited = LostCounts {
+            map_id: 7,
+            ..LostCounts::default()
+        };
+        audited.by_slot[6 * 32 + 1] = 5;
+        write_lost(&file, &audited);
+        let read = read_lost(&file);
+        assert_eq!(read, audited);
+        let mut now = audited.clone();
+        now.by_slot[6 * 32 + 1] = 8;
+        let new: Vec<_> = now.since(&read).slots().collect();
+        assert_eq!(new, [(6, 1, 3)], "only what came since is new");
+        let recreated = LostCounts {
+            map_id: 9,
+            ..now.clone()
+        };
+        assert_eq!(
+            recreated.since(&read).total(),
+            8,
+            "a new map (after a teardown) starts from nothing audited"
+        );
+        std::fs::write(&file, "0 0 0 5").unwrap();
+        assert_eq!(
+            read_lost(&file),
+            LostCounts::default(),
+            "an old file names no map"
         );
     }
 }

@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub(crate) use super::locks::{lock, read, write};
+
 use tokio::sync::Notify;
 
 use super::agents::{AgentSlot, AgentTable};
@@ -21,21 +23,6 @@ use crate::cgroups::CgroupDir;
 use crate::enforce::{FileRules, HostAddrs};
 use crate::engine::Engine;
 use crate::kernel::Kernel;
-
-/// Locks shared state. A panicked holder cannot leave these structures half-written in a
-/// way later readers could misread (every update is a whole replacement), so a poisoned
-/// lock is used as it is rather than taking the daemon down.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
 
 /// State shared by the daemon's tasks.
 pub(crate) struct Shared {

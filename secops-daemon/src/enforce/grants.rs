@@ -139,27 +139,6 @@ pub(crate) fn grant_value(ticket: &Ticket, clock: &Clock) -> Grant {
     }
 }
 
-/// The action type a used grant stands for.
-pub(crate) fn granted_action(key: &GrantKey) -> CoreAction {
-    if key.kind == GRANT_NET {
-        return if key.op == PROTO_UDP {
-            CoreAction::NetSend
-        } else {
-            CoreAction::NetConnect
-        };
-    }
-    match usize::from(key.op) {
-        OP_DELETE => CoreAction::FsDelete,
-        OP_RENAME => CoreAction::FsRename,
-        OP_LINK => CoreAction::FsLink,
-        OP_TRUNCATE => CoreAction::FsTruncate,
-        OP_WRITE => CoreAction::FsWrite,
-        OP_READ => CoreAction::SecretRead,
-        OP_EXEC => CoreAction::ProcExec,
-        _ => CoreAction::NetConnect,
-    }
-}
-
 /// The destination of a network grant, as the audit log writes endpoints.
 pub(crate) fn granted_endpoint(key: &GrantKey) -> Option<(IpAddr, u16)> {
     if key.kind != GRANT_NET {
@@ -254,6 +233,12 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let k = grant_keys(&ticket("proc:exec", file.to_str().unwrap()), 1).unwrap()[0];
         assert_eq!(k.ino, std::fs::metadata(&file).unwrap().ino());
-        assert_eq!(granted_action(&k), CoreAction::ProcExec);
+        assert_eq!(
+            secops_common::kernel::kernel_action(
+                secops_common::kernel::EVENT_GRANT,
+                secops_common::kernel::grant_sub(&k)
+            ),
+            Some(CoreAction::ProcExec)
+        );
     }
 }

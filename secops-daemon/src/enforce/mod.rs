@@ -23,7 +23,7 @@ pub(crate) use agents::agent_entry;
 pub(crate) use count_slots::{CountSlots, CountSlotsError, SlotOwner};
 pub(crate) use egress::{allowlist_hosts, compile_allowlist, egress_enforced, HostAddrs};
 pub(crate) use files::{AgentTarget, BuiltinProtection, CompiledFiles, BUILTIN_RULE_ID};
-pub(crate) use grants::{grant_keys, grant_value, granted_action, granted_endpoint};
+pub(crate) use grants::{grant_keys, grant_value, granted_endpoint};
 pub(crate) use inode::kernel_inode;
 
 use crate::engine::Engine;
