@@ -51,15 +51,15 @@ use anyhow::Context;
 
 pub(crate) use decide::{judge, Actor, Door, Request};
 pub use http::API_ROUTES;
-pub use options::{ApiLimits, DaemonOptions};
-pub use start::run;
+pub(crate) use options::{ApiLimits, DaemonOptions};
+pub(crate) use start::run;
 
 use crate::cgroups::CgroupDir;
 use crate::kernel;
 
 /// Tears down what a daemon with these options left pinned: programs, links and maps, and
 /// the secops cgroups that hold no process. For uninstalling and for tests.
-pub fn teardown(pin_dir: &Path, cgroup_root: &str) -> anyhow::Result<()> {
+pub(crate) fn teardown(pin_dir: &Path, cgroup_root: &str) -> anyhow::Result<()> {
     if pin_dir.exists() {
         kernel::unpin_all(pin_dir).with_context(|| format!("unpinning {}", pin_dir.display()))?;
     }

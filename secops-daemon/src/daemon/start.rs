@@ -28,7 +28,7 @@ use crate::kernel::{self, EventReader, Kernel, LoadOptions};
 use crate::policy::load_policy;
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
+pub(crate) fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

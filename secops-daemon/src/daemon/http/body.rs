@@ -63,3 +63,32 @@ pub(super) async fn read_json_or_empty<T: DeserializeOwned + Default>(
     }
     parse_json(&bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[allow(dead_code)]
+        action: String,
+        #[allow(dead_code)]
+        durable: Option<bool>,
+    }
+
+    #[test]
+    fn a_bad_body_names_the_field_that_was_wrong() {
+        assert!(parse_json::<Body>(br#"{"action": "fs:delete"}"#).is_ok());
+        let wrong = parse_json::<Body>(br#"{"action": "fs:delete", "durable": "yes"}"#)
+            .unwrap_err()
+            .message;
+        assert!(wrong.contains("field `durable`"), "{wrong}");
+        let unknown = parse_json::<Body>(br#"{"action": "x", "agent_name": "me"}"#)
+            .unwrap_err()
+            .message;
+        assert!(unknown.contains("agent_name"), "{unknown}");
+        let broken = parse_json::<Body>(b"{").unwrap_err().message;
+        assert!(broken.starts_with("malformed request body"), "{broken}");
+    }
+}

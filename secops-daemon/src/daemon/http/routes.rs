@@ -61,7 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
 ];
 
-pub fn router(state: Arc<ApiState>) -> Router {
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/check", post(check))
@@ -86,7 +86,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-pub fn metrics_router(state: Arc<ApiState>) -> Router {
+pub(crate) fn metrics_router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -608,4 +608,27 @@ async fn metrics(State(state): Api) -> Response {
         state.shared.metrics.encode(&snapshot),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_notes_the_tool_its_arguments_and_a_claimed_identity() {
+        let note = context_note(Some("shell"), Some("rm -rf /"), Some("root"), Some("coder"));
+        assert_eq!(
+            note,
+            "; tool \"shell\"; arguments \"rm -rf /\"; the request named agent \"root\", \
+             ignored: identity comes from the caller's cgroup"
+        );
+        assert_eq!(context_note(None, None, Some("coder"), Some("coder")), "");
+        let long = "a".repeat(2 * MAX_SUMMARY_CHARS);
+        let cut = context_note(None, Some(&long), None, None);
+        assert!(
+            cut.chars().count() < MAX_SUMMARY_CHARS + 32,
+            "arguments are cut"
+        );
+        assert!(cut.ends_with("…\""));
+    }
 }
