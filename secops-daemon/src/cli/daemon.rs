@@ -59,9 +59,27 @@ pub struct DaemonArgs {
     /// admins: status, reload, approvals, agents, audit and metrics routes.
     #[arg(long, default_value_t = 0)]
     pub admin_gid: u32,
-    /// API connections served at once; more wait in the socket's backlog.
+    /// API connections served at once for all callers but the admins together; more wait
+    /// for a turn (up to --api-agent-queue per agent).
     #[arg(long, default_value_t = ApiLimits::default().max_connections)]
     pub api_max_connections: usize,
+    /// API connections served at once for one agent (or one non-admin user), so one agent
+    /// cannot take the connections the others need.
+    #[arg(long, default_value_t = ApiLimits::default().agent_connections)]
+    pub api_agent_connections: usize,
+    /// Connections of one agent (or non-admin user) accepted and waiting for a turn; further
+    /// ones are answered 429 and closed at once.
+    #[arg(long, default_value_t = ApiLimits::default().agent_queue)]
+    pub api_agent_queue: usize,
+    /// API connections reserved for admins (root or --admin-gid, outside every agent
+    /// cgroup): status, approvals and the kill switch answer however busy the agents keep
+    /// the API.
+    #[arg(long, default_value_t = ApiLimits::default().admin_connections)]
+    pub api_admin_connections: usize,
+    /// Requests a second one agent (or non-admin user) may make, with bursts of twice as
+    /// many; past that requests are answered 429 with retry-after.
+    #[arg(long, default_value_t = ApiLimits::default().agent_rate)]
+    pub api_agent_rate: u32,
     /// Time a client has to send a request's headers (and the idle limit of a kept-alive
     /// connection), e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -124,6 +142,10 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
         admin_gid: args.admin_gid,
         api: ApiLimits {
             max_connections: args.api_max_connections.max(1),
+            agent_connections: args.api_agent_connections.max(1),
+            agent_queue: args.api_agent_queue,
+            admin_connections: args.api_admin_connections.max(1),
+            agent_rate: args.api_agent_rate.max(1),
             header_timeout: args.api_header_timeout,
             request_timeout: args.api_request_timeout,
             max_body_bytes: args.api_max_body_bytes,
