@@ -365,3 +365,55 @@ fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_state_directory_and_the_audit_log_are_the_daemons_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !need_root("the_state_directory_and_the_audit_log_are_the_daemons_alone") {
+        return;
+    }
+    let mut daemon = Daemon::start_with(&binaries(), &policy(&[8080]), &[]);
+    let state = daemon.dir.join("state");
+    let private = |daemon: &Daemon| {
+        assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+        for file in ["audit.db", "approvals.db"] {
+            let mode = std::fs::metadata(state.join(file)).unwrap().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{file} is {mode:o}\n{}", daemon.log());
+        }
+    };
+    private(&daemon);
+    // A state directory someone opened up meanwhile is made private again at the next start.
+    daemon.kill_and_wait();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    daemon.spawn();
+    private(&daemon);
+    assert!(daemon.log().contains("it is 0700 now"), "{}", daemon.log());
+    daemon.kill_and_wait();
+
+    // One that another user owns is refused before anything is loaded or pinned.
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let name = secops_host_tests::kernel::unique_name();
+    let out = std::process::Command::new(SECOPS)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["daemon", "--policy"])
+        .arg(daemon.dir.join("policy.yaml"))
+        .arg("--socket")
+        .arg(daemon.dir.join("other.sock"))
+        .args([
+            "--pin-dir",
+            &format!("/sys/fs/bpf/{name}"),
+            "--cgroup-root",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("owned by uid 65534"), "{stderr}");
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/bpf/{name}")).exists(),
+        "nothing was pinned"
+    );
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
+}

@@ -39,6 +39,11 @@ pub(crate) fn run(options: DaemonOptions) -> anyhow::Result<()> {
 }
 
 async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
+    // Nothing the daemon writes is anyone else's to read: the audit log and its WAL, the
+    // approval queue, the keys, the state files. (The socket's mode is set when it is bound.)
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o077) };
+    private_state_dir(&options.state_dir)?;
     let live = load_live(&options)?;
     let writer = Arc::new(open_audit_log(&options)?);
     let tickets = open_tickets(&options)?;
@@ -54,6 +59,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         last_reload_error: Mutex::new(None),
         counters: Counters::default(),
         metrics: Metrics::new(),
+        scanner: crate::scan::Scanner::new(),
         tickets: Mutex::new(tickets),
         decided: Default::default(),
         live: Mutex::new(live),
@@ -74,6 +80,41 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     match Arc::try_unwrap(writer) {
         Ok(writer) => writer.close().context("closing the audit log")?,
         Err(_) => tracing::warn!("audit writer still shared at shutdown; it closes when dropped"),
+    }
+    Ok(())
+}
+
+/// Makes the state directory (created if missing) this daemon's alone: mode 0700. One that
+/// another user owns is refused, since its owner could rename the log away or swap the keys.
+fn private_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("reading the state directory {}", dir.display()))?;
+    // SAFETY: geteuid(2) cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        anyhow::bail!(
+            "the state directory {} is {} uid {}, not a directory of this daemon's user (uid {me}): \
+             refused, since whoever owns it can replace the audit log or its keys; give the \
+             daemon a directory of its own (--state-dir)",
+            dir.display(),
+            if meta.is_dir() { "owned by" } else { "not a directory but a file of" },
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (mode 0700)", dir.display()))?;
+        tracing::warn!(
+            dir = %dir.display(),
+            "the state directory was readable or writable by others ({:o}); it is 0700 now",
+            meta.mode() & 0o777
+        );
     }
     Ok(())
 }
@@ -262,7 +303,6 @@ impl Services {
         let api = Arc::new(http::ApiState {
             shared: shared.clone(),
             writer: writer.clone(),
-            scanner: crate::scan::Scanner::new(),
             limits: options.api,
             admin_gid: options.admin_gid,
         });

@@ -23,6 +23,7 @@ use crate::cgroups::CgroupDir;
 use crate::enforce::{FileRules, HostAddrs};
 use crate::engine::Engine;
 use crate::kernel::Kernel;
+use crate::scan::Scanner;
 
 /// State shared by the daemon's tasks.
 pub(crate) struct Shared {
@@ -36,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) last_reload_error: Mutex<Option<String>>,
     pub(crate) counters: Counters,
     pub(crate) metrics: Metrics,
+    /// The output scanner: `/v1/scan`, and every audit record before it is stored.
+    pub(crate) scanner: Scanner,
     /// The approval queue. Held only in blocking tasks, never across an await.
     pub(crate) tickets: Mutex<TicketStore>,
     /// The file rules as compiled into the kernel's inode entries (for reading LSM events).

@@ -37,7 +37,6 @@ use tower::ServiceExt;
 use super::options::ApiLimits;
 use super::state::Shared;
 use crate::audit::AuditWriter;
-use crate::scan::Scanner;
 use admission::{Admission, TooMany};
 pub(crate) use error::ApiError;
 pub(crate) use identity::Caller;
@@ -47,7 +46,6 @@ pub use routes::ROUTES as API_ROUTES;
 pub(crate) struct ApiState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) writer: Arc<AuditWriter>,
-    pub(crate) scanner: Scanner,
     pub(crate) limits: ApiLimits,
     pub(crate) admin_gid: u32,
 }

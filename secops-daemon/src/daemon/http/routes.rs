@@ -214,9 +214,10 @@ async fn scan(State(state): Api, Extension(caller): Who, body: Body) -> ApiResul
         );
     let text = request.output;
     let worker = state.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || worker.scanner.respond(&text, &policy, autonomy))
-            .await?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        worker.shared.scanner.respond(&text, &policy, autonomy)
+    })
+    .await?;
     state.shared.metrics.scanned(
         caller.agent.as_deref().unwrap_or(""),
         outcome.action,
