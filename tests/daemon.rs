@@ -271,6 +271,42 @@ fn sighup_reloads_the_allowlist_and_a_broken_policy_changes_nothing() {
         [format!("tcp {f} ok"), format!("tcp {s} ok")],
         "the previous policy stays in force"
     );
+
+    // Every reload is audited: what set it off, and the policy's hash old -> new.
+    let reloads: Vec<Value> = daemon
+        .records()
+        .into_iter()
+        .filter(|r| r["action"] == "sys:policy")
+        .collect();
+    let applied = reloads
+        .iter()
+        .find(|r| r["verdict"] == "allow")
+        .unwrap_or_else(|| panic!("no reload record: {reloads:#?}"));
+    let reason = applied["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("policy reloaded (SIGHUP)")
+            || reason.starts_with("policy reloaded (a policy file changed)"),
+        "{reason}"
+    );
+    let hashes: Vec<&str> = reason
+        .split_once("sha256 ")
+        .map(|(_, rest)| rest.split(';').next().unwrap().split(" -> ").collect())
+        .unwrap_or_default();
+    assert_eq!(hashes.len(), 2, "{reason}");
+    assert_ne!(hashes[0], hashes[1], "{reason}");
+    assert!(hashes.iter().all(|h| h.len() == 64), "{reason}");
+    let refused = reloads
+        .iter()
+        .find(|r| r["verdict"] == "deny")
+        .unwrap_or_else(|| panic!("no refused reload: {reloads:#?}"));
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stays: the new policy is not valid"),
+        "{refused}"
+    );
+    assert_eq!(refused["source"], "daemon");
 }
 
 #[test]

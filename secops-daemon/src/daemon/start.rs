@@ -3,7 +3,7 @@
 //! programs attached), then the services that run until SIGTERM (event pipeline, API,
 //! timeout sweeper, watchers), which are stopped in the reverse order.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{anyhow, Context};
@@ -57,6 +57,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         root: layers.root,
         capabilities: layers.capabilities,
         last_reload_error: Mutex::new(None),
+        reload_generation: AtomicU64::new(0),
         counters: Counters::default(),
         metrics: Metrics::new(),
         scanner: crate::scan::Scanner::new(),
@@ -310,8 +311,8 @@ impl Services {
         let server = http::Server::start(listener, metrics_listener, api)?;
         let sweeper = timeouts::spawn(shared.clone(), writer.clone())?;
         let tasks = vec![
-            tokio::spawn(services::watch_signals(shared.clone())),
-            tokio::spawn(services::watch_policy_files(shared.clone())),
+            tokio::spawn(services::watch_signals(shared.clone(), writer.clone())),
+            tokio::spawn(services::watch_policy_files(shared.clone(), writer.clone())),
             tokio::spawn(hosts::refresh_hosts(shared.clone())),
         ];
         Ok(Services {

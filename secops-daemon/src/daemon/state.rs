@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) root: CgroupDir,
     pub(crate) capabilities: Vec<CapabilityStatus>,
     pub(crate) last_reload_error: Mutex<Option<String>>,
+    /// Counts reloads started (and given up): only the newest may put its policy in force.
+    pub(crate) reload_generation: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) metrics: Metrics,
     /// The output scanner: `/v1/scan`, and every audit record before it is stored.

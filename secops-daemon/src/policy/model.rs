@@ -26,6 +26,9 @@ pub struct Policy {
     pub default_risk: Vec<Option<RiskLevel>>,
     /// Every file the policy was read from, the top-level one first.
     pub files: Vec<PathBuf>,
+    /// SHA-256 (hex) over every file's path and content, in `files` order: what audit
+    /// records of reloads name, so a policy in force can be matched to its files.
+    pub content_hash: String,
 }
 
 #[derive(Debug, Clone)]

@@ -39,7 +39,7 @@ pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
         FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback
         | DbMigrate => High,
         ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup
-        | SysAutonomy | DbDrop => Critical,
+        | SysAutonomy | SysPolicy | DbDrop => Critical,
     }
 }
 
@@ -162,6 +162,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         approvals,
         default_risk,
         files: files.iter().rev().map(|f| f.path.clone()).collect(),
+        content_hash: content_hash(files.iter().rev()),
     }
 }
 
@@ -398,9 +399,11 @@ impl Validator<'_> {
             }
         };
         each("paths", &spec.paths, self.errors, &mut |raw| {
+            not_folded(raw)?;
             PathPattern::parse(raw).map(|p| out.paths.push(p))
         });
         each("binaries", &spec.binaries, self.errors, &mut |raw| {
+            not_folded(raw)?;
             PathPattern::parse(raw).map(|p| out.binaries.push(p))
         });
         each("cidrs", &spec.cidrs, self.errors, &mut |raw| {
@@ -704,6 +707,38 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
         return Err("the root directory cannot be a workspace or home".to_owned());
     }
     Ok(trimmed.to_owned())
+}
+
+/// SHA-256 over each file's path and the digest of its text, in order.
+fn content_hash<'a>(files: impl Iterator<Item = &'a SourceFile>) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for f in files {
+        let path = f.path.to_string_lossy();
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path.as_bytes());
+        hash.update(f.digest);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// A list item that holds ` - ` before something path-like is almost always two items YAML
+/// folded into one string (a continuation line indented past the dash), which would
+/// silently match neither. A path that really holds ` - ` can say so with `?` for the spaces.
+fn not_folded(raw: &str) -> Result<(), String> {
+    let folded = raw.match_indices(" - ").any(|(at, _)| {
+        raw[at + 3..]
+            .chars()
+            .next()
+            .is_some_and(|c| matches!(c, '/' | '~' | '$' | '*'))
+    });
+    if folded {
+        return Err(format!(
+            "{raw:?} looks like two list items folded into one string (check the indentation \
+             of the line after it); a path that really holds \" - \" can write it as \"?-?\""
+        ));
+    }
+    Ok(())
 }
 
 fn check_home_glob(raw: &str) -> Result<(), String> {

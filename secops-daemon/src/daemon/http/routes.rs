@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::approvals::{DecideError, Decider};
 use super::super::decide::{decide_async, Door, NoAnswer, Request};
+use super::super::enforcement::{reload_in_time, ReloadTrigger};
 use super::super::metrics::Snapshot;
 use super::super::state::{lock, Shared};
 use super::body::{read_json, read_json_or_empty};
@@ -308,9 +309,9 @@ async fn agents(
 
 async fn reload(State(state): Api, Extension(caller): Who) -> ApiResult<Reloaded> {
     caller.require_admin()?;
-    let shared = state.shared.clone();
-    let files = tokio::task::spawn_blocking(move || shared.reload())
-        .await?
+    let trigger = ReloadTrigger::Api(caller.actor(), caller.describe());
+    let files = reload_in_time(&state.shared, &state.writer, trigger)
+        .await
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     Ok(Json(Reloaded {
         policy_files: files,
