@@ -28,10 +28,12 @@ fn binaries() -> Binaries {
 const POLICY: &str = "version: 1
 agents:
   - name: web
-    workspace: /tmp/secops-api-web
+    workspace: /tmp
+    user: root
     autonomy: semi
   - name: vault
-    workspace: /tmp/secops-api-vault
+    workspace: /tmp
+    user: root
     autonomy: semi
     output_scan: withhold
 rules:

@@ -39,7 +39,7 @@ fn listener() -> (TcpListener, u16) {
 fn policy(allowed_ports: &[u16]) -> String {
     let ports: Vec<String> = allowed_ports.iter().map(u16::to_string).collect();
     format!(
-        "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    autonomy: semi\n\
+        "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    user: root\n    autonomy: semi\n\
          egress:\n  web:\n    allow:\n      - cidr: 127.0.0.1/32\n        ports: [{}]\n    dns_resolvers: [127.0.0.53]\n",
         ports.join(", ")
     )
@@ -353,7 +353,7 @@ fn host_names_in_allowlists_are_resolved_into_the_kernel() {
     let daemon = Daemon::start(
         &binaries(),
         &format!(
-            "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n\
+            "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    user: root\n\
              egress:\n  web:\n    allow:\n      - host: localhost\n        ports: [{allowed}]\n"
         ),
     );

@@ -86,7 +86,12 @@ fn role_launch(rest: &[OsString]) -> i32 {
     // whether the launcher restores it for the command.
     // SAFETY: changing a signal disposition in a single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    launcher::run_in_agent_or_exit(Path::new(cgroup), cmd, args, None)
+    launcher::run_in_agent_or_exit(
+        &launcher::Launch::in_cgroup(Path::new(cgroup)),
+        cmd,
+        args,
+        None,
+    )
 }
 
 /// Prints `key=value` lines: where the probe runs, its confinement, and the outcome of each

@@ -12,7 +12,7 @@ use crate::api::client::{Client, ClientError, Connected};
 use crate::api::{Registered, StatusReport, DEFAULT_SOCKET};
 use crate::daemon::{self, ApiLimits, DaemonOptions};
 use crate::kernel::DEFAULT_RING_BUFFER_BYTES;
-use crate::launcher::{run_in_agent_or_exit, AskHandoff, EXIT_LAUNCH_FAILED};
+use crate::launcher::{run_in_agent_or_exit, Account, AskHandoff, Launch, EXIT_LAUNCH_FAILED};
 
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/secops";
 const DEFAULT_CGROUP_ROOT: &str = "secops";
@@ -191,12 +191,34 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     let path = format!("/v1/agents/{}/register", args.agent);
     let registered: Result<Registered, _> =
         args.socket.client().post(&path, &serde_json::json!({}));
-    let cgroup = match registered {
-        Ok(registered) => registered.cgroup,
+    let registered = match registered {
+        Ok(registered) => registered,
         Err(e) => {
             eprintln!("secops run: {e}");
             return Ok(EXIT_LAUNCH_FAILED as u8);
         }
+    };
+    if !registered.identity_enforced {
+        eprintln!(
+            "secops run: warning: agent {} runs as root and no kernel layer (BPF LSM) holds it \
+             in its cgroup on this host: its identity is not enforceable (it could leave its \
+             cgroup and act as an admin). Give it its own `user:` in the policy.",
+            registered.agent
+        );
+    }
+    let run_as = &registered.run_as;
+    let account = Account {
+        name: run_as.user.clone(),
+        uid: run_as.uid,
+        gid: run_as.gid,
+        groups: run_as.groups.clone(),
+        home: run_as.home.clone(),
+    };
+    let launch = Launch {
+        cgroup: &registered.cgroup,
+        account: Some(&account),
+        workspace: Some(&registered.workspace),
+        create_workspace: registered.create_workspace,
     };
     let (cmd, rest) = args
         .command
@@ -208,7 +230,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
         connection: None,
     };
     let ask = args.ask.then_some(&mut handoff as &mut dyn AskHandoff);
-    run_in_agent_or_exit(&cgroup, cmd, rest, ask)
+    run_in_agent_or_exit(&launch, cmd, rest, ask)
 }
 
 /// `--ask`: the listener goes to the daemon, which takes it from this process by pidfd (only

@@ -10,11 +10,11 @@ use super::auto_lower;
 use super::error::PolicyError;
 use super::load::SourceFile;
 use super::model::{
-    Agent, Approvals, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors,
-    Unlisted,
+    Agent, AgentUser, Approvals, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule,
+    Selectors, Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
-use super::schema::{EgressDefault, OnTimeout, SelectorSpec};
+use super::schema::{EgressDefault, OnTimeout, SelectorSpec, UserSpec};
 use crate::scan::ResponsePolicy;
 
 /// The autonomy of agents that do not name one: a human is asked before anything risky.
@@ -108,6 +108,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         egress: EgressDefault::Deny,
         output_scan: ResponsePolicy::default(),
         auto_lower: None,
+        user: None,
     };
     if let Some((file, spec)) = defaults_spec {
         defaults.autonomy = spec.autonomy.unwrap_or(DEFAULT_AUTONOMY);
@@ -126,6 +127,12 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
                         v.push(file.error(sub_field("defaults.auto_lower", e.field), e.message));
                     }
                 }
+            }
+        }
+        if let Some(user) = &spec.user {
+            match check_user(user) {
+                Ok(user) => defaults.user = Some(user),
+                Err(e) => v.push(file.error("defaults.user", e)),
             }
         }
         if let Some(homes) = &spec.homes {
@@ -251,6 +258,15 @@ impl Validator<'_> {
                     }
                     None => defaults.auto_lower,
                 };
+                let user = match spec.user.as_ref().map(check_user) {
+                    Some(Ok(user)) => Some(user),
+                    Some(Err(e)) => {
+                        self.push(file.error(at("user"), e));
+                        ok = false;
+                        None
+                    }
+                    None => defaults.user.clone(),
+                };
                 if ok {
                     first_seen.insert(spec.name.clone(), here.clone());
                     cgroups.insert(cgroup.clone(), here);
@@ -262,6 +278,8 @@ impl Validator<'_> {
                         autonomy: spec.autonomy.unwrap_or(defaults.autonomy),
                         output_scan,
                         auto_lower,
+                        user,
+                        create_workspace: spec.create_workspace.unwrap_or(false),
                     });
                 }
             }
@@ -707,6 +725,31 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
         return Err("the root directory cannot be a workspace or home".to_owned());
     }
     Ok(trimmed.to_owned())
+}
+
+/// A user name as `useradd` accepts them (or a number): it is looked up when the agent starts.
+fn check_user(spec: &UserSpec) -> Result<AgentUser, String> {
+    match spec {
+        UserSpec::Id(uid) => Ok(AgentUser::Id(*uid)),
+        UserSpec::Name(name) => {
+            let valid = name.len() <= 32
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c));
+            if valid {
+                Ok(AgentUser::Name(name.clone()))
+            } else {
+                Err(format!(
+                    "{name:?} is not a user name (lowercase letters, digits, `_`, `-`, `.`, \
+                     starting with a letter or `_`) or a uid"
+                ))
+            }
+        }
+    }
 }
 
 /// SHA-256 over each file's path and the digest of its text, in order.

@@ -11,6 +11,8 @@ version: 1
 agents:
   - name: smoke
     workspace: /tmp/secops-vm/workspace
+    user: 0
+    create_workspace: true
     autonomy: semi
 egress:
   smoke:

@@ -43,6 +43,7 @@ defaults:
 agents:
   - name: {AGENT}
     workspace: {WORKSPACE}
+    user: 0
     autonomy: semi
 rules:
   - id: workspace.files

@@ -1,6 +1,7 @@
 //! The routes. Every handler states who may call it first: agents check and scan for
 //! themselves; admins (root or the admin group, outside every agent cgroup) reach the rest.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -12,6 +13,7 @@ use axum::{Extension, Json, Router};
 use secops_common::{RiskLevel, Verdict};
 use serde::{Deserialize, Serialize};
 
+use super::super::accounts;
 use super::super::approvals::{DecideError, Decider};
 use super::super::decide::{decide_async, Door, NoAnswer, Request};
 use super::super::enforcement::{reload_in_time, ReloadTrigger};
@@ -347,10 +349,27 @@ async fn register(
             let slot = shared.agent_slot(&agent).ok_or_else(|| {
                 ApiError::internal(format!("agent {agent} vanished during registration"))
             })?;
+            let engine = shared.engine();
+            let spec = engine.policy().agent(&agent).ok_or_else(|| {
+                ApiError::not_found(format!("the policy defines no agent named {agent:?}"))
+            })?;
+            let (name, user) = (agent.clone(), spec.user.clone());
+            let run_as =
+                tokio::task::spawn_blocking(move || accounts::run_as(&name, user.as_ref()))
+                    .await?
+                    .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+            let identity_enforced = run_as.uid != 0 || shared.bpf_lsm_enforcing();
+            if !identity_enforced {
+                tracing::warn!(%agent, "agent starts as root without BPF LSM: its identity is not enforceable (it could leave its cgroup)");
+            }
             Ok(Json(Registered {
                 agent,
                 cgroup: slot.cgroup,
                 cgroup_id: slot.cgroup_id,
+                workspace: PathBuf::from(&spec.workspace),
+                create_workspace: spec.create_workspace,
+                run_as,
+                identity_enforced,
             }))
         }
         _ => Err(ApiError::not_found(format!(
