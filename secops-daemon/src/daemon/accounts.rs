@@ -3,7 +3,6 @@
 //! and its home.
 
 use std::ffi::CString;
-use std::path::PathBuf;
 
 use nix::unistd::{getgrouplist, Gid, Uid, User};
 
@@ -68,7 +67,7 @@ pub(crate) fn run_as(agent: &str, user: Option<&AgentUser>) -> Result<RunAs, Acc
         uid: found.uid.as_raw(),
         gid: found.gid.as_raw(),
         groups,
-        home: Some(PathBuf::from(found.dir)).filter(|h| h.is_absolute()),
+        home: Some(found.dir).filter(|h| h.is_absolute()),
     })
 }
 
