@@ -36,8 +36,14 @@ pub(crate) fn run_as(agent: &str, user: Option<&AgentUser>) -> Result<RunAs, Acc
     let found = match user {
         AgentUser::Name(name) => User::from_name(name),
         AgentUser::Id(uid) => User::from_uid(Uid::from_raw(*uid)),
-    }
-    .map_err(|e| lookup_failed(e.to_string()))?;
+    };
+    // getpwnam(3): "not found" may be reported as any of these (a host without
+    // /etc/passwd says ENOENT).
+    let found = match found {
+        Ok(found) => found,
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH | nix::errno::Errno::EBADF) => None,
+        Err(e) => return Err(lookup_failed(e.to_string())),
+    };
     let Some(found) = found else {
         // A bare uid with no passwd entry is still an identity: its own group, no others.
         if let AgentUser::Id(uid) = user {
