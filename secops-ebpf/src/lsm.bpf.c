@@ -291,6 +291,38 @@ static __always_inline int deny_other(const struct secops_agent *agent, __u64 ag
 	return -EPERM;
 }
 
+#define MAX_ERRNO 4095
+
+/*
+ * What an LSM program returns must be provably 0 or an errno ([-4095, 0]): kernels from
+ * 6.12.117 on refuse the program otherwise. The previous program's verdict (the hook's
+ * last argument) is an arbitrary u64 to the verifier, and clang turns `denied ? -EPERM : 0`
+ * into a NEG whose range older verifiers do not track; so every program's value passes
+ * here, behind a barrier that keeps clang from folding the check away. Out of range (no
+ * kernel passes that) is a denial.
+ */
+static __always_inline int lsm_verdict(int verdict)
+{
+	long ret = verdict;
+	asm volatile("" : "+r"(ret));
+	if (ret > 0 || ret < -MAX_ERRNO)
+		return -EPERM;
+	return (int)ret;
+}
+
+/*
+ * An LSM program: SECOPS_LSM(hook, name) { body returning a verdict }. The body's value
+ * goes through lsm_verdict.
+ */
+#define SECOPS_LSM(hook, name)                                                               \
+	static __always_inline int name##_body(unsigned long long *ctx);                    \
+	SEC("lsm/" #hook)                                                                    \
+	int name(unsigned long long *ctx)                                                    \
+	{                                                                                    \
+		return lsm_verdict(name##_body(ctx));                                        \
+	}                                                                                    \
+	static __always_inline int name##_body(unsigned long long *ctx)
+
 #define AGENT_OR_PASS(ret)                                                                   \
 	__u64 agent_cgroup = 0;                                                              \
 	const struct secops_agent *agent = secops_current_agent(&agent_cgroup);             \
@@ -298,8 +330,7 @@ static __always_inline int deny_other(const struct secops_agent *agent, __u64 ag
 		return (ret)
 
 /* int path_unlink(const struct path *dir, struct dentry *dentry) */
-SEC("lsm/path_unlink")
-int secops_lsm_unlink(unsigned long long *ctx)
+SECOPS_LSM(path_unlink, secops_lsm_unlink)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
@@ -307,8 +338,7 @@ int secops_lsm_unlink(unsigned long long *ctx)
 }
 
 /* int path_rmdir(const struct path *dir, struct dentry *dentry) */
-SEC("lsm/path_rmdir")
-int secops_lsm_rmdir(unsigned long long *ctx)
+SECOPS_LSM(path_rmdir, secops_lsm_rmdir)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
@@ -323,8 +353,7 @@ int secops_lsm_rmdir(unsigned long long *ctx)
  * renaming it (RENAME_EXCHANGE moves it), and a new name is judged as a write into its
  * directory.
  */
-SEC("lsm/path_rename")
-int secops_lsm_rename(unsigned long long *ctx)
+SECOPS_LSM(path_rename, secops_lsm_rename)
 {
 	AGENT_OR_PASS(0);
 	struct dentry *old_dentry = (struct dentry *)ctx[1];
@@ -349,8 +378,7 @@ int secops_lsm_rename(unsigned long long *ctx)
 }
 
 /* int path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry) */
-SEC("lsm/path_link")
-int secops_lsm_link(unsigned long long *ctx)
+SECOPS_LSM(path_link, secops_lsm_link)
 {
 	AGENT_OR_PASS((int)ctx[3]);
 	int err = judge_file(agent, agent_cgroup, (struct dentry *)ctx[0],
@@ -362,12 +390,14 @@ int secops_lsm_link(unsigned long long *ctx)
 }
 
 /* int path_truncate(const struct path *path): truncate(2), ftruncate(2) and O_TRUNC. */
-SEC("lsm/path_truncate")
-int secops_lsm_truncate(unsigned long long *ctx)
+SECOPS_LSM(path_truncate, secops_lsm_truncate)
 {
 	AGENT_OR_PASS((int)ctx[1]);
 	const struct path *path = (const struct path *)ctx[0];
-	return judge_file(agent, agent_cgroup, path->dentry,
+	struct dentry *dentry = path->dentry;
+	if (!dentry)
+		return 0; /* no file: nothing to truncate */
+	return judge_file(agent, agent_cgroup, dentry,
 			  CHECK(SECOPS_OP_TRUNCATE, SECOPS_LSM_TRUNCATE, 0));
 }
 
@@ -375,8 +405,7 @@ int secops_lsm_truncate(unsigned long long *ctx)
  * int path_mknod(const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
  * open(O_CREAT) of a new name comes here before the file exists.
  */
-SEC("lsm/path_mknod")
-int secops_lsm_mknod(unsigned long long *ctx)
+SECOPS_LSM(path_mknod, secops_lsm_mknod)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
@@ -384,17 +413,19 @@ int secops_lsm_mknod(unsigned long long *ctx)
 }
 
 /* int file_open(struct file *file) */
-SEC("lsm/file_open")
-int secops_lsm_file_open(unsigned long long *ctx)
+SECOPS_LSM(file_open, secops_lsm_file_open)
 {
 	AGENT_OR_PASS((int)ctx[1]);
 	struct file *file = (struct file *)ctx[0];
 	struct dentry *dentry = file->f_path.dentry;
+	struct inode *inode = file->f_inode;
 	unsigned int mode = file->f_mode;
+	if (!dentry || !inode)
+		return 0; /* not a file with a name (the kernel opens none such through here) */
 
 	/* Agents stay in their cgroup: no writes to any cgroup file (cgroup.procs, ...). */
 	if (mode & FMODE_WRITE) {
-		unsigned long magic = file->f_inode->i_sb->s_magic;
+		unsigned long magic = inode->i_sb->s_magic;
 		if (magic == CGROUP2_SUPER_MAGIC || magic == CGROUP_SUPER_MAGIC) {
 			struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY,
 							    SECOPS_LSM_CGROUP_WRITE, 0);
@@ -435,14 +466,16 @@ static __always_inline int judge_fileless(const struct secops_agent *agent, __u6
 }
 
 /* int bprm_check_security(struct linux_binprm *bprm) */
-SEC("lsm/bprm_check_security")
-int secops_lsm_exec(unsigned long long *ctx)
+SECOPS_LSM(bprm_check_security, secops_lsm_exec)
 {
 	AGENT_OR_PASS((int)ctx[1]);
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx[0];
 	struct file *file = bprm->file;
+	if (!file)
+		return -EPERM; /* nothing to judge the exec by: fail closed */
 	struct dentry *dentry = file->f_path.dentry;
-	if (file->f_inode->i_nlink == 0)
+	struct inode *inode = file->f_inode;
+	if (!dentry || !inode || inode->i_nlink == 0)
 		return judge_fileless(agent, agent_cgroup, dentry);
 	return judge_file(agent, agent_cgroup, dentry, CHECK(SECOPS_OP_EXEC, SECOPS_LSM_EXEC, 0));
 }
@@ -454,8 +487,7 @@ int secops_lsm_exec(unsigned long long *ctx)
  * directories that no exec allowlist names. The image exec(2) itself maps is the task's
  * exe_file by then, and bprm_check_security has judged it (and spent a one-shot grant).
  */
-SEC("lsm/mmap_file")
-int secops_lsm_mmap(unsigned long long *ctx)
+SECOPS_LSM(mmap_file, secops_lsm_mmap)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	struct file *file = (struct file *)ctx[0];
@@ -465,6 +497,8 @@ int secops_lsm_mmap(unsigned long long *ctx)
 	if (BPF_CORE_READ(task, mm, exe_file) == file)
 		return 0;
 	struct inode *inode = file->f_inode;
+	if (!inode)
+		return 0;
 	struct secops_inode_key key = {
 		.agent_index = agent->agent_index,
 		.dev = inode->i_sb->s_dev,
@@ -475,8 +509,7 @@ int secops_lsm_mmap(unsigned long long *ctx)
 }
 
 /* int socket_create(int family, int type, int protocol, int kern): no raw or packet sockets. */
-SEC("lsm/socket_create")
-int secops_lsm_socket_create(unsigned long long *ctx)
+SECOPS_LSM(socket_create, secops_lsm_socket_create)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	int family = (int)ctx[0];
@@ -499,8 +532,7 @@ int secops_lsm_socket_create(unsigned long long *ctx)
  * The backstop of the cgroup connect hooks for AF_INET/6: the same tries decide. It runs
  * before them, so a connect it denies is reported here and they never see it.
  */
-SEC("lsm/socket_connect")
-int secops_lsm_socket_connect(unsigned long long *ctx)
+SECOPS_LSM(socket_connect, secops_lsm_socket_connect)
 {
 	__u64 agent_cgroup = 0;
 	const struct secops_agent *agent = enforced_agent(&agent_cgroup);
@@ -515,7 +547,9 @@ int secops_lsm_socket_connect(unsigned long long *ctx)
 		return 0;
 	if ((int)ctx[2] < (addr.family == AF_INET ? 8 : 24))
 		return 0; /* too short: the kernel refuses it with EINVAL itself */
-	__u16 protocol = sock->sk->sk_protocol;
+	/* A socket without its sock has no protocol: judged with none, which nothing allows. */
+	struct sock *sk = sock->sk;
+	__u16 protocol = sk ? sk->sk_protocol : 0;
 	__u16 port = bpf_ntohs(addr.port);
 	int verdict;
 	if (addr.family == AF_INET)
@@ -549,20 +583,21 @@ static __always_inline int judge_unix_peer(const struct secops_agent *agent, __u
 }
 
 /* int unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk) */
-SEC("lsm/unix_stream_connect")
-int secops_lsm_unix_stream_connect(unsigned long long *ctx)
+SECOPS_LSM(unix_stream_connect, secops_lsm_unix_stream_connect)
 {
 	AGENT_OR_PASS((int)ctx[3]);
 	return judge_unix_peer(agent, agent_cgroup, (struct sock *)ctx[1]);
 }
 
 /* int unix_may_send(struct socket *sock, struct socket *other): datagram sockets. */
-SEC("lsm/unix_may_send")
-int secops_lsm_unix_may_send(unsigned long long *ctx)
+SECOPS_LSM(unix_may_send, secops_lsm_unix_may_send)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	struct socket *other = (struct socket *)ctx[1];
-	return judge_unix_peer(agent, agent_cgroup, other->sk);
+	struct sock *peer = other->sk;
+	if (!peer)
+		return 0; /* no peer: no socket file to protect */
+	return judge_unix_peer(agent, agent_cgroup, peer);
 }
 
 /*
@@ -570,8 +605,7 @@ int secops_lsm_unix_may_send(unsigned long long *ctx)
  * calls at all, so they can neither load programs nor find and detach secops' own. The
  * argument list grew in 6.9, so the previous verdict is not read.
  */
-SEC("lsm/bpf")
-int secops_lsm_bpf(unsigned long long *ctx)
+SECOPS_LSM(bpf, secops_lsm_bpf)
 {
 	AGENT_OR_PASS(0);
 	return deny_other(agent, agent_cgroup, SECOPS_LSM_BPF, 0, (__u32)ctx[0]);
@@ -584,8 +618,7 @@ static __always_inline bool protected_task(struct task_struct *task)
 }
 
 /* int ptrace_access_check(struct task_struct *child, unsigned int mode) */
-SEC("lsm/ptrace_access_check")
-int secops_lsm_ptrace(unsigned long long *ctx)
+SECOPS_LSM(ptrace_access_check, secops_lsm_ptrace)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	struct task_struct *child = (struct task_struct *)ctx[0];
@@ -599,8 +632,7 @@ int secops_lsm_ptrace(unsigned long long *ctx)
  *               const struct cred *cred)
  * Signal 0 (does it exist?) is not a signal and stays allowed.
  */
-SEC("lsm/task_kill")
-int secops_lsm_task_kill(unsigned long long *ctx)
+SECOPS_LSM(task_kill, secops_lsm_task_kill)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	struct task_struct *target = (struct task_struct *)ctx[0];

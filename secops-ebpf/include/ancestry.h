@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * The current task's cgroup at a given level of the cgroup2 hierarchy: how every program
+ * finds the agent cgroup of a task in an agent cgroup or below one.
+ *
+ * bpf_get_current_ancestor_cgroup_id answers directly, but tracing programs (tracepoints,
+ * LSM) get it only on newer kernels; Debian 11's 5.10 refuses it there ("unknown func").
+ * Such kernels read the answer through CO-RE instead: task->cgroups->dfl_cgrp, its level,
+ * and its ancestor at that level (ancestor_ids[] before 6.0, ancestors[]->kn->id after),
+ * and keep it in secops_cgroup_ancestors keyed by the task's own cgroup, so the walk's
+ * probe reads are paid once per cgroup, not once per hook: the hot path is then
+ * bpf_get_current_cgroup_id and one lookup. Which path a program takes is the loader's
+ * choice (secops_ancestor_helper, set from a probe of this kernel); the verifier sees the
+ * constant and never visits the other path, so an object built once loads on both kinds of
+ * kernel.
+ *
+ * cgroup sock_addr programs have the helper on every kernel secops supports (5.7+) and no
+ * probe reads: they define SECOPS_ANCESTOR_HELPER_ONLY.
+ */
+#ifndef SECOPS_ANCESTRY_H
+#define SECOPS_ANCESTRY_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "maps.h"
+
+#ifndef SECOPS_ANCESTOR_HELPER_ONLY
+#include <bpf/bpf_core_read.h>
+
+#include "vmlinux_min.h"
+
+/* Set by the loader before the object is loaded: 1 where the helper is allowed. */
+const volatile __u32 secops_ancestor_helper = 1;
+
+/* The walk: the task's default-hierarchy cgroup and its ancestor at `level`, or 0. */
+static __noinline __u64 secops_walk_ancestor(__u32 level)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct cgroup *cgrp = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	if (!cgrp)
+		return 0;
+	int own_level = BPF_CORE_READ(cgrp, level);
+	if (own_level < 0 || level > (__u32)own_level)
+		return 0;
+	__u64 id = 0;
+	if (bpf_core_field_exists(struct cgroup___ancestor_ids, ancestor_ids)) {
+		const void *ids = (const void *)cgrp +
+				  bpf_core_field_offset(struct cgroup___ancestor_ids, ancestor_ids);
+		if (bpf_probe_read_kernel(&id, sizeof(id), ids + (__u64)level * sizeof(__u64)) < 0)
+			return 0;
+		return id;
+	}
+	const void *ancestors = (const void *)cgrp + bpf_core_field_offset(struct cgroup, ancestors);
+	struct cgroup *ancestor = NULL;
+	if (bpf_probe_read_kernel(&ancestor, sizeof(ancestor),
+				  ancestors + (__u64)level * sizeof(ancestor)) < 0 ||
+	    !ancestor)
+		return 0;
+	return BPF_CORE_READ(ancestor, kn, id);
+}
+#endif
+
+/* The id of the current task's cgroup at `level`, or 0 when it is not that deep. */
+static __always_inline __u64 secops_ancestor_cgroup_id(__u32 level)
+{
+#ifndef SECOPS_ANCESTOR_HELPER_ONLY
+	if (!secops_ancestor_helper) {
+		struct secops_ancestor_key key = {
+			.cgroup_id = bpf_get_current_cgroup_id(),
+			.level = level,
+		};
+		const __u64 *cached = bpf_map_lookup_elem(&secops_cgroup_ancestors, &key);
+		if (cached)
+			return *cached;
+		__u64 id = secops_walk_ancestor(level);
+		bpf_map_update_elem(&secops_cgroup_ancestors, &key, &id, BPF_ANY);
+		return id;
+	}
+#endif
+	return bpf_get_current_ancestor_cgroup_id(level);
+}
+
+#endif /* SECOPS_ANCESTRY_H */
