@@ -426,6 +426,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         exec: probed.tracepoints.active,
         files: probed.tracepoints.active && !probed.bpf_lsm.active,
         lsm: probed.bpf_lsm.active,
+        ancestor_lookup: kernel::AncestorLookup::Probe,
     };
     let mut kernel =
         Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;

@@ -46,6 +46,12 @@ pub enum KernelError {
     #[error("reading the kernel's BTF (needed by LSM programs): {0}")]
     Btf(#[source] Box<aya::BtfError>),
 
+    #[error("{family} of secops could not be used on this kernel: {failure}\n{}", failure.detail)]
+    Family {
+        family: super::families::Family,
+        failure: super::families::FamilyFailure,
+    },
+
     #[error("BPF object {object} has no program {program}")]
     MissingProgram {
         object: &'static str,
