@@ -432,7 +432,9 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
     let config = secops_common::kernel::Config {
         root_cgroup_id: root.id()?,
-        agent_level: u32::try_from(root.level() + 1).context("cgroup level")?,
+        agent_level: kernel::fs::cgroup_level(root.path())
+            .context("the secops root cgroup's level")?
+            + 1,
         flags: 0,
     };
     kernel

@@ -25,6 +25,9 @@ pub enum KernelError {
     #[error("{} is not below the cgroup2 mount {}", path.display(), mount.display())]
     NotInCgroup2 { path: PathBuf, mount: PathBuf },
 
+    #[error("the cgroup level of {}: {reason}", path.display())]
+    CgroupLevel { path: PathBuf, reason: String },
+
     #[error("mounting {fstype} at {}: {source}", target.display())]
     Mount {
         fstype: &'static str,
