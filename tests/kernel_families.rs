@@ -5,11 +5,11 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use secops_common::kernel::{Agent, Config, AGENT_EGRESS_ENFORCED, MAPS};
-use secops_daemon::kernel::{
-    fs as kfs, probe, Family, FamilyState, Kernel, KernelError, LoadOptions,
+use secops_common::kernel::{Agent, AGENT_EGRESS_ENFORCED, MAPS};
+use secops_daemon::kernel::{probe, Family, FamilyState, Kernel, KernelError, LoadOptions};
+use secops_host_tests::kernel::{
+    errno_name, make_agent, need_root, run_child, Op, TestCgroup, TestPinDir,
 };
-use secops_host_tests::kernel::{errno_name, need_root, run_child, Op, TestCgroup, TestPinDir};
 
 const AGENT_INDEX: u32 = 5;
 
@@ -93,22 +93,16 @@ fn a_refused_family_leaves_the_others_working() {
     ));
 
     let agent_dir = cgroups.child("agent");
-    let maps = kernel.maps_mut();
-    maps.set_config(&Config {
-        root_cgroup_id: kfs::cgroup_id(&cgroups.path).unwrap_or_else(|e| panic!("{e}")),
-        agent_level: kfs::cgroup_level(&agent_dir).unwrap_or_else(|e| panic!("{e}")),
-        flags: 0,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    maps.upsert_agent(
-        kfs::cgroup_id(&agent_dir).unwrap_or_else(|e| panic!("{e}")),
-        &Agent {
+    make_agent(
+        kernel.maps_mut(),
+        &cgroups.path,
+        &agent_dir,
+        Agent {
             agent_index: AGENT_INDEX,
             flags: AGENT_EGRESS_ENFORCED,
             ..Agent::default()
         },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     let agent = run_child(Some(&agent_dir), &[Op::ConnectTcp(target)]);
     assert_eq!(

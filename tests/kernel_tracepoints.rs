@@ -7,12 +7,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use secops_common::kernel::{Agent, Config, EVENT_EXIT, EVENT_UNLINK};
+use secops_common::kernel::{Agent, EVENT_EXIT, EVENT_UNLINK};
 use secops_common::Verdict;
 use secops_daemon::kernel::{
     fs as kfs, split_wait_status, AncestorLookup, Kernel, KernelEvent, LoadOptions,
 };
-use secops_host_tests::kernel::{need_root, run_child, Op, TestCgroup, TestPinDir};
+use secops_host_tests::kernel::{make_agent, need_root, run_child, Op, TestCgroup, TestPinDir};
 
 const AGENT_INDEX: u32 = 3;
 
@@ -25,22 +25,15 @@ fn load_tagging(pins: &TestPinDir, cgroups: &TestCgroup, options: &LoadOptions) 
     kernel
         .attach_tracepoints()
         .unwrap_or_else(|e| panic!("attach_tracepoints: {e}"));
-    let agent_dir = cgroups.child("agent");
-    let maps = kernel.maps_mut();
-    maps.set_config(&Config {
-        root_cgroup_id: kfs::cgroup_id(&cgroups.path).unwrap_or_else(|e| panic!("{e}")),
-        agent_level: kfs::cgroup_level(&agent_dir).unwrap_or_else(|e| panic!("{e}")),
-        flags: 0,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    maps.upsert_agent(
-        kfs::cgroup_id(&agent_dir).unwrap_or_else(|e| panic!("{e}")),
-        &Agent {
+    make_agent(
+        kernel.maps_mut(),
+        &cgroups.path,
+        &cgroups.child("agent"),
+        Agent {
             agent_index: AGENT_INDEX,
             ..Agent::default()
         },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     kernel
 }
 
