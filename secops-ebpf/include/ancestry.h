@@ -8,8 +8,10 @@
  * Such kernels read the answer through CO-RE instead: task->cgroups->dfl_cgrp, its level,
  * and its ancestor at that level (ancestor_ids[] before 6.0, ancestors[]->kn->id after),
  * and keep it in secops_cgroup_ancestors keyed by the task's own cgroup, so the walk's
- * probe reads are paid once per cgroup, not once per hook: the hot path is then
- * bpf_get_current_cgroup_id and one lookup. Which path a program takes is the loader's
+ * probe reads are paid once per cgroup, not once per hook. A task in an agent cgroup itself
+ * (where secops run puts agents) is found by its own cgroup id first, so an agent's hot
+ * path is bpf_get_current_cgroup_id and one lookup, as with the helper; other tasks pay one
+ * lookup more (the cache). Which path a program takes is the loader's
  * choice (secops_ancestor_helper, set from a probe of this kernel); the verifier sees the
  * constant and never visits the other path, so an object built once loads on both kinds of
  * kernel.
@@ -24,6 +26,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "maps.h"
+#include "secops.h"
 
 #ifndef SECOPS_ANCESTOR_HELPER_ONLY
 #include <bpf/bpf_core_read.h>
@@ -61,24 +64,54 @@ static __noinline __u64 secops_walk_ancestor(__u32 level)
 }
 #endif
 
-/* The id of the current task's cgroup at `level`, or 0 when it is not that deep. */
-static __always_inline __u64 secops_ancestor_cgroup_id(__u32 level)
+/* The agent whose agent cgroup is `id`, or NULL. */
+static __always_inline const struct secops_agent *secops_agent_of(__u64 id, __u64 *agent_cgroup)
+{
+	if (id == 0)
+		return NULL;
+	const struct secops_agent *agent = bpf_map_lookup_elem(&secops_agents, &id);
+	if (agent)
+		*agent_cgroup = id;
+	return agent;
+}
+
+/*
+ * The agent of the current task: the one whose agent cgroup is the task's ancestor at
+ * `level` (or its own cgroup), or NULL.
+ */
+static __always_inline const struct secops_agent *secops_agent_at(__u32 level,
+								  __u64 *agent_cgroup)
 {
 #ifndef SECOPS_ANCESTOR_HELPER_ONLY
 	if (!secops_ancestor_helper) {
+		__u64 own = bpf_get_current_cgroup_id();
+		/*
+		 * Agents run in their agent cgroup itself (secops run puts them there): one
+		 * lookup, as with the helper. Only a task in no agent cgroup, or below one,
+		 * needs its ancestor.
+		 */
+		const struct secops_agent *agent = secops_agent_of(own, agent_cgroup);
+		if (agent)
+			return agent;
 		struct secops_ancestor_key key = {
-			.cgroup_id = bpf_get_current_cgroup_id(),
+			.cgroup_id = own,
 			.level = level,
 		};
 		const __u64 *cached = bpf_map_lookup_elem(&secops_cgroup_ancestors, &key);
-		if (cached)
-			return *cached;
-		__u64 id = secops_walk_ancestor(level);
-		bpf_map_update_elem(&secops_cgroup_ancestors, &key, &id, BPF_ANY);
-		return id;
+		__u64 id;
+		if (cached) {
+			id = *cached;
+		} else {
+			id = secops_walk_ancestor(level);
+			bpf_map_update_elem(&secops_cgroup_ancestors, &key, &id, BPF_ANY);
+		}
+		/* Its own cgroup is no agent's (looked up above): nothing more to find. */
+		if (id == own)
+			return NULL;
+		return secops_agent_of(id, agent_cgroup);
 	}
 #endif
-	return bpf_get_current_ancestor_cgroup_id(level);
+	return secops_agent_of(bpf_get_current_ancestor_cgroup_id(level), agent_cgroup);
 }
 
 #endif /* SECOPS_ANCESTRY_H */

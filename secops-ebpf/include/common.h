@@ -26,13 +26,7 @@ static __always_inline const struct secops_agent *secops_current_agent(__u64 *ag
 	const struct secops_config *cfg = bpf_map_lookup_elem(&secops_config, &zero);
 	if (!cfg || cfg->agent_level == 0)
 		return NULL;
-	__u64 id = secops_ancestor_cgroup_id(cfg->agent_level);
-	if (id == 0)
-		return NULL;
-	const struct secops_agent *agent = bpf_map_lookup_elem(&secops_agents, &id);
-	if (agent)
-		*agent_cgroup = id;
-	return agent;
+	return secops_agent_at(cfg->agent_level, agent_cgroup);
 }
 
 static __always_inline void secops_count_lost(__u32 kind)

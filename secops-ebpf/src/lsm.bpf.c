@@ -39,6 +39,45 @@
 #define CGROUP_SUPER_MAGIC 0x27e0eb
 #define CGROUP2_SUPER_MAGIC 0x63677270
 
+#define MAX_ERRNO 4095
+
+/*
+ * What an LSM program returns must be provably 0 or an errno ([-4095, 0]): kernels from
+ * 6.12.117 on refuse the program otherwise. Two kinds of value are not provable as written:
+ *
+ * - the previous program's verdict (the hook's last argument), an arbitrary u64 to the
+ *   verifier: lsm_verdict() bounds it (sign-extended behind a barrier, so clang keeps the
+ *   check), and anything out of range (no kernel passes that) is a denial;
+ * - `denied ? -EPERM : 0`, which clang computes as a NEG whose range older verifiers do not
+ *   track: eperm_if() makes the choice a branch between two constants, in asm so that clang
+ *   cannot turn it back into arithmetic.
+ *
+ * Every other return is a constant. Both run only where needed: a task outside every agent
+ * pays for neither (the overhead target outside agents is 1.05x).
+ */
+static __always_inline int lsm_verdict(int verdict)
+{
+	long ret = verdict;
+	asm volatile("" : "+r"(ret));
+	if (ret > 0 || ret < -MAX_ERRNO)
+		return -EPERM;
+	return (int)ret;
+}
+
+_Static_assert(EPERM == 1, "eperm_if returns -1 for -EPERM");
+
+static __always_inline int eperm_if(bool denied)
+{
+	int ret;
+	int cond = denied;
+	asm volatile("%[ret] = 0;"
+		     "if %[cond] == 0 goto +1;"
+		     "%[ret] = -1;" /* -EPERM */
+		     : [ret] "=&r"(ret)
+		     : [cond] "r"(cond));
+	return ret;
+}
+
 /* A walk's answer: the verdict, the rule behind it, and where it was found. */
 struct decision {
 	__u32 verdict; /* enum secops_rule_verdict */
@@ -246,7 +285,7 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 		fill_names(&ev->body.lsm, dentry, d.anchor_ino ? d.depth : SECOPS_NAME_SLOTS);
 		bpf_ringbuf_submit(ev, 0);
 	}
-	return denied ? -EPERM : 0;
+	return eperm_if(denied);
 }
 
 /*
@@ -291,46 +330,22 @@ static __always_inline int deny_other(const struct secops_agent *agent, __u64 ag
 	return -EPERM;
 }
 
-#define MAX_ERRNO 4095
-
 /*
- * What an LSM program returns must be provably 0 or an errno ([-4095, 0]): kernels from
- * 6.12.117 on refuse the program otherwise. The previous program's verdict (the hook's
- * last argument) is an arbitrary u64 to the verifier, and clang turns `denied ? -EPERM : 0`
- * into a NEG whose range older verifiers do not track; so every program's value passes
- * here, behind a barrier that keeps clang from folding the check away. Out of range (no
- * kernel passes that) is a denial.
+ * The start of every program: a verdict an earlier BPF LSM program gave stands; a task
+ * outside every agent is let through at once.
  */
-static __always_inline int lsm_verdict(int verdict)
-{
-	long ret = verdict;
-	asm volatile("" : "+r"(ret));
-	if (ret > 0 || ret < -MAX_ERRNO)
-		return -EPERM;
-	return (int)ret;
-}
-
-/*
- * An LSM program: SECOPS_LSM(hook, name) { body returning a verdict }. The body's value
- * goes through lsm_verdict.
- */
-#define SECOPS_LSM(hook, name)                                                               \
-	static __always_inline int name##_body(unsigned long long *ctx);                    \
-	SEC("lsm/" #hook)                                                                    \
-	int name(unsigned long long *ctx)                                                    \
-	{                                                                                    \
-		return lsm_verdict(name##_body(ctx));                                        \
-	}                                                                                    \
-	static __always_inline int name##_body(unsigned long long *ctx)
-
-#define AGENT_OR_PASS(ret)                                                                   \
+#define AGENT_OR_PASS(previous)                                                              \
+	int previous_verdict = (previous);                                                   \
+	if (previous_verdict)                                                                \
+		return lsm_verdict(previous_verdict);                                        \
 	__u64 agent_cgroup = 0;                                                              \
 	const struct secops_agent *agent = secops_current_agent(&agent_cgroup);             \
-	if (!agent || (ret))                                                                 \
-		return (ret)
+	if (!agent)                                                                          \
+		return 0
 
 /* int path_unlink(const struct path *dir, struct dentry *dentry) */
-SECOPS_LSM(path_unlink, secops_lsm_unlink)
+SEC("lsm/path_unlink")
+int secops_lsm_unlink(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
@@ -338,7 +353,8 @@ SECOPS_LSM(path_unlink, secops_lsm_unlink)
 }
 
 /* int path_rmdir(const struct path *dir, struct dentry *dentry) */
-SECOPS_LSM(path_rmdir, secops_lsm_rmdir)
+SEC("lsm/path_rmdir")
+int secops_lsm_rmdir(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
@@ -353,7 +369,8 @@ SECOPS_LSM(path_rmdir, secops_lsm_rmdir)
  * renaming it (RENAME_EXCHANGE moves it), and a new name is judged as a write into its
  * directory.
  */
-SECOPS_LSM(path_rename, secops_lsm_rename)
+SEC("lsm/path_rename")
+int secops_lsm_rename(unsigned long long *ctx)
 {
 	AGENT_OR_PASS(0);
 	struct dentry *old_dentry = (struct dentry *)ctx[1];
@@ -378,7 +395,8 @@ SECOPS_LSM(path_rename, secops_lsm_rename)
 }
 
 /* int path_link(struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry) */
-SECOPS_LSM(path_link, secops_lsm_link)
+SEC("lsm/path_link")
+int secops_lsm_link(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[3]);
 	int err = judge_file(agent, agent_cgroup, (struct dentry *)ctx[0],
@@ -390,7 +408,8 @@ SECOPS_LSM(path_link, secops_lsm_link)
 }
 
 /* int path_truncate(const struct path *path): truncate(2), ftruncate(2) and O_TRUNC. */
-SECOPS_LSM(path_truncate, secops_lsm_truncate)
+SEC("lsm/path_truncate")
+int secops_lsm_truncate(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[1]);
 	const struct path *path = (const struct path *)ctx[0];
@@ -405,7 +424,8 @@ SECOPS_LSM(path_truncate, secops_lsm_truncate)
  * int path_mknod(const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
  * open(O_CREAT) of a new name comes here before the file exists.
  */
-SECOPS_LSM(path_mknod, secops_lsm_mknod)
+SEC("lsm/path_mknod")
+int secops_lsm_mknod(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	return judge_file(agent, agent_cgroup, (struct dentry *)ctx[1],
@@ -413,7 +433,8 @@ SECOPS_LSM(path_mknod, secops_lsm_mknod)
 }
 
 /* int file_open(struct file *file) */
-SECOPS_LSM(file_open, secops_lsm_file_open)
+SEC("lsm/file_open")
+int secops_lsm_file_open(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[1]);
 	struct file *file = (struct file *)ctx[0];
@@ -466,7 +487,8 @@ static __always_inline int judge_fileless(const struct secops_agent *agent, __u6
 }
 
 /* int bprm_check_security(struct linux_binprm *bprm) */
-SECOPS_LSM(bprm_check_security, secops_lsm_exec)
+SEC("lsm/bprm_check_security")
+int secops_lsm_exec(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[1]);
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx[0];
@@ -487,7 +509,8 @@ SECOPS_LSM(bprm_check_security, secops_lsm_exec)
  * directories that no exec allowlist names. The image exec(2) itself maps is the task's
  * exe_file by then, and bprm_check_security has judged it (and spent a one-shot grant).
  */
-SECOPS_LSM(mmap_file, secops_lsm_mmap)
+SEC("lsm/mmap_file")
+int secops_lsm_mmap(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	struct file *file = (struct file *)ctx[0];
@@ -509,7 +532,8 @@ SECOPS_LSM(mmap_file, secops_lsm_mmap)
 }
 
 /* int socket_create(int family, int type, int protocol, int kern): no raw or packet sockets. */
-SECOPS_LSM(socket_create, secops_lsm_socket_create)
+SEC("lsm/socket_create")
+int secops_lsm_socket_create(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	int family = (int)ctx[0];
@@ -532,13 +556,16 @@ SECOPS_LSM(socket_create, secops_lsm_socket_create)
  * The backstop of the cgroup connect hooks for AF_INET/6: the same tries decide. It runs
  * before them, so a connect it denies is reported here and they never see it.
  */
-SECOPS_LSM(socket_connect, secops_lsm_socket_connect)
+SEC("lsm/socket_connect")
+int secops_lsm_socket_connect(unsigned long long *ctx)
 {
+	int previous_verdict = (int)ctx[3];
+	if (previous_verdict)
+		return lsm_verdict(previous_verdict);
 	__u64 agent_cgroup = 0;
 	const struct secops_agent *agent = enforced_agent(&agent_cgroup);
-	int ret = (int)ctx[3];
-	if (!agent || ret)
-		return ret;
+	if (!agent)
+		return 0;
 	struct socket *sock = (struct socket *)ctx[0];
 	struct inet_addr addr = {};
 	if (bpf_probe_read_kernel(&addr, sizeof(addr), (const void *)ctx[1]) < 0)
@@ -558,7 +585,7 @@ SECOPS_LSM(socket_connect, secops_lsm_socket_connect)
 	else
 		verdict = judge6(agent, agent_cgroup, addr.v6, port, protocol,
 				 connect_proto_bit(protocol), SECOPS_NET_CONNECT, false);
-	return verdict == SOCK_ALLOW ? 0 : -EPERM;
+	return eperm_if(verdict != SOCK_ALLOW);
 }
 
 /* Judges an AF_UNIX connect by the inode of the socket file the peer is bound to. */
@@ -583,14 +610,16 @@ static __always_inline int judge_unix_peer(const struct secops_agent *agent, __u
 }
 
 /* int unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk) */
-SECOPS_LSM(unix_stream_connect, secops_lsm_unix_stream_connect)
+SEC("lsm/unix_stream_connect")
+int secops_lsm_unix_stream_connect(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[3]);
 	return judge_unix_peer(agent, agent_cgroup, (struct sock *)ctx[1]);
 }
 
 /* int unix_may_send(struct socket *sock, struct socket *other): datagram sockets. */
-SECOPS_LSM(unix_may_send, secops_lsm_unix_may_send)
+SEC("lsm/unix_may_send")
+int secops_lsm_unix_may_send(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	struct socket *other = (struct socket *)ctx[1];
@@ -605,7 +634,8 @@ SECOPS_LSM(unix_may_send, secops_lsm_unix_may_send)
  * calls at all, so they can neither load programs nor find and detach secops' own. The
  * argument list grew in 6.9, so the previous verdict is not read.
  */
-SECOPS_LSM(bpf, secops_lsm_bpf)
+SEC("lsm/bpf")
+int secops_lsm_bpf(unsigned long long *ctx)
 {
 	AGENT_OR_PASS(0);
 	return deny_other(agent, agent_cgroup, SECOPS_LSM_BPF, 0, (__u32)ctx[0]);
@@ -618,7 +648,8 @@ static __always_inline bool protected_task(struct task_struct *task)
 }
 
 /* int ptrace_access_check(struct task_struct *child, unsigned int mode) */
-SECOPS_LSM(ptrace_access_check, secops_lsm_ptrace)
+SEC("lsm/ptrace_access_check")
+int secops_lsm_ptrace(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	struct task_struct *child = (struct task_struct *)ctx[0];
@@ -632,7 +663,8 @@ SECOPS_LSM(ptrace_access_check, secops_lsm_ptrace)
  *               const struct cred *cred)
  * Signal 0 (does it exist?) is not a signal and stays allowed.
  */
-SECOPS_LSM(task_kill, secops_lsm_task_kill)
+SEC("lsm/task_kill")
+int secops_lsm_task_kill(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[4]);
 	struct task_struct *target = (struct task_struct *)ctx[0];
