@@ -230,7 +230,11 @@ fn egress_allowlist_is_enforced_for_the_agent_only() {
     }
     assert_eq!(nets, expected_nets);
     assert_eq!(
-        kernel.maps().lost_counts().map(|l| l.get(EVENT_NET)).ok(),
+        kernel
+            .maps()
+            .lost_counts()
+            .map(|l| l.of_kind(EVENT_NET))
+            .ok(),
         Some(0)
     );
 

@@ -327,15 +327,15 @@ fn lost_events_are_counted_exactly() {
         "the buffer held some, not all: read {read}"
     );
     assert_eq!(
-        read as u64 + lost.get(EVENT_UNLINK),
+        read as u64 + lost.of_kind(EVENT_UNLINK),
         N as u64,
         "read {read} + lost {} must be every unlink",
-        lost.get(EVENT_UNLINK)
+        lost.of_kind(EVENT_UNLINK)
     );
     // The child's own exit may have found the buffer full too; nothing else is counted.
     assert_eq!(
         lost.total(),
-        lost.get(EVENT_UNLINK) + lost.get(EVENT_EXIT),
+        lost.of_kind(EVENT_UNLINK) + lost.of_kind(EVENT_EXIT),
         "{lost:?}"
     );
 }

@@ -113,6 +113,8 @@ fn rust_constants() -> BTreeMap<&'static str, i64> {
         ("SECOPS_ARGV_LEN", ARGV_LEN as i64),
         ("SECOPS_COMM_LEN", COMM_LEN as i64),
         ("SECOPS_STATS_LEN", STATS_LEN as i64),
+        ("SECOPS_STATS_SUBS", STATS_SUBS as i64),
+        ("SECOPS_STATS_GRANT_NET", i64::from(STATS_GRANT_NET)),
         ("SECOPS_FS_OPS", FS_OPS as i64),
         ("SECOPS_MAX_DEPTH", MAX_DEPTH as i64),
         ("SECOPS_NAME_SLOTS", NAME_SLOTS as i64),

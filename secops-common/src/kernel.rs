@@ -13,8 +13,12 @@ pub const MAX_PORT_RANGES: usize = 16;
 pub const PATH_LEN: usize = 256;
 pub const ARGV_LEN: usize = 128;
 pub const COMM_LEN: usize = 16;
-/// Entries of `secops_stats`: one per event kind, indexed by kind.
-pub const STATS_LEN: usize = 8;
+/// `secops_stats` counts lost events at `kind * STATS_SUBS + sub` (see `SECOPS_STATS_SUBS`
+/// in `secops.h`: the sub-kind that tells one kind's actions apart).
+pub const STATS_SUBS: usize = 32;
+pub const STATS_LEN: usize = 256;
+/// A grant use's sub-kind for egress: this plus its protocol bit (files: their `OP_*`).
+pub const STATS_GRANT_NET: u32 = 16;
 pub const FS_OPS: usize = 8;
 pub const MAX_DEPTH: usize = 40;
 pub const NAME_SLOTS: usize = 8;
@@ -429,3 +433,118 @@ const _: () = assert!(size_of::<InodeRule>() == 3 * FS_OPS + 6 * FS_OPS);
 const _: () = assert!(size_of::<LsmBody>() == 72 + NAME_SLOTS * NAME_LEN);
 const _: () = assert!(size_of::<EventBody>() == size_of::<RenameBody>());
 const _: () = assert!(size_of::<Event>() == 56 + 16 + 2 * PATH_LEN);
+
+/// The one table from what the kernel reports to action types: an event kind
+/// (`EVENT_*`) and its sub-kind, which tells one kind's actions apart (an LSM event's
+/// `LSM_*` op; a grant use's `OP_*`, or [`STATS_GRANT_NET`] plus its `PROTO_*` bit; a
+/// denied destination's `IPPROTO_*`; 0 for the rest). Events are read with it, and lost
+/// events, which `secops_stats` counts by the same pair, are audited with it. `None`: a pair
+/// no program of this build reports.
+///
+/// Reads are judged only where a rule protects the file, so an LSM read is `secret:read`;
+/// TCP is `net:connect` and every other protocol `net:send` (the egress policy treats all
+/// datagrams alike: resolvers only).
+pub fn kernel_action(kind: u32, sub: u32) -> Option<crate::CoreAction> {
+    use crate::CoreAction as A;
+    let file_op = |op: u32| {
+        Some(match op as usize {
+            OP_DELETE => A::FsDelete,
+            OP_RENAME => A::FsRename,
+            OP_LINK => A::FsLink,
+            OP_TRUNCATE => A::FsTruncate,
+            OP_WRITE => A::FsWrite,
+            OP_READ => A::SecretRead,
+            OP_EXEC => A::ProcExec,
+            OP_CONNECT => A::NetConnect,
+            _ => return None,
+        })
+    };
+    Some(match (kind, sub) {
+        (EVENT_EXEC, 0) => A::ProcExec,
+        (EVENT_EXIT, 0) => A::ProcExit,
+        (EVENT_UNLINK, 0) => A::FsDelete,
+        (EVENT_RENAME, 0) => A::FsRename,
+        (EVENT_NET, sub) if sub == u32::from(IPPROTO_TCP) => A::NetConnect,
+        (EVENT_NET, _) => A::NetSend,
+        (EVENT_LSM, op) => match op {
+            LSM_UNLINK | LSM_RMDIR | LSM_RENAME_TARGET => A::FsDelete,
+            LSM_RENAME_SOURCE => A::FsRename,
+            LSM_LINK => A::FsLink,
+            LSM_TRUNCATE => A::FsTruncate,
+            LSM_OPEN_WRITE => A::FsWrite,
+            LSM_OPEN_READ => A::SecretRead,
+            LSM_EXEC | LSM_EXEC_FILELESS | LSM_MMAP_EXEC => A::ProcExec,
+            LSM_SOCKET_CREATE => A::NetSend,
+            LSM_SOCKET_CONNECT | LSM_UNIX_CONNECT => A::NetConnect,
+            LSM_BPF => A::SysBpf,
+            LSM_PTRACE => A::ProcPtrace,
+            LSM_SIGNAL => A::ProcSignal,
+            LSM_CGROUP_WRITE => A::SysCgroup,
+            _ => return None,
+        },
+        (EVENT_GRANT, sub) if sub == STATS_GRANT_NET + u32::from(PROTO_UDP) => A::NetSend,
+        (EVENT_GRANT, sub) if sub == STATS_GRANT_NET + u32::from(PROTO_TCP) => A::NetConnect,
+        (EVENT_GRANT, op) => return file_op(op),
+        _ => return None,
+    })
+}
+
+/// A grant's sub-kind, as the programs count a lost use of it (see [`kernel_action`]).
+pub fn grant_sub(key: &GrantKey) -> u32 {
+    if key.kind == GRANT_NET {
+        STATS_GRANT_NET + u32::from(key.op)
+    } else {
+        u32::from(key.op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Category, CoreAction};
+
+    #[test]
+    fn every_reported_pair_is_one_kernel_action_and_fits_its_stats_slot() {
+        for op in LSM_UNLINK..=LSM_CGROUP_WRITE {
+            let action = kernel_action(EVENT_LSM, op).expect("every LSM op has an action");
+            assert!(action.category().is_kernel_observable(), "{op}: {action:?}");
+            assert!((op as usize) < STATS_SUBS, "LSM op {op} fits a stats slot");
+        }
+        assert_eq!(kernel_action(EVENT_LSM, 0), None);
+        assert_eq!(
+            kernel_action(EVENT_LSM, LSM_OPEN_READ),
+            Some(CoreAction::SecretRead)
+        );
+        for op in 0..FS_OPS as u32 {
+            assert!(
+                kernel_action(EVENT_GRANT, op).is_some(),
+                "file grant op {op}"
+            );
+        }
+        let udp = GrantKey {
+            kind: GRANT_NET,
+            op: PROTO_UDP,
+            ..GrantKey::default()
+        };
+        assert_eq!(
+            kernel_action(EVENT_GRANT, grant_sub(&udp)),
+            Some(CoreAction::NetSend)
+        );
+        assert!((grant_sub(&udp) as usize) < STATS_SUBS);
+        assert_eq!(
+            kernel_action(EVENT_NET, u32::from(IPPROTO_UDP)),
+            Some(CoreAction::NetSend)
+        );
+        assert_eq!(
+            kernel_action(EVENT_NET, u32::from(IPPROTO_TCP)),
+            Some(CoreAction::NetConnect)
+        );
+        assert!((IPPROTO_UDP as usize) < STATS_SUBS);
+        assert_eq!(kernel_action(EVENT_EXEC, 3), None, "exec has no sub-kinds");
+        assert_eq!(STATS_LEN, 8 * STATS_SUBS, "every kind has its slots");
+        assert_eq!(
+            kernel_action(EVENT_EXIT, 0).map(CoreAction::category),
+            Some(Category::Proc)
+        );
+    }
+}

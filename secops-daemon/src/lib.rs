@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cgroups;
 pub mod cli;
 pub mod daemon;
+pub(crate) mod enforce;
 pub mod engine;
 pub mod kernel;
 pub mod launcher;

@@ -1,5 +1,6 @@
-//! Times for people: parsed from RFC 3339 (`2026-11-22T10:00:00Z`) or an age (`10m`, `2h`,
-//! `1day`, meaning that long before now), and printed as RFC 3339 with nanoseconds.
+//! Times: for people, parsed from RFC 3339 (`2026-11-22T10:00:00Z`) or an age (`10m`, `2h`,
+//! `1day`, meaning that long before now) and printed as RFC 3339 with nanoseconds; and the
+//! kernel's boot clock (what BPF programs stamp events and grant expiries with) against UTC.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +45,50 @@ pub fn format_ns(ts_ns: i64) -> String {
     }
 }
 
+/// Converts the kernel's CLOCK_BOOTTIME stamps to UTC and back.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    realtime_minus_boottime_ns: i64,
+}
+
+impl Clock {
+    pub(crate) fn now() -> Clock {
+        let realtime = clock_ns(libc::CLOCK_REALTIME);
+        let boottime = clock_ns(libc::CLOCK_BOOTTIME);
+        Clock {
+            realtime_minus_boottime_ns: realtime - boottime,
+        }
+    }
+
+    /// The boot-clock time of a UTC time (0 for a time before boot).
+    pub(crate) fn boot_ns(&self, utc_ns: i64) -> u64 {
+        u64::try_from(utc_ns.saturating_sub(self.realtime_minus_boottime_ns)).unwrap_or(0)
+    }
+
+    pub(crate) fn utc_ns(&self, boot_ns: u64) -> i64 {
+        i64::try_from(boot_ns)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.realtime_minus_boottime_ns)
+    }
+}
+
+/// CLOCK_BOOTTIME now, the clock BPF programs read (`bpf_ktime_get_boot_ns`).
+pub(crate) fn boot_now_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the pointer given.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +107,15 @@ mod tests {
             .to_string()
             .contains("neither"));
         assert_eq!(format_ns(1_000_000_001), "1970-01-01T00:00:01.000000001Z");
+    }
+
+    #[test]
+    fn boot_clock_round_trips_through_utc() {
+        let clock = Clock::now();
+        let boot = boot_now_ns();
+        let utc = clock.utc_ns(boot);
+        assert!((utc - now_ns()).abs() < 1_000_000_000);
+        assert_eq!(clock.boot_ns(utc), boot);
+        assert_eq!(clock.boot_ns(0), 0, "a time before boot is 0");
     }
 }

@@ -29,25 +29,27 @@ static __always_inline const struct secops_agent *secops_current_agent(__u64 *ag
 	return secops_agent_at(cfg->agent_level, agent_cgroup);
 }
 
-static __always_inline void secops_count_lost(__u32 kind)
+static __always_inline void secops_count_lost(__u32 kind, __u32 sub)
 {
-	__u64 *lost = bpf_map_lookup_elem(&secops_stats, &kind);
+	__u32 slot = kind * SECOPS_STATS_SUBS + (sub & (SECOPS_STATS_SUBS - 1));
+	__u64 *lost = bpf_map_lookup_elem(&secops_stats, &slot);
 	if (lost)
 		__sync_fetch_and_add(lost, 1);
 }
 
 /*
  * A zeroed event with its header filled in, or NULL when the ring buffer is full: then
- * the loss is counted per kind so the daemon can audit exactly what it did not see. The
- * caller fills the body and calls bpf_ringbuf_submit.
+ * the loss is counted by kind and `sub` (see SECOPS_STATS_SUBS) so the daemon can audit
+ * exactly what it did not see, as the action it was. The caller fills the body and calls
+ * bpf_ringbuf_submit.
  */
 static __always_inline struct secops_event *
-secops_event_start(__u32 kind, const struct secops_agent *agent, __u64 agent_cgroup,
+secops_event_start(__u32 kind, __u32 sub, const struct secops_agent *agent, __u64 agent_cgroup,
 		   __u32 verdict)
 {
 	struct secops_event *ev = bpf_ringbuf_reserve(&secops_events, sizeof(*ev), 0);
 	if (!ev) {
-		secops_count_lost(kind);
+		secops_count_lost(kind, sub);
 		return NULL;
 	}
 	/* Reserved space holds old events' bytes: zero it so strings end cleanly. */

@@ -81,7 +81,8 @@ static __always_inline void report_denied(const struct secops_agent *agent, __u6
 					  const __u8 *addr, __u32 addr_len, __u8 kind)
 {
 	struct secops_event *ev =
-		secops_event_start(SECOPS_EVENT_NET, agent, agent_cgroup, SECOPS_VERDICT_DENY);
+		secops_event_start(SECOPS_EVENT_NET, protocol, agent, agent_cgroup,
+				   SECOPS_VERDICT_DENY);
 	if (!ev)
 		return;
 	ev->body.net.family = family;

@@ -30,8 +30,9 @@ static __noinline bool secops_granted(const struct secops_agent *agent, __u64 ag
 		return true;
 	if ((flags & SECOPS_GRANT_ONE_SHOT) && bpf_map_delete_elem(&secops_grants, key) != 0)
 		return false;
+	__u32 sub = key->kind == SECOPS_GRANT_NET ? SECOPS_STATS_GRANT_NET + key->op : key->op;
 	struct secops_event *ev =
-		secops_event_start(SECOPS_EVENT_GRANT, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
+		secops_event_start(SECOPS_EVENT_GRANT, sub, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
 	if (ev) {
 		__builtin_memcpy(&ev->body.grant.key, key, sizeof(*key));
 		ev->body.grant.ticket = ticket;

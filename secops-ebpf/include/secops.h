@@ -26,8 +26,17 @@ enum secops_limits {
 	/* Bytes of the argv head copied into an exec event (NULs between arguments). */
 	SECOPS_ARGV_LEN = 128,
 	SECOPS_COMM_LEN = 16,
-	/* Entries of the secops_stats array: one per event kind, indexed by kind. */
-	SECOPS_STATS_LEN = 8,
+	/*
+	 * secops_stats counts the events the ring buffer had no room for, by what they were
+	 * about: index kind * SECOPS_STATS_SUBS + sub, where sub tells the actions of one kind
+	 * apart: an LSM event's op (enum secops_lsm_op); a grant use's operation (files: its
+	 * enum secops_fs_op; egress: SECOPS_STATS_GRANT_NET + its enum secops_proto_bits); a
+	 * denied destination's IPPROTO_*; 0 for the other kinds. The daemon turns each index
+	 * into an action type with the same table it reads events with.
+	 */
+	SECOPS_STATS_SUBS = 32,
+	SECOPS_STATS_LEN = 256,
+	SECOPS_STATS_GRANT_NET = 16,
 	/* File operations judged by the LSM programs (enum secops_fs_op). */
 	SECOPS_FS_OPS = 8,
 	/* Parent directories an LSM program walks up looking for a rule (the object first). */

@@ -15,7 +15,7 @@ int secops_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (!agent)
 		return 0;
 	struct secops_event *ev =
-		secops_event_start(SECOPS_EVENT_EXEC, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
+		secops_event_start(SECOPS_EVENT_EXEC, 0, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
 	if (!ev)
 		return 0;
 
@@ -60,7 +60,7 @@ int secops_exit(void *ctx)
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0;
 	struct secops_event *ev =
-		secops_event_start(SECOPS_EVENT_EXIT, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
+		secops_event_start(SECOPS_EVENT_EXIT, 0, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
 	if (!ev)
 		return 0;
 	ev->body.exit.exit_code = (__u32)BPF_CORE_READ(task, exit_code);

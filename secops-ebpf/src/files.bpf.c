@@ -20,7 +20,7 @@ static __always_inline void report_unlink(__s32 dfd, unsigned long path, __u32 f
 	if (!agent)
 		return;
 	struct secops_event *ev =
-		secops_event_start(SECOPS_EVENT_UNLINK, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
+		secops_event_start(SECOPS_EVENT_UNLINK, 0, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
 	if (!ev)
 		return;
 	ev->body.unlink.dfd = dfd;
@@ -38,7 +38,7 @@ static __always_inline void report_rename(__s32 olddfd, unsigned long oldpath, _
 	if (!agent)
 		return;
 	struct secops_event *ev =
-		secops_event_start(SECOPS_EVENT_RENAME, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
+		secops_event_start(SECOPS_EVENT_RENAME, 0, agent, agent_cgroup, SECOPS_VERDICT_ALLOW);
 	if (!ev)
 		return;
 	ev->body.rename.olddfd = olddfd;

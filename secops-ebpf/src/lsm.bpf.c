@@ -215,7 +215,8 @@ static __always_inline struct secops_event *lsm_event(const struct secops_agent 
 						      __u64 agent_cgroup, __u32 verdict,
 						      __u32 op, __u32 rule)
 {
-	struct secops_event *ev = secops_event_start(SECOPS_EVENT_LSM, agent, agent_cgroup, verdict);
+	struct secops_event *ev =
+		secops_event_start(SECOPS_EVENT_LSM, op, agent, agent_cgroup, verdict);
 	if (ev) {
 		ev->body.lsm.op = op;
 		ev->body.lsm.rule = rule;

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use secops_common::{ActionId, ActionTypeError};
+use secops_common::{ActionId, ActionTypeError, CoreAction};
 
 use super::types::ActionObject;
 use crate::audit::{AuditObject, ObjectKind};
@@ -84,6 +84,33 @@ impl ResolvedAction {
             host: object.host.clone(),
             port: object.port,
         })
+    }
+
+    /// A core action with no object yet; the door fills in what it knows.
+    pub fn core(action: CoreAction) -> ResolvedAction {
+        ResolvedAction {
+            action: ActionId(action as u16),
+            action_name: action.as_str().to_owned(),
+            path: None,
+            binary: None,
+            addr: None,
+            host: None,
+            port: None,
+        }
+    }
+
+    /// An action known only by its name, for records whose decision the engine does not make
+    /// (a ticket decided by a person): the id is the name's in the core table, or one no
+    /// registry gives for a custom type (the engine escalates such an id, should it ever be
+    /// asked).
+    pub fn named(name: &str) -> ResolvedAction {
+        const UNREGISTERED: ActionId = ActionId(u16::MAX);
+        let core = CoreAction::ALL.iter().find(|c| c.as_str() == name);
+        ResolvedAction {
+            action: core.map_or(UNREGISTERED, |c| ActionId(*c as u16)),
+            action_name: name.to_owned(),
+            ..ResolvedAction::core(CoreAction::ToolCall)
+        }
     }
 
     pub fn request(&self, agent: Option<AgentIdx>) -> ActionRequest<'_> {

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use secops_common::RiskLevel;
+
+use crate::audit::Source;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,8 +32,8 @@ pub struct Ticket {
     pub rule_id: Option<String>,
     /// Why the engine escalated.
     pub reason: String,
-    /// `api` or `kernel`.
-    pub source: String,
+    /// The door the escalation came through.
+    pub source: Source,
     pub status: TicketStatus,
     pub first_seen_ns: i64,
     pub last_seen_ns: i64,
@@ -60,7 +62,7 @@ pub struct NewTicket<'a> {
     pub risk: RiskLevel,
     pub rule_id: Option<&'a str>,
     pub reason: &'a str,
-    pub source: &'a str,
+    pub source: Source,
     pub now_ns: i64,
     /// The file object as resolved when it was escalated (see [`Ticket::object_inode`]); a
     /// repeat updates it, so an approval names the file the agent last tried.
@@ -218,7 +220,7 @@ impl TicketStore {
                         t.risk.to_string(),
                         t.rule_id,
                         t.reason,
-                        t.source,
+                        t.source.as_str(),
                         t.now_ns,
                         t.object_inode.map(|(dev, _)| dev),
                         t.object_inode.map(|(_, ino)| ino as i64)
@@ -420,7 +422,9 @@ impl TicketStore {
             risk,
             rule_id: r.get(5).map_err(|e| self.db(e))?,
             reason: get_text(6)?,
-            source: get_text(7)?,
+            source: get_text(7)?
+                .parse()
+                .map_err(|e| corrupt(format!("source: {e}")))?,
             status,
             first_seen_ns: r.get(9).map_err(|e| self.db(e))?,
             last_seen_ns: r.get(10).map_err(|e| self.db(e))?,
@@ -447,7 +451,7 @@ mod tests {
             risk: RiskLevel::High,
             rule_id: Some("ask"),
             reason: "ask first",
-            source: "api",
+            source: Source::Api,
             now_ns,
             object_inode: None,
         }

@@ -4,17 +4,20 @@
 //! log and every consumer (verify, query, export) reads back.
 
 use secops_common::{RiskLevel, Verdict};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Where a decision came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+/// Where a decision came from: the door it came through (`daemon/decide.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// An event reported by the BPF programs.
     Kernel,
     /// A request through the daemon's API or the `secops check` command.
     Api,
-    /// A human's decision on an approval ticket.
+    /// A syscall of a `secops run --ask` agent, held by its seccomp filter until the daemon
+    /// answered.
+    Parked,
+    /// A decision on an approval ticket: a human's, or the timeout policy's.
     Approval,
 }
 
@@ -109,5 +112,5 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::E
     s.serialize_str(&hex::encode(bytes))
 }
 
-secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Approval => "approval");
+secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Parked => "parked", Approval => "approval");
 secops_common::named_enum!(ObjectKind, "object kind", Path => "path", Endpoint => "endpoint", Binary => "binary", Target => "target");

@@ -7,7 +7,8 @@ use clap::Args;
 use secops_common::Verdict;
 
 use super::action_args::{load_engine, ActionArgs};
-use crate::audit::{AuditPaths, AuditStore, CheckpointPolicy, NewRecord, Source};
+use crate::audit::{AuditPaths, AuditStore, CheckpointPolicy};
+use crate::daemon::{judge, Actor, Door, Request};
 use crate::time::now_ns;
 
 #[derive(Debug, Args)]
@@ -30,26 +31,33 @@ pub fn verdict_exit_code(verdict: Verdict) -> u8 {
     }
 }
 
+/// Decides like `/v1/check` (the decision path's first and third steps: the engine, and the
+/// same record), without a daemon: no approval queue, so an escalation opens no ticket.
 pub fn run(args: CheckArgs, state_dir: &Path) -> anyhow::Result<u8> {
     let engine = load_engine(&args.policy)?;
-    let resolved = args.action.resolve(&engine)?;
-    let decision = engine.decide(&resolved.request(args.action.agent_index(&engine)));
+    let action = args.action.resolve(&engine)?;
+    let object = action.audit_object();
+    let judged = judge(
+        &engine,
+        Request {
+            door: Door::Api,
+            at_ns: now_ns(),
+            actor: Actor {
+                agent: Some(args.action.agent.clone()),
+                ..Actor::default()
+            },
+            action,
+            object,
+            inode: None,
+            detail: String::new(),
+            note: String::new(),
+        },
+    );
+    let decision = &judged.decision;
 
     // The decision only counts once it is in the log: if it cannot be recorded, this is an
     // error (exit 3), never a verdict.
-    let record = NewRecord {
-        agent: Some(args.action.agent.clone()),
-        object: resolved.audit_object(),
-        rule_id: decision.rule_id.as_deref().map(str::to_owned),
-        ..NewRecord::new(
-            now_ns(),
-            &resolved.action_name,
-            decision.verdict,
-            decision.risk,
-            decision.reason.to_string(),
-            Source::Api,
-        )
-    };
+    let record = judged.record();
     let paths = AuditPaths::new(state_dir);
     let mut store = AuditStore::open(&paths, CheckpointPolicy::default())
         .with_context(|| format!("opening the audit log in {}", state_dir.display()))?;

@@ -1,30 +1,37 @@
 //! Deciding a ticket. Every decision, a human's through the API or the timeout policy's, goes
 //! through [`Shared::decide_ticket`], so whatever must follow a decision (the audit record,
 //! metrics, the kernel grants of an approval, waking the syscalls parked on it) happens in one
-//! place and cannot be skipped by a new caller.
+//! place and cannot be skipped by a new caller. The record itself is the decision path's
+//! (`decide.rs`, door `Ticket`), like every other door's.
 
-use crate::approvals::{Decided, Ticket, TicketError};
-use crate::audit::{AuditError, AuditObject, AuditWriter, NewRecord, ObjectKind, Source};
-use crate::time::{format_ns, now_ns};
+use std::sync::Arc;
+
 use secops_common::Verdict;
 
-use super::{lock, Shared};
+use super::decide::{decide, Actor, AuditMode, Door, Recorded, Request};
+use super::state::{lock, Shared};
+use crate::api::action::ResolvedAction;
+use crate::approvals::{Decided, Ticket, TicketError};
+use crate::audit::{AuditError, AuditObject, AuditWriter, ObjectKind};
+use crate::enforce::{grant_keys, grant_value, granted_endpoint};
+use crate::engine::Decision;
+use crate::time::{format_ns, now_ns, Clock};
 
 /// Who decided, as the ticket and the audit record name them.
 #[derive(Clone, Debug)]
-pub struct Decider {
+pub(crate) struct Decider {
     /// `decided_by` on the ticket and in the record's reason: a caller's description, or
     /// [`crate::approvals::TIMEOUT_DECIDER`].
-    pub name: String,
+    pub(crate) name: String,
     /// The deciding process, when a process decided (none for the timeout policy).
-    pub pid: Option<u32>,
-    pub uid: Option<u32>,
-    pub comm: Option<String>,
+    pub(crate) pid: Option<u32>,
+    pub(crate) uid: Option<u32>,
+    pub(crate) comm: Option<String>,
 }
 
 impl Decider {
     /// The daemon itself, applying the timeout policy.
-    pub fn timeout_policy() -> Decider {
+    pub(crate) fn timeout_policy() -> Decider {
         Decider {
             name: crate::approvals::TIMEOUT_DECIDER.to_owned(),
             pid: None,
@@ -35,7 +42,7 @@ impl Decider {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DecideError {
+pub(crate) enum DecideError {
     /// No such ticket, not open any more, or the queue cannot be read or written.
     #[error(transparent)]
     Ticket(#[from] TicketError),
@@ -53,7 +60,7 @@ impl Shared {
     ///
     /// This is the only way a ticket gets decided; anything a decision must set off belongs
     /// here, after the record is committed.
-    pub fn decide_ticket(
+    pub(crate) fn decide_ticket(
         &self,
         writer: &AuditWriter,
         id: u64,
@@ -83,38 +90,77 @@ impl Shared {
             .as_deref()
             .map(|r| format!(": {r}"))
             .unwrap_or_default();
-        let record = NewRecord {
-            agent: Some(ticket.agent.clone()),
-            pid: by.pid,
-            uid: by.uid,
-            comm: by.comm.clone(),
+        let request = Request {
+            door: Door::Ticket(Decision {
+                verdict,
+                risk: ticket.risk,
+                rule_id: ticket.rule_id.as_deref().map(Arc::from),
+                reason: Arc::from(format!(
+                    "ticket #{id} {word} by {}{until}{kernel_note}{because}",
+                    by.name
+                )),
+            }),
+            at_ns: now,
+            actor: Actor {
+                agent: Some(ticket.agent.clone()),
+                pid: by.pid,
+                uid: by.uid,
+                comm: by.comm.clone(),
+                ..Actor::default()
+            },
+            action: ResolvedAction::named(&ticket.action),
             object: (!ticket.object.is_empty()).then(|| AuditObject {
                 kind: ObjectKind::Target,
                 value: ticket.object.clone(),
             }),
-            rule_id: ticket.rule_id.clone(),
-            ..NewRecord::new(
-                now,
-                &ticket.action,
-                verdict,
-                ticket.risk,
-                format!(
-                    "ticket #{id} {word} by {}{until}{kernel_note}{because}",
-                    by.name
-                ),
-                Source::Approval,
-            )
+            inode: ticket.object_inode,
+            detail: String::new(),
+            note: String::new(),
         };
         // A decision the log does not hold is not reported as made: the caller hears of the
         // failure (the queue already says decided; the log is the one that must not lie).
-        let committed = writer.append(record);
-        if !committed.queued() {
-            return Err(DecideError::NotQueued);
+        match decide(self, writer, request, AuditMode::Commit).recorded {
+            Recorded::Committing(committed) => {
+                committed.wait().map_err(DecideError::NotRecorded)?;
+            }
+            _ => return Err(DecideError::NotQueued),
         }
-        committed.wait().map_err(DecideError::NotRecorded)?;
         self.decided.publish(ticket.id, ticket.status);
-        self.metrics
-            .decision(Source::Approval, verdict, &ticket.action, &ticket.agent);
         Ok(ticket)
+    }
+}
+
+impl Shared {
+    /// Installs the kernel grants of an approved ticket. Returns what the decision's audit
+    /// record adds: which grant the kernel got, or why it got none (the approval still lets
+    /// the API path through).
+    fn install_grants(&self, ticket: &Ticket) -> String {
+        let Some(slot) = self.agent_slot(&ticket.agent) else {
+            return format!("; no kernel grant: no agent {} is running", ticket.agent);
+        };
+        let keys = match grant_keys(ticket, slot.index) {
+            Ok(keys) => keys,
+            Err(why) => return format!("; no kernel grant ({why})"),
+        };
+        let value = grant_value(ticket, &Clock::now());
+        let mut kernel = lock(&self.kernel);
+        for key in &keys {
+            if let Err(e) = kernel.maps_mut().grant(key, &value) {
+                tracing::error!(ticket = ticket.id, "installing a kernel grant: {e}");
+                return format!(
+                    "; the kernel grant could not be installed ({e}): the kernel keeps denying"
+                );
+            }
+        }
+        let what = match granted_endpoint(&keys[0]) {
+            Some(_) => "this destination",
+            None => "this file (by inode)",
+        };
+        let uses = if ticket.grant_once {
+            "one use"
+        } else {
+            "every use until it expires"
+        };
+        format!("; kernel grant for {what}, {uses}")
     }
 }

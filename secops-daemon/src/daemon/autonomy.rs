@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::api::AutonomyOverride;
 use crate::policy::{AutoLower, Policy};
 
-pub const FILE_NAME: &str = "autonomy.json";
+pub(crate) const FILE_NAME: &str = "autonomy.json";
 
 #[derive(Debug, thiserror::Error)]
-pub enum AutonomyFileError {
+pub(crate) enum AutonomyFileError {
     #[error("reading the autonomy overrides {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -46,22 +46,22 @@ pub enum AutonomyFileError {
 /// A level set by a person or by secops itself, in force until a person changes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Override {
-    pub level: AutonomyLevel,
+pub(crate) struct Override {
+    pub(crate) level: AutonomyLevel,
     /// Who set it: a caller's description, or `secops` for an automatic lowering.
-    pub set_by: String,
-    pub set_at_ns: i64,
-    pub reason: String,
+    pub(crate) set_by: String,
+    pub(crate) set_at_ns: i64,
+    pub(crate) reason: String,
     /// Set by secops after repeated denials, not by a person.
     #[serde(default)]
-    pub automatic: bool,
+    pub(crate) automatic: bool,
 }
 
 impl Override {
     /// The level in force over the policy's. A person's choice wins either way; an automatic
     /// lowering is only a ceiling, so a policy edited to be stricter still takes effect (it
     /// must never leave an agent more trusted than a person wrote).
-    pub fn applied_to(&self, policy_level: AutonomyLevel) -> AutonomyLevel {
+    pub(crate) fn applied_to(&self, policy_level: AutonomyLevel) -> AutonomyLevel {
         if self.automatic {
             self.level.max(policy_level)
         } else {
@@ -79,18 +79,18 @@ struct FileFormat {
 
 /// The overrides and the file they are kept in.
 #[derive(Debug)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     path: PathBuf,
     agents: BTreeMap<String, Override>,
 }
 
 impl Overrides {
-    pub fn path_in(state_dir: &Path) -> PathBuf {
+    pub(crate) fn path_in(state_dir: &Path) -> PathBuf {
         state_dir.join(FILE_NAME)
     }
 
     /// Reads the overrides; a missing file means none.
-    pub fn load(path: &Path) -> Result<Overrides, AutonomyFileError> {
+    pub(crate) fn load(path: &Path) -> Result<Overrides, AutonomyFileError> {
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -126,13 +126,17 @@ impl Overrides {
         })
     }
 
-    pub fn get(&self, agent: &str) -> Option<&Override> {
+    pub(crate) fn get(&self, agent: &str) -> Option<&Override> {
         self.agents.get(agent)
     }
 
     /// Sets (`Some`) or clears (`None`) an agent's override and writes the file; on a failed
     /// write nothing changes, in memory or on disk.
-    pub fn set(&mut self, agent: &str, value: Option<Override>) -> Result<(), AutonomyFileError> {
+    pub(crate) fn set(
+        &mut self,
+        agent: &str,
+        value: Option<Override>,
+    ) -> Result<(), AutonomyFileError> {
         let previous = match value {
             Some(v) => self.agents.insert(agent.to_owned(), v),
             None => self.agents.remove(agent),
@@ -173,7 +177,7 @@ impl Overrides {
     }
 
     /// The overrides of agents the policy names (the others change nothing).
-    pub fn in_force<'a>(
+    pub(crate) fn in_force<'a>(
         &'a self,
         policy: &'a Policy,
     ) -> impl Iterator<Item = (&'a str, &'a Override)> + 'a {
@@ -185,7 +189,7 @@ impl Overrides {
 
     /// The policy with every override in force. Overrides for agents the policy no longer
     /// names are kept (the agent may come back) but change nothing.
-    pub fn apply(&self, policy: &Policy) -> Policy {
+    pub(crate) fn apply(&self, policy: &Policy) -> Policy {
         let mut effective = policy.clone();
         for agent in &mut effective.agents {
             if let Some(o) = self.agents.get(&agent.name) {
@@ -198,18 +202,18 @@ impl Overrides {
 
 /// What is in force: the policy as loaded, and the overrides on top of it.
 #[derive(Debug)]
-pub struct Live {
-    pub policy: Arc<Policy>,
-    pub overrides: Overrides,
+pub(crate) struct Live {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) overrides: Overrides,
 }
 
 impl Live {
-    pub fn effective(&self) -> Policy {
+    pub(crate) fn effective(&self) -> Policy {
         self.overrides.apply(&self.policy)
     }
 
     /// The agent's level as the engine has it now.
-    pub fn level_of(&self, agent: &str) -> Option<AutonomyLevel> {
+    pub(crate) fn level_of(&self, agent: &str) -> Option<AutonomyLevel> {
         let policy_level = self.policy.agent(agent)?.autonomy;
         Some(
             self.overrides
@@ -218,7 +222,7 @@ impl Live {
         )
     }
 
-    pub fn view(&self) -> View {
+    pub(crate) fn view(&self) -> View {
         View {
             policy_levels: self
                 .policy
@@ -237,14 +241,14 @@ impl Live {
 
 /// A copy of what status reports need, so no lock is held while cgroups are read.
 #[derive(Debug, Default)]
-pub struct View {
+pub(crate) struct View {
     policy_levels: HashMap<String, AutonomyLevel>,
     overrides: HashMap<String, Override>,
 }
 
 impl View {
     /// The policy's level (`None`: the agent is gone from the policy) and the override.
-    pub fn of(&self, agent: &str) -> (Option<AutonomyLevel>, Option<AutonomyOverride>) {
+    pub(crate) fn of(&self, agent: &str) -> (Option<AutonomyLevel>, Option<AutonomyOverride>) {
         (
             self.policy_levels.get(agent).copied(),
             self.overrides.get(agent).map(|o| AutonomyOverride {
@@ -258,14 +262,14 @@ impl View {
 
 /// Recent denials per agent, at most one threshold's worth each.
 #[derive(Debug, Default)]
-pub struct DenialWindows {
+pub(crate) struct DenialWindows {
     agents: HashMap<String, VecDeque<Instant>>,
 }
 
 impl DenialWindows {
     /// Counts one denial of `agent` at `now`. True when this one reaches the threshold within
     /// the window; the count then starts again, so the next lowering takes as many denials.
-    pub fn note(&mut self, agent: &str, rule: &AutoLower, now: Instant) -> bool {
+    pub(crate) fn note(&mut self, agent: &str, rule: &AutoLower, now: Instant) -> bool {
         let window = self.agents.entry(agent.to_owned()).or_default();
         while window
             .front()
@@ -285,8 +289,20 @@ impl DenialWindows {
         false
     }
 
+    /// Counts a denial of `agent` by the policy's `auto_lower` for it (none, or a `locked`
+    /// agent: nothing counted). True when this one reaches the threshold.
+    pub(crate) fn note_by_policy(&mut self, policy: &Policy, agent: &str, now: Instant) -> bool {
+        let Some(spec) = policy.agent(agent) else {
+            return false;
+        };
+        match spec.auto_lower {
+            Some(rule) if spec.autonomy != AutonomyLevel::Locked => self.note(agent, &rule, now),
+            _ => false,
+        }
+    }
+
     /// A person set the agent's level: earlier denials no longer count against it.
-    pub fn reset(&mut self, agent: &str) {
+    pub(crate) fn reset(&mut self, agent: &str) {
         self.agents.remove(agent);
     }
 }

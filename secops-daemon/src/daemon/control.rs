@@ -5,25 +5,25 @@
 
 use std::time::Instant;
 
-use secops_common::{AutonomyLevel, CoreAction, RiskLevel, Verdict};
+use secops_common::AutonomyLevel;
 
-use super::autonomy::Override;
-use super::{agent_status, lock, AgentSlot, Shared};
+use super::agents::AgentSlot;
+use super::autonomy::{Live, Override};
+use super::state::{agent_status, lock, read, Shared};
 use crate::api::{AgentStatus, AutonomyChange};
-use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
 use crate::cgroups::CgroupDir;
 use crate::time::now_ns;
 
 /// What the kill switch does to an agent's cgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KillSwitch {
+pub(crate) enum KillSwitch {
     Freeze,
     Thaw,
     Kill,
 }
 
 impl KillSwitch {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             KillSwitch::Freeze => "freeze",
             KillSwitch::Thaw => "thaw",
@@ -31,7 +31,7 @@ impl KillSwitch {
         }
     }
 
-    pub fn past(self) -> &'static str {
+    pub(crate) fn past(self) -> &'static str {
         match self {
             KillSwitch::Freeze => "frozen",
             KillSwitch::Thaw => "thawed",
@@ -41,7 +41,7 @@ impl KillSwitch {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ControlError {
+pub(crate) enum ControlError {
     #[error("no agent named {name:?} (the daemon runs: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
     UnknownAgent { name: String, known: Vec<String> },
     #[error("agent {name:?} is no longer in the policy, so it has no autonomy to change (it can still be frozen or killed)")]
@@ -59,21 +59,22 @@ impl Shared {
         self.agent_slot(name)
             .ok_or_else(|| ControlError::UnknownAgent {
                 name: name.to_owned(),
-                known: super::read(&self.agents)
-                    .slots()
-                    .map(|s| s.name.clone())
-                    .collect(),
+                known: read(&self.agents).slots().map(|s| s.name.clone()).collect(),
             })
     }
 
-    pub(super) fn agent_status_of(&self, name: &str) -> Result<AgentStatus, ControlError> {
+    pub(crate) fn agent_status_of(&self, name: &str) -> Result<AgentStatus, ControlError> {
         let view = lock(&self.live).view();
         Ok(agent_status(&self.slot_or_404(name)?, &view))
     }
 
     /// Freezes, thaws or kills one agent's cgroup and waits until the kernel says it is done
     /// (frozen, thawed, or no process left).
-    pub fn kill_switch(&self, name: &str, what: KillSwitch) -> Result<AgentStatus, ControlError> {
+    pub(crate) fn kill_switch(
+        &self,
+        name: &str,
+        what: KillSwitch,
+    ) -> Result<AgentStatus, ControlError> {
         let slot = self.slot_or_404(name)?;
         let failed = |source: anyhow::Error| ControlError::Failed {
             what: what.as_str(),
@@ -91,18 +92,10 @@ impl Shared {
         self.agent_status_of(name)
     }
 
-    /// Every agent the daemon runs, by name.
-    pub fn agent_names(&self) -> Vec<String> {
-        super::read(&self.agents)
-            .slots()
-            .map(|s| s.name.clone())
-            .collect()
-    }
-
     /// Sets an agent's autonomy (`None`: back to the policy's), persists it, and puts it in
     /// force in the engine and the kernel before returning. Denials counted so far no longer
     /// count: a person has just judged the agent.
-    pub fn set_autonomy(
+    pub(crate) fn set_autonomy(
         &self,
         name: &str,
         level: Option<AutonomyLevel>,
@@ -131,23 +124,14 @@ impl Shared {
 
     /// Counts a denial of `agent`; true when it reaches the agent's `auto_lower` threshold
     /// (then [`auto_lower`](Self::auto_lower) should follow).
-    pub fn note_denial(&self, agent: &str) -> bool {
+    pub(crate) fn note_denial(&self, agent: &str) -> bool {
         let engine = self.engine();
-        let Some(spec) = engine.policy().agent(agent) else {
-            return false;
-        };
-        let Some(rule) = spec.auto_lower else {
-            return false;
-        };
-        if spec.autonomy == AutonomyLevel::Locked {
-            return false;
-        }
-        lock(&self.denials).note(agent, &rule, Instant::now())
+        lock(&self.denials).note_by_policy(engine.policy(), agent, Instant::now())
     }
 
     /// Lowers `agent` one step after its threshold was reached. `None` when there is nothing
     /// to do (already locked, or gone from the policy since).
-    pub fn auto_lower(&self, agent: &str) -> Result<Option<AutonomyChange>, ControlError> {
+    pub(crate) fn auto_lower(&self, agent: &str) -> Result<Option<AutonomyChange>, ControlError> {
         let mut live = lock(&self.live);
         let Some(from) = live.level_of(agent) else {
             return Ok(None);
@@ -178,7 +162,7 @@ impl Shared {
     /// what they were, so what is on disk is always what is (or was last) enforced.
     fn change_autonomy(
         &self,
-        live: &mut super::autonomy::Live,
+        live: &mut Live,
         name: &str,
         value: Option<Override>,
         what: &'static str,
@@ -209,38 +193,5 @@ impl Shared {
             overridden,
             reason: reason.to_owned(),
         })
-    }
-}
-
-/// The audit record of an automatic lowering. `source` is where the denial that reached the
-/// threshold came from.
-pub fn auto_lowered_record(
-    change: &AutonomyChange,
-    cgroup_id: Option<u64>,
-    source: Source,
-) -> NewRecord {
-    NewRecord {
-        agent: Some(change.agent.clone()),
-        cgroup_id,
-        object: Some(autonomy_object()),
-        ..NewRecord::new(
-            now_ns(),
-            CoreAction::SysAutonomy.as_str(),
-            Verdict::Allow,
-            RiskLevel::High,
-            format!(
-                "autonomy {} -> {}, set by secops (automatic): {}",
-                change.from, change.to, change.reason
-            ),
-            source,
-        )
-    }
-}
-
-/// What an autonomy record is about.
-pub fn autonomy_object() -> AuditObject {
-    AuditObject {
-        kind: ObjectKind::Target,
-        value: "autonomy".to_owned(),
     }
 }

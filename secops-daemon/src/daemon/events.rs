@@ -4,55 +4,43 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use secops_common::kernel::{
+    grant_sub, kernel_action, EVENT_EXEC, EVENT_EXIT, EVENT_GRANT, EVENT_LSM, EVENT_NET,
+    EVENT_RENAME, EVENT_UNLINK,
+};
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
-use super::count_slots::SlotOwner;
-use super::file_rules::CompiledFiles;
+use super::decide::{Actor, Door, KernelCheck, Request};
+use crate::api::action::ResolvedAction;
 use crate::audit::{AuditObject, NewRecord, ObjectKind, Source};
-use crate::engine::{ActionRequest, Decision, Engine, NormalizedPath};
+use crate::enforce::{granted_endpoint, CompiledFiles, FileRules, SlotOwner};
+use crate::engine::NormalizedPath;
 use crate::kernel::{
-    split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp, NetHook,
+    split_wait_status, AllowedEgress, EventMeta, FileCount, KernelEvent, LsmDenial, LsmOp,
 };
+use crate::time::Clock;
 
 const AT_FDCWD: i32 = -100;
-const IPPROTO_UDP: u16 = 17;
 
-/// The one table from kernel events to action types. UDP is `net:send` whether the socket
-/// was connected or not: the egress policy treats all UDP alike (resolvers only).
-pub fn action_of(event: &KernelEvent) -> CoreAction {
-    match event {
-        KernelEvent::Exec { .. } => CoreAction::ProcExec,
-        KernelEvent::Exit { .. } => CoreAction::ProcExit,
-        KernelEvent::Unlink { .. } => CoreAction::FsDelete,
-        KernelEvent::Rename { .. } => CoreAction::FsRename,
-        KernelEvent::Net {
-            hook: NetHook::Sendmsg,
-            ..
-        } => CoreAction::NetSend,
-        KernelEvent::Net { protocol, .. } if *protocol == IPPROTO_UDP => CoreAction::NetSend,
-        KernelEvent::Net { .. } => CoreAction::NetConnect,
-        KernelEvent::Lsm { denial, .. } => lsm_action(denial.op),
-        KernelEvent::Granted { key, .. } => super::grants::granted_action(key),
-    }
+/// The event's action type, by the one table from what the kernel reports to action types
+/// ([`kernel_action`]), which lost events are audited by too.
+pub(crate) fn action_of(event: &KernelEvent) -> CoreAction {
+    let (kind, sub) = kind_and_sub(event);
+    // Every event this build parses is in the table (tested); a gap would be an unknown
+    // check, which is a program's, so it is recorded as the BPF layer's.
+    kernel_action(kind, sub).unwrap_or(CoreAction::SysBpf)
 }
 
-/// The action type of each LSM check. A denied read is a secret read: reads are judged
-/// only where a rule protects the file.
-fn lsm_action(op: LsmOp) -> CoreAction {
-    match op {
-        LsmOp::Unlink | LsmOp::Rmdir | LsmOp::RenameTarget => CoreAction::FsDelete,
-        LsmOp::RenameSource => CoreAction::FsRename,
-        LsmOp::Link => CoreAction::FsLink,
-        LsmOp::Truncate => CoreAction::FsTruncate,
-        LsmOp::OpenWrite => CoreAction::FsWrite,
-        LsmOp::OpenRead => CoreAction::SecretRead,
-        LsmOp::Exec | LsmOp::ExecFileless | LsmOp::MmapExec => CoreAction::ProcExec,
-        LsmOp::SocketCreate => CoreAction::NetSend,
-        LsmOp::SocketConnect | LsmOp::UnixConnect => CoreAction::NetConnect,
-        LsmOp::Bpf => CoreAction::SysBpf,
-        LsmOp::Ptrace => CoreAction::ProcPtrace,
-        LsmOp::Signal => CoreAction::ProcSignal,
-        LsmOp::CgroupWrite => CoreAction::SysCgroup,
+/// The (kind, sub-kind) pair the kernel counts an event of this shape under.
+fn kind_and_sub(event: &KernelEvent) -> (u32, u32) {
+    match event {
+        KernelEvent::Exec { .. } => (EVENT_EXEC, 0),
+        KernelEvent::Exit { .. } => (EVENT_EXIT, 0),
+        KernelEvent::Unlink { .. } => (EVENT_UNLINK, 0),
+        KernelEvent::Rename { .. } => (EVENT_RENAME, 0),
+        KernelEvent::Net { protocol, .. } => (EVENT_NET, u32::from(*protocol)),
+        KernelEvent::Lsm { denial, .. } => (EVENT_LSM, denial.op.code()),
+        KernelEvent::Granted { key, .. } => (EVENT_GRANT, grant_sub(key)),
     }
 }
 
@@ -64,50 +52,6 @@ fn lsm_path(denial: &LsmDenial, agent_index: u32, files: &CompiledFiles) -> Stri
         ino: denial.anchor_ino,
     };
     files.event_path(anchor, denial.depth, &denial.names)
-}
-
-/// Converts the kernel's CLOCK_BOOTTIME stamps to UTC.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    realtime_minus_boottime_ns: i64,
-}
-
-impl Clock {
-    pub fn now() -> Clock {
-        let realtime = clock_ns(libc::CLOCK_REALTIME);
-        let boottime = clock_ns(libc::CLOCK_BOOTTIME);
-        Clock {
-            realtime_minus_boottime_ns: realtime - boottime,
-        }
-    }
-
-    /// The boot-clock time of a UTC time (0 for a time before boot).
-    pub fn boot_ns(&self, utc_ns: i64) -> u64 {
-        u64::try_from(utc_ns.saturating_sub(self.realtime_minus_boottime_ns)).unwrap_or(0)
-    }
-
-    pub fn utc_ns(&self, boot_ns: u64) -> i64 {
-        i64::try_from(boot_ns)
-            .unwrap_or(i64::MAX)
-            .saturating_add(self.realtime_minus_boottime_ns)
-    }
-}
-
-/// CLOCK_BOOTTIME now, the clock BPF programs read (`bpf_ktime_get_boot_ns`).
-pub fn boot_now_ns() -> u64 {
-    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec into the pointer given.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec)
 }
 
 /// A path as the acting process meant it: relative paths are taken from its working
@@ -128,18 +72,18 @@ fn resolve_path(tgid: u32, dfd: i32, raw: &str) -> Option<String> {
 /// An event with what only /proc can tell about it, read as soon as the event leaves the
 /// ring buffer (a short-lived process is soon gone): the process's executable and the
 /// absolute forms of the paths it passed.
-pub struct Captured {
-    pub event: KernelEvent,
-    pub exe: Option<String>,
+pub(crate) struct Captured {
+    pub(crate) event: KernelEvent,
+    pub(crate) exe: Option<String>,
     /// The exec'd binary, the deleted path, or a rename's source.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// A rename's target.
-    pub target: Option<String>,
+    pub(crate) target: Option<String>,
 }
 
 /// Remembers each process's executable between events; an exec or an exit forgets it.
 #[derive(Default)]
-pub struct ExeCache {
+pub(crate) struct ExeCache {
     by_tgid: std::collections::HashMap<u32, Option<String>>,
 }
 
@@ -165,7 +109,7 @@ impl ExeCache {
     }
 }
 
-pub fn capture(event: KernelEvent, exes: &mut ExeCache) -> Captured {
+pub(crate) fn capture(event: KernelEvent, exes: &mut ExeCache) -> Captured {
     let tgid = event.meta().tgid;
     if matches!(event, KernelEvent::Exec { .. }) {
         exes.forget(tgid);
@@ -210,19 +154,17 @@ fn normalized(path: Option<&str>) -> Option<NormalizedPath> {
     path.and_then(|p| NormalizedPath::new(p).ok())
 }
 
-/// What the engine says, and the record of what the kernel did.
-pub fn record_for(
+/// The decision request for a kernel event: who did what to which object, and which kernel
+/// layer acted. `agent` is the slot the event's cgroup belongs to (name, cgroup id).
+pub(crate) fn request_for(
     captured: &Captured,
-    agent: Option<&str>,
-    engine: &Engine,
-    files: &CompiledFiles,
+    agent: Option<(String, u64)>,
+    files: &FileRules,
     clock: &Clock,
-) -> NewRecord {
+) -> Request {
     let event = &captured.event;
     let meta = event.meta();
-    let core = action_of(event);
-    let action_id = secops_common::ActionId(core as u16);
-    let mut request = ActionRequest::new(agent.and_then(|a| engine.agent_index(a)), action_id);
+    let mut action = ResolvedAction::core(action_of(event));
     let object = |kind, value: &str| {
         Some(AuditObject {
             kind,
@@ -230,20 +172,18 @@ pub fn record_for(
         })
     };
     let captured_path = captured.path.as_deref().unwrap_or("?");
-
-    let mut path = None;
-    let mut binary = None;
-    let (object, detail) = match event {
+    let (object, detail, check) = match event {
         KernelEvent::Exec {
             argv,
             argv_truncated,
             ..
         } => {
-            binary = normalized(captured.path.as_deref());
+            action.binary = normalized(captured.path.as_deref());
             let more = if *argv_truncated { " ..." } else { "" };
             (
                 object(ObjectKind::Binary, captured_path),
                 format!("argv: {}{more}", argv.join(" ")),
+                KernelCheck::Tracepoint,
             )
         }
         KernelEvent::Exit { status, .. } => {
@@ -252,33 +192,43 @@ pub fn record_for(
                 (_, Some(signal)) => format!("killed by signal {signal}"),
                 _ => format!("wait status {status:#x}"),
             };
-            (None, detail)
+            (None, detail, KernelCheck::Tracepoint)
         }
         KernelEvent::Unlink { flags, .. } => {
-            path = normalized(captured.path.as_deref());
+            action.path = normalized(captured.path.as_deref());
             let what = if flags & 0x200 != 0 {
                 "rmdir"
             } else {
                 "unlink"
             };
-            (object(ObjectKind::Path, captured_path), what.to_owned())
+            (
+                object(ObjectKind::Path, captured_path),
+                what.to_owned(),
+                KernelCheck::Tracepoint,
+            )
         }
         KernelEvent::Rename { .. } => {
-            path = normalized(captured.path.as_deref());
+            action.path = normalized(captured.path.as_deref());
             (
                 object(ObjectKind::Path, captured_path),
                 format!("renamed to {}", captured.target.as_deref().unwrap_or("?")),
+                KernelCheck::Tracepoint,
             )
         }
         KernelEvent::Net { addr, port, .. } => {
-            request.addr = Some(*addr);
-            request.port = Some(*port);
+            action.addr = Some(*addr);
+            action.port = Some(*port);
             (
                 object(ObjectKind::Endpoint, &endpoint(*addr, *port)),
                 String::new(),
+                KernelCheck::Egress,
             )
         }
-        KernelEvent::Lsm { denial, .. } => lsm_object(denial, meta, files, &mut path, &mut binary),
+        KernelEvent::Lsm { denial, .. } => {
+            let (object, detail) = lsm_object(denial, meta, &files.compiled, &mut action);
+            let rule = (denial.rule != 0).then(|| files.compiled.rule_id(denial.rule));
+            (object, detail, KernelCheck::Lsm { rule })
+        }
         KernelEvent::Granted {
             key,
             ticket,
@@ -290,65 +240,64 @@ pub fn record_for(
             } else {
                 format!("approval ticket {ticket}")
             };
-            match super::grants::granted_endpoint(key) {
+            let object = match granted_endpoint(key) {
                 Some((addr, port)) => {
-                    request.addr = Some(addr);
-                    request.port = Some(port);
-                    (object(ObjectKind::Endpoint, &endpoint(addr, port)), detail)
+                    action.addr = Some(addr);
+                    action.port = Some(port);
+                    object(ObjectKind::Endpoint, &endpoint(addr, port))
                 }
-                None if core == CoreAction::ProcExec => {
-                    binary = normalized(captured.path.as_deref());
-                    (object(ObjectKind::Binary, captured_path), detail)
+                None if kernel_action(EVENT_GRANT, grant_sub(key))
+                    == Some(CoreAction::ProcExec) =>
+                {
+                    action.binary = normalized(captured.path.as_deref());
+                    object(ObjectKind::Binary, captured_path)
                 }
                 None => {
-                    path = normalized(captured.path.as_deref());
-                    (object(ObjectKind::Path, captured_path), detail)
+                    action.path = normalized(captured.path.as_deref());
+                    object(ObjectKind::Path, captured_path)
                 }
-            }
+            };
+            (object, detail, KernelCheck::Granted)
         }
     };
-    request.path = path.as_ref();
-    request.binary = binary.as_ref();
-    let decision = engine.decide(&request);
-
-    let (verdict, rule_id, reason) = match event {
-        KernelEvent::Lsm { denial, .. } => judge_lsm(denial, meta, &decision, files, &detail),
-        KernelEvent::Granted { .. } => (
-            Verdict::Allow,
-            decision.rule_id.as_deref().map(str::to_owned),
-            format!(
-                "allowed by a human's approval in the kernel ({detail}; the policy says {}: {})",
-                decision.verdict, decision.reason
-            ),
-        ),
-        _ => judge(event, meta, agent, &decision, &detail),
-    };
-    NewRecord {
-        ts_ns: clock.utc_ns(meta.ts_boot_ns),
-        agent: agent.map(str::to_owned),
-        cgroup_id: Some(meta.cgroup_id),
-        pid: Some(meta.pid),
-        tgid: Some(meta.tgid),
-        uid: Some(meta.uid),
-        comm: Some(meta.comm.clone()),
-        exe: captured.exe.clone(),
-        action: core.as_str().to_owned(),
+    Request {
+        door: Door::Kernel {
+            verdict: meta.verdict,
+            check,
+        },
+        at_ns: clock.utc_ns(meta.ts_boot_ns),
+        actor: Actor {
+            agent: agent.map(|(name, _)| name),
+            // The agent's cgroup as the kernel named it.
+            cgroup_id: Some(meta.cgroup_id),
+            pid: Some(meta.pid),
+            tgid: Some(meta.tgid),
+            uid: Some(meta.uid),
+            comm: Some(meta.comm.clone()),
+            exe: captured.exe.clone(),
+        },
+        action,
         object,
-        verdict,
-        risk: decision.risk,
-        rule_id,
-        reason,
-        source: Source::Kernel,
+        inode: escalated_inode(event),
+        detail,
+        note: String::new(),
     }
 }
 
-/// The object and detail of an LSM event; fills the engine's path or binary.
+/// The file an LSM escalation was about, as the kernel numbers it: what an approval grants.
+fn escalated_inode(event: &KernelEvent) -> Option<(u32, u64)> {
+    match event {
+        KernelEvent::Lsm { denial, .. } if denial.ino != 0 => Some((denial.dev, denial.ino)),
+        _ => None,
+    }
+}
+
+/// The object and detail of an LSM event; fills the action's path or binary.
 fn lsm_object(
     denial: &LsmDenial,
     meta: &EventMeta,
     files: &CompiledFiles,
-    path: &mut Option<NormalizedPath>,
-    binary: &mut Option<NormalizedPath>,
+    action: &mut ResolvedAction,
 ) -> (Option<AuditObject>, String) {
     let object = |kind, value: String| Some(AuditObject { kind, value });
     let check = denial.op.name();
@@ -375,87 +324,18 @@ fn lsm_object(
                 denial.op,
                 LsmOp::Exec | LsmOp::ExecFileless | LsmOp::MmapExec
             ) {
-                *binary = normalized(Some(&p));
+                action.binary = normalized(Some(&p));
                 (object(ObjectKind::Binary, p), check.to_owned())
             } else {
-                *path = normalized(Some(&p));
+                action.path = normalized(Some(&p));
                 (object(ObjectKind::Path, p), check.to_owned())
             }
         }
     }
 }
 
-/// An LSM event's verdict is the kernel's, and so is its rule: the compiled entry's (or,
-/// for the built-in checks, the policy's rule for that action if it has one).
-fn judge_lsm(
-    denial: &LsmDenial,
-    meta: &EventMeta,
-    decision: &Decision,
-    files: &CompiledFiles,
-    detail: &str,
-) -> (Verdict, Option<String>, String) {
-    let rule = if denial.rule != 0 {
-        files.rule_id(denial.rule).to_string()
-    } else {
-        match (&decision.rule_id, decision.verdict) {
-            (Some(id), Verdict::Deny) => id.to_string(),
-            _ => files.rule_id(0).to_string(),
-        }
-    };
-    let reason = match meta.verdict {
-        Verdict::Allow => format!("allowed by BPF LSM ({detail})"),
-        Verdict::Deny => format!("denied by BPF LSM, rule {rule} ({detail})"),
-        Verdict::Escalate => {
-            format!("denied by BPF LSM until a human approves, rule {rule} ({detail})")
-        }
-    };
-    (meta.verdict, Some(rule), reason)
-}
-
-/// The record says what the kernel did. Where the kernel only observed (no BPF LSM), the
-/// verdict is allow and the reason says what the policy would have decided, so nobody reads
-/// an unenforced deny as enforced.
-fn judge(
-    event: &KernelEvent,
-    meta: &EventMeta,
-    agent: Option<&str>,
-    decision: &Decision,
-    detail: &str,
-) -> (Verdict, Option<String>, String) {
-    let with_detail = |reason: String| {
-        if detail.is_empty() {
-            reason
-        } else {
-            format!("{reason} ({detail})")
-        }
-    };
-    let rule = decision.rule_id.as_deref().map(str::to_owned);
-    match (event, meta.verdict) {
-        (KernelEvent::Net { .. }, Verdict::Deny) => {
-            if decision.verdict == Verdict::Allow {
-                // The kernel only knows addresses: a host name in the allowlist that does
-                // not resolve to this address, for one, is denied there.
-                let kernel_rule = format!("egress.{}.kernel", agent.unwrap_or("unknown"));
-                (Verdict::Deny, Some(kernel_rule), format!("not in the kernel's egress allowlist (the policy engine would allow: {})", decision.reason))
-            } else if decision.verdict == Verdict::Escalate {
-                // Denied now; the pipeline opens a ticket whose approval the kernel honours.
-                (Verdict::Escalate, rule, with_detail(format!("denied in the kernel until a human approves: {}", decision.reason)))
-            } else {
-                (Verdict::Deny, rule, with_detail(decision.reason.to_string()))
-            }
-        }
-        (_, Verdict::Deny) => (Verdict::Deny, rule, with_detail(decision.reason.to_string())),
-        (_, _) if decision.verdict == Verdict::Allow => (Verdict::Allow, rule, with_detail(decision.reason.to_string())),
-        (_, _) => (
-            Verdict::Allow,
-            rule,
-            with_detail(format!("observed, not blocked (no synchronous enforcement for this on this kernel): policy says {}: {}", decision.verdict, decision.reason)),
-        ),
-    }
-}
-
 /// A destination as the audit log writes it (`1.2.3.4:443`, `[::1]:443`).
-pub(super) fn endpoint(addr: IpAddr, port: u16) -> String {
+pub(crate) fn endpoint(addr: IpAddr, port: u16) -> String {
     match addr.to_canonical() {
         IpAddr::V6(v6) => format!("[{v6}]:{port}"),
         v4 => format!("{v4}:{port}"),
@@ -463,17 +343,14 @@ pub(super) fn endpoint(addr: IpAddr, port: u16) -> String {
 }
 
 /// One record for many allowed connections to one destination.
-pub fn allowed_egress_record(
+pub(crate) fn allowed_egress_record(
     allowed: &AllowedEgress,
     agent: Option<&str>,
     cgroup_id: Option<u64>,
     clock: &Clock,
 ) -> NewRecord {
-    let action = if allowed.protocol == IPPROTO_UDP {
-        CoreAction::NetSend
-    } else {
-        CoreAction::NetConnect
-    };
+    let action =
+        kernel_action(EVENT_NET, u32::from(allowed.protocol)).unwrap_or(CoreAction::NetConnect);
     let reason = format!(
         "{} connection(s) allowed by the egress allowlist between {} and {} (aggregated)",
         allowed.count,
@@ -501,7 +378,7 @@ pub fn allowed_egress_record(
 
 /// One record for many deletes (or renames) one low-risk rule allowed an agent, counted in
 /// the kernel instead of reported one by one, between two drains (`since_ns`..`now_ns`, UTC).
-pub fn file_count_record(
+pub(crate) fn file_count_record(
     counted: &FileCount,
     owner: Option<&SlotOwner>,
     cgroup_id: Option<u64>,
@@ -539,12 +416,24 @@ pub fn file_count_record(
     }
 }
 
-/// A record saying that `count` events of one kind never reached the daemon.
-pub fn lost_events_record(kind_action: CoreAction, count: u64, clock_now_ns: i64) -> NewRecord {
-    let reason = format!(
-        "{count} {} event(s) lost: the ring buffer was full",
-        kind_action.as_str()
-    );
+/// A record saying that `count` events of one (kind, sub-kind) never reached the daemon.
+pub(crate) fn lost_events_record(kind: u32, sub: u32, count: u64, clock_now_ns: i64) -> NewRecord {
+    let (kind_action, reason) = match kernel_action(kind, sub) {
+        Some(action) => (
+            action,
+            format!(
+                "{count} {} event(s) lost: the ring buffer was full",
+                action.as_str()
+            ),
+        ),
+        None => (
+            CoreAction::SysBpf,
+            format!(
+                "{count} event(s) of kernel event kind {kind}/{sub}, which this daemon does not \
+                 know, lost: the ring buffer was full"
+            ),
+        ),
+    };
     NewRecord {
         rule_id: Some("kernel.events-lost".to_owned()),
         ..NewRecord::new(
@@ -558,16 +447,201 @@ pub fn lost_events_record(kind_action: CoreAction, count: u64, clock_now_ns: i64
     }
 }
 
-/// The action type of a kernel event kind (`secops_common::kernel::EVENT_*`), for lost-event
-/// records.
-pub fn action_of_kind(kind: u32) -> Option<CoreAction> {
-    use secops_common::kernel::*;
-    match kind {
-        EVENT_EXEC => Some(CoreAction::ProcExec),
-        EVENT_EXIT => Some(CoreAction::ProcExit),
-        EVENT_UNLINK => Some(CoreAction::FsDelete),
-        EVENT_RENAME => Some(CoreAction::FsRename),
-        EVENT_NET => Some(CoreAction::NetConnect),
-        _ => None,
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use secops_common::kernel::{GrantKey, InodeKey, GRANT_FILE, OP_EXEC};
+
+    use super::*;
+    use crate::enforce::CountSlots;
+
+    fn meta(verdict: Verdict) -> EventMeta {
+        EventMeta {
+            agent_index: 2,
+            cgroup_id: 500,
+            ts_boot_ns: 1_000,
+            pid: 11,
+            tgid: 10,
+            uid: 1000,
+            verdict,
+            comm: "bash".into(),
+        }
+    }
+
+    fn captured(event: KernelEvent, path: Option<&str>) -> Captured {
+        Captured {
+            event,
+            exe: Some("/usr/bin/bash".into()),
+            path: path.map(str::to_owned),
+            target: None,
+        }
+    }
+
+    /// File rules with one entry for /srv/ws (rule 1 = `ws.files`).
+    fn files() -> FileRules {
+        let anchor = InodeKey {
+            agent_index: 2,
+            dev: 8,
+            ino: 100,
+        };
+        FileRules {
+            compiled: CompiledFiles {
+                entries: BTreeMap::new(),
+                paths: HashMap::from([(anchor, PathBuf::from("/srv/ws"))]),
+                rule_ids: vec![Arc::from("secops.self-protection"), Arc::from("ws.files")],
+                truncated: Vec::new(),
+            },
+            count_slots: CountSlots::default(),
+        }
+    }
+
+    fn request(event: KernelEvent, path: Option<&str>) -> Request {
+        request_for(
+            &captured(event, path),
+            Some(("coder".into(), 500)),
+            &files(),
+            &Clock::now(),
+        )
+    }
+
+    fn kernel_door(r: &Request) -> (Verdict, &KernelCheck) {
+        match &r.door {
+            Door::Kernel { verdict, check } => (*verdict, check),
+            other => panic!("not the kernel's door: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tracepoint_events_name_the_agent_the_object_and_what_was_seen() {
+        let r = request(
+            KernelEvent::Exec {
+                meta: meta(Verdict::Allow),
+                filename: "ls".into(),
+                argv: vec!["ls".into(), "-l".into()],
+                argv_truncated: true,
+            },
+            Some("/usr/bin/ls"),
+        );
+        assert!(matches!(
+            kernel_door(&r),
+            (Verdict::Allow, KernelCheck::Tracepoint)
+        ));
+        assert_eq!(r.action.action_name, "proc:exec");
+        assert_eq!(
+            r.action.binary.as_ref().map(|b| b.to_string()).as_deref(),
+            Some("/usr/bin/ls")
+        );
+        assert_eq!(r.object.as_ref().map(|o| o.kind), Some(ObjectKind::Binary));
+        assert_eq!(r.detail, "argv: ls -l ...");
+        assert_eq!(r.actor.agent.as_deref(), Some("coder"));
+        assert_eq!(
+            (r.actor.cgroup_id, r.actor.pid, r.actor.tgid, r.actor.uid),
+            (Some(500), Some(11), Some(10), Some(1000))
+        );
+        assert_eq!(r.actor.exe.as_deref(), Some("/usr/bin/bash"));
+
+        let rmdir = request(
+            KernelEvent::Unlink {
+                meta: meta(Verdict::Allow),
+                dfd: -100,
+                path: "d".into(),
+                flags: 0x200,
+            },
+            Some("/srv/ws/d"),
+        );
+        assert_eq!(rmdir.action.action_name, "fs:delete");
+        assert_eq!(rmdir.detail, "rmdir");
+    }
+
+    #[test]
+    fn lsm_events_carry_the_kernel_verdict_the_entry_rule_and_the_inode_to_grant() {
+        let r = request(
+            KernelEvent::Lsm {
+                meta: meta(Verdict::Escalate),
+                denial: LsmDenial {
+                    op: LsmOp::Unlink,
+                    rule: 1,
+                    dev: 8,
+                    ino: 123,
+                    anchor_dev: 8,
+                    anchor_ino: 100,
+                    depth: 2,
+                    names: vec!["f".into(), "sub".into()],
+                    target_pid: 0,
+                    signal: 0,
+                    family: 0,
+                    sock_type: 0,
+                    protocol: 0,
+                },
+            },
+            None,
+        );
+        let (verdict, check) = kernel_door(&r);
+        assert_eq!(verdict, Verdict::Escalate);
+        assert!(matches!(check, KernelCheck::Lsm { rule: Some(rule) } if &**rule == "ws.files"));
+        assert_eq!(
+            r.object.as_ref().map(|o| o.value.as_str()),
+            Some("/srv/ws/sub/f"),
+            "the anchor's path and the names below it"
+        );
+        assert_eq!(r.action.action_name, "fs:delete");
+        assert_eq!(r.inode, Some((8, 123)));
+        assert_eq!(r.detail, "unlink");
+    }
+
+    #[test]
+    fn egress_denials_and_grant_uses_are_their_own_checks() {
+        let udp = request(
+            KernelEvent::Net {
+                meta: meta(Verdict::Deny),
+                hook: crate::kernel::NetHook::Sendmsg,
+                protocol: 17,
+                addr: "10.0.0.1".parse().unwrap(),
+                port: 53,
+            },
+            None,
+        );
+        assert!(matches!(
+            kernel_door(&udp),
+            (Verdict::Deny, KernelCheck::Egress)
+        ));
+        assert_eq!(udp.action.action_name, "net:send");
+        assert_eq!(udp.object.as_ref().unwrap().value, "10.0.0.1:53");
+        let granted = request(
+            KernelEvent::Granted {
+                meta: meta(Verdict::Allow),
+                ticket: 9,
+                key: GrantKey {
+                    kind: GRANT_FILE,
+                    op: OP_EXEC as u8,
+                    ..GrantKey::default()
+                },
+                one_shot: true,
+                check: Some(LsmOp::Exec),
+            },
+            Some("/opt/tool"),
+        );
+        assert!(matches!(kernel_door(&granted), (_, KernelCheck::Granted)));
+        assert_eq!(granted.action.action_name, "proc:exec");
+        assert_eq!(granted.object.as_ref().unwrap().kind, ObjectKind::Binary);
+        assert_eq!(granted.detail, "approval ticket 9, one use, now spent");
+    }
+
+    #[test]
+    fn lost_events_are_audited_as_the_action_they_were() {
+        let r = lost_events_record(EVENT_LSM, LsmOp::OpenRead.code(), 4, 0);
+        assert_eq!(r.action, "secret:read");
+        assert_eq!(
+            r.reason,
+            "4 secret:read event(s) lost: the ring buffer was full"
+        );
+        let grant = lost_events_record(EVENT_GRANT, 16 + 2, 1, 0);
+        assert_eq!(grant.action, "net:send");
+        let unknown = lost_events_record(EVENT_LSM, 31, 2, 0);
+        assert_eq!(unknown.action, "sys:bpf");
+        assert!(unknown.reason.contains("kind 6/31"));
     }
 }

@@ -50,14 +50,6 @@ struct StatusLabel {
     status: u16,
 }
 
-fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Kernel => "kernel",
-        Source::Api => "api",
-        Source::Approval => "approval",
-    }
-}
-
 fn applied_name(applied: Applied) -> &'static str {
     match applied {
         Applied::Clean => "clean",
@@ -69,14 +61,14 @@ fn applied_name(applied: Applied) -> &'static str {
 
 /// Values other parts of the daemon keep, copied in when the metrics are read.
 #[derive(Default)]
-pub struct Snapshot {
-    pub events_received: u64,
-    pub events_lost: u64,
+pub(crate) struct Snapshot {
+    pub(crate) events_received: u64,
+    pub(crate) events_lost: u64,
     /// `None` when the queue could not be read: the gauge keeps its last value.
-    pub open_tickets: Option<u64>,
+    pub(crate) open_tickets: Option<u64>,
 }
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
     latency: Family<SourceLabel, Histogram>,
@@ -103,7 +95,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("secops");
         let decisions = Family::<DecisionLabels, Counter>::default();
         let latency =
@@ -116,7 +108,7 @@ impl Metrics {
         let open_tickets = Gauge::default();
         registry.register(
             "decisions",
-            "Decisions made, by source (api, kernel, approval), verdict, action type and agent",
+            "Decisions made, by source (kernel, api, parked, approval), verdict, action type and agent",
             decisions.clone(),
         );
         registry.register(
@@ -168,10 +160,10 @@ impl Metrics {
         }
     }
 
-    pub fn decision(&self, source: Source, verdict: Verdict, action: &str, agent: &str) {
+    pub(crate) fn decision(&self, source: Source, verdict: Verdict, action: &str, agent: &str) {
         self.decisions
             .get_or_create(&DecisionLabels {
-                source: source_name(source),
+                source: source.as_str(),
                 verdict: verdict.as_str(),
                 action: action.to_owned(),
                 agent: agent.to_owned(),
@@ -179,15 +171,15 @@ impl Metrics {
             .inc();
     }
 
-    pub fn latency(&self, source: Source, took: Duration) {
+    pub(crate) fn latency(&self, source: Source, took: Duration) {
         self.latency
             .get_or_create(&SourceLabel {
-                source: source_name(source),
+                source: source.as_str(),
             })
             .observe(took.as_secs_f64());
     }
 
-    pub fn scanned(
+    pub(crate) fn scanned(
         &self,
         agent: &str,
         applied: Applied,
@@ -208,15 +200,15 @@ impl Metrics {
         }
     }
 
-    pub fn api_response(&self, status: u16) {
+    pub(crate) fn api_response(&self, status: u16) {
         self.api_responses
             .get_or_create(&StatusLabel { status })
             .inc();
     }
 
     /// The text exposition format, with the snapshot's values brought up to date.
-    pub fn encode(&self, snapshot: &Snapshot) -> String {
-        let _guard = super::lock(&self.encode_lock);
+    pub(crate) fn encode(&self, snapshot: &Snapshot) -> String {
+        let _guard = super::locks::lock(&self.encode_lock);
         catch_up(&self.events_received, snapshot.events_received);
         catch_up(&self.events_lost, snapshot.events_lost);
         if let Some(n) = snapshot.open_tickets {

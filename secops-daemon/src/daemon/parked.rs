@@ -22,13 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libseccomp::{ScmpArch, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
-use secops_common::{ActionId, CoreAction, Verdict};
+use secops_common::{CoreAction, Verdict};
 
-use super::file_rules::kernel_inode;
-use super::Shared;
-use crate::approvals::{NewTicket, TicketStatus};
-use crate::audit::{AuditObject, AuditWriter, NewRecord, ObjectKind, Source};
-use crate::engine::{ActionRequest, NormalizedPath};
+use super::decide::{decide, Actor, AuditMode, Door, Recorded, Request};
+use super::state::Shared;
+use crate::api::action::ResolvedAction;
+use crate::approvals::TicketStatus;
+use crate::audit::{AuditObject, AuditWriter, ObjectKind};
+use crate::enforce::kernel_inode;
+use crate::engine::NormalizedPath;
 
 /// At most this many calls of one agent wait for humans at once; more are refused (EPERM)
 /// rather than piling up threads.
@@ -39,7 +41,7 @@ const PATH_MAX: usize = 4096;
 
 /// Takes descriptor `fd` of process `pid` (pidfd_getfd) and checks that it is a seccomp
 /// listener, so a caller cannot make the daemon serve something else.
-pub fn take_listener(pid: u32, fd: i32) -> io::Result<OwnedFd> {
+pub(crate) fn take_listener(pid: u32, fd: i32) -> io::Result<OwnedFd> {
     let listener = descriptor_of(pid, fd)?;
     let target = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd()))?;
     if target.as_os_str() != "anon_inode:seccomp notify" {
@@ -52,36 +54,6 @@ pub fn take_listener(pid: u32, fd: i32) -> io::Result<OwnedFd> {
         ));
     }
     Ok(listener)
-}
-
-/// Decisions parked calls wait for. A decision is published here only after everything it
-/// entails is in place (an approval's kernel grant installed), so a call continued on it
-/// meets the grant. Kept a while for calls that join a ticket late.
-#[derive(Default)]
-pub struct DecidedTickets {
-    decided: std::sync::Mutex<std::collections::HashMap<u64, (TicketStatus, std::time::Instant)>>,
-    changed: std::sync::Condvar,
-}
-
-const KEEP_DECIDED: Duration = Duration::from_secs(600);
-
-impl DecidedTickets {
-    pub fn publish(&self, id: u64, status: TicketStatus) {
-        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
-        decided.retain(|_, (_, at)| at.elapsed() < KEEP_DECIDED);
-        decided.insert(id, (status, std::time::Instant::now()));
-        self.changed.notify_all();
-    }
-
-    /// The decision on ticket `id`, waiting up to `timeout` for one.
-    pub fn wait(&self, id: u64, timeout: Duration) -> Option<TicketStatus> {
-        let decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
-        let (decided, _) = self
-            .changed
-            .wait_timeout_while(decided, timeout, |d| !d.contains_key(&id))
-            .unwrap_or_else(|p| p.into_inner());
-        decided.get(&id).map(|(status, _)| *status)
-    }
 }
 
 /// A copy of descriptor `fd` of process `pid` (pidfd_open + pidfd_getfd; the daemon may
@@ -118,7 +90,7 @@ enum Answer {
 
 /// Serves `listener` for `agent` on its own thread until no process uses the filter any more
 /// or the daemon stops.
-pub fn serve(
+pub(crate) fn serve(
     shared: Arc<Shared>,
     writer: Arc<AuditWriter>,
     agent: String,
@@ -229,88 +201,22 @@ fn handle(ctx: &Context<'_>, req: ScmpNotifReq) {
     if libseccomp::notify_id_valid(listener.as_raw_fd(), req.id).is_err() {
         return;
     }
-    let engine = shared.engine();
-    let path = asked
-        .path
-        .as_deref()
-        .and_then(|p| NormalizedPath::new(p).ok());
-    let binary = asked
-        .binary
-        .as_deref()
-        .and_then(|p| NormalizedPath::new(p).ok());
-    let mut request = ActionRequest::new(engine.agent_index(agent), ActionId(asked.action as u16));
-    request.path = path.as_ref();
-    request.binary = binary.as_ref();
-    request.addr = asked.addr.map(|(a, _)| a);
-    request.port = asked.addr.map(|(_, p)| p);
-    let decision = engine.decide(&request);
-    let object = object_of(&asked);
-    match decision.verdict {
-        Verdict::Allow => respond(listener, req.id, Answer::Continue),
-        Verdict::Deny => {
-            audit(
-                writer,
-                agent,
-                &req,
-                &asked,
-                &object,
-                Verdict::Deny,
-                &decision,
-                format!(
-                    "refused before the call ran (secops run --ask): {}",
-                    decision.reason
-                ),
-            );
-            respond(listener, req.id, Answer::Refuse);
-            count_denial(shared, writer, agent);
-        }
-        Verdict::Escalate => {
-            let now = crate::time::now_ns();
-            let mut tickets = super::lock(&shared.tickets);
-            // A running approval: its kernel grant is installed, the kernel decides. A queue
-            // that cannot be read opens a ticket instead (which fails closed if it cannot).
-            if let Ok(Some(_)) = tickets.use_grant(agent, asked.action.as_str(), &object.value, now)
-            {
-                drop(tickets);
-                return respond(listener, req.id, Answer::Continue);
-            }
-            if parked.load(std::sync::atomic::Ordering::SeqCst) >= MAX_PARKED {
-                drop(tickets);
-                tracing::warn!(%agent, "{MAX_PARKED} calls already wait for a human; refusing");
-                return respond(listener, req.id, Answer::Refuse);
-            }
-            let opened = tickets.escalated(&NewTicket {
-                agent,
-                action: asked.action.as_str(),
-                object: &object.value,
-                risk: decision.risk,
-                rule_id: decision.rule_id.as_deref(),
-                reason: &decision.reason,
-                source: "parked",
-                now_ns: now,
-                object_inode: asked.inode,
-            });
-            drop(tickets);
-            let id = match opened {
-                Ok((id, _)) => id,
-                Err(e) => {
-                    tracing::error!("opening a ticket for a parked call: {e}");
-                    return respond(listener, req.id, Answer::Refuse);
-                }
-            };
-            audit(
-                writer,
-                agent,
-                &req,
-                &asked,
-                &object,
-                Verdict::Escalate,
-                &decision,
-                format!(
-                    "parked until a human decides (secops run --ask): {}; approval ticket {id}",
-                    decision.reason
-                ),
-            );
+    let can_wait = parked.load(std::sync::atomic::Ordering::SeqCst) < MAX_PARKED;
+    if !can_wait {
+        tracing::warn!(%agent, "{MAX_PARKED} calls already wait for a human; an escalation now is refused");
+    }
+    let request = request_of(agent, &req, asked, can_wait);
+    let outcome = decide(shared.as_ref(), writer, request, AuditMode::Enqueue);
+    if matches!(outcome.recorded, Recorded::Refused) {
+        // Audit before action: a call whose record the log did not take does not run.
+        tracing::error!(%agent, "the audit log refused the record of a parked call; refusing it");
+        return respond(listener, req.id, Answer::Refuse);
+    }
+    match (outcome.verdict(), outcome.judged.ticket) {
+        // Allowed, or a human's approval still runs (its kernel grant is installed): the
+        // kernel's own checks judge what the call really touches.
+        (Verdict::Allow, _) => respond(listener, req.id, Answer::Continue),
+        (Verdict::Escalate, Some(id)) => {
             parked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (shared, listener, parked) = (shared.clone(), listener.clone(), parked.clone());
             let waiter = std::thread::Builder::new()
@@ -324,24 +230,39 @@ fn handle(ctx: &Context<'_>, req: ScmpNotifReq) {
                 tracing::error!("starting a thread for a parked call: {e}");
             }
         }
+        // Denied, or an escalation without a ticket (the queue failed): refused.
+        _ => respond(listener, req.id, Answer::Refuse),
     }
 }
 
-/// A refused call counts towards the agent's `auto_lower` threshold, as kernel and API
-/// denials do.
-fn count_denial(shared: &Shared, writer: &AuditWriter, agent: &str) {
-    if !shared.note_denial(agent) {
-        return;
-    }
-    match shared.auto_lower(agent) {
-        Ok(Some(change)) => {
-            let record = super::control::auto_lowered_record(&change, None, Source::Kernel);
-            if !writer.enqueue(record) {
-                tracing::error!("the audit log refused the record of an automatic lowering");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::error!("lowering the autonomy of {agent} after repeated denials: {e}"),
+/// The decision request for a parked call. `can_wait`: another call of this agent may wait
+/// for a human (else an escalation is refused).
+fn request_of(agent: &str, req: &ScmpNotifReq, asked: Asked, can_wait: bool) -> Request {
+    let object = object_of(&asked);
+    let mut action = ResolvedAction::core(asked.action);
+    action.path = asked
+        .path
+        .as_deref()
+        .and_then(|p| NormalizedPath::new(p).ok());
+    action.binary = asked
+        .binary
+        .as_deref()
+        .and_then(|p| NormalizedPath::new(p).ok());
+    action.addr = asked.addr.map(|(a, _)| a);
+    action.port = asked.addr.map(|(_, p)| p);
+    Request {
+        door: Door::Parked { can_wait },
+        at_ns: crate::time::now_ns(),
+        actor: Actor {
+            agent: Some(agent.to_owned()),
+            pid: Some(req.pid),
+            ..Actor::default()
+        },
+        action,
+        object: Some(object),
+        inode: asked.inode,
+        detail: String::new(),
+        note: String::new(),
     }
 }
 
@@ -379,36 +300,6 @@ fn object_of(asked: &Asked) -> AuditObject {
             kind: ObjectKind::Path,
             value: p.clone().unwrap_or_default(),
         },
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn audit(
-    writer: &AuditWriter,
-    agent: &str,
-    req: &ScmpNotifReq,
-    asked: &Asked,
-    object: &AuditObject,
-    verdict: Verdict,
-    decision: &crate::engine::Decision,
-    reason: String,
-) {
-    let record = NewRecord {
-        agent: Some(agent.to_owned()),
-        pid: Some(req.pid),
-        object: Some(object.clone()),
-        rule_id: decision.rule_id.as_deref().map(str::to_owned),
-        ..NewRecord::new(
-            crate::time::now_ns(),
-            asked.action.as_str(),
-            verdict,
-            decision.risk,
-            reason,
-            Source::Kernel,
-        )
-    };
-    if !writer.enqueue(record) {
-        tracing::error!("the audit log refused the record of a parked call");
     }
 }
 

@@ -11,17 +11,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use secops_common::kernel::STATS_LEN;
-use secops_common::Verdict;
 
+use super::decide::{decide, AuditMode, Recorded};
 use super::events::{
-    action_of_kind, allowed_egress_record, boot_now_ns, capture, file_count_record,
-    lost_events_record, record_for, Captured, Clock, ExeCache,
+    allowed_egress_record, capture, file_count_record, lost_events_record, request_for, Captured,
+    ExeCache,
 };
-use super::Shared;
-use crate::approvals::NewTicket;
-use crate::audit::{AuditWriter, CommitTicket, NewRecord, Source};
+use super::state::{lock, read, Shared};
+use crate::audit::{AuditWriter, CommitTicket, NewRecord};
 use crate::kernel::{EventReader, KernelEvent, LostCounts};
+use crate::time::{boot_now_ns, Clock};
 
 const LOST_CHECK: Duration = Duration::from_secs(1);
 const EGRESS_DRAIN: Duration = Duration::from_secs(5);
@@ -35,7 +34,7 @@ const QUEUE: usize = 131_072;
 
 /// Starts the ring buffer reader and the auditor; the returned thread is the auditor, which
 /// joins the reader when it stops.
-pub fn spawn(
+pub(crate) fn spawn(
     shared: Arc<Shared>,
     reader: EventReader,
     writer: Arc<AuditWriter>,
@@ -147,62 +146,29 @@ impl Pipeline {
         let mut next = Some(first);
         while let Some(first) = next.take() {
             let clock = Clock::now();
-            let engine = self.shared.engine();
-            let files = super::read(&self.shared.files).clone();
+            let files = self.shared.files();
             let mut tickets = Vec::with_capacity(BATCH);
-            // Agents whose denials reached their auto_lower threshold in this batch; lowered
-            // once the agents lock is let go (lowering rewrites the agent table).
-            let mut to_lower: Vec<(String, u64)> = Vec::new();
-            {
-                let agents = super::read(&self.shared.agents);
-                let mut item = Some(first);
-                while let Some(captured) = item.take() {
-                    let meta = captured.event.meta();
-                    let slot = agents
-                        .by_cgroup_id(meta.cgroup_id)
-                        .or_else(|| agents.by_index(meta.agent_index));
-                    let started = std::time::Instant::now();
-                    let agent = slot.map(|s| s.name.as_str());
-                    let mut captured = captured;
-                    if let KernelEvent::Granted { ticket, .. } = captured.event {
-                        captured.path = self.granted_object(ticket);
-                    }
-                    let mut record = record_for(&captured, agent, &engine, &files, &clock);
-                    if record.verdict == Verdict::Escalate {
-                        self.open_ticket(&mut record, escalated_inode(&captured.event));
-                    }
-                    if record.verdict == Verdict::Deny {
-                        if let Some(slot) = slot.filter(|s| self.shared.note_denial(&s.name)) {
-                            to_lower.push((slot.name.clone(), slot.cgroup_id));
-                        }
-                    }
-                    let metrics = &self.shared.metrics;
-                    metrics.latency(Source::Kernel, started.elapsed());
-                    metrics.decision(
-                        Source::Kernel,
-                        record.verdict,
-                        &record.action,
-                        record.agent.as_deref().unwrap_or(""),
-                    );
-                    tickets.push(self.writer.append(record));
-                    if tickets.len() < BATCH {
-                        item = self.events.try_recv().ok();
-                    }
+            let mut item = Some(first);
+            while let Some(mut captured) = item.take() {
+                if let KernelEvent::Granted { ticket, .. } = captured.event {
+                    captured.path = self.granted_object(ticket);
                 }
-            }
-            for (agent, cgroup_id) in to_lower {
-                match self.shared.auto_lower(&agent) {
-                    Ok(Some(change)) => {
-                        tickets.push(self.writer.append(super::control::auto_lowered_record(
-                            &change,
-                            Some(cgroup_id),
-                            Source::Kernel,
-                        )))
+                let request = request_for(&captured, self.agent_of(&captured), &files, &clock);
+                let outcome = decide(
+                    self.shared.as_ref(),
+                    &self.writer,
+                    request,
+                    AuditMode::Commit,
+                );
+                match outcome.recorded {
+                    Recorded::Committing(ticket) => tickets.push(ticket),
+                    Recorded::Refused => {
+                        tracing::error!("the audit log refused a kernel event's record")
                     }
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(
-                        "lowering the autonomy of {agent} after repeated denials: {e}"
-                    ),
+                    Recorded::Queued | Recorded::NotNeeded => {}
+                }
+                if tickets.len() < BATCH {
+                    item = self.events.try_recv().ok();
                 }
             }
             let full = tickets.len() >= BATCH;
@@ -212,6 +178,16 @@ impl Pipeline {
             }
         }
         true
+    }
+
+    /// The agent an event's cgroup belongs to (name, cgroup id), as the agent table says now.
+    fn agent_of(&self, captured: &Captured) -> Option<(String, u64)> {
+        let meta = captured.event.meta();
+        let agents = read(&self.shared.agents);
+        let slot = agents
+            .by_cgroup_id(meta.cgroup_id)
+            .or_else(|| agents.by_index(meta.agent_index))?;
+        Some((slot.name.clone(), slot.cgroup_id))
     }
 
     /// Waits until every record is committed, counting what was and logging what was not.
@@ -228,7 +204,7 @@ impl Pipeline {
 
     fn audit_lost(&mut self) {
         let current = {
-            let kernel = super::lock(&self.shared.kernel);
+            let kernel = lock(&self.shared.kernel);
             kernel.maps().lost_counts()
         };
         let current = match current {
@@ -241,18 +217,14 @@ impl Pipeline {
         }
         let now = crate::time::now_ns();
         let mut tickets = Vec::new();
-        for kind in 0..STATS_LEN as u32 {
-            let count = new.get(kind);
-            if count == 0 {
-                continue;
-            }
-            let action = action_of_kind(kind).unwrap_or(secops_common::CoreAction::ProcExec);
+        for (kind, sub, count) in new.slots() {
+            let record = lost_events_record(kind, sub, count, now);
             tracing::warn!(
                 count,
-                action = action.as_str(),
+                action = %record.action,
                 "kernel events lost: the ring buffer was full"
             );
-            tickets.push(self.writer.append(lost_events_record(action, count, now)));
+            tickets.push(self.writer.append(record));
         }
         self.shared
             .counters
@@ -265,7 +237,7 @@ impl Pipeline {
 
     fn audit_allowed_egress(&self) {
         let drained = {
-            let mut kernel = super::lock(&self.shared.kernel);
+            let mut kernel = lock(&self.shared.kernel);
             kernel.maps_mut().drain_allowed_egress()
         };
         let drained = match drained {
@@ -288,7 +260,7 @@ impl Pipeline {
         agent_index: impl Fn(&T) -> u32,
         record: impl Fn(&T, Option<&str>, Option<u64>) -> NewRecord,
     ) {
-        let agents = super::read(&self.shared.agents);
+        let agents = read(&self.shared.agents);
         let tickets: Vec<_> = items
             .iter()
             .map(|item| {
@@ -304,38 +276,9 @@ impl Pipeline {
         self.settle(tickets);
     }
 
-    /// A kernel escalation (denied now, a human may allow it) opens an approval ticket, or
-    /// joins the open one for the same agent, action and object; the record names it.
-    fn open_ticket(&self, record: &mut NewRecord, object_inode: Option<(u32, u64)>) {
-        let Some(agent) = record.agent.as_deref() else {
-            return;
-        };
-        let object = record
-            .object
-            .as_ref()
-            .map(|o| o.value.as_str())
-            .unwrap_or("");
-        let ticket = NewTicket {
-            agent,
-            action: &record.action,
-            object,
-            risk: record.risk,
-            rule_id: record.rule_id.as_deref(),
-            reason: &record.reason,
-            source: "kernel",
-            now_ns: record.ts_ns,
-            object_inode,
-        };
-        let opened = super::lock(&self.shared.tickets).escalated(&ticket);
-        match opened {
-            Ok((id, _joined)) => record.reason.push_str(&format!("; approval ticket {id}")),
-            Err(e) => tracing::error!("opening an approval ticket for a kernel escalation: {e}"),
-        }
-    }
-
     /// The object of the ticket behind a used grant, for its audit record.
     fn granted_object(&self, ticket: u64) -> Option<String> {
-        match super::lock(&self.shared.tickets).get(ticket) {
+        match lock(&self.shared.tickets).get(ticket) {
             Ok(t) => Some(t.object),
             Err(e) => {
                 tracing::warn!("reading ticket {ticket} for a used grant: {e}");
@@ -346,16 +289,14 @@ impl Pipeline {
 
     /// Audits the deletes and renames the kernel counted instead of reporting.
     fn audit_file_counts(&mut self) {
-        let drained = super::lock(&self.shared.kernel)
-            .maps_mut()
-            .drain_file_counts();
+        let drained = lock(&self.shared.kernel).maps_mut().drain_file_counts();
         let now = crate::time::now_ns();
         let since = std::mem::replace(&mut self.file_counts_since, now);
         if drained.is_empty() {
             return;
         }
-        let files = super::read(&self.shared.files).clone();
-        let agents = super::read(&self.shared.agents);
+        let files = read(&self.shared.files).clone();
+        let agents = read(&self.shared.agents);
         let tickets: Vec<_> = drained
             .iter()
             .map(|counted| {
@@ -378,14 +319,14 @@ impl Pipeline {
     /// map from filling up.
     fn sweep_grants(&self) {
         let now = boot_now_ns();
-        let mut kernel = super::lock(&self.shared.kernel);
+        let mut kernel = lock(&self.shared.kernel);
         if let Err(e) = kernel.maps_mut().sweep_grants(now) {
             tracing::warn!("removing expired grants: {e}");
         }
     }
 
     fn heartbeat(&self) {
-        let mut kernel = super::lock(&self.shared.kernel);
+        let mut kernel = lock(&self.shared.kernel);
         let now = u64::try_from(crate::time::now_ns()).unwrap_or(0);
         if let Err(e) = kernel.maps_mut().set_heartbeat(now) {
             tracing::warn!("writing the heartbeat: {e}");
@@ -393,32 +334,79 @@ impl Pipeline {
     }
 }
 
-/// The file an LSM escalation was about, as the kernel numbers it: what an approval grants.
-fn escalated_inode(event: &KernelEvent) -> Option<(u32, u64)> {
-    match event {
-        KernelEvent::Lsm { denial, .. } if denial.ino != 0 => Some((denial.dev, denial.ino)),
-        _ => None,
-    }
-}
-
+/// The lost-event counts already audited: `map <id>` (the `secops_stats` map they were read
+/// from), then one count per slot. A file that is missing or does not read names no map, so
+/// every count in the kernel is audited (once more, at worst).
 fn read_lost(path: &std::path::Path) -> LostCounts {
     let mut counts = LostCounts::default();
-    if let Ok(text) = std::fs::read_to_string(path) {
-        for (slot, value) in counts.by_kind.iter_mut().zip(text.split_whitespace()) {
-            *slot = value.parse().unwrap_or(0);
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return counts;
+    };
+    let mut words = text.split_whitespace();
+    let map_id = match (words.next(), words.next().map(str::parse::<u32>)) {
+        (Some("map"), Some(Ok(id))) => id,
+        _ => {
+            tracing::warn!(
+                "{} does not say which map its counts are from; every lost event the kernel \
+                 counted is audited again",
+                path.display()
+            );
+            return counts;
         }
+    };
+    for (slot, value) in counts.by_slot.iter_mut().zip(words) {
+        *slot = value.parse().unwrap_or(0);
     }
+    counts.map_id = map_id;
     counts
 }
 
 fn write_lost(path: &std::path::Path, counts: &LostCounts) {
-    let text: Vec<String> = counts.by_kind.iter().map(u64::to_string).collect();
+    let slots: Vec<String> = counts.by_slot.iter().map(u64::to_string).collect();
+    let text = format!("map {}\n{}\n", counts.map_id, slots.join(" "));
     let tmp = path.with_extension("tmp");
-    if let Err(e) = std::fs::write(&tmp, text.join(" ")).and_then(|()| std::fs::rename(&tmp, path))
-    {
+    if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
         tracing::warn!(
             "recording audited lost-event counts in {}: {e}",
             path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audited_loss_counts_survive_a_restart_but_not_a_new_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("lost");
+        let mut audited = LostCounts {
+            map_id: 7,
+            ..LostCounts::default()
+        };
+        audited.by_slot[6 * 32 + 1] = 5;
+        write_lost(&file, &audited);
+        let read = read_lost(&file);
+        assert_eq!(read, audited);
+        let mut now = audited.clone();
+        now.by_slot[6 * 32 + 1] = 8;
+        let new: Vec<_> = now.since(&read).slots().collect();
+        assert_eq!(new, [(6, 1, 3)], "only what came since is new");
+        let recreated = LostCounts {
+            map_id: 9,
+            ..now.clone()
+        };
+        assert_eq!(
+            recreated.since(&read).total(),
+            8,
+            "a new map (after a teardown) starts from nothing audited"
+        );
+        std::fs::write(&file, "0 0 0 5").unwrap();
+        assert_eq!(
+            read_lost(&file),
+            LostCounts::default(),
+            "an old file names no map"
         );
     }
 }

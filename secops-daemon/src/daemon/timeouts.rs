@@ -16,7 +16,7 @@ use anyhow::Context;
 use secops_common::{AutonomyLevel, RiskLevel};
 
 use super::approvals::{DecideError, Decider};
-use super::{lock, Shared};
+use super::state::{lock, Shared};
 use crate::approvals::{Decided, Ticket, TicketError, DEFAULT_GRANT};
 use crate::audit::AuditWriter;
 use crate::policy::{Approvals, OnTimeout};
@@ -28,12 +28,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// expired tickets cannot hold the queue's lock for long.
 const SWEEP_BATCH: usize = 256;
 
-pub struct Sweeper {
+pub(crate) struct Sweeper {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-pub fn spawn(shared: Arc<Shared>, writer: Arc<AuditWriter>) -> anyhow::Result<Sweeper> {
+pub(crate) fn spawn(shared: Arc<Shared>, writer: Arc<AuditWriter>) -> anyhow::Result<Sweeper> {
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("secops-timeouts".into())
@@ -58,7 +58,7 @@ pub fn spawn(shared: Arc<Shared>, writer: Arc<AuditWriter>) -> anyhow::Result<Sw
 
 impl Sweeper {
     /// Stops the thread after the sweep it may be in; blocks until it has.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -160,7 +160,7 @@ mod tests {
             risk,
             rule_id: Some("ask".into()),
             reason: "ask first".into(),
-            source: "api".into(),
+            source: crate::audit::Source::Api,
             status: TicketStatus::Open,
             first_seen_ns: 1,
             last_seen_ns: 1,

@@ -71,30 +71,42 @@ pub enum LsmOp {
     CgroupWrite,
 }
 
+/// `enum secops_lsm_op` both ways: the one list of which code is which check.
+const LSM_OPS: [(u32, LsmOp); 18] = {
+    use secops_common::kernel::*;
+    [
+        (LSM_UNLINK, LsmOp::Unlink),
+        (LSM_RMDIR, LsmOp::Rmdir),
+        (LSM_RENAME_SOURCE, LsmOp::RenameSource),
+        (LSM_RENAME_TARGET, LsmOp::RenameTarget),
+        (LSM_LINK, LsmOp::Link),
+        (LSM_TRUNCATE, LsmOp::Truncate),
+        (LSM_OPEN_WRITE, LsmOp::OpenWrite),
+        (LSM_OPEN_READ, LsmOp::OpenRead),
+        (LSM_EXEC, LsmOp::Exec),
+        (LSM_EXEC_FILELESS, LsmOp::ExecFileless),
+        (LSM_MMAP_EXEC, LsmOp::MmapExec),
+        (LSM_SOCKET_CREATE, LsmOp::SocketCreate),
+        (LSM_SOCKET_CONNECT, LsmOp::SocketConnect),
+        (LSM_UNIX_CONNECT, LsmOp::UnixConnect),
+        (LSM_BPF, LsmOp::Bpf),
+        (LSM_PTRACE, LsmOp::Ptrace),
+        (LSM_SIGNAL, LsmOp::Signal),
+        (LSM_CGROUP_WRITE, LsmOp::CgroupWrite),
+    ]
+};
+
 impl LsmOp {
-    fn from_code(code: u32) -> Option<LsmOp> {
-        use secops_common::kernel::*;
-        Some(match code {
-            LSM_UNLINK => LsmOp::Unlink,
-            LSM_RMDIR => LsmOp::Rmdir,
-            LSM_RENAME_SOURCE => LsmOp::RenameSource,
-            LSM_RENAME_TARGET => LsmOp::RenameTarget,
-            LSM_LINK => LsmOp::Link,
-            LSM_TRUNCATE => LsmOp::Truncate,
-            LSM_OPEN_WRITE => LsmOp::OpenWrite,
-            LSM_OPEN_READ => LsmOp::OpenRead,
-            LSM_EXEC => LsmOp::Exec,
-            LSM_EXEC_FILELESS => LsmOp::ExecFileless,
-            LSM_MMAP_EXEC => LsmOp::MmapExec,
-            LSM_SOCKET_CREATE => LsmOp::SocketCreate,
-            LSM_SOCKET_CONNECT => LsmOp::SocketConnect,
-            LSM_UNIX_CONNECT => LsmOp::UnixConnect,
-            LSM_BPF => LsmOp::Bpf,
-            LSM_PTRACE => LsmOp::Ptrace,
-            LSM_SIGNAL => LsmOp::Signal,
-            LSM_CGROUP_WRITE => LsmOp::CgroupWrite,
-            _ => return None,
-        })
+    pub fn from_code(code: u32) -> Option<LsmOp> {
+        LSM_OPS.iter().find(|(c, _)| *c == code).map(|(_, op)| *op)
+    }
+
+    /// The op's code in `enum secops_lsm_op`.
+    pub fn code(self) -> u32 {
+        LSM_OPS
+            .iter()
+            .find(|(_, op)| *op == self)
+            .map_or(0, |(code, _)| *code)
     }
 
     /// The name audit records use.

@@ -14,7 +14,7 @@ use secops_common::kernel::{
     EgressValue, Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS,
     MAP_CGROUP_ANCESTORS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS,
     MAP_FILE_COUNTS, MAP_GRANTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS,
-    STATS_LEN,
+    STATS_LEN, STATS_SUBS,
 };
 use secops_common::kernel::{COUNT_SLOTS, FS_OPS};
 
@@ -126,13 +126,16 @@ pub(crate) fn check_pinned_maps(pin_dir: &Path) -> Result<Option<u32>> {
         let actual_ty = info
             .map_type()
             .map_err(|e| KernelError::map(name, "reading map type", e))?;
-        if actual_ty != ty || info.key_size() != key || info.value_size() != value {
+        let entries_differ = name == MAP_STATS && info.max_entries() as usize != STATS_LEN;
+        if actual_ty != ty || info.key_size() != key || info.value_size() != value || entries_differ
+        {
             return Err(KernelError::PinnedMapMismatch {
                 path,
                 detail: format!(
-                    "pinned: {actual_ty:?} key {} value {}; expected: {ty:?} key {key} value {value}",
+                    "pinned: {actual_ty:?} key {} value {} entries {}; expected: {ty:?} key {key} value {value}",
                     info.key_size(),
-                    info.value_size()
+                    info.value_size(),
+                    info.max_entries()
                 ),
             });
         }
@@ -149,28 +152,62 @@ fn open_map(pin_dir: &Path, name: &'static str) -> Result<Map> {
     Map::from_map_data(data).map_err(|e| KernelError::map(name, "opening pinned map", e))
 }
 
-/// Events lost because the ring buffer was full, per event kind, summed over CPUs. The
-/// counters only grow (until the maps are unpinned): audit the difference between reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Events lost because the ring buffer was full, summed over CPUs, per slot of
+/// `secops_stats` (an event kind and its sub-kind: [`LostCounts::slots`]). The counters only
+/// grow while the map lives: audit the difference between reads. `map_id` names the map they
+/// were read from, so counts kept from an earlier map (before a teardown) are not taken for
+/// this one's.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LostCounts {
-    pub by_kind: [u64; STATS_LEN],
+    pub map_id: u32,
+    pub by_slot: Vec<u64>,
+}
+
+impl Default for LostCounts {
+    fn default() -> Self {
+        LostCounts {
+            map_id: 0,
+            by_slot: vec![0; STATS_LEN],
+        }
+    }
 }
 
 impl LostCounts {
-    /// Lost events of one kind (`secops_common::kernel::EVENT_*`).
-    pub fn get(&self, kind: u32) -> u64 {
-        self.by_kind.get(kind as usize).copied().unwrap_or(0)
-    }
     pub fn total(&self) -> u64 {
-        self.by_kind.iter().sum()
+        self.by_slot.iter().sum()
     }
-    /// Per kind, what was lost since `earlier`.
+
+    /// Lost events of one kind (`secops_common::kernel::EVENT_*`), every sub-kind.
+    pub fn of_kind(&self, kind: u32) -> u64 {
+        let start = kind as usize * STATS_SUBS;
+        self.by_slot.iter().skip(start).take(STATS_SUBS).sum()
+    }
+
+    /// (kind, sub-kind, count) of every slot that counted something.
+    pub fn slots(&self) -> impl Iterator<Item = (u32, u32, u64)> + '_ {
+        self.by_slot
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, &n)| ((i / STATS_SUBS) as u32, (i % STATS_SUBS) as u32, n))
+    }
+
+    /// What was lost since `earlier`: everything, when `earlier` was read from another map.
     pub fn since(&self, earlier: &LostCounts) -> LostCounts {
-        let mut by_kind = [0; STATS_LEN];
-        for (i, slot) in by_kind.iter_mut().enumerate() {
-            *slot = self.by_kind[i].saturating_sub(earlier.by_kind[i]);
+        let same_map = earlier.map_id == self.map_id;
+        let by_slot = self
+            .by_slot
+            .iter()
+            .enumerate()
+            .map(|(i, &now)| match earlier.by_slot.get(i) {
+                Some(&before) if same_map => now.saturating_sub(before),
+                _ => now,
+            })
+            .collect();
+        LostCounts {
+            map_id: self.map_id,
+            by_slot,
         }
-        LostCounts { by_kind }
     }
 }
 
@@ -625,11 +662,16 @@ impl KernelMaps {
     }
 
     pub fn lost_counts(&self) -> Result<LostCounts> {
-        let mut counts = LostCounts::default();
-        for (kind, slot) in counts.by_kind.iter_mut().enumerate() {
+        let info = MapInfo::from_pin(self.pin_dir.join(MAP_STATS))
+            .map_err(|e| KernelError::map(MAP_STATS, "reading pinned map info", e))?;
+        let mut counts = LostCounts {
+            map_id: info.id(),
+            ..LostCounts::default()
+        };
+        for (index, slot) in counts.by_slot.iter_mut().enumerate() {
             let per_cpu = self
                 .stats
-                .get(&(kind as u32), 0)
+                .get(&(index as u32), 0)
                 .map_err(|e| KernelError::map(MAP_STATS, "reading", e))?;
             *slot = per_cpu.iter().sum();
         }

@@ -11,10 +11,12 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use secops_common::{AutonomyLevel, CoreAction, RiskLevel, Verdict};
 
-use super::super::control::{autonomy_object, ControlError, KillSwitch};
+use super::super::control::{ControlError, KillSwitch};
+use super::super::decide::autonomy_object;
+use super::body::{read_json, read_json_or_empty};
 use super::error::ApiError;
 use super::identity::Caller;
-use super::routes::{api_record, audit_record, read_json_or_empty, truncate};
+use super::records::{api_record, audit_record, truncate};
 use super::ApiState;
 use crate::api::{
     AgentStatus, AutonomyChange, ControlRequest, SetAutonomyRequest, StopAll, MAX_SUMMARY_CHARS,
@@ -244,8 +246,7 @@ pub(super) async fn set_autonomy(
         &format!("change the autonomy of agent {:?}", truncate(&name, 64)),
     )
     .await?;
-    let request: SetAutonomyRequest =
-        super::routes::read_json(body, state.limits.max_body_bytes).await?;
+    let request: SetAutonomyRequest = read_json(body, state.limits.max_body_bytes).await?;
     let level = match request.level.as_str() {
         "policy" => None,
         other => Some(other.parse::<AutonomyLevel>().map_err(|_| {

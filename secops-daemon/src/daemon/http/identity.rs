@@ -11,24 +11,25 @@ use std::path::{Path, PathBuf};
 use crate::api::{Role, Whoami};
 use crate::cgroups::process_cgroup;
 
-use super::super::Shared;
+use super::super::decide::Actor;
+use super::super::state::{read, Shared};
 use super::error::ApiError;
 
 #[derive(Clone, Debug)]
-pub struct Caller {
-    pub pid: Option<i32>,
-    pub uid: u32,
-    pub gid: u32,
-    pub role: Role,
+pub(crate) struct Caller {
+    pub(crate) pid: Option<i32>,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) role: Role,
     /// For agents: the agent's name, if its cgroup belongs to an agent the daemon knows.
-    pub agent: Option<String>,
-    pub agent_cgroup_id: Option<u64>,
+    pub(crate) agent: Option<String>,
+    pub(crate) agent_cgroup_id: Option<u64>,
     /// The process's name (`/proc/<pid>/comm`), for the audit log.
-    pub comm: Option<String>,
+    pub(crate) comm: Option<String>,
 }
 
 impl Caller {
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let pid = self
             .pid
             .map_or_else(|| "unknown pid".to_owned(), |p| format!("pid {p}"));
@@ -40,7 +41,7 @@ impl Caller {
         }
     }
 
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
         match self.role {
             Role::Admin => Ok(()),
             Role::Agent => Err(ApiError::forbidden(format!(
@@ -57,7 +58,7 @@ impl Caller {
 
     /// Agents check and scan for themselves only: a caller outside every agent cgroup has no
     /// agent to decide for.
-    pub fn require_agent(&self) -> Result<(), ApiError> {
+    pub(crate) fn require_agent(&self) -> Result<(), ApiError> {
         match self.role {
             Role::Agent => Ok(()),
             _ => Err(ApiError::forbidden(format!(
@@ -69,7 +70,19 @@ impl Caller {
         }
     }
 
-    pub fn whoami(&self) -> Whoami {
+    /// The caller as the decision path names who acted.
+    pub(crate) fn actor(&self) -> Actor {
+        Actor {
+            agent: self.agent.clone(),
+            cgroup_id: self.agent_cgroup_id,
+            pid: self.pid.and_then(|p| u32::try_from(p).ok()),
+            uid: Some(self.uid),
+            comm: self.comm.clone(),
+            ..Actor::default()
+        }
+    }
+
+    pub(crate) fn whoami(&self) -> Whoami {
         Whoami {
             pid: self.pid,
             uid: self.uid,
@@ -81,7 +94,11 @@ impl Caller {
 }
 
 /// Places the peer of an accepted connection.
-pub fn identify(cred: Option<tokio::net::unix::UCred>, shared: &Shared, admin_gid: u32) -> Caller {
+pub(crate) fn identify(
+    cred: Option<tokio::net::unix::UCred>,
+    shared: &Shared,
+    admin_gid: u32,
+) -> Caller {
     let Some(cred) = cred else {
         return unplaced(None, u32::MAX, u32::MAX);
     };
@@ -142,7 +159,7 @@ fn unplaced(pid: Option<i32>, uid: u32, gid: u32) -> Caller {
 }
 
 fn agent_of(shared: &Shared, agent_dir: &Path) -> Option<(String, u64)> {
-    let agents = super::super::read(&shared.agents);
+    let agents = read(&shared.agents);
     let found = agents
         .slots()
         .find(|s| s.cgroup == agent_dir)

@@ -7,9 +7,11 @@
 //! `request_timeout` (408), bodies up to a per-route size (413). Each connection's caller is
 //! placed once, from its peer credentials, when it is accepted.
 
+mod body;
 mod control;
 mod error;
 mod identity;
+mod records;
 mod routes;
 
 use std::convert::Infallible;
@@ -32,49 +34,26 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use super::Shared;
+use super::options::ApiLimits;
+use super::state::Shared;
 use crate::audit::AuditWriter;
 use crate::scan::Scanner;
-pub use error::ApiError;
-pub use identity::Caller;
+pub(crate) use error::ApiError;
+pub(crate) use identity::Caller;
 pub use routes::ROUTES as API_ROUTES;
 
-/// The API's limits; `secops daemon --help` names the flags.
-#[derive(Clone, Copy, Debug)]
-pub struct ApiLimits {
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub request_timeout: Duration,
-    /// Largest body of every route but `/v1/scan`.
-    pub max_body_bytes: usize,
-    /// Largest `/v1/scan` body (tool output can be long).
-    pub max_scan_bytes: usize,
-}
-
-impl Default for ApiLimits {
-    fn default() -> Self {
-        ApiLimits {
-            max_connections: 512,
-            header_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(10),
-            max_body_bytes: 64 << 10,
-            max_scan_bytes: 16 << 20,
-        }
-    }
-}
-
 /// What the handlers share.
-pub struct ApiState {
-    pub shared: Arc<Shared>,
-    pub writer: Arc<AuditWriter>,
-    pub scanner: Scanner,
-    pub limits: ApiLimits,
-    pub admin_gid: u32,
+pub(crate) struct ApiState {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) writer: Arc<AuditWriter>,
+    pub(crate) scanner: Scanner,
+    pub(crate) limits: ApiLimits,
+    pub(crate) admin_gid: u32,
 }
 
 /// Binds the socket with mode 0660 and group `gid`. A stale socket file (nobody listening)
 /// is replaced; a live one means another daemon is running, which is an error.
-pub fn bind(path: &Path, gid: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
+pub(crate) fn bind(path: &Path, gid: u32) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -99,7 +78,7 @@ pub fn bind(path: &Path, gid: u32) -> anyhow::Result<std::os::unix::net::UnixLis
 
 /// Binds the metrics port; only loopback addresses are accepted, since the metrics name
 /// agents and what they did.
-pub fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+pub(crate) fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     if !addr.ip().is_loopback() {
         anyhow::bail!("--metrics-listen {addr}: only loopback addresses are allowed");
     }
@@ -114,13 +93,13 @@ pub fn bind_metrics(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 /// The API server's own thread and single-threaded runtime. One thread takes a request from
 /// the socket to its answer: at a steady rate of requests every hop to another thread is a
 /// wake-up of an idle CPU, which costs more than the request itself.
-pub struct Server {
+pub(crate) struct Server {
     thread: Option<std::thread::JoinHandle<()>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Server {
-    pub fn start(
+    pub(crate) fn start(
         listener: std::os::unix::net::UnixListener,
         metrics: Option<std::net::TcpListener>,
         state: Arc<ApiState>,
@@ -171,7 +150,7 @@ impl Server {
     }
 
     /// Stops serving: open connections are dropped, and the thread is joined.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 

@@ -2,7 +2,6 @@
 //! themselves; admins (root or the admin group, outside every agent cgroup) reach the rest.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -11,22 +10,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use secops_common::{RiskLevel, Verdict};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::super::approvals::{DecideError, Decider};
+use super::super::decide::{decide_async, Door, NoAnswer, Request};
 use super::super::metrics::Snapshot;
-use super::super::{lock, Shared};
+use super::super::state::{lock, Shared};
+use super::body::{read_json, read_json_or_empty};
 use super::control;
 use super::error::ApiError;
 use super::identity::Caller;
+use super::records::{api_record, audit_record, truncate};
 use super::ApiState;
 use crate::api::action::{ResolvedAction, API_FIELDS};
 use crate::api::{
     AskAccepted, AskRequest, CheckRequest, CheckResponse, Registered, Reloaded, ScanRequest,
     ScanResponse, MAX_SUMMARY_CHARS,
 };
-use crate::approvals::{self, Decided, NewTicket, Ticket, TicketError, TicketStatus, TicketStore};
+use crate::approvals::{self, Decided, Ticket, TicketError, TicketStatus, TicketStore};
 use crate::audit::{
     AuditObject, AuditPaths, AuditReader, NewRecord, ObjectKind, QueryFilter, Record, Source,
 };
@@ -60,7 +61,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
 ];
 
-pub fn router(state: Arc<ApiState>) -> Router {
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/v1/whoami", get(whoami))
         .route("/v1/check", post(check))
@@ -85,7 +86,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-pub fn metrics_router(state: Arc<ApiState>) -> Router {
+pub(crate) fn metrics_router(state: Arc<ApiState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -100,63 +101,6 @@ async fn not_found(request: axum::http::Request<Body>) -> ApiError {
     ))
 }
 
-/// Reads a body of at most `limit` bytes; a longer one is a 413 that names the limit.
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than the limit of {limit} bytes"),
-            )
-        } else {
-            ApiError::bad_request(format!("reading the request body: {e}"))
-        }
-    })
-}
-
-/// Parses a whole JSON body; the error names the field, line and column that were wrong.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // Tracking the path slows every parse down, and a body that parses needs no path: only a
-    // failed one is parsed again, to say where it went wrong.
-    if let Ok(value) = serde_json::from_slice(bytes) {
-        return Ok(value);
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::bad_request(format!("malformed request body: {inner}"))
-        } else {
-            ApiError::bad_request(format!("malformed request body: field `{path}`: {inner}"))
-        }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("malformed request body: {e}")))?;
-    Ok(value)
-}
-
-pub(super) async fn read_json<T: DeserializeOwned>(
-    body: Body,
-    limit: usize,
-) -> Result<T, ApiError> {
-    parse_json(&read_body(body, limit).await?)
-}
-
-/// Like [`read_json`], but an empty body means all defaults.
-pub(super) async fn read_json_or_empty<T: DeserializeOwned + Default>(
-    body: Body,
-    limit: usize,
-) -> Result<T, ApiError> {
-    let bytes = read_body(body, limit).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    parse_json(&bytes)
-}
-
 /// Runs `work` on the approval queue in a blocking task: SQLite never runs on the API thread,
 /// and the lock is never held across an await.
 async fn with_tickets<T: Send + 'static>(
@@ -169,13 +113,6 @@ async fn with_tickets<T: Send + 'static>(
 
 async fn whoami(Extension(caller): Who) -> Json<crate::api::Whoami> {
     Json(caller.whoami())
-}
-
-pub(super) fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
 
 /// What the record says beyond the engine's reason: the tool, its arguments, and a body that
@@ -207,204 +144,56 @@ fn context_note(
     note
 }
 
-pub(super) fn api_record(
-    caller: &Caller,
-    action: &str,
-    verdict: Verdict,
-    risk: RiskLevel,
-    reason: String,
-) -> NewRecord {
-    NewRecord {
-        agent: caller.agent.clone(),
-        cgroup_id: caller.agent_cgroup_id,
-        pid: caller.pid.and_then(|p| u32::try_from(p).ok()),
-        uid: Some(caller.uid),
-        comm: caller.comm.clone(),
-        ..NewRecord::new(now_ns(), action, verdict, risk, reason, Source::Api)
-    }
-}
-
-/// Queues a record and, if asked, waits for its commit. A record that cannot be queued means
-/// no answer: the caller must not act on a decision the log does not have.
-pub(super) async fn audit_record(
-    state: &ApiState,
-    record: NewRecord,
-    durable: bool,
-) -> Result<Option<u64>, ApiError> {
-    let refused =
-        || ApiError::unavailable("the audit log is not accepting records; no decision is given");
-    if !durable {
-        return if state.writer.enqueue(record) {
-            Ok(None)
-        } else {
-            Err(refused())
-        };
-    }
-    let ticket = state.writer.append(record);
-    if !ticket.queued() {
-        return Err(refused());
-    }
-    let seq = tokio::task::spawn_blocking(move || ticket.wait())
-        .await?
-        .map_err(|e| ApiError::unavailable(format!("the decision could not be recorded: {e}")))?;
-    Ok(Some(seq))
-}
-
 async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult<CheckResponse> {
     caller.require_agent()?;
     let request: CheckRequest = read_json(body, state.limits.max_body_bytes).await?;
-    let started = Instant::now();
     let engine = state.shared.engine();
-    let resolved = ResolvedAction::new(&engine, &request.action, &request.object, &API_FIELDS)
+    let action = ResolvedAction::new(&engine, &request.action, &request.object, &API_FIELDS)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let agent_index = caller.agent.as_deref().and_then(|a| engine.agent_index(a));
-    let decision = engine.decide(&resolved.request(agent_index));
-    let object = resolved.audit_object();
-    let mut verdict = decision.verdict;
-    let mut reason = decision.reason.to_string();
-    let mut ticket = None;
-    if verdict == Verdict::Escalate {
-        match escalation(
-            &state.shared,
-            &caller,
-            &resolved.action_name,
-            object.as_ref(),
-            &decision,
-        )
-        .await?
-        {
-            Escalation::Granted(t) => {
-                verdict = Verdict::Allow;
-                reason = format!(
-                    "approved in ticket #{} by {} (the policy says escalate: {reason})",
-                    t.id,
-                    t.decided_by.as_deref().unwrap_or("a human")
-                );
-            }
-            Escalation::Ticket(id) => ticket = Some(id),
-            Escalation::Unticketed => {}
-        }
-    }
+    drop(engine);
+    let object = action.audit_object().or_else(|| {
+        request.tool.as_ref().map(|t| AuditObject {
+            kind: ObjectKind::Target,
+            value: truncate(t, 128),
+        })
+    });
     let note = context_note(
         request.tool.as_deref(),
         request.arguments.as_deref(),
         request.agent.as_deref(),
         caller.agent.as_deref(),
     );
-    let record = NewRecord {
-        object: object.clone().or_else(|| {
-            request.tool.as_ref().map(|t| AuditObject {
-                kind: ObjectKind::Target,
-                value: truncate(t, 128),
-            })
-        }),
-        rule_id: decision.rule_id.as_deref().map(str::to_owned),
-        ..api_record(
-            &caller,
-            &resolved.action_name,
-            verdict,
-            decision.risk,
-            format!("{reason}{note}"),
-        )
+    let decision_request = Request {
+        door: Door::Api,
+        at_ns: now_ns(),
+        actor: caller.actor(),
+        action,
+        object,
+        inode: None,
+        detail: String::new(),
+        note,
     };
-    let audit_seq = audit_record(&state, record, request.durable).await?;
-    if verdict == Verdict::Deny {
-        if let Some(agent) = caller.agent.as_deref() {
-            count_denial(&state, agent, caller.agent_cgroup_id).await?;
-        }
-    }
-    let metrics = &state.shared.metrics;
-    metrics.latency(Source::Api, started.elapsed());
-    metrics.decision(
-        Source::Api,
-        verdict,
-        &resolved.action_name,
-        caller.agent.as_deref().unwrap_or(""),
-    );
+    let (outcome, audit_seq) = decide_async(
+        &state.shared,
+        &state.writer,
+        decision_request,
+        request.durable,
+    )
+    .await
+    .map_err(|e| match e {
+        NoAnswer::Join(_) => ApiError::internal(e.to_string()),
+        _ => ApiError::unavailable(e.to_string()),
+    })?;
+    let judged = outcome.judged;
     Ok(Json(CheckResponse {
-        verdict,
-        risk: decision.risk,
-        rule_id: decision.rule_id.as_deref().map(str::to_owned),
-        reason,
+        verdict: judged.verdict,
+        risk: judged.decision.risk,
+        rule_id: judged.rule_id,
+        reason: judged.reason,
         agent: caller.agent.clone(),
-        ticket,
+        ticket: judged.ticket,
         audit_seq,
     }))
-}
-
-/// Counts an API denial towards the agent's `auto_lower` threshold, and lowers it (audited)
-/// when this one reaches it. Answered only after the lowering is in force, so the agent's
-/// next request is already decided at the lower level.
-async fn count_denial(
-    state: &Arc<ApiState>,
-    agent: &str,
-    cgroup_id: Option<u64>,
-) -> Result<(), ApiError> {
-    if !state.shared.note_denial(agent) {
-        return Ok(());
-    }
-    let shared = state.shared.clone();
-    let name = agent.to_owned();
-    let lowered = tokio::task::spawn_blocking(move || shared.auto_lower(&name)).await?;
-    match lowered {
-        Ok(Some(change)) => {
-            let record =
-                super::super::control::auto_lowered_record(&change, cgroup_id, Source::Api);
-            audit_record(state, record, false).await?;
-        }
-        Ok(None) => {}
-        // The denial itself stands and is audited; failing to lower must not turn it into an
-        // error for the agent, but it must be loud.
-        Err(e) => tracing::error!("lowering the autonomy of {agent} after repeated denials: {e}"),
-    }
-    Ok(())
-}
-
-enum Escalation {
-    Granted(Box<Ticket>),
-    Ticket(u64),
-    /// A caller in the secops tree that belongs to no known agent: nobody to grant to, so the
-    /// escalation stands without a ticket.
-    Unticketed,
-}
-
-/// An escalation either meets a running approval for the same agent, action and object, or
-/// opens (or joins) a ticket. Only escalations get here: a grant never relaxes a deny.
-async fn escalation(
-    shared: &Arc<Shared>,
-    caller: &Caller,
-    action: &str,
-    object: Option<&AuditObject>,
-    decision: &crate::engine::Decision,
-) -> Result<Escalation, ApiError> {
-    let Some(agent) = caller.agent.clone() else {
-        return Ok(Escalation::Unticketed);
-    };
-    let action = action.to_owned();
-    let object = object.map(|o| o.value.clone()).unwrap_or_default();
-    let risk = decision.risk;
-    let rule_id = decision.rule_id.as_deref().map(str::to_owned);
-    let reason = decision.reason.to_string();
-    with_tickets(shared, move |store| {
-        let now = now_ns();
-        if let Some(t) = store.use_grant(&agent, &action, &object, now)? {
-            return Ok(Escalation::Granted(Box::new(t)));
-        }
-        let (id, _joined) = store.escalated(&NewTicket {
-            agent: &agent,
-            action: &action,
-            object: &object,
-            risk,
-            rule_id: rule_id.as_deref(),
-            reason: &reason,
-            source: "api",
-            now_ns: now,
-            object_inode: None,
-        })?;
-        Ok(Escalation::Ticket(id))
-    })
-    .await?
-    .map_err(|e| ApiError::unavailable(format!("{e}; no decision is given")))
 }
 
 async fn scan(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult<ScanResponse> {
@@ -819,4 +608,27 @@ async fn metrics(State(state): Api) -> Response {
         state.shared.metrics.encode(&snapshot),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_notes_the_tool_its_arguments_and_a_claimed_identity() {
+        let note = context_note(Some("shell"), Some("rm -rf /"), Some("root"), Some("coder"));
+        assert_eq!(
+            note,
+            "; tool \"shell\"; arguments \"rm -rf /\"; the request named agent \"root\", \
+             ignored: identity comes from the caller's cgroup"
+        );
+        assert_eq!(context_note(None, None, Some("coder"), Some("coder")), "");
+        let long = "a".repeat(2 * MAX_SUMMARY_CHARS);
+        let cut = context_note(None, Some(&long), None, None);
+        assert!(
+            cut.chars().count() < MAX_SUMMARY_CHARS + 32,
+            "arguments are cut"
+        );
+        assert!(cut.ends_with("…\""));
+    }
 }

@@ -22,7 +22,6 @@
 //! defaults would otherwise deny reads of every file under `locked` autonomy.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,11 +31,11 @@ use secops_common::kernel::{
 };
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
-use super::count_slots::CountSlots;
+use super::inode::kernel_inode;
 use crate::engine::{ActionRequest, AgentIdx, Engine, NormalizedPath};
 
 /// Files enumerated below one anchor at most; the rest keep their directory's verdict.
-pub const MAX_ENUMERATED: usize = 20_000;
+pub(crate) const MAX_ENUMERATED: usize = 20_000;
 /// Directories an enumeration descends at most.
 const MAX_ENUMERATION_DEPTH: usize = 12;
 /// Matches of one `*` component expanded against the filesystem at most.
@@ -45,7 +44,7 @@ const MAX_GLOB_MATCHES: usize = 5_000;
 const PROBE_NAME: &str = "\u{1}secops-any";
 
 /// The id audit records give denials by the built-in self-protection (rule index 0).
-pub const BUILTIN_RULE_ID: &str = "secops.self-protection";
+pub(crate) const BUILTIN_RULE_ID: &str = "secops.self-protection";
 
 /// The action types behind each kernel operation; the strictest verdict of them counts.
 fn op_actions(op: usize) -> &'static [CoreAction] {
@@ -64,37 +63,34 @@ fn op_actions(op: usize) -> &'static [CoreAction] {
 
 /// secops' own files, protected from every agent whatever the policy says.
 #[derive(Clone, Debug)]
-pub struct BuiltinProtection {
-    pub path: PathBuf,
+pub(crate) struct BuiltinProtection {
+    pub(crate) path: PathBuf,
     /// The API socket: agents connect to it, and may do nothing else to it.
-    pub connect_allowed: bool,
+    pub(crate) connect_allowed: bool,
 }
 
 /// One agent to compile for.
 #[derive(Clone, Debug)]
-pub struct AgentTarget {
-    pub engine_index: AgentIdx,
-    pub kernel_index: u32,
-    pub workspace: PathBuf,
+pub(crate) struct AgentTarget {
+    pub(crate) engine_index: AgentIdx,
+    pub(crate) kernel_index: u32,
+    pub(crate) workspace: PathBuf,
 }
 
 /// The compiled entries, and what is needed to read the events they cause.
 #[derive(Debug, Default)]
-pub struct CompiledFiles {
-    pub entries: BTreeMap<InodeKey, InodeRule>,
+pub(crate) struct CompiledFiles {
+    pub(crate) entries: BTreeMap<InodeKey, InodeRule>,
     /// The path each entry was made for (for an event's path: anchor + names below it).
-    pub paths: HashMap<InodeKey, PathBuf>,
+    pub(crate) paths: HashMap<InodeKey, PathBuf>,
     /// Rule ids by index + 1 (index 0 is [`BUILTIN_RULE_ID`]).
-    pub rule_ids: Vec<Arc<str>>,
+    pub(crate) rule_ids: Vec<Arc<str>>,
     /// Anchors whose enumeration stopped at [`MAX_ENUMERATED`].
-    pub truncated: Vec<PathBuf>,
-    /// Who each counter slot belongs to (every slot ever given, not only this policy's), for
-    /// auditing the counts; see [`CountSlots::assign`].
-    pub count_slots: CountSlots,
+    pub(crate) truncated: Vec<PathBuf>,
 }
 
 impl CompiledFiles {
-    pub fn rule_id(&self, rule: u32) -> Arc<str> {
+    pub(crate) fn rule_id(&self, rule: u32) -> Arc<str> {
         self.rule_ids
             .get(rule as usize)
             .cloned()
@@ -103,7 +99,7 @@ impl CompiledFiles {
 
     /// The best path for an event: the anchor's path and the names below it, or the names
     /// alone (`…/a/b`) when the anchor is not known or more names were needed than came.
-    pub fn event_path(&self, anchor: InodeKey, depth: u32, names: &[String]) -> String {
+    pub(crate) fn event_path(&self, anchor: InodeKey, depth: u32, names: &[String]) -> String {
         let depth = depth as usize;
         if let Some(base) = self.paths.get(&anchor) {
             if depth <= names.len() {
@@ -121,19 +117,6 @@ impl CompiledFiles {
         }
         format!("…/{}", parts.join("/"))
     }
-}
-
-/// The kernel's encoding of a device number (`MKDEV`: major << 20 | minor), as
-/// `inode->i_sb->s_dev` holds it, from a `st_dev`.
-pub fn kernel_dev(st_dev: u64) -> u32 {
-    let major = libc::major(st_dev);
-    let minor = libc::minor(st_dev);
-    (major << 20) | (minor & 0xf_ffff)
-}
-
-/// (dev, inode) of a file as the kernel numbers them, the dev in the kernel's encoding.
-pub fn kernel_inode(meta: &std::fs::Metadata) -> (u32, u64) {
-    (kernel_dev(meta.dev()), meta.ino())
 }
 
 fn inode_key(agent: u32, path: &Path) -> Option<InodeKey> {
@@ -354,7 +337,7 @@ fn rule_table(engine: &Engine) -> (Vec<Arc<str>>, HashMap<Arc<str>, u16>) {
 }
 
 /// Compiles every agent's entries.
-pub fn compile(
+pub(crate) fn compile(
     engine: &Engine,
     agents: &[AgentTarget],
     mount_points: &[PathBuf],

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use secops_common::kernel::{InodeRule, COUNT_SLOTS, FS_OPS, RULE_ALLOW, RULE_ALLOW_COUNTED};
 use serde::{Deserialize, Serialize};
 
-use super::file_rules::CompiledFiles;
+use super::files::CompiledFiles;
 
 #[derive(Debug, thiserror::Error)]
-pub enum CountSlotsError {
+pub(crate) enum CountSlotsError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -23,23 +23,23 @@ pub enum CountSlotsError {
 
 /// Slot `n` (from 1) belongs to `pairs[n - 1]`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CountSlots {
+pub(crate) struct CountSlots {
     pairs: Vec<SlotOwner>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SlotOwner {
-    pub agent: String,
-    pub rule: String,
+pub(crate) struct SlotOwner {
+    pub(crate) agent: String,
+    pub(crate) rule: String,
 }
 
 impl CountSlots {
-    pub fn path_in(state_dir: &Path) -> PathBuf {
+    pub(crate) fn path_in(state_dir: &Path) -> PathBuf {
         state_dir.join("count-slots.json")
     }
 
     /// The table in `path`; empty when there is none yet.
-    pub fn load(path: &Path) -> Result<CountSlots, CountSlotsError> {
+    pub(crate) fn load(path: &Path) -> Result<CountSlots, CountSlotsError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(CountSlots::default()),
@@ -65,7 +65,7 @@ impl CountSlots {
     }
 
     /// Written whole to a new file and renamed over the old one.
-    pub fn save(&self, path: &Path) -> Result<(), CountSlotsError> {
+    pub(crate) fn save(&self, path: &Path) -> Result<(), CountSlotsError> {
         let io = |source| CountSlotsError::Io {
             path: path.to_path_buf(),
             source,
@@ -98,14 +98,14 @@ impl CountSlots {
         u16::try_from(position + 1).ok()
     }
 
-    pub fn owner(&self, slot: u16) -> Option<&SlotOwner> {
+    pub(crate) fn owner(&self, slot: u16) -> Option<&SlotOwner> {
         self.pairs.get(usize::from(slot).checked_sub(1)?)
     }
 
     /// Gives every counted verdict in `files` its slot in place of its rule. Returns whether
     /// the table grew (then it must be saved before the entries reach the kernel). Should the
     /// slots run out, the verdict is reported one by one instead: nothing goes uncounted.
-    pub fn assign(
+    pub(crate) fn assign(
         &mut self,
         files: &mut CompiledFiles,
         agent_name: impl Fn(u32) -> Option<String>,

@@ -1,3 +1,4 @@
+use crate::enforce::inode::kernel_dev;
 use std::path::Path;
 use std::sync::Arc;
 

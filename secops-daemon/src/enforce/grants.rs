@@ -1,7 +1,7 @@
-//! Approvals in the kernel. An approved ticket becomes entries in `secops_grants` for exactly
-//! that agent, object and operation, with the approval's expiry on the boot clock; the BPF
-//! programs check the expiry themselves, so the same action after it is denied again without
-//! the daemon doing anything. Files are named by (dev, inode): the one the kernel reported
+//! Approvals in the kernel's terms. An approved ticket becomes entries in `secops_grants` for
+//! exactly that agent, object and operation, with the approval's expiry on the boot clock; the
+//! BPF programs check the expiry themselves, so the same action after it is denied again
+//! without the daemon doing anything. Files are named by (dev, inode): the one the kernel reported
 //! or the daemon resolved when the escalation happened, so a path that now leads elsewhere
 //! does not inherit the approval.
 
@@ -14,13 +14,13 @@ use secops_common::kernel::{
 };
 use secops_common::CoreAction;
 
-use super::events::Clock;
-use super::file_rules::kernel_inode;
+use super::inode::kernel_inode;
 use crate::approvals::Ticket;
+use crate::time::Clock;
 
 /// Why an approval has no kernel part (it still lets the API path through).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum NoKernelGrant {
+pub(crate) enum NoKernelGrant {
     #[error("{0} is not an action the kernel enforces")]
     NotKernel(String),
     #[error("{0:?} is not an address and port the kernel can match (a host name is matched only on the API path)")]
@@ -67,7 +67,10 @@ fn core_action(name: &str) -> Option<CoreAction> {
 }
 
 /// The grant keys an approval of `ticket` installs for the agent with `agent_index`.
-pub fn grant_keys(ticket: &Ticket, agent_index: u32) -> Result<Vec<GrantKey>, NoKernelGrant> {
+pub(crate) fn grant_keys(
+    ticket: &Ticket,
+    agent_index: u32,
+) -> Result<Vec<GrantKey>, NoKernelGrant> {
     let not_kernel = || NoKernelGrant::NotKernel(ticket.action.clone());
     let action = core_action(&ticket.action).ok_or_else(not_kernel)?;
     let file = |op: usize| -> Result<Vec<GrantKey>, NoKernelGrant> {
@@ -127,7 +130,7 @@ fn net_key(agent_index: u32, bit: u8, endpoint: SocketAddr) -> GrantKey {
 }
 
 /// The grant value for an approved ticket: its expiry on the boot clock.
-pub fn grant_value(ticket: &Ticket, clock: &Clock) -> Grant {
+pub(crate) fn grant_value(ticket: &Ticket, clock: &Clock) -> Grant {
     Grant {
         expires_ns: clock.boot_ns(ticket.grant_until_ns.unwrap_or(0)),
         ticket: ticket.id,
@@ -136,64 +139,8 @@ pub fn grant_value(ticket: &Ticket, clock: &Clock) -> Grant {
     }
 }
 
-impl super::Shared {
-    /// Installs the kernel grants of an approved ticket. Returns what the decision's audit
-    /// record adds: which grant the kernel got, or why it got none (the approval still lets
-    /// the API path through).
-    pub(super) fn install_grants(&self, ticket: &Ticket) -> String {
-        let Some(slot) = self.agent_slot(&ticket.agent) else {
-            return format!("; no kernel grant: no agent {} is running", ticket.agent);
-        };
-        let keys = match grant_keys(ticket, slot.index) {
-            Ok(keys) => keys,
-            Err(why) => return format!("; no kernel grant ({why})"),
-        };
-        let value = grant_value(ticket, &Clock::now());
-        let mut kernel = super::lock(&self.kernel);
-        for key in &keys {
-            if let Err(e) = kernel.maps_mut().grant(key, &value) {
-                tracing::error!(ticket = ticket.id, "installing a kernel grant: {e}");
-                return format!(
-                    "; the kernel grant could not be installed ({e}): the kernel keeps denying"
-                );
-            }
-        }
-        let what = match granted_endpoint(&keys[0]) {
-            Some(_) => "this destination",
-            None => "this file (by inode)",
-        };
-        let uses = if ticket.grant_once {
-            "one use"
-        } else {
-            "every use until it expires"
-        };
-        format!("; kernel grant for {what}, {uses}")
-    }
-}
-
-/// The action type a used grant stands for.
-pub fn granted_action(key: &GrantKey) -> CoreAction {
-    if key.kind == GRANT_NET {
-        return if key.op == PROTO_UDP {
-            CoreAction::NetSend
-        } else {
-            CoreAction::NetConnect
-        };
-    }
-    match usize::from(key.op) {
-        OP_DELETE => CoreAction::FsDelete,
-        OP_RENAME => CoreAction::FsRename,
-        OP_LINK => CoreAction::FsLink,
-        OP_TRUNCATE => CoreAction::FsTruncate,
-        OP_WRITE => CoreAction::FsWrite,
-        OP_READ => CoreAction::SecretRead,
-        OP_EXEC => CoreAction::ProcExec,
-        _ => CoreAction::NetConnect,
-    }
-}
-
 /// The destination of a network grant, as the audit log writes endpoints.
-pub fn granted_endpoint(key: &GrantKey) -> Option<(IpAddr, u16)> {
+pub(crate) fn granted_endpoint(key: &GrantKey) -> Option<(IpAddr, u16)> {
     if key.kind != GRANT_NET {
         return None;
     }
@@ -221,7 +168,7 @@ mod tests {
             risk: RiskLevel::High,
             rule_id: None,
             reason: String::new(),
-            source: "kernel".into(),
+            source: crate::audit::Source::Kernel,
             status: TicketStatus::Approved,
             first_seen_ns: 0,
             last_seen_ns: 0,
@@ -286,6 +233,12 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let k = grant_keys(&ticket("proc:exec", file.to_str().unwrap()), 1).unwrap()[0];
         assert_eq!(k.ino, std::fs::metadata(&file).unwrap().ino());
-        assert_eq!(granted_action(&k), CoreAction::ProcExec);
+        assert_eq!(
+            secops_common::kernel::kernel_action(
+                secops_common::kernel::EVENT_GRANT,
+                secops_common::kernel::grant_sub(&k)
+            ),
+            Some(CoreAction::ProcExec)
+        );
     }
 }

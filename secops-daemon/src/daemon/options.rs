@@ -1,0 +1,53 @@
+//! Everything `secops daemon` can be told (the command line builds these; `cli/daemon.rs`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `secops daemon` can be told.
+#[derive(Clone, Debug)]
+pub(crate) struct DaemonOptions {
+    pub(crate) policy: PathBuf,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) socket: PathBuf,
+    /// The group that may use the socket (mode 0660): admins, and the users agents run as.
+    pub(crate) socket_gid: u32,
+    /// Callers outside every agent cgroup with this group (or root) are admins.
+    pub(crate) admin_gid: u32,
+    pub(crate) api: ApiLimits,
+    /// A loopback address to serve `/metrics` on, besides the socket.
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// The bpffs directory for pinned programs and maps.
+    pub(crate) pin_dir: PathBuf,
+    /// The secops root cgroup's name, directly below the cgroup2 mount.
+    pub(crate) cgroup_root: String,
+    pub(crate) ring_buffer_bytes: u32,
+    /// How often the policy files are checked for changes.
+    pub(crate) watch_interval: Duration,
+    /// How soon a host name in an allowlist that did not resolve is tried again (resolved
+    /// names are refreshed when their TTL runs out).
+    pub(crate) host_refresh: Duration,
+}
+
+/// The API's limits; `secops daemon --help` names the flags.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ApiLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    /// Largest body of every route but `/v1/scan`.
+    pub(crate) max_body_bytes: usize,
+    /// Largest `/v1/scan` body (tool output can be long).
+    pub(crate) max_scan_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 512,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 << 10,
+            max_scan_bytes: 16 << 20,
+        }
+    }
+}

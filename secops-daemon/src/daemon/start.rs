@@ -1,0 +1,303 @@
+//! Starting and stopping the daemon, in order: the policy and the autonomy overrides, the
+//! stores (audit log, approval queue), the kernel layers (programs loaded, maps written,
+//! programs attached), then the services that run until SIGTERM (event pipeline, API,
+//! timeout sweeper, watchers), which are stopped in the reverse order.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::{anyhow, Context};
+use tokio::sync::Notify;
+
+use super::agents::AgentTable;
+use super::autonomy;
+use super::enforcement::file_rules;
+use super::http;
+use super::layers::capability_report;
+use super::metrics::Metrics;
+use super::options::DaemonOptions;
+use super::state::{Counters, Shared};
+use super::{hosts, pipeline, services, timeouts};
+use crate::api::CapabilityStatus;
+use crate::approvals::TicketStore;
+use crate::audit::{AuditPaths, AuditWriter, CheckpointPolicy, WriterOptions};
+use crate::cgroups::CgroupDir;
+use crate::enforce::{FileRules, HostAddrs};
+use crate::engine::Engine;
+use crate::kernel::{self, EventReader, Kernel, LoadOptions};
+use crate::policy::load_policy;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub(crate) fn run(options: DaemonOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("secops-daemon")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(options))
+}
+
+async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
+    let live = load_live(&options)?;
+    let writer = Arc::new(open_audit_log(&options)?);
+    let tickets = open_tickets(&options)?;
+    let layers = KernelLayers::start(&options, &live)?;
+    let shared = Arc::new(Shared {
+        engine: RwLock::new(layers.engine),
+        files: RwLock::new(Arc::new(layers.files)),
+        kernel: Mutex::new(layers.kernel),
+        agents: RwLock::new(layers.agents),
+        hosts: Mutex::new(layers.hosts),
+        root: layers.root,
+        capabilities: layers.capabilities,
+        last_reload_error: Mutex::new(None),
+        counters: Counters::default(),
+        metrics: Metrics::new(),
+        tickets: Mutex::new(tickets),
+        decided: Default::default(),
+        live: Mutex::new(live),
+        denials: Mutex::new(autonomy::DenialWindows::default()),
+        shutdown: AtomicBool::new(false),
+        shutdown_notify: Notify::new(),
+        options: options.clone(),
+    });
+    let services = Services::spawn(&shared, &writer, layers.reader)?;
+    tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
+    shared.stopped().await;
+    tracing::info!(
+        "shutting down; programs and maps stay pinned in {}",
+        options.pin_dir.display()
+    );
+    services.stop().await?;
+    let _ = std::fs::remove_file(&options.socket);
+    match Arc::try_unwrap(writer) {
+        Ok(writer) => writer.close().context("closing the audit log")?,
+        Err(_) => tracing::warn!("audit writer still shared at shutdown; it closes when dropped"),
+    }
+    Ok(())
+}
+
+/// The policy as loaded and the autonomy overrides on top. Before anything is enforced: a
+/// daemon that cannot read the overrides must not start with the policy's (possibly
+/// higher) autonomy instead.
+fn load_live(options: &DaemonOptions) -> anyhow::Result<autonomy::Live> {
+    let policy = load_policy(&options.policy)
+        .map_err(|errors| anyhow!("the policy is not valid:\n{errors}"))?;
+    tracing::info!(files = ?policy.files, rules = policy.rules.len(), agents = policy.agents.len(), "policy loaded");
+    let overrides = autonomy::Overrides::load(&autonomy::Overrides::path_in(&options.state_dir))?;
+    let live = autonomy::Live {
+        policy: Arc::new(policy),
+        overrides,
+    };
+    for (agent, o) in live.overrides.in_force(&live.policy) {
+        tracing::info!(agent, level = %o.level, set_by = %o.set_by, "autonomy override in force: {}", o.reason);
+    }
+    Ok(live)
+}
+
+fn open_audit_log(options: &DaemonOptions) -> anyhow::Result<AuditWriter> {
+    AuditWriter::open(
+        &AuditPaths::new(&options.state_dir),
+        CheckpointPolicy::default(),
+        WriterOptions::default(),
+    )
+    .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))
+}
+
+fn open_tickets(options: &DaemonOptions) -> anyhow::Result<TicketStore> {
+    let path = crate::approvals::db_path(&options.state_dir);
+    TicketStore::open(&path)
+        .with_context(|| format!("opening the approval queue {}", path.display()))
+}
+
+/// The kernel side, started: programs loaded, maps written, programs attached.
+struct KernelLayers {
+    kernel: Kernel,
+    root: CgroupDir,
+    agents: AgentTable,
+    hosts: HostAddrs,
+    engine: Arc<Engine>,
+    files: FileRules,
+    capabilities: Vec<CapabilityStatus>,
+    reader: EventReader,
+}
+
+impl KernelLayers {
+    fn start(options: &DaemonOptions, live: &autonomy::Live) -> anyhow::Result<KernelLayers> {
+        let probed = kernel::probe();
+        for line in probed.to_string().lines() {
+            tracing::info!("kernel: {line}");
+        }
+        let mount = kernel::fs::cgroup2_mount().context("finding the cgroup2 mount")?;
+        let root = CgroupDir::create(&CgroupDir::root(&mount)?, &options.cgroup_root)
+            .with_context(|| {
+                format!(
+                    "creating the secops root cgroup {}",
+                    mount.join(&options.cgroup_root).display()
+                )
+            })?;
+        // A layer the probe found this kernel cannot run is not loaded at all: its verifier
+        // rejection would otherwise stop the daemon and take the other layers with it.
+        // With BPF LSM, the LSM programs report deletes and renames (allowed ones too), with
+        // the kernel's real verdict: the syscall tracepoints, which can only see attempts,
+        // are then not loaded.
+        let load_options = LoadOptions {
+            ring_buffer_bytes: options.ring_buffer_bytes,
+            egress: probed.cgroup_sock_addr.active,
+            exec: probed.tracepoints.active,
+            files: probed.tracepoints.active && !probed.bpf_lsm.active,
+            lsm: probed.bpf_lsm.active,
+            ancestor_lookup: kernel::AncestorLookup::Probe,
+        };
+        let mut kernel =
+            Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
+        let config = secops_common::kernel::Config {
+            root_cgroup_id: root.id()?,
+            agent_level: kernel::fs::cgroup_level(root.path())
+                .context("the secops root cgroup's level")?
+                + 1,
+            flags: 0,
+        };
+        kernel
+            .maps_mut()
+            .set_config(&config)
+            .context("writing the kernel config")?;
+
+        // Host names in allowlists start unresolved (they allow nothing) and are resolved in
+        // the background, so a slow or unreachable DNS server cannot hold up enforcement.
+        let hosts = HostAddrs::new();
+        let policy = live.effective();
+        let mut agents = AgentTable::default();
+        agents.sync(&policy, &root, kernel.maps_mut(), &hosts)?;
+        let engine = Arc::new(Engine::new(Arc::new(policy)));
+        // The file rules are in the map before any LSM program is attached: no moment where
+        // the programs run against an empty map.
+        let files = file_rules(&engine, &agents, options)?;
+        kernel
+            .maps_mut()
+            .replace_inodes(&files.compiled.entries)
+            .context("writing the file rules into the kernel")?;
+        kernel
+            .maps_mut()
+            .protect_only(std::process::id())
+            .context("protecting the daemon's process from agents")?;
+
+        let egress = attached(
+            load_options.egress,
+            kernel.attach_egress(root.path()),
+            "egress programs attached",
+            "egress allowlist NOT enforced",
+        );
+        let tracepoints = attached(
+            load_options.exec,
+            kernel.attach_tracepoints(),
+            "tracepoints attached",
+            "event tagging NOT active",
+        );
+        let lsm = attached(
+            load_options.lsm,
+            kernel.attach_lsm(),
+            "BPF LSM programs attached",
+            "synchronous file/exec deny (BPF LSM) NOT enforced",
+        );
+        let capabilities = capability_report(&probed, egress, tracepoints, lsm);
+        for c in &capabilities {
+            tracing::info!(layer = %c.name, active = c.active, "{}", c.detail);
+        }
+        let reader = kernel
+            .event_reader()
+            .context("opening the event ring buffer")?;
+        Ok(KernelLayers {
+            kernel,
+            root,
+            agents,
+            hosts,
+            engine,
+            files,
+            capabilities,
+            reader,
+        })
+    }
+}
+
+/// Whether a layer that was loaded (`loaded`) is attached now; logs which.
+fn attached<T: std::fmt::Debug, E: std::fmt::Display>(
+    loaded: bool,
+    result: Result<T, E>,
+    done: &str,
+    failed: &str,
+) -> bool {
+    match result {
+        Ok(_) if !loaded => false,
+        Ok(links) => {
+            tracing::info!(?links, "{done}");
+            true
+        }
+        Err(e) => {
+            tracing::error!("{failed}: {e}");
+            false
+        }
+    }
+}
+
+/// What runs until shutdown, each owned and stopped in [`Services::stop`].
+struct Services {
+    pipeline: std::thread::JoinHandle<anyhow::Result<()>>,
+    server: http::Server,
+    sweeper: timeouts::Sweeper,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Services {
+    fn spawn(
+        shared: &Arc<Shared>,
+        writer: &Arc<AuditWriter>,
+        reader: EventReader,
+    ) -> anyhow::Result<Services> {
+        let options = &shared.options;
+        let pipeline = pipeline::spawn(shared.clone(), reader, writer.clone())?;
+        let listener = http::bind(&options.socket, options.socket_gid)?;
+        // Again, now that the socket exists: its inode gets its built-in entry.
+        shared
+            .resync()
+            .context("writing the kernel maps after binding the API socket")?;
+        let api = Arc::new(http::ApiState {
+            shared: shared.clone(),
+            writer: writer.clone(),
+            scanner: crate::scan::Scanner::new(),
+            limits: options.api,
+            admin_gid: options.admin_gid,
+        });
+        let metrics_listener = options.metrics_listen.map(http::bind_metrics).transpose()?;
+        let server = http::Server::start(listener, metrics_listener, api)?;
+        let sweeper = timeouts::spawn(shared.clone(), writer.clone())?;
+        let tasks = vec![
+            tokio::spawn(services::watch_signals(shared.clone())),
+            tokio::spawn(services::watch_policy_files(shared.clone())),
+            tokio::spawn(hosts::refresh_hosts(shared.clone())),
+        ];
+        Ok(Services {
+            pipeline,
+            server,
+            sweeper,
+            tasks,
+        })
+    }
+
+    /// Stops everything, the audit writer's users first, so the writer can be closed.
+    async fn stop(self) -> anyhow::Result<()> {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        let (server, sweeper) = (self.server, self.sweeper);
+        let _ = tokio::task::spawn_blocking(move || server.stop()).await;
+        let _ = tokio::task::spawn_blocking(move || sweeper.stop()).await;
+        self.pipeline
+            .join()
+            .map_err(|_| anyhow!("the event pipeline panicked"))?
+    }
+}

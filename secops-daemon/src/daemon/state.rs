@@ -1,0 +1,147 @@
+//! What the daemon's threads and tasks share, and the order its locks are taken in.
+//!
+//! **Lock order**: `live`, then `kernel`, then `agents`. `tickets`, `denials`, `hosts`,
+//! `last_reload_error` and the `RwLock`ed snapshots (`engine`, `files`) are each taken alone
+//! and let go before any other lock is taken. The API thread never holds `tickets` (SQLite)
+//! itself: it runs what needs it on the blocking pool.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub(crate) use super::locks::{lock, read, write};
+
+use tokio::sync::Notify;
+
+use super::agents::{AgentSlot, AgentTable};
+use super::autonomy;
+use super::decided::DecidedTickets;
+use super::metrics::Metrics;
+use super::options::DaemonOptions;
+use crate::api::{AgentStatus, CapabilityStatus, EventCounters, StatusReport};
+use crate::approvals::TicketStore;
+use crate::cgroups::CgroupDir;
+use crate::enforce::{FileRules, HostAddrs};
+use crate::engine::Engine;
+use crate::kernel::Kernel;
+
+/// State shared by the daemon's tasks.
+pub(crate) struct Shared {
+    pub(crate) options: DaemonOptions,
+    pub(crate) engine: RwLock<Arc<Engine>>,
+    pub(crate) kernel: Mutex<Kernel>,
+    pub(crate) agents: RwLock<AgentTable>,
+    pub(crate) hosts: Mutex<HostAddrs>,
+    pub(crate) root: CgroupDir,
+    pub(crate) capabilities: Vec<CapabilityStatus>,
+    pub(crate) last_reload_error: Mutex<Option<String>>,
+    pub(crate) counters: Counters,
+    pub(crate) metrics: Metrics,
+    /// The approval queue. Held only in blocking tasks, never across an await.
+    pub(crate) tickets: Mutex<TicketStore>,
+    /// The file rules as compiled into the kernel's inode entries (for reading LSM events).
+    pub(crate) files: RwLock<Arc<FileRules>>,
+    /// Ticket decisions, for syscalls parked on them (`secops run --ask`).
+    pub(crate) decided: DecidedTickets,
+    /// The policy as loaded and the autonomy overrides on top of it. Held for the whole of
+    /// every change to what is in force (reload, autonomy change), so two changes cannot
+    /// interleave and one undo the other.
+    pub(crate) live: Mutex<autonomy::Live>,
+    /// Recent denials per agent, for `auto_lower`.
+    pub(crate) denials: Mutex<autonomy::DenialWindows>,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) shutdown_notify: Notify,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) received: AtomicU64,
+    pub(crate) audited: AtomicU64,
+    pub(crate) lost: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn engine(&self) -> Arc<Engine> {
+        read(&self.engine).clone()
+    }
+
+    pub(crate) fn files(&self) -> Arc<FileRules> {
+        read(&self.files).clone()
+    }
+
+    /// The agent's slot as it is now.
+    pub(crate) fn agent_slot(&self, name: &str) -> Option<AgentSlot> {
+        read(&self.agents).by_name(name).cloned()
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.shutdown_notify.notify_waiters();
+    }
+
+    /// Waits until [`request_shutdown`](Self::request_shutdown) was called.
+    pub(crate) async fn stopped(&self) {
+        while !self.stopping() {
+            let notified = self.shutdown_notify.notified();
+            if self.stopping() {
+                break;
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn status(&self) -> StatusReport {
+        // Taken before `agents` (the lock order) and let go at once.
+        let autonomy = lock(&self.live).view();
+        let engine = self.engine();
+        let agents = read(&self.agents);
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            policy_files: engine.policy().files.clone(),
+            last_reload_error: lock(&self.last_reload_error).clone(),
+            state_dir: self.options.state_dir.clone(),
+            cgroup_root: self.root.path().to_path_buf(),
+            pin_dir: self.options.pin_dir.clone(),
+            capabilities: self.capabilities.clone(),
+            agents: agents.slots().map(|s| agent_status(s, &autonomy)).collect(),
+            events: EventCounters {
+                received: self.counters.received.load(Ordering::Relaxed),
+                audited: self.counters.audited.load(Ordering::Relaxed),
+                lost: self.counters.lost.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Every agent the daemon runs, by name.
+    pub(crate) fn agent_names(&self) -> Vec<String> {
+        read(&self.agents).slots().map(|s| s.name.clone()).collect()
+    }
+}
+
+/// One agent as `secops agents list` and `secops status` show it.
+pub(crate) fn agent_status(slot: &AgentSlot, autonomy: &autonomy::View) -> AgentStatus {
+    let cgroup = CgroupDir::open_path(&slot.cgroup).ok();
+    let (policy_autonomy, autonomy_override) = autonomy.of(&slot.name);
+    AgentStatus {
+        name: slot.name.clone(),
+        cgroup: slot.cgroup.clone(),
+        cgroup_id: slot.cgroup_id,
+        autonomy: slot.autonomy.to_string(),
+        // An agent gone from the policy has no policy level: it keeps the one it had.
+        policy_autonomy: policy_autonomy.unwrap_or(slot.autonomy).to_string(),
+        autonomy_override,
+        egress_enforced: slot.egress_enforced,
+        processes: cgroup
+            .as_ref()
+            .and_then(|c| c.procs().ok())
+            .map_or(0, |p| p.len()),
+        frozen: cgroup
+            .as_ref()
+            .and_then(|c| c.events().ok())
+            .is_some_and(|e| e.frozen),
+    }
+}

@@ -1,0 +1,46 @@
+//! An agent's entry in the kernel's agents map (`secops_agents`, keyed by cgroup id).
+
+use secops_common::kernel::{Agent as KernelAgent, AGENT_EGRESS_ENFORCED};
+use secops_common::AutonomyLevel;
+
+/// The entry for the agent with kernel index `index`.
+pub(crate) fn agent_entry(
+    index: u32,
+    autonomy: AutonomyLevel,
+    egress_enforced: bool,
+) -> KernelAgent {
+    KernelAgent {
+        agent_index: index,
+        autonomy: autonomy_code(autonomy),
+        flags: if egress_enforced {
+            AGENT_EGRESS_ENFORCED
+        } else {
+            0
+        },
+        pad: 0,
+    }
+}
+
+fn autonomy_code(level: AutonomyLevel) -> u8 {
+    use secops_common::kernel::*;
+    match level {
+        AutonomyLevel::Full => AUTONOMY_FULL,
+        AutonomyLevel::Semi => AUTONOMY_SEMI,
+        AutonomyLevel::Supervised => AUTONOMY_SUPERVISED,
+        AutonomyLevel::Locked => AUTONOMY_LOCKED,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_carry_index_autonomy_and_the_egress_flag() {
+        let e = agent_entry(3, AutonomyLevel::Locked, true);
+        assert_eq!(e.agent_index, 3);
+        assert_eq!(e.autonomy, secops_common::kernel::AUTONOMY_LOCKED);
+        assert_eq!(e.flags, AGENT_EGRESS_ENFORCED);
+        assert_eq!(agent_entry(0, AutonomyLevel::Full, false).flags, 0);
+    }
+}
