@@ -119,7 +119,8 @@ pub const MAP_PROTECTED_PIDS: &str = "secops_protected_pids";
 pub const MAP_FILE_COUNTS: &str = "secops_file_counts";
 pub const MAP_GRANTS: &str = "secops_grants";
 pub const MAP_CGROUP_ANCESTORS: &str = "secops_cgroup_ancestors";
-pub const MAPS: [&str; 13] = [
+pub const MAP_ROOT_CGROUP: &str = "secops_root_cgroup";
+pub const MAPS: [&str; 14] = [
     MAP_CONFIG,
     MAP_AGENTS,
     MAP_EGRESS4,
@@ -133,6 +134,7 @@ pub const MAPS: [&str; 13] = [
     MAP_FILE_COUNTS,
     MAP_GRANTS,
     MAP_CGROUP_ANCESTORS,
+    MAP_ROOT_CGROUP,
 ];
 
 /// `struct secops_config`, the one entry of `secops_config`.

@@ -10,8 +10,10 @@
  * and keep it in secops_cgroup_ancestors keyed by the task's own cgroup, so the walk's
  * probe reads are paid once per cgroup, not once per hook. A task in an agent cgroup itself
  * (where secops run puts agents) is found by its own cgroup id first, so an agent's hot
- * path is bpf_get_current_cgroup_id and one lookup, as with the helper; other tasks pay one
- * lookup more (the cache). Which path a program takes is the loader's
+ * path is bpf_get_current_cgroup_id and one lookup, as with the helper. Tasks outside the
+ * secops root cgroup (most of the machine) are told apart first by
+ * bpf_current_task_under_cgroup against secops_root_cgroup, which is O(1) and needs no map
+ * lookup. Which path a program takes is the loader's
  * choice (secops_ancestor_helper, set from a probe of this kernel); the verifier sees the
  * constant and never visits the other path, so an object built once loads on both kinds of
  * kernel.
@@ -84,6 +86,12 @@ static __always_inline const struct secops_agent *secops_agent_at(__u32 level,
 {
 #ifndef SECOPS_ANCESTOR_HELPER_ONLY
 	if (!secops_ancestor_helper) {
+		/*
+		 * Most tasks are not below the secops root at all: one O(1) helper says so. Only
+		 * a definite "no" (0) ends the search; an unset root (-EAGAIN) goes the whole way.
+		 */
+		if (bpf_current_task_under_cgroup(&secops_root_cgroup, 0) == 0)
+			return NULL;
 		__u64 own = bpf_get_current_cgroup_id();
 		/*
 		 * Agents run in their agent cgroup itself (secops run puts them there): one

@@ -38,6 +38,8 @@ pub fn make_agent(maps: &mut KernelMaps, root: &Path, agent_dir: &Path, agent: A
         flags: 0,
     })
     .unwrap_or_else(|e| panic!("set_config: {e}"));
+    maps.set_root_cgroup(root)
+        .unwrap_or_else(|e| panic!("set_root_cgroup: {e}"));
     maps.upsert_agent(
         kfs::cgroup_id(agent_dir).unwrap_or_else(|e| panic!("{e}")),
         &agent,

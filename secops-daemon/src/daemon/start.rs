@@ -163,6 +163,10 @@ impl KernelLayers {
             .maps_mut()
             .set_config(&config)
             .context("writing the kernel config")?;
+        kernel
+            .maps_mut()
+            .set_root_cgroup(root.path())
+            .context("writing the secops root cgroup into the kernel")?;
 
         // Host names in allowlists start unresolved (they allow nothing) and are resolved in
         // the background, so a slow or unreachable DNS server cannot hold up enforcement.

@@ -13,8 +13,8 @@ use secops_common::kernel::{
     Agent, AncestorKey, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue,
     EgressValue, Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS,
     MAP_CGROUP_ANCESTORS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS,
-    MAP_FILE_COUNTS, MAP_GRANTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS,
-    STATS_LEN, STATS_SUBS,
+    MAP_FILE_COUNTS, MAP_GRANTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_ROOT_CGROUP,
+    MAP_STATS, STATS_LEN, STATS_SUBS,
 };
 use secops_common::kernel::{COUNT_SLOTS, FS_OPS};
 
@@ -98,6 +98,7 @@ pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
         ),
         MAP_PROTECTED_PIDS => (MapType::Hash, 4, 4),
         MAP_CGROUP_ANCESTORS => (MapType::LruHash, s(size_of::<AncestorKey>()), 8),
+        MAP_ROOT_CGROUP => (MapType::CgroupArray, 4, 4),
         MAP_FILE_COUNTS => (MapType::Array, 4, 8),
         MAP_GRANTS => (
             MapType::Hash,
@@ -639,6 +640,19 @@ impl KernelMaps {
         self.heartbeat
             .set(0, value, 0)
             .map_err(|e| KernelError::map(MAP_HEARTBEAT, "writing", e))
+    }
+
+    /// The secops root cgroup (the parent of every agent cgroup), for the programs that
+    /// find agents without `bpf_get_current_ancestor_cgroup_id` (ancestry.h): tasks outside
+    /// it are told apart in one helper call. Set it with the config.
+    pub fn set_root_cgroup(&mut self, root: &Path) -> Result<()> {
+        let name = MAP_ROOT_CGROUP;
+        let dir = std::fs::File::open(root).map_err(|e| KernelError::io("opening", root, e))?;
+        let mut map: aya::maps::CgroupArray<MapData> =
+            aya::maps::CgroupArray::try_from(open_map(&self.pin_dir, name)?)
+                .map_err(|e| KernelError::map(name, "opening pinned map", e))?;
+        map.set(0, std::os::fd::AsRawFd::as_raw_fd(&dir), 0)
+            .map_err(|e| KernelError::map(name, "writing", e))
     }
 
     /// What the programs' cgroup walk has cached (`secops_cgroup_ancestors`; empty where the
