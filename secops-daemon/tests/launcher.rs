@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use secops_daemon::cgroups::{is_cgroup2, process_cgroup, CgroupDir, TestCgroup};
+use secops_daemon::kernel::fs::cgroup_level;
 use secops_daemon::launcher::{self, BLOCKED_SYSCALLS};
 
 const ROLE_FLAG: &str = "--secops-launcher-test-role=";
@@ -1244,12 +1245,12 @@ fn tree_api_create_level_procs_and_remove() {
     assert!(!ok("is_cgroup2", is_cgroup2(&std::env::temp_dir())));
     assert!(is_cgroup2(Path::new("/nonexistent/secops")).is_err());
 
-    assert_eq!(cg.level(), 1);
+    assert_eq!(ok("level", cgroup_level(cg.path())), 1);
     let a = ok("create a", CgroupDir::create(&cg, "a"));
     let again = ok("create a again", CgroupDir::create(&cg, "a"));
     assert_eq!(a, again);
     let b = ok("create b", CgroupDir::create(&a, "b"));
-    assert_eq!(b.level(), 3);
+    assert_eq!(ok("level", cgroup_level(b.path())), 3);
     assert_eq!(b.relative_path(), cg.relative_path().join("a").join("b"));
     assert_eq!(ok("open_path", CgroupDir::open_path(b.path())), b);
     assert_eq!(ok("open", CgroupDir::open(cg.mount(), b.path())), b);

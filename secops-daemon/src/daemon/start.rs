@@ -190,18 +190,25 @@ impl KernelLayers {
             exec: probed.tracepoints.active,
             files: probed.tracepoints.active && !probed.bpf_lsm.active,
             lsm: probed.bpf_lsm.active,
+            ancestor_lookup: kernel::AncestorLookup::Probe,
         };
         let mut kernel =
             Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
         let config = secops_common::kernel::Config {
             root_cgroup_id: root.id()?,
-            agent_level: u32::try_from(root.level() + 1).context("cgroup level")?,
+            agent_level: kernel::fs::cgroup_level(root.path())
+                .context("the secops root cgroup's level")?
+                + 1,
             flags: 0,
         };
         kernel
             .maps_mut()
             .set_config(&config)
             .context("writing the kernel config")?;
+        kernel
+            .maps_mut()
+            .set_root_cgroup(root.path())
+            .context("writing the secops root cgroup into the kernel")?;
 
         // Host names in allowlists start unresolved (they allow nothing) and are resolved in
         // the background, so a slow or unreachable DNS server cannot hold up enforcement.
