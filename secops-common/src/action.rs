@@ -142,6 +142,9 @@ core_actions! {
     // Not a kernel event: the audit type of a change to an agent's autonomy, by a human
     // (`secops agents set-autonomy`) or by secops after repeated denials.
     SysAutonomy => (Sys, "autonomy"),
+    // Not a kernel event: what the audit log records about itself (a rewound log accepted by
+    // an operator, a torn write removed after a crash, segments archived, a key rotated).
+    SysAudit => (Sys, "audit"),
     CodeExec => (Code, "exec"),
     CodeEdit => (Code, "edit"),
     VcsCommit => (Vcs, "commit"),
