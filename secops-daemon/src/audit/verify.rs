@@ -888,6 +888,7 @@ fn compare_witness(
     ours.dedup_by_key(|w| w.number);
     let mut behind: Vec<&WitnessedCheckpoint> = Vec::new();
     let mut gone: Vec<u64> = Vec::new();
+    let (mut differs, mut key_differs) = (false, false);
     for w in &ours {
         if signed && !w.signature_holds() {
             problems.push(Problem::WitnessDiffers {
@@ -902,7 +903,19 @@ fn compare_witness(
         let hash = w.hash_bytes().unwrap_or_default();
         match seen.checkpoints.get(&w.number) {
             Some((c, key)) => {
-                if c.seq != w.seq || c.hash != hash {
+                // The first of each: a rewritten or re-signed chain differs everywhere after.
+                let log_key = hex::encode(chain::key_id(key));
+                if signed && log_key != w.key_id && !key_differs {
+                    key_differs = true;
+                    problems.push(Problem::WitnessKeyDiffers {
+                        witness: name.to_owned(),
+                        number: w.number,
+                        witnessed_key: w.key_id.clone(),
+                        log_key,
+                    });
+                }
+                if (c.seq != w.seq || c.hash != hash) && !differs {
+                    differs = true;
                     problems.push(Problem::WitnessDiffers {
                         witness: name.to_owned(),
                         number: w.number,
@@ -914,24 +927,22 @@ fn compare_witness(
                             hex::encode(c.hash)
                         ),
                     });
-                } else if signed && hex::encode(chain::key_id(key)) != w.key_id {
-                    problems.push(Problem::WitnessKeyDiffers {
-                        witness: name.to_owned(),
-                        number: w.number,
-                        witnessed_key: w.key_id.clone(),
-                        log_key: hex::encode(chain::key_id(key)),
-                    });
                 }
             }
             None if w.seq > last_seq => behind.push(w),
             None => match seen.wanted_hashes.get(&w.seq) {
                 Some(h) if *h == hash => gone.push(w.number),
-                Some(h) => problems.push(Problem::WitnessDiffers {
-                    witness: name.to_owned(),
-                    number: w.number,
-                    seq: w.seq,
-                    why: format!("the log's record {} has hash {}", w.seq, hex::encode(h)),
-                }),
+                Some(h) => {
+                    if !differs {
+                        differs = true;
+                        problems.push(Problem::WitnessDiffers {
+                            witness: name.to_owned(),
+                            number: w.number,
+                            seq: w.seq,
+                            why: format!("the log's record {} has hash {}", w.seq, hex::encode(h)),
+                        });
+                    }
+                }
                 // The record is there but was not verified (after a break in the chain).
                 None => gone.push(w.number),
             },

@@ -72,6 +72,8 @@ pub struct DaemonOptions {
     /// How soon a host name in an allowlist that did not resolve is tried again (resolved
     /// names are refreshed when their TTL runs out).
     pub host_refresh: Duration,
+    /// Where audit checkpoints are also sent.
+    pub audit_witnesses: Vec<crate::audit::witness::WitnessSpec>,
 }
 
 /// Locks shared state. A panicked holder cannot leave these structures half-written in a
@@ -394,7 +396,10 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     let writer = AuditWriter::open(
         &audit_paths,
         CheckpointPolicy::default(),
-        WriterOptions::default(),
+        WriterOptions {
+            witnesses: options.audit_witnesses.clone(),
+            ..WriterOptions::default()
+        },
     )
     .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))?;
 

@@ -10,6 +10,7 @@
 mod file;
 mod http;
 mod read;
+mod serve;
 mod sink;
 mod syslog;
 
@@ -20,6 +21,7 @@ use super::chain::{self, Hash};
 use super::frame::CheckpointFrame;
 
 pub use read::{load_witness, parse_witness_text, WitnessError};
+pub use serve::serve;
 pub use sink::{WitnessSet, WitnessSpec, WitnessStatus};
 
 /// The format version of witness lines.
