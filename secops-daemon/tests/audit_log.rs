@@ -560,6 +560,61 @@ mod audit_tamper {
     }
 
     #[test]
+    fn a_rotated_key_is_followed_from_the_pinned_one_and_a_forged_rotation_is_not() {
+        let (_d, paths) = log_with(30);
+        let old = secops_daemon::audit::verify::read_pinned_key(&paths.public_key).unwrap();
+        let mut store = AuditStore::open(&paths, policy()).unwrap();
+        let (old_id, new_id) = store.rotate_key().unwrap();
+        assert_ne!(old_id, new_id);
+        store
+            .append_batch(&(31..=45).map(rec).collect::<Vec<_>>())
+            .unwrap();
+        drop(store);
+        // Another appender picks the new key up from the key directory.
+        AuditStore::open(&paths, policy())
+            .unwrap()
+            .append(&rec(46))
+            .unwrap();
+        let pinned = |key: [u8; 32]| {
+            secops_daemon::audit::verify_with(
+                &paths,
+                &secops_daemon::audit::VerifyOptions {
+                    pinned_key: Some(key),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let report = pinned(old);
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(
+            report.key_ids,
+            vec![hex::encode(old_id), hex::encode(new_id)]
+        );
+        // Pinning the new key: the checkpoints before the handover are not its.
+        let new = secops_daemon::audit::verify::read_pinned_key(&paths.public_key).unwrap();
+        assert!(matches!(
+            pinned(new).problem(),
+            Some(Problem::WrongKey {
+                first_number: 1,
+                ..
+            })
+        ));
+        // A rotation frame signed by anyone but the key in force does not hold.
+        let mut s = Seg::open(&paths);
+        for f in &mut s.frames {
+            if let Frame::Rotation(r) = f {
+                r.signature[0] ^= 1;
+            }
+        }
+        s.save();
+        assert!(matches!(
+            pinned(old).problem(),
+            Some(Problem::BadRotation { at_seq: 30, .. })
+        ));
+    }
+
+    #[test]
     fn verify_does_not_need_the_private_key() {
         let (_d, paths) = log_with(25);
         std::fs::remove_file(&paths.signing_key).unwrap();

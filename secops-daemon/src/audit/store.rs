@@ -454,6 +454,15 @@ impl AuditStore {
                 (key, live, scan, created)
             }
         };
+        let mut key = key;
+        if key.verifying_key().to_bytes() != scan.key {
+            // A rotation whose frame is in the log but whose key was not installed yet.
+            if let Some(next) = keys::read_next_key(paths)? {
+                if next.verifying_key().to_bytes() == scan.key {
+                    key = keys::promote_next_key(paths)?;
+                }
+            }
+        }
         let public = key.verifying_key().to_bytes();
         if public != scan.key {
             return Err(AuditError::KeyMismatch {
@@ -701,6 +710,48 @@ impl AuditStore {
         let closed = self.live.path.clone();
         self.roll_segment()?;
         Ok(Some(closed))
+    }
+
+    /// Hands the log to a new signing key: everything so far is sealed with the old key, then
+    /// a rotation frame signed by the old key names the new one, which signs from then on.
+    /// Returns the old and new key ids.
+    pub fn rotate_key(&mut self) -> Result<([u8; KEY_ID_LEN], [u8; KEY_ID_LEN]), AuditError> {
+        let new = SigningKey::generate(&mut OsRng);
+        keys::stage_next_key(&self.paths, &new)?;
+        let lock_file = self.lock_handle()?;
+        let _guard = lock(&lock_file, &self.paths.lock)?;
+        self.catch_up()?;
+        let mut head = self.head;
+        let mut buf = Vec::new();
+        let now = now_ns();
+        let made = (head.checkpoint.map_or(0, |c| c.seq) < head.seq)
+            .then(|| self.push_checkpoint(&mut buf, &mut head, now));
+        let new_public = new.verifying_key().to_bytes();
+        let signature = self
+            .key
+            .sign(&chain::rotation_message(
+                &self.log_id,
+                head.seq,
+                now,
+                &self.public,
+                &new_public,
+            ))
+            .to_bytes();
+        Frame::Rotation(frame::RotationFrame {
+            at_seq: head.seq,
+            ts_ns: now,
+            old_key: self.public,
+            new_key: new_public,
+            signature,
+        })
+        .encode_into(&mut buf);
+        self.commit(&buf, head, made)?;
+        let old_id = self.key_id;
+        self.key = keys::promote_next_key(&self.paths)?;
+        self.public = new_public;
+        self.key_id = chain::key_id(&new_public);
+        tracing::warn!(old = %hex::encode(old_id), new = %hex::encode(self.key_id), "audit signing key rotated");
+        Ok((old_id, self.key_id))
     }
 
     /// How long until unsealed records are due for a checkpoint (zero if overdue), or `None`

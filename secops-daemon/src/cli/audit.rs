@@ -35,6 +35,10 @@ pub enum AuditCommand {
     },
     /// Close the open segment (with a checkpoint) so the log goes on in a new one.
     Rotate,
+    /// Hand the log to a new signing key: the old key seals what is there and signs a
+    /// statement naming the new one, so `verify --public-key OLD` still accepts the log and a
+    /// key replaced without such a statement is a finding.
+    RotateKey,
     /// Serve an HTTP witness: keeps every checkpoint line POSTed to it in FILE (appended and
     /// synced, signatures checked) and answers GET with them, for `verify --witness URL`.
     /// Run it on another machine, or at least as another user.
@@ -200,6 +204,16 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
                 Some(closed) => println!("closed {}", closed.display()),
                 None => println!("the open segment holds no record yet; nothing to close"),
             }
+            Ok(0)
+        }
+        AuditCommand::RotateKey => {
+            let mut store = AuditStore::open(&paths, Default::default())?;
+            let (old, new) = store.rotate_key()?;
+            println!(
+                "audit signing key {} handed the log to key {}",
+                hex::encode(old),
+                hex::encode(new)
+            );
             Ok(0)
         }
         AuditCommand::WitnessServe { listen, file } => {
