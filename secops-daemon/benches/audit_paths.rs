@@ -6,7 +6,8 @@
 //! of `audit query --agent X --since 1h` at two log sizes, and the largest unsealed tail at
 //! 1,000 records/s.
 //!
-//! `cargo bench -p secops-daemon --bench audit_paths`. Prints one table; rounds alternate the
+//! `cargo bench -p secops-daemon --bench audit_paths` (it replaces the criterion audit bench).
+//! Prints one table; rounds alternate the
 //! paths so a noisy neighbour hits them alike, and each ratio is the median of the rounds'.
 
 use std::time::{Duration, Instant};

@@ -83,17 +83,7 @@ pub fn http_request(
         Err(e) => return Err(bad(format!("the answer is not HTTP: {e}"))),
     };
     let status = resp.code.unwrap_or(0);
-    let length = resp
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| {
-            std::str::from_utf8(h.value)
-                .ok()?
-                .trim()
-                .parse::<usize>()
-                .ok()
-        });
+    let length = content_length(resp.headers);
     let mut body = reply[at..].to_vec();
     if let Some(n) = length {
         if body.len() < n {
@@ -105,6 +95,14 @@ pub fn http_request(
         body.truncate(n);
     }
     Ok((status, body))
+}
+
+/// The `Content-Length` of a parsed request or answer, if it has a valid one.
+pub(super) fn content_length(headers: &[httparse::Header<'_>]) -> Option<usize> {
+    let h = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))?;
+    std::str::from_utf8(h.value).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]
