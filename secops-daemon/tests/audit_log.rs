@@ -1006,9 +1006,13 @@ mod audit_writer {
         let dir = tempfile::tempdir().unwrap();
         let paths = AuditPaths::new(dir.path());
         let writer = Arc::new(
+            // No time-based checkpoint: the explicit one below must be the one that seals.
             AuditWriter::open(
                 &paths,
-                CheckpointPolicy::default(),
+                CheckpointPolicy {
+                    every_records: 1 << 20,
+                    every: Duration::from_secs(3600),
+                },
                 WriterOptions::default(),
             )
             .unwrap(),
