@@ -12,6 +12,7 @@ pub mod keys;
 pub mod ocsf;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod segment;
 pub mod store;
 pub mod verify;

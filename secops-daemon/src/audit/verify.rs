@@ -20,6 +20,7 @@ use super::error::AuditError;
 use super::frame::{CheckpointFrame, Frame, RecordFrame, SegmentHeader};
 use super::head::HeadFile;
 use super::keys;
+use super::retention::ARCHIVE_RULE;
 use super::segment::{self, FrameScanner, ScanError, SegmentRef};
 use super::store::AuditPaths;
 use super::witness::WitnessedCheckpoint;
@@ -140,6 +141,8 @@ pub enum Problem {
     },
     /// The public key file beside the log is not the log's key.
     KeyFileDiffers { path: PathBuf },
+    /// Records before the first live segment that the log never said it archived.
+    NotArchived { from: u64, to: u64 },
 }
 
 /// Why a checkpoint does not hold.
@@ -269,6 +272,11 @@ impl fmt::Display for Problem {
                 "{}: its header says it is kept {expected}, but that inode flag was taken off",
                 path.display()
             ),
+            Problem::NotArchived { from, to } => write!(
+                f,
+                "records {from}..={to} are not in the log, and the log never said it archived \
+                 them: deleted"
+            ),
             Problem::KeyFileDiffers { path } => write!(
                 f,
                 "{}: this public key is not the one the log is signed with",
@@ -358,6 +366,8 @@ struct Seen {
     checkpoints: BTreeMap<u64, (CheckpointFrame, [u8; 32])>,
     /// Hashes of the records witnesses name, by seq.
     wanted_hashes: HashMap<u64, Hash>,
+    /// What the log's `audit.archive` records say was archived.
+    archive_objects: Vec<String>,
 }
 
 /// Verifies the log under `paths` (and archives) read-only, using only public keys.
@@ -482,6 +492,23 @@ pub fn verify_with(
         }
     }
     let last_seq = walk.expected - 1;
+    if first_header.first_seq > 1 {
+        // Every record before the first segment given must be one the log said it archived.
+        let mut ranges = super::retention::archived_ranges(&walk.seen.archive_objects);
+        ranges.sort_unstable();
+        let mut covered = 0u64;
+        for (a, b) in ranges {
+            if a <= covered + 1 {
+                covered = covered.max(b);
+            }
+        }
+        if covered + 1 < first_header.first_seq {
+            walk.problems.push(Problem::NotArchived {
+                from: covered + 1,
+                to: first_header.first_seq - 1,
+            });
+        }
+    }
 
     // The public key file, if there is one, must be the key in force.
     if let Ok(public) = keys::load_verifying_key(paths) {
@@ -711,6 +738,16 @@ impl Walk {
                             link = r.hash;
                             if self.witnessed_seqs.contains(&e) {
                                 self.seen.wanted_hashes.insert(e, r.hash);
+                            }
+                            if memchr::memmem::find(&r.encoding, ARCHIVE_RULE.as_bytes()).is_some()
+                            {
+                                if let Ok((_, b)) = chain::decode_record(&r.encoding) {
+                                    if b.rule_id.as_deref() == Some(ARCHIVE_RULE) {
+                                        if let Some(o) = b.object {
+                                            self.seen.archive_objects.push(o.value);
+                                        }
+                                    }
+                                }
                             }
                             let due: Vec<CheckpointFrame> =
                                 self.ahead.iter().filter(|c| c.seq <= e).copied().collect();

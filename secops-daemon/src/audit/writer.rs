@@ -113,7 +113,7 @@ pub struct CommitTicket {
     slot: Option<(Arc<Slot>, usize)>,
     refused: Option<String>,
     shared: Option<Arc<Shared>>,
-    db: PathBuf,
+    db: Arc<PathBuf>,
 }
 
 impl CommitTicket {
@@ -128,7 +128,9 @@ impl CommitTicket {
         let Some((slot, index)) = self.slot else {
             return Err(match self.refused {
                 Some(why) => AuditError::InvalidRecord { why },
-                None => AuditError::WriterGone { path: self.db },
+                None => AuditError::WriterGone {
+                    path: self.db.to_path_buf(),
+                },
             });
         };
         if !slot.urgent.load(Ordering::Acquire) {
@@ -147,7 +149,7 @@ impl CommitTicket {
                 Some(Ok(first)) => return Ok(first + index as u64),
                 Some(Err(reason)) => {
                     return Err(AuditError::CommitFailed {
-                        path: self.db,
+                        path: self.db.to_path_buf(),
                         reason: reason.clone(),
                     })
                 }
@@ -208,6 +210,8 @@ pub struct AuditWriter {
     options: WriterOptions,
     threads: Vec<JoinHandle<Result<(), String>>>,
     db: PathBuf,
+    /// The same, for tickets (one reference count per record instead of a copy).
+    ticket_db: Arc<PathBuf>,
 }
 
 impl AuditWriter {
@@ -275,7 +279,7 @@ impl AuditWriter {
             threads.push(spawn(
                 "secops-index",
                 Box::new(move || {
-                    yield_to_decisions();
+                    only_when_idle();
                     run_index(index_shared, ix_rx, &index_paths, &log_id);
                     Ok(())
                 }),
@@ -297,6 +301,7 @@ impl AuditWriter {
             shared,
             options,
             threads,
+            ticket_db: Arc::new(db.clone()),
             db,
         })
     }
@@ -311,7 +316,7 @@ impl AuditWriter {
                 slot: Some(slot),
                 refused: None,
                 shared: Some(self.shared.clone()),
-                db: self.db.clone(),
+                db: self.ticket_db.clone(),
             },
             None => self.refused(None),
         }
@@ -405,7 +410,7 @@ impl AuditWriter {
             slot: None,
             refused: why,
             shared: None,
-            db: self.db.clone(),
+            db: self.ticket_db.clone(),
         }
     }
 
@@ -483,6 +488,17 @@ fn yield_to_decisions() {
         let param = libc::sched_param { sched_priority: 0 };
         libc::sched_setscheduler(0, libc::SCHED_BATCH, &param);
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+}
+
+/// The index is derived and may lag: it gets only CPU nobody else wants (SCHED_IDLE), so it
+/// never takes time from the writer or from decisions; queries read what it has not reached
+/// from the segments.
+fn only_when_idle() {
+    // SAFETY: a plain syscall on the calling thread.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 

@@ -33,8 +33,20 @@ pub enum AuditCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Close the open segment (with a checkpoint) so the log goes on in a new one.
-    Rotate,
+    /// Close the open segment (with a checkpoint) so the log goes on in a new one; with
+    /// `--archive`, move closed segments out of the live log into DIR (oldest first, each
+    /// copied, synced, read back and recorded in the log before it leaves).
+    Rotate {
+        /// Where closed segments go.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// Keep segments whose newest record is younger than this (e.g. 30d).
+        #[arg(long, requires = "archive", value_parser = humantime::parse_duration)]
+        keep_age: Option<Duration>,
+        /// Keep at most this many bytes of segments live.
+        #[arg(long, requires = "archive")]
+        keep_bytes: Option<u64>,
+    },
     /// Hand the log to a new signing key: the old key seals what is there and signs a
     /// statement naming the new one, so `verify --public-key OLD` still accepts the log and a
     /// key replaced without such a statement is a finding.
@@ -198,11 +210,33 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        AuditCommand::Rotate => {
+        AuditCommand::Rotate {
+            archive,
+            keep_age,
+            keep_bytes,
+        } => {
             let mut store = AuditStore::open(&paths, Default::default())?;
             match store.close_segment()? {
                 Some(closed) => println!("closed {}", closed.display()),
                 None => println!("the open segment holds no record yet; nothing to close"),
+            }
+            if let Some(archive_dir) = archive {
+                let policy = crate::audit::retention::RetentionPolicy {
+                    archive_dir,
+                    keep_age,
+                    keep_bytes,
+                };
+                for a in
+                    crate::audit::retention::archive(&mut store, &policy, crate::time::now_ns())?
+                {
+                    println!(
+                        "archived records {}..={} to {} (sha256 {})",
+                        a.first_seq,
+                        a.last_seq,
+                        a.path.display(),
+                        a.sha256
+                    );
+                }
             }
             Ok(0)
         }
