@@ -1108,4 +1108,46 @@ mod audit_writer {
         writer.close().unwrap();
         assert_eq!(AuditReader::open(&paths).unwrap().last_seq().unwrap(), 51);
     }
+
+    #[test]
+    fn allowed_process_exits_are_counted_not_itemized() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = AuditPaths::new(dir.path());
+        let writer = AuditWriter::open(&paths, policy(), WriterOptions::default()).unwrap();
+        let exit = |i: u64, verdict| NewRecord {
+            agent: Some("builder".into()),
+            ..NewRecord::new(
+                1_700_000_000_000_000_000 + i as i64,
+                "proc:exit",
+                verdict,
+                RiskLevel::Low,
+                format!("exit {i}"),
+                Source::Kernel,
+            )
+        };
+        for i in 0..300 {
+            assert!(writer.enqueue(exit(i, Verdict::Allow)));
+        }
+        // A denied one is itemized; a waited-on allowed one writes the summary now.
+        let denied = writer.append(exit(300, Verdict::Deny)).wait().unwrap();
+        let summary = writer.append(exit(301, Verdict::Allow)).wait().unwrap();
+        writer.close().unwrap();
+        let all = AuditReader::open(&paths)
+            .unwrap()
+            .query(&QueryFilter::default())
+            .unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let s = all.iter().find(|r| r.seq == summary).unwrap();
+        assert!(
+            s.body.reason.starts_with("301 proc:exit allowed"),
+            "{}",
+            s.body.reason
+        );
+        assert_eq!(s.body.agent.as_deref(), Some("builder"));
+        assert_eq!(
+            all.iter().find(|r| r.seq == denied).unwrap().body.verdict,
+            Verdict::Deny
+        );
+        assert!(verify(&paths).unwrap().is_ok());
+    }
 }

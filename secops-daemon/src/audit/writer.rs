@@ -49,6 +49,27 @@ pub struct WriterOptions {
     pub witnesses: Vec<WitnessSpec>,
     /// Keep the index up to date behind the writer.
     pub index: bool,
+    /// Allowed records of these action types are counted, not itemized: one record per
+    /// (agent, action, rule) per window says how many there were.
+    pub aggregate: Vec<Aggregate>,
+}
+
+/// An action type whose allowed records are aggregated, and over how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Aggregate {
+    pub action: String,
+    pub window: Duration,
+}
+
+impl Aggregate {
+    /// What is aggregated unless configured otherwise: process exits (an exit's record says
+    /// nothing a count does not, and every short-lived process makes one).
+    pub fn defaults() -> Vec<Aggregate> {
+        vec![Aggregate {
+            action: "proc:exit".into(),
+            window: Duration::from_secs(5),
+        }]
+    }
 }
 
 impl Default for WriterOptions {
@@ -62,6 +83,7 @@ impl Default for WriterOptions {
             unacked_age: Duration::from_millis(50),
             witnesses: Vec::new(),
             index: true,
+            aggregate: Aggregate::defaults(),
         }
     }
 }
@@ -159,8 +181,31 @@ impl CommitTicket {
     }
 }
 
+/// Records being counted instead of itemized, by what their summary will name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct AggKey {
+    agent: Option<String>,
+    cgroup_id: Option<u64>,
+    action: String,
+    rule_id: Option<String>,
+    source: super::record::Source,
+}
+
+struct AggEntry {
+    count: u64,
+    first_ts: i64,
+    last_ts: i64,
+    risk: secops_common::RiskLevel,
+    reason: String,
+    window: Duration,
+    started: Instant,
+    /// The summary's slot: every counted record's ticket resolves with the summary's seq.
+    slot: Arc<Slot>,
+}
+
 /// What producers and the writer thread share.
 struct Shared {
+    aggregates: Mutex<std::collections::HashMap<AggKey, AggEntry>>,
     queue: Mutex<Queue>,
     /// The writer waits here for records; producers wait here for room.
     wake: Condvar,
@@ -243,6 +288,7 @@ impl AuditWriter {
             ..AuditHealth::default()
         };
         let shared = Arc::new(Shared {
+            aggregates: Mutex::new(std::collections::HashMap::new()),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             room: Condvar::new(),
@@ -362,6 +408,16 @@ impl AuditWriter {
     }
 
     fn push(&self, record: NewRecord, wait_for_room: bool) -> Option<(Arc<Slot>, usize)> {
+        if record.verdict == secops_common::Verdict::Allow {
+            if let Some(rule) = self
+                .options
+                .aggregate
+                .iter()
+                .find(|a| a.action == record.action)
+            {
+                return self.count(record, rule.window);
+            }
+        }
         let bytes = record_bytes(&record);
         let mut q = lock(&self.shared.queue);
         if !wait_for_room {
@@ -403,6 +459,35 @@ impl AuditWriter {
             self.shared.wake.notify_all();
         }
         Some((slot, index))
+    }
+
+    /// Counts an aggregated record into its summary.
+    fn count(&self, r: NewRecord, window: Duration) -> Option<(Arc<Slot>, usize)> {
+        if lock(&self.shared.queue).stopped {
+            return None;
+        }
+        let key = AggKey {
+            agent: r.agent,
+            cgroup_id: r.cgroup_id,
+            action: r.action,
+            rule_id: r.rule_id,
+            source: r.source,
+        };
+        let mut aggs = lock(&self.shared.aggregates);
+        let e = aggs.entry(key).or_insert_with(|| AggEntry {
+            count: 0,
+            first_ts: r.ts_ns,
+            last_ts: r.ts_ns,
+            risk: r.risk,
+            reason: r.reason,
+            window,
+            started: Instant::now(),
+            slot: Slot::new(),
+        });
+        e.count += 1;
+        e.first_ts = e.first_ts.min(r.ts_ns);
+        e.last_ts = e.last_ts.max(r.ts_ns);
+        Some((e.slot.clone(), 0))
     }
 
     fn refused(&self, why: Option<String>) -> CommitTicket {
@@ -509,6 +594,61 @@ enum Work {
     Close,
 }
 
+/// Moves summaries whose window is over, or that someone waits on (all of them when closing),
+/// into the queue; returns when the next one is due.
+fn flush_aggregates(shared: &Shared, q: &mut Queue) -> Option<Duration> {
+    let mut aggs = lock(&shared.aggregates);
+    let closing = q.closing;
+    let due: Vec<AggKey> = aggs
+        .iter()
+        // A summary someone waits on (the kernel pipeline settles each batch) is written now:
+        // it then counts what arrived until then.
+        .filter(|(_, e)| {
+            closing || e.started.elapsed() >= e.window || e.slot.urgent.load(Ordering::Acquire)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in due {
+        let Some(e) = aggs.remove(&key) else { continue };
+        let reason = format!(
+            "{} {} allowed from {} to {}, counted, not itemized (one record per {}; the first \
+             said: {})",
+            e.count,
+            key.action,
+            crate::time::format_ns(e.first_ts),
+            crate::time::format_ns(e.last_ts),
+            humantime::format_duration(e.window),
+            e.reason
+        );
+        let summary = NewRecord {
+            agent: key.agent,
+            cgroup_id: key.cgroup_id,
+            rule_id: key.rule_id,
+            ..NewRecord::new(
+                e.last_ts,
+                &key.action,
+                secops_common::Verdict::Allow,
+                e.risk,
+                reason,
+                key.source,
+            )
+        };
+        e.slot.urgent.store(true, Ordering::Release);
+        let bytes = record_bytes(&summary);
+        q.records += 1;
+        q.bytes += bytes;
+        q.batches.push_front(Batch {
+            bytes,
+            records: vec![summary],
+            slot: e.slot,
+            started: e.started,
+        });
+    }
+    aggs.values()
+        .map(|e| e.window.saturating_sub(e.started.elapsed()))
+        .min()
+}
+
 fn next_work(
     shared: &Shared,
     store: &AuditStore,
@@ -517,6 +657,7 @@ fn next_work(
 ) -> Work {
     let mut q = lock(&shared.queue);
     loop {
+        let aggregate_in = flush_aggregates(shared, &mut q);
         let ready = q.batches.front().is_some_and(|b| {
             b.records.len() >= options.max_batch.max(1)
                 || b.slot.urgent.load(Ordering::Acquire)
@@ -550,7 +691,10 @@ fn next_work(
             .batches
             .front()
             .map(|b| options.linger.saturating_sub(b.started.elapsed()));
-        let timeout = [seal_in, linger_in].into_iter().flatten().min();
+        let timeout = [seal_in, linger_in, aggregate_in]
+            .into_iter()
+            .flatten()
+            .min();
         q = match timeout {
             Some(t) => {
                 shared
