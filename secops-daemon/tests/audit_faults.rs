@@ -235,3 +235,53 @@ fn symlinks_and_directories_others_control_are_refused() {
     assert!(err.to_string().contains("mode 0777"), "{err}");
     std::thread::sleep(Duration::from_millis(1));
 }
+
+#[test]
+fn inode_flags_keep_segments_append_only_and_verify_misses_them_when_taken_off() {
+    need_root!();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = AuditPaths::new(dir.path().join("state"));
+    let options = secops_daemon::audit::StoreOptions {
+        inode_flags: true,
+        segment_bytes: 32 << 10,
+        ..Default::default()
+    };
+    let mut store = AuditStore::open_with(&paths, options).unwrap();
+    for chunk in (1..=400).map(rec).collect::<Vec<_>>().chunks(50) {
+        store.append_batch(chunk).unwrap();
+    }
+    drop(store);
+    let segs = segment::list_segments(&paths.audit_dir).unwrap();
+    assert!(segs.len() > 2);
+    // Closed segments cannot be changed or removed, the open one only appended to.
+    assert!(std::fs::remove_file(&segs[0].path).is_err());
+    assert!(std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segs[0].path)
+        .is_err());
+    let open = &segs[segs.len() - 1].path;
+    assert!(
+        std::fs::OpenOptions::new().write(true).open(open).is_err(),
+        "not without O_APPEND"
+    );
+    assert!(verify(&paths).unwrap().is_ok());
+    // Taking a flag off is a finding, as dropping the old triggers should have been.
+    assert!(Command::new("chattr")
+        .arg("-i")
+        .arg(&segs[0].path)
+        .status()
+        .unwrap()
+        .success());
+    let report = verify(&paths).unwrap();
+    assert!(
+        report.problems.iter().any(|p| matches!(
+            p,
+            secops_daemon::audit::Problem::ProtectionRemoved {
+                expected: "immutable",
+                ..
+            }
+        )),
+        "{report}"
+    );
+    segment::unprotect_tree(&paths.audit_dir);
+}
