@@ -181,12 +181,6 @@ impl Index {
         })
     }
 
-    /// Refreshes where indexing stopped (another process may have indexed more).
-    pub fn refresh(&mut self) -> Result<(), AuditError> {
-        self.resume = read_resume(&self.conn, &self.path)?;
-        Ok(())
-    }
-
     /// Indexes every record the segments hold after the resume point. Returns how many.
     pub fn catch_up(&mut self, audit_dir: &Path) -> Result<u64, AuditError> {
         let mut total = 0;
@@ -338,42 +332,6 @@ impl Index {
             .map_err(&err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&err)
     }
-
-    /// Every indexed row, for `verify`'s comparison with the log: seq → (agent, action,
-    /// verdict, ts, segment, offset).
-    pub fn rows(&self) -> Result<Vec<IndexRow>, AuditError> {
-        let err = sql(&self.path);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, ts_ns, agent, action, verdict, segment, offset FROM records ORDER BY seq")
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(IndexRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    ts_ns: r.get(1)?,
-                    agent: r.get(2)?,
-                    action: r.get(3)?,
-                    verdict: r.get(4)?,
-                    segment: r.get::<_, i64>(5)? as u64,
-                    offset: r.get::<_, i64>(6)? as u64,
-                })
-            })
-            .map_err(&err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(&err)
-    }
-}
-
-/// One row of the index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexRow {
-    pub seq: u64,
-    pub ts_ns: i64,
-    pub agent: Option<String>,
-    pub action: String,
-    pub verdict: String,
-    pub segment: u64,
-    pub offset: u64,
 }
 
 fn read_resume(conn: &Connection, path: &Path) -> Result<Option<Resume>, AuditError> {
