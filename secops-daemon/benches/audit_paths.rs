@@ -116,7 +116,7 @@ fn store(data: &[Vec<NewRecord>]) -> f64 {
 
 /// The daemon's path: producers queue 1,024 records and wait for their tickets;
 /// `in_flight` batches are outstanding at once.
-fn writer(data: &[Vec<NewRecord>], in_flight: usize) -> f64 {
+fn writer(data: &[Vec<NewRecord>], in_flight: usize, low_priority: bool) -> f64 {
     let dir = tempdir();
     let paths = AuditPaths::new(dir.path().join("s"));
     let witness = dir.path().join("witness.log");
@@ -125,6 +125,7 @@ fn writer(data: &[Vec<NewRecord>], in_flight: usize) -> f64 {
         CheckpointPolicy::default(),
         WriterOptions {
             witnesses: vec![WitnessSpec::File(witness)],
+            low_priority,
             ..WriterOptions::default()
         },
     )
@@ -284,6 +285,7 @@ fn main() {
         ("AuditStore (chain + signed checkpoints)", vec![]),
         ("daemon path: AuditWriter, 1 batch in flight", vec![]),
         ("daemon path: AuditWriter, 2 batches in flight", vec![]),
+        ("  the same, writer at normal priority", vec![]),
         ("previous shape: SQLite, 4 indexes, FULL", vec![]),
     ];
     let mut ratio_1 = Vec::new();
@@ -292,12 +294,13 @@ fn main() {
         let data = batches(round);
         let raw = raw_store(&data);
         let s = store(&data);
-        let w1 = writer(&data, 1);
-        let w2 = writer(&data, 2);
+        let w1 = writer(&data, 1, true);
+        let w2 = writer(&data, 2, true);
+        let w2n = writer(&data, 2, false);
         let q = sqlite_rows(&data);
         ratio_1.push(w1 / raw);
         ratio_2.push(w2 / raw);
-        for (row, v) in rows.iter_mut().zip([raw, s, w1, w2, q]) {
+        for (row, v) in rows.iter_mut().zip([raw, s, w1, w2, w2n, q]) {
             row.1.push(v);
         }
     }

@@ -52,6 +52,9 @@ pub struct WriterOptions {
     /// Allowed records of these action types are counted, not itemized: one record per
     /// (agent, action, rule) per window says how many there were.
     pub aggregate: Vec<Aggregate>,
+    /// Run the writer at nice 10 / SCHED_BATCH so answering decisions takes the CPU first
+    /// (the API latency work); false runs it at normal priority.
+    pub low_priority: bool,
 }
 
 /// An action type whose allowed records are aggregated, and over how long.
@@ -84,6 +87,7 @@ impl Default for WriterOptions {
             witnesses: Vec::new(),
             index: true,
             aggregate: Aggregate::defaults(),
+            low_priority: true,
         }
     }
 }
@@ -338,7 +342,9 @@ impl AuditWriter {
             spawn(
                 "secops-audit",
                 Box::new(move || {
-                    yield_to_decisions();
+                    if writer_options.low_priority {
+                        yield_to_decisions();
+                    }
                     run(store, writer_shared, writer_options, cp_tx, ix_tx)
                 }),
             )?,
