@@ -145,6 +145,9 @@ core_actions! {
     // Not a kernel event either: the audit type of a policy reload (or a refused one), with
     // what triggered it and the policy's content hash old -> new.
     SysPolicy => (Sys, "policy"),
+    // Not a kernel event: what the audit log records about itself (a rewound log accepted by
+    // an operator, a torn write removed after a crash, segments archived, a key rotated).
+    SysAudit => (Sys, "audit"),
     CodeExec => (Code, "exec"),
     CodeEdit => (Code, "edit"),
     VcsCommit => (Vcs, "commit"),

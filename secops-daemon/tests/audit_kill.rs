@@ -126,7 +126,7 @@ mod audit_kill {
 
         let report = verify(&paths).unwrap();
         println!("{report}");
-        assert!(report.problem.is_none(), "{report}");
+        assert!(report.problem().is_none(), "{report}");
         assert_eq!(report.records, report.last_seq);
         let max = *committed.iter().max().unwrap();
         // One writer: acknowledgements arrive in order, without gaps or repeats.

@@ -1,5 +1,8 @@
 //! The `secops` binary end to end: real policy files, a real audit database, real exit codes.
 
+use secops_daemon::audit::chain;
+use secops_daemon::audit::frame::Frame;
+use secops_daemon::audit::segment;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -299,20 +302,19 @@ fn verify_reports_a_tampered_record_and_exits_1() {
             "/etc/hosts",
         ]);
     }
-    let db = rusqlite::Connection::open(s.state.path().join("audit.db")).unwrap();
-    let triggers: Vec<String> = db
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    for t in triggers {
-        db.execute(&format!("DROP TRIGGER {t}"), []).unwrap();
+    let segs = segment::list_segments(&s.state.path().join("audit")).unwrap();
+    let (frames, _) = segment::read_frames(&segs[0].path).unwrap();
+    let mut frames: Vec<Frame> = frames.into_iter().map(|f| f.frame.unwrap()).collect();
+    for f in &mut frames {
+        if let Frame::Record(r) = f {
+            let (seq, mut body) = chain::decode_record(&r.encoding).unwrap();
+            if seq == 2 {
+                body.verdict = secops_common::Verdict::Allow;
+                r.encoding = chain::encode_record(seq, &body);
+            }
+        }
     }
-    db.execute("UPDATE records SET verdict = 'allow' WHERE seq = 2", [])
-        .unwrap();
-    drop(db);
+    segment::write_frames(&segs[0].path, &frames).unwrap();
     let out = s.run(&["audit", "verify"]);
     assert_eq!(out.status.code(), Some(1));
     let report = String::from_utf8_lossy(&out.stdout);
@@ -339,17 +341,26 @@ fn help_explains_the_commands_and_exit_codes() {
 }
 
 #[test]
-fn a_corrupt_audit_database_is_an_error_naming_the_file() {
+fn a_corrupt_audit_segment_is_a_problem_naming_the_file() {
     let s = Secops::new();
+    s.check(&[
+        "--agent",
+        "coder",
+        "--action",
+        "fs:read",
+        "--path",
+        "/srv/agents/coder/x",
+    ]);
+    let segs = segment::list_segments(&s.state.path().join("audit")).unwrap();
     std::fs::write(
-        s.state.path().join("audit.db"),
-        b"this is not sqlite, not at all, not even close......",
+        &segs[0].path,
+        b"this is not a segment, not at all, not even close......",
     )
     .unwrap();
     let out = s.run(&["audit", "verify"]);
-    assert_eq!(out.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("audit.db"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(".seg"), "{stdout}");
     let (code, _) = s.check(&[
         "--agent",
         "coder",

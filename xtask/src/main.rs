@@ -33,6 +33,8 @@ const NEEDS: &[(Need, &str)] = &[
     (Need::Command("apt-get"), "apt"),
     (Need::Command("dpkg-deb"), "dpkg"),
     (Need::Command("ldd"), "libc-bin"),
+    // The audit witness tests send checkpoints to a real rsyslogd they start.
+    (Need::File("/usr/sbin/rsyslogd"), "rsyslog"),
 ];
 
 enum Need {

@@ -145,7 +145,16 @@ impl TicketStore {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(db)?;
+        // Never through a symlink: one planted in the state directory would make the queue
+        // live wherever it points.
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(db)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -641,5 +650,15 @@ mod tests {
         conn.execute("UPDATE tickets SET risk = 'meh' WHERE id = ?1", [id as i64])
             .unwrap();
         assert!(matches!(s.get(id), Err(TicketError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_symlinked_queue_is_refused_and_nothing_is_created_at_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere.db");
+        let link = dir.path().join("approvals.db");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(TicketStore::open(&link).is_err());
+        assert!(!target.exists());
     }
 }

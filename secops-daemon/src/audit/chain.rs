@@ -1,12 +1,19 @@
 //! The hash chain: the canonical encoding of a record, the record hash, the genesis value and
 //! the bytes a checkpoint signature covers.
 //!
-//! # Canonical encoding (version 1)
+//! # Record hash (version 2)
 //!
-//! A record's hash is `SHA-256(RECORD_TAG || prev_hash || encoding)`, where `encoding` is the
-//! fields below in this fixed order. Every field has a fixed type, so a decoder never has to
-//! guess where one field ends and the next begins, and no two different records can encode to
-//! the same bytes:
+//! A record's hash is
+//! `SHA-256(RECORD_TAG || prev_hash || seq || SHA-256(CONTENT_TAG || encoding))`: the chain
+//! links *content hashes*. So a record can be left out of an evidence bundle (another agent's)
+//! and the chain still be checked through it from its seq and content hash alone, while every
+//! record that is included is checked down to its bytes.
+//!
+//! # Canonical encoding
+//!
+//! `encoding` is the fields below in this fixed order. Every field has a fixed type, so a
+//! decoder never has to guess where one field ends and the next begins, and no two different
+//! records can encode to the same bytes:
 //!
 //! | field      | type        |
 //! |------------|-------------|
@@ -32,14 +39,16 @@
 //! - str: u32 big-endian byte length, then the UTF-8 bytes;
 //! - option T: one byte `0` (absent) or `1` followed by T;
 //! - enums (object kind, verdict, risk, source) are encoded as their stable lowercase names,
-//!   the same ones stored in the database, so renumbering an enum cannot change old hashes.
+//!   so renumbering an enum cannot change old hashes.
 //!
-//! The three domain tags differ and none is a prefix of another, so a record hash, the
-//! genesis value and a checkpoint message can never be confused with each other.
+//! The encoding is also what a segment file stores ([`super::frame`]), so what is hashed is
+//! byte for byte what is on disk. The domain tags differ and none is a prefix of another, so a
+//! record hash, a content hash, the genesis value, a checkpoint message and a key rotation can
+//! never be confused with each other.
 
 use sha2::{Digest, Sha256};
 
-use super::record::NewRecord;
+use super::record::{AuditObject, NewRecord};
 
 /// A SHA-256 value.
 pub type Hash = [u8; 32];
@@ -47,9 +56,14 @@ pub type Hash = [u8; 32];
 /// Length of a log id: random, chosen when the log is created.
 pub const LOG_ID_LEN: usize = 16;
 
-pub const RECORD_TAG: &[u8] = b"secops-audit-record-v1";
+pub const RECORD_TAG: &[u8] = b"secops-audit-record-v2";
+pub const CONTENT_TAG: &[u8] = b"secops-audit-content-v2";
 pub const GENESIS_TAG: &[u8] = b"secops-audit-genesis-v1";
-pub const CHECKPOINT_TAG: &[u8] = b"secops-audit-checkpoint-v1";
+pub const CHECKPOINT_TAG: &[u8] = b"secops-audit-checkpoint-v2";
+pub const ROTATION_TAG: &[u8] = b"secops-audit-key-rotation-v1";
+
+/// Length of a key id: the first bytes of the SHA-256 of the Ed25519 public key.
+pub const KEY_ID_LEN: usize = 8;
 
 /// Longest string field accepted on append. SQLite's own limit is below `u32::MAX`, so every
 /// stored string fits the u32 length prefix; this keeps producers well inside it.
@@ -67,9 +81,26 @@ pub fn genesis_hash(log_id: &[u8; LOG_ID_LEN]) -> Hash {
 /// The hash of record `seq` whose predecessor's hash is `prev`.
 pub fn record_hash(prev: &Hash, seq: u64, body: &NewRecord) -> Hash {
     let mut h = Sha256::new();
+    h.update(CONTENT_TAG);
+    encode(seq, body, &mut h);
+    link_hash(prev, seq, &h.finalize().into())
+}
+
+/// The content hash of a record's canonical encoding (which starts with its seq).
+pub fn content_hash(encoding: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(CONTENT_TAG);
+    h.update(encoding);
+    h.finalize().into()
+}
+
+/// The chain step: the hash of record `seq` with content hash `content` after `prev`.
+pub fn link_hash(prev: &Hash, seq: u64, content: &Hash) -> Hash {
+    let mut h = Sha256::new();
     h.update(RECORD_TAG);
     h.update(prev);
-    encode(seq, body, &mut h);
+    h.update(seq.to_be_bytes());
+    h.update(content);
     h.finalize().into()
 }
 
@@ -81,15 +112,184 @@ pub fn encode_record(seq: u64, body: &NewRecord) -> Vec<u8> {
     out
 }
 
-/// The bytes a checkpoint signature covers.
-pub fn checkpoint_message(log_id: &[u8; LOG_ID_LEN], seq: u64, hash: &Hash, ts_ns: i64) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CHECKPOINT_TAG.len() + LOG_ID_LEN + 8 + 32 + 8);
+/// Appends the canonical encoding of a record to `out` (the segment writer's hot path).
+pub fn encode_record_into(seq: u64, body: &NewRecord, out: &mut Vec<u8>) {
+    encode(seq, body, out);
+}
+
+/// The first 8 bytes of SHA-256 over the public key: how witnesses, checkpoints and the
+/// operator name a key.
+pub fn key_id(public_key: &[u8; 32]) -> [u8; KEY_ID_LEN] {
+    let digest: Hash = Sha256::digest(public_key).into();
+    let mut id = [0u8; KEY_ID_LEN];
+    id.copy_from_slice(&digest[..KEY_ID_LEN]);
+    id
+}
+
+/// The bytes a checkpoint signature covers. `number` counts the log's checkpoints from 1,
+/// so a checkpoint removed from between two others is a gap nobody can renumber away.
+pub fn checkpoint_message(
+    log_id: &[u8; LOG_ID_LEN],
+    number: u64,
+    seq: u64,
+    hash: &Hash,
+    ts_ns: i64,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(CHECKPOINT_TAG.len() + LOG_ID_LEN + 8 + 8 + 32 + 8);
     m.extend_from_slice(CHECKPOINT_TAG);
     m.extend_from_slice(log_id);
+    m.extend_from_slice(&number.to_be_bytes());
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(hash);
     m.extend_from_slice(&ts_ns.to_be_bytes());
     m
+}
+
+/// The bytes the old key signs when it hands the log over to a new one after record
+/// `at_seq`.
+pub fn rotation_message(
+    log_id: &[u8; LOG_ID_LEN],
+    at_seq: u64,
+    ts_ns: i64,
+    old_key: &[u8; 32],
+    new_key: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(ROTATION_TAG.len() + LOG_ID_LEN + 16 + 64);
+    m.extend_from_slice(ROTATION_TAG);
+    m.extend_from_slice(log_id);
+    m.extend_from_slice(&at_seq.to_be_bytes());
+    m.extend_from_slice(&ts_ns.to_be_bytes());
+    m.extend_from_slice(old_key);
+    m.extend_from_slice(new_key);
+    m
+}
+
+/// Decodes a canonical encoding back into its seq and record. Every byte must be used.
+pub fn decode_record(bytes: &[u8]) -> Result<(u64, NewRecord), String> {
+    let mut d = Decoder { bytes, at: 0 };
+    let seq = d.u64("seq")?;
+    let ts_ns = d.u64("ts_ns")? as i64;
+    let agent = d.opt_str("agent")?;
+    let cgroup_id = d.opt_u64("cgroup_id")?;
+    let pid = d.opt_u32("pid")?;
+    let tgid = d.opt_u32("tgid")?;
+    let uid = d.opt_u32("uid")?;
+    let comm = d.opt_str("comm")?;
+    let exe = d.opt_str("exe")?;
+    let action = d.str("action")?;
+    let object = match d.byte("object")? {
+        0 => None,
+        1 => {
+            let kind = d.str("object kind")?;
+            let value = d.str("object")?;
+            Some(AuditObject {
+                kind: kind.parse().map_err(|e| format!("object kind: {e}"))?,
+                value,
+            })
+        }
+        b => return Err(format!("object: option tag {b} is neither 0 nor 1")),
+    };
+    let verdict = d.str("verdict")?;
+    let risk = d.str("risk")?;
+    let rule_id = d.opt_str("rule_id")?;
+    let reason = d.str("reason")?;
+    let source = d.str("source")?;
+    if d.at != bytes.len() {
+        return Err(format!(
+            "{} byte(s) after the last field",
+            bytes.len() - d.at
+        ));
+    }
+    Ok((
+        seq,
+        NewRecord {
+            ts_ns,
+            agent,
+            cgroup_id,
+            pid,
+            tgid,
+            uid,
+            comm,
+            exe,
+            action,
+            object,
+            verdict: verdict.parse().map_err(|e| format!("verdict: {e}"))?,
+            risk: risk.parse().map_err(|e| format!("risk: {e}"))?,
+            rule_id,
+            reason,
+            source: source.parse().map_err(|e| format!("source: {e}"))?,
+        },
+    ))
+}
+
+/// The seq an encoding claims, without decoding the rest.
+pub fn encoded_seq(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+struct Decoder<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Decoder<'_> {
+    fn take(&mut self, n: usize, field: &str) -> Result<&[u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.bytes.len())
+            .ok_or_else(|| format!("{field}: the encoding ends early"))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn byte(&mut self, field: &str) -> Result<u8, String> {
+        Ok(self.take(1, field)?[0])
+    }
+
+    fn u64(&mut self, field: &str) -> Result<u64, String> {
+        let b = self.take(8, field)?;
+        Ok(u64::from_be_bytes(
+            b.try_into().map_err(|_| field.to_owned())?,
+        ))
+    }
+
+    fn str(&mut self, field: &str) -> Result<String, String> {
+        let len = self.take(4, field)?;
+        let len = u32::from_be_bytes(len.try_into().map_err(|_| field.to_owned())?) as usize;
+        if len > MAX_FIELD_BYTES {
+            return Err(format!("{field}: {len} bytes is over the limit"));
+        }
+        let b = self.take(len, field)?;
+        String::from_utf8(b.to_vec()).map_err(|_| format!("{field} is not UTF-8"))
+    }
+
+    fn opt<T>(
+        &mut self,
+        field: &str,
+        f: impl FnOnce(&mut Self) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        match self.byte(field)? {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            b => Err(format!("{field}: option tag {b} is neither 0 nor 1")),
+        }
+    }
+
+    fn opt_str(&mut self, field: &str) -> Result<Option<String>, String> {
+        self.opt(field, |d| d.str(field))
+    }
+
+    fn opt_u64(&mut self, field: &str) -> Result<Option<u64>, String> {
+        self.opt(field, |d| d.u64(field))
+    }
+
+    fn opt_u32(&mut self, field: &str) -> Result<Option<u32>, String> {
+        self.opt(field, |d| d.u64(field))?
+            .map(|v| u32::try_from(v).map_err(|_| format!("{field} {v} is out of range")))
+            .transpose()
+    }
 }
 
 /// Checks that a record can be encoded unambiguously; called before anything is written.
@@ -198,7 +398,7 @@ fn opt_u64(s: &mut impl Sink, v: Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{AuditObject, ObjectKind, Source};
+    use crate::audit::record::{ObjectKind, Source};
     use secops_common::{RiskLevel, Verdict};
 
     fn sample() -> NewRecord {
@@ -341,5 +541,33 @@ mod tests {
     #[test]
     fn genesis_depends_on_log_id() {
         assert_ne!(genesis_hash(&[0; 16]), genesis_hash(&[1; 16]));
+    }
+
+    #[test]
+    fn decode_inverts_encode() {
+        let r = sample();
+        let bytes = encode_record(42, &r);
+        assert_eq!(decode_record(&bytes).unwrap(), (42, r.clone()));
+        assert_eq!(encoded_seq(&bytes), Some(42));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_record(&longer)
+            .unwrap_err()
+            .contains("after the last field"));
+        for cut in [0, 7, 20, bytes.len() - 1] {
+            assert!(decode_record(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn record_hash_is_the_link_of_the_content_hash() {
+        let r = sample();
+        let prev = [3u8; 32];
+        let content = content_hash(&encode_record(9, &r));
+        assert_eq!(record_hash(&prev, 9, &r), link_hash(&prev, 9, &content));
+        assert_ne!(
+            link_hash(&prev, 9, &content),
+            link_hash(&prev, 10, &content)
+        );
     }
 }

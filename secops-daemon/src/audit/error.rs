@@ -83,6 +83,45 @@ pub enum AuditError {
 
     #[error("{}: the audit writer has stopped; the record was not written", path.display())]
     WriterGone { path: PathBuf },
+
+    #[error("{}: the audit log is failing, the record was not written: {why}", path.display())]
+    Failing { path: PathBuf, why: String },
+
+    #[error("{}: refusing this {what}: {why}", path.display())]
+    UnsafeDir {
+        path: PathBuf,
+        what: &'static str,
+        why: String,
+    },
+
+    #[error("{}: the audit head file cannot be read: {why}", path.display())]
+    BadHeadFile { path: PathBuf, why: String },
+
+    #[error(
+        "{}: the audit log is not as this host left it: {finding}. Nothing was written to it. \
+         If this is known and wanted (a log restored from a backup, a new log on purpose), \
+         record it and go on with `secops audit accept-rewind --reason TEXT`",
+        path.display()
+    )]
+    Rewound { path: PathBuf, finding: String },
+
+    #[error("{}: nothing to accept: the audit log is where its head file and witnesses say", path.display())]
+    NothingToAccept { path: PathBuf },
+
+    #[error(
+        "{}: an audit log of the old format (one SQLite file) is here; this secops keeps the log \
+         in signed segment files under {}. Move the old file aside (keep it: the secops that \
+         wrote it can still verify it) to start a new log",
+        path.display(),
+        audit_dir.display()
+    )]
+    LegacyLog { path: PathBuf, audit_dir: PathBuf },
+
+    #[error("{}: the audit log cannot be written: {why}", path.display())]
+    Unwritable { path: PathBuf, why: String },
+
+    #[error("{}: the audit log is damaged: {why} (run `secops audit verify`)", path.display())]
+    Damaged { path: PathBuf, why: String },
 }
 
 impl AuditError {

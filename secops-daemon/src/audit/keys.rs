@@ -205,6 +205,55 @@ fn create_signing_key(paths: &AuditPaths) -> Result<SigningKey, AuditError> {
     }
 }
 
+/// Where a key that is taking over sits until the log has said so (a rotation frame).
+fn next_key_path(paths: &AuditPaths) -> PathBuf {
+    paths.keys_dir.join("audit-signing.key.next")
+}
+
+/// Writes a new signing key beside the current one (`audit-signing.key.next`, 0600, synced),
+/// before the log hands over to it: a crash after the handover then still finds the key.
+pub fn stage_next_key(paths: &AuditPaths, key: &SigningKey) -> Result<(), AuditError> {
+    ensure_key_dir(&paths.keys_dir)?;
+    let path = next_key_path(paths);
+    let _ = fs::remove_file(&path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| AuditError::io(&path, "creating the next audit signing key", e))?;
+    let mut text = hex::encode(key.to_bytes()).into_bytes();
+    text.push(b'\n');
+    let written = file.write_all(&text).and_then(|()| file.sync_all());
+    text.fill(0);
+    written.map_err(|e| AuditError::io(&path, "writing the next audit signing key", e))?;
+    sync_dir(&paths.keys_dir)
+}
+
+/// The staged next key, if there is one.
+pub fn read_next_key(paths: &AuditPaths) -> Result<Option<SigningKey>, AuditError> {
+    read_signing_key(&next_key_path(paths))
+}
+
+/// Makes the staged key the signing key (after the log's rotation frame is durable).
+pub fn promote_next_key(paths: &AuditPaths) -> Result<SigningKey, AuditError> {
+    let next = next_key_path(paths);
+    let key = read_signing_key(&next)?.ok_or_else(|| {
+        AuditError::io(
+            &next,
+            "reading the next audit signing key",
+            io::ErrorKind::NotFound.into(),
+        )
+    })?;
+    fs::rename(&next, &paths.signing_key)
+        .map_err(|e| AuditError::io(&paths.signing_key, "installing the new signing key", e))?;
+    let _ = fs::remove_file(&paths.public_key);
+    ensure_public_key_file(paths, &key.verifying_key())?;
+    sync_dir(&paths.keys_dir)?;
+    Ok(key)
+}
+
 fn ensure_public_key_file(paths: &AuditPaths, public: &VerifyingKey) -> Result<(), AuditError> {
     let path = &paths.public_key;
     let want = hex::encode(public.as_bytes());

@@ -1,18 +1,29 @@
-//! The audit log: append-only, hash-chained records in SQLite with signed checkpoints.
+//! The audit log: hash-chained records and signed checkpoints in append-only segment files,
+//! an SQLite index built behind them, and witnesses that keep every checkpoint elsewhere.
 
 pub mod chain;
+mod classify;
+pub mod dir;
 pub mod error;
+pub mod frame;
+pub mod head;
+pub mod index;
 pub mod keys;
 pub mod ocsf;
 pub mod query;
 pub mod record;
+pub mod retention;
+pub mod segment;
 pub mod store;
 pub mod verify;
+pub mod witness;
 pub mod writer;
 
 pub use error::AuditError;
 pub use query::{AuditReader, QueryFilter, RecordIter};
 pub use record::{AuditObject, NewRecord, ObjectKind, Record, Source};
-pub use store::{AuditPaths, AuditStore, Checkpoint, CheckpointPolicy};
-pub use verify::{verify, CheckpointFault, Problem, VerifyReport};
-pub use writer::{AuditWriter, CommitTicket, WriterOptions};
+pub use store::{
+    AuditPaths, AuditStore, Checkpoint, CheckpointPolicy, OpenReport, RewindPolicy, StoreOptions,
+};
+pub use verify::{verify, verify_with, CheckpointFault, Problem, VerifyOptions, VerifyReport};
+pub use writer::{AuditHealth, AuditWriter, CommitTicket, WriterOptions};

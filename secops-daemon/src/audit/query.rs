@@ -1,14 +1,21 @@
-//! Reading the log: filtered queries, the tail, and a paged iterator for export. Opens the
-//! database read-only and needs no key.
+//! Reading the log: filtered queries, the tail, and a paged iterator for export. Finds
+//! records through the index ([`super::index`]) up to where it reaches and reads the rest of
+//! the newest segments directly; the records themselves always come from the segments. Needs
+//! no key.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection};
 use secops_common::Verdict;
 
 use super::error::AuditError;
-use super::store::{self, sql_err, AuditPaths, Checkpoint, RawRow, RECORD_COLUMNS};
+use super::frame::{Frame, FRAME_PREFIX};
+use super::index::Index;
+use super::segment::{self, FrameScanner, ScanError, SegmentRef};
+use super::store::{decode_record_frame, AuditPaths};
 use super::Record;
 
 /// Rows fetched per round trip by [`RecordIter`]: bounds memory on export of huge logs.
@@ -30,10 +37,11 @@ pub struct QueryFilter {
     pub limit: Option<usize>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum ActionMatch {
     Exact(String),
-    /// `[lo, hi)`: every `category:...` string sorts in this range, so the index is used.
-    Range(String, String),
+    /// `category:` prefix; `[lo, hi)` in the index, where every `category:...` string sorts.
+    Category(String),
 }
 
 fn parse_action(a: &str) -> Result<Option<ActionMatch>, AuditError> {
@@ -45,11 +53,7 @@ fn parse_action(a: &str) -> Result<Option<ActionMatch>, AuditError> {
     }
     match a.split_once(':') {
         Some((cat, "*")) if !cat.is_empty() && !cat.contains('*') => {
-            // ';' is the character after ':', so [cat:, cat;) holds exactly cat:<anything>.
-            Ok(Some(ActionMatch::Range(
-                format!("{cat}:"),
-                format!("{cat};"),
-            )))
+            Ok(Some(ActionMatch::Category(cat.to_owned())))
         }
         Some((cat, name)) if !cat.is_empty() && !name.is_empty() && !a.contains('*') => {
             Ok(Some(ActionMatch::Exact(a.to_owned())))
@@ -58,67 +62,117 @@ fn parse_action(a: &str) -> Result<Option<ActionMatch>, AuditError> {
     }
 }
 
-impl QueryFilter {
-    /// The WHERE clause (without ORDER/LIMIT) and its parameters.
-    fn where_clause(&self) -> Result<(String, Vec<Value>), AuditError> {
-        let mut sql = String::from(" WHERE 1 = 1");
-        let mut params = Vec::new();
-        if let Some(agent) = &self.agent {
-            sql.push_str(" AND agent = ?");
-            params.push(Value::Text(agent.clone()));
-        }
-        if let Some(v) = self.verdict {
-            sql.push_str(" AND verdict = ?");
-            params.push(Value::Text(v.as_str().to_owned()));
-        }
-        match self
+/// A filter checked once and ready to use, in SQL and on records.
+struct Compiled {
+    filter: QueryFilter,
+    action: Option<ActionMatch>,
+}
+
+impl Compiled {
+    fn new(filter: &QueryFilter) -> Result<Compiled, AuditError> {
+        let action = filter
             .action
             .as_deref()
             .map(parse_action)
             .transpose()?
-            .flatten()
-        {
+            .flatten();
+        Ok(Compiled {
+            filter: filter.clone(),
+            action,
+        })
+    }
+
+    fn matches(&self, r: &Record) -> bool {
+        let f = &self.filter;
+        let b = &r.body;
+        f.agent.as_ref().is_none_or(|a| b.agent.as_ref() == Some(a))
+            && f.verdict.is_none_or(|v| b.verdict == v)
+            && match &self.action {
+                None => true,
+                Some(ActionMatch::Exact(a)) => &b.action == a,
+                Some(ActionMatch::Category(c)) => {
+                    b.action.split_once(':').is_some_and(|(cat, _)| cat == c)
+                }
+            }
+            && f.since_ns.is_none_or(|t| b.ts_ns >= t)
+            && f.until_ns.is_none_or(|t| b.ts_ns < t)
+            && f.after_seq.is_none_or(|s| r.seq > s)
+    }
+
+    /// The WHERE clause (without ORDER/LIMIT) and its parameters, for seqs in `(lo, hi]`.
+    fn where_clause(&self, lo: u64, hi: u64) -> (String, Vec<Value>) {
+        let mut sql = String::from(" WHERE seq > ? AND seq <= ?");
+        let mut params = vec![
+            Value::Integer(i64::try_from(lo).unwrap_or(i64::MAX)),
+            Value::Integer(i64::try_from(hi).unwrap_or(i64::MAX)),
+        ];
+        let f = &self.filter;
+        if let Some(agent) = &f.agent {
+            sql.push_str(" AND agent = ?");
+            params.push(Value::Text(agent.clone()));
+        }
+        if let Some(v) = f.verdict {
+            sql.push_str(" AND verdict = ?");
+            params.push(Value::Text(v.as_str().to_owned()));
+        }
+        match &self.action {
             None => {}
             Some(ActionMatch::Exact(a)) => {
                 sql.push_str(" AND action = ?");
-                params.push(Value::Text(a));
+                params.push(Value::Text(a.clone()));
             }
-            Some(ActionMatch::Range(lo, hi)) => {
+            Some(ActionMatch::Category(c)) => {
+                // ';' is the character after ':', so [cat:, cat;) holds exactly cat:<anything>.
                 sql.push_str(" AND action >= ? AND action < ?");
-                params.push(Value::Text(lo));
-                params.push(Value::Text(hi));
+                params.push(Value::Text(format!("{c}:")));
+                params.push(Value::Text(format!("{c};")));
             }
         }
-        if let Some(t) = self.since_ns {
+        if let Some(t) = f.since_ns {
             sql.push_str(" AND ts_ns >= ?");
             params.push(Value::Integer(t));
         }
-        if let Some(t) = self.until_ns {
+        if let Some(t) = f.until_ns {
             sql.push_str(" AND ts_ns < ?");
             params.push(Value::Integer(t));
         }
-        if let Some(s) = self.after_seq {
-            sql.push_str(" AND seq > ?");
-            params.push(Value::Integer(i64::try_from(s).unwrap_or(i64::MAX)));
-        }
-        Ok((sql, params))
+        (sql, params)
     }
 }
 
 /// Read-only access to the log.
 pub struct AuditReader {
-    conn: Connection,
     paths: AuditPaths,
     log_id: [u8; 16],
+    index: Option<Index>,
+    files: std::cell::RefCell<HashMap<u64, File>>,
 }
 
 impl AuditReader {
+    /// Opens the log; brings the index up to date first where this process may write it.
     pub fn open(paths: &AuditPaths) -> Result<AuditReader, AuditError> {
-        let (conn, meta) = store::open_read_only(paths)?;
+        let segments = live_segments(paths)?;
+        let first = segments.first().ok_or_else(|| AuditError::Missing {
+            path: paths.audit_dir.clone(),
+        })?;
+        let (header, _) = segment::read_header(&first.path)?;
+        let log_id = header.log_id;
+        let hex_id = hex::encode(log_id);
+        let index = match Index::open_rw(paths, &hex_id).and_then(|mut ix| {
+            ix.catch_up(&paths.audit_dir)?;
+            Ok(ix)
+        }) {
+            Ok(ix) => Some(ix),
+            Err(e) => {
+                tracing::debug!("audit index not updated ({e}); reading it as it is");
+                Index::open_read_only(paths).filter(|ix| ix.log_id == hex_id)
+            }
+        };
         Ok(AuditReader {
-            conn,
             paths: paths.clone(),
-            log_id: meta.log_id,
+            log_id,
+            index,
+            files: Default::default(),
         })
     }
 
@@ -129,11 +183,12 @@ impl AuditReader {
 
     /// Highest seq in the log (0 if empty).
     pub fn last_seq(&self) -> Result<u64, AuditError> {
-        let s: Option<i64> = self
-            .conn
-            .query_row("SELECT max(seq) FROM records", [], |r| r.get(0))
-            .map_err(sql_err(&self.paths.db))?;
-        Ok(s.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+        let mut last = self.indexed_upto();
+        self.scan_tail(|r| {
+            last = last.max(r.seq);
+            true
+        })?;
+        Ok(last)
     }
 
     /// Matching records in seq order (at most `filter.limit`).
@@ -148,22 +203,42 @@ impl AuditReader {
 
     /// The last `n` records that match (`filter.limit` is ignored), oldest first.
     pub fn tail_matching(&self, filter: &QueryFilter, n: usize) -> Result<Vec<Record>, AuditError> {
-        let (clause, mut params) = filter.where_clause()?;
-        params.push(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
-        let sql = format!("SELECT {RECORD_COLUMNS} FROM records{clause} ORDER BY seq DESC LIMIT ?");
-        let mut out = self.fetch(&sql, params)?;
-        out.reverse();
+        let c = Compiled::new(filter)?;
+        let mut newest: VecDeque<Record> = VecDeque::with_capacity(n.min(4096));
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.scan_tail(|r| {
+            if c.matches(&r) {
+                if newest.len() == n {
+                    newest.pop_front();
+                }
+                newest.push_back(r);
+            }
+            true
+        })?;
+        let mut out: Vec<Record> = Vec::new();
+        if newest.len() < n {
+            if let Some(ix) = &self.index {
+                let lo = self.window_floor(ix, &c)?;
+                let (sql, params) = c.where_clause(lo, self.indexed_upto());
+                for (seq, seg, off) in ix.locate(&sql, params, true, n - newest.len())? {
+                    out.push(self.read_checked(&c, seq, seg, off)?);
+                }
+                out.reverse();
+            }
+        }
+        out.extend(newest);
         Ok(out)
     }
 
     /// Streams matching records in seq order, a page at a time, so exporting a large log does
     /// not hold it in memory.
     pub fn iter(&self, filter: &QueryFilter) -> Result<RecordIter<'_>, AuditError> {
-        // Validate now, so a bad filter is an error here and not the first item.
-        filter.where_clause()?;
+        let compiled = Compiled::new(filter)?;
         Ok(RecordIter {
             reader: self,
-            filter: filter.clone(),
+            compiled,
             remaining: filter.limit,
             buf: VecDeque::new(),
             done: false,
@@ -175,32 +250,170 @@ impl AuditReader {
         self.iter(&QueryFilter::default())
     }
 
-    /// All checkpoints, oldest first. Unusable rows are skipped (verify reports them).
-    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
-        Ok(store::read_checkpoints(&self.conn, &self.paths.db)?
-            .into_iter()
-            .filter_map(|c| c.into_checkpoint())
-            .collect())
-    }
-
-    fn fetch(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Record>, AuditError> {
-        let err = sql_err(&self.paths.db);
-        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
-        let rows = stmt
-            .query_map(params_from_iter(params), RawRow::read)
-            .map_err(&err)?;
+    /// Every checkpoint in the log's segments, oldest first (`verify` judges them).
+    pub fn checkpoints(&self) -> Result<Vec<super::Checkpoint>, AuditError> {
         let mut out = Vec::new();
-        for row in rows {
-            out.push(row.map_err(&err)?.into_record(&self.paths.db)?);
+        for seg in live_segments(&self.paths)? {
+            let (frames, _) = segment::read_frames(&seg.path)?;
+            out.extend(frames.into_iter().filter_map(|f| match f.frame {
+                Ok(Frame::Checkpoint(c)) => Some(c),
+                _ => None,
+            }));
         }
         Ok(out)
     }
+
+    fn indexed_upto(&self) -> u64 {
+        self.index
+            .as_ref()
+            .and_then(|ix| ix.resume)
+            .map_or(0, |r| r.seq)
+    }
+
+    /// The seq below which no record can match the filter's time window.
+    fn window_floor(&self, ix: &Index, c: &Compiled) -> Result<u64, AuditError> {
+        match c.filter.since_ns {
+            Some(t) => Ok(ix.lowest_seq_since(t)?.saturating_sub(1)),
+            None => Ok(0),
+        }
+    }
+
+    /// One page: records after `after`, at most `limit`.
+    fn page(&self, c: &Compiled, after: u64, limit: usize) -> Result<Vec<Record>, AuditError> {
+        let mut out = Vec::new();
+        let upto = self.indexed_upto();
+        if let Some(ix) = self.index.as_ref().filter(|_| after < upto) {
+            let lo = after.max(self.window_floor(ix, c)?);
+            let (sql, params) = c.where_clause(lo, upto);
+            for (seq, seg, off) in ix.locate(&sql, params, false, limit)? {
+                out.push(self.read_checked(c, seq, seg, off)?);
+            }
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+        let floor = after.max(upto);
+        self.scan_tail(|r| {
+            if r.seq > floor && c.matches(&r) {
+                out.push(r);
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    /// Reads the record the index places at (segment, offset) and checks it is what the
+    /// index says: an index out of step with the log is an error, never a wrong answer.
+    fn read_checked(
+        &self,
+        c: &Compiled,
+        seq: u64,
+        segment_seq: u64,
+        offset: u64,
+    ) -> Result<Record, AuditError> {
+        let path = self.segment_path(segment_seq);
+        let stale = |why: &str| AuditError::Corrupt {
+            path: self.paths.index.clone(),
+            seq: seq as i64,
+            why: format!(
+                "the index places it at byte {offset} of {}, but {why}; rebuild the index by \
+                 removing {} (it is derived from the log)",
+                path.display(),
+                self.paths.index.display()
+            ),
+        };
+        let mut files = self.files.borrow_mut();
+        let file = match files.get(&segment_seq) {
+            Some(f) => f,
+            None => {
+                let f = super::dir::open_read(&path)
+                    .map_err(|_| stale("that segment cannot be opened"))?;
+                files.entry(segment_seq).or_insert(f)
+            }
+        };
+        let mut prefix = [0u8; FRAME_PREFIX];
+        file.read_exact_at(&mut prefix, offset)
+            .map_err(|_| stale("nothing is there"))?;
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        if len > super::frame::MAX_FRAME_PAYLOAD {
+            return Err(stale("no frame starts there"));
+        }
+        let mut payload = vec![0u8; len as usize];
+        file.read_exact_at(&mut payload, offset + FRAME_PREFIX as u64)
+            .map_err(|_| stale("the frame there is cut short"))?;
+        let Ok(Frame::Record(frame)) = Frame::decode(prefix[4], &payload) else {
+            return Err(stale("no record is there"));
+        };
+        let record = decode_record_frame(&frame, &path)?;
+        if record.seq != seq || !c.matches(&record) {
+            return Err(stale(
+                "the record there is another or does not match what the index says",
+            ));
+        }
+        Ok(record)
+    }
+
+    fn segment_path(&self, first_seq: u64) -> PathBuf {
+        self.paths
+            .audit_dir
+            .join(segment::segment_file_name(first_seq))
+    }
+
+    /// Calls `each` for every record after the index's reach, in order, until it returns
+    /// false.
+    fn scan_tail(&self, mut each: impl FnMut(Record) -> bool) -> Result<(), AuditError> {
+        let resume = self.index.as_ref().and_then(|ix| ix.resume);
+        for seg in live_segments(&self.paths)? {
+            let start = match resume {
+                Some(r) if seg.first_seq < r.segment => continue,
+                Some(r) if seg.first_seq == r.segment => r.offset,
+                _ => 0,
+            };
+            let mut scanner = FrameScanner::open_at(&seg.path, start)?;
+            loop {
+                match scanner.next_frame() {
+                    Ok(Some(s)) => {
+                        if let Ok(Frame::Record(r)) = s.frame {
+                            if !each(decode_record_frame(&r, &seg.path)?) {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Ok(None) | Err(ScanError::Torn { .. }) | Err(ScanError::BadLength { .. }) => {
+                        break
+                    }
+                    Err(ScanError::Io(e)) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The log's segments, or why there is no log to read.
+fn live_segments(paths: &AuditPaths) -> Result<Vec<SegmentRef>, AuditError> {
+    match std::fs::symlink_metadata(&paths.audit_dir) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(paths.legacy_db()).is_ok() {
+                return Err(AuditError::LegacyLog {
+                    path: paths.legacy_db(),
+                    audit_dir: paths.audit_dir.clone(),
+                });
+            }
+            return Err(AuditError::Missing {
+                path: paths.audit_dir.clone(),
+            });
+        }
+        Err(e) => return Err(AuditError::io(&paths.audit_dir, "opening the audit log", e)),
+    }
+    segment::list_segments(&paths.audit_dir)
 }
 
 /// Paged iterator over records; see [`AuditReader::iter`].
 pub struct RecordIter<'a> {
     reader: &'a AuditReader,
-    filter: QueryFilter,
+    compiled: Compiled,
     remaining: Option<usize>,
     buf: VecDeque<Record>,
     done: bool,
@@ -213,15 +426,13 @@ impl RecordIter<'_> {
             self.done = true;
             return Ok(());
         }
-        let (clause, mut params) = self.filter.where_clause()?;
-        params.push(Value::Integer(page as i64));
-        let sql = format!("SELECT {RECORD_COLUMNS} FROM records{clause} ORDER BY seq LIMIT ?");
-        let rows = self.reader.fetch(&sql, params)?;
+        let after = self.compiled.filter.after_seq.unwrap_or(0);
+        let rows = self.reader.page(&self.compiled, after, page)?;
         if rows.len() < page {
             self.done = true;
         }
         if let Some(last) = rows.last() {
-            self.filter.after_seq = Some(last.seq);
+            self.compiled.filter.after_seq = Some(last.seq);
         }
         if let Some(r) = self.remaining.as_mut() {
             *r -= rows.len();
@@ -251,11 +462,13 @@ mod tests {
 
     #[test]
     fn action_patterns() {
-        assert!(
-            matches!(parse_action("fs:delete"), Ok(Some(ActionMatch::Exact(a))) if a == "fs:delete")
+        assert_eq!(
+            parse_action("fs:delete").unwrap(),
+            Some(ActionMatch::Exact("fs:delete".into()))
         );
-        assert!(
-            matches!(parse_action("fs:*"), Ok(Some(ActionMatch::Range(lo, hi))) if lo == "fs:" && hi == "fs;")
+        assert_eq!(
+            parse_action("fs:*").unwrap(),
+            Some(ActionMatch::Category("fs".into()))
         );
         assert!(matches!(parse_action("*"), Ok(None)));
         for bad in ["fs", ":x", "fs:", "f*:x", "fs:de*"] {

@@ -1,28 +1,43 @@
-//! The SQLite file: schema, opening (read-write or read-only), and appending records with
-//! their chain hashes and signed checkpoints in one transaction.
+//! The write side of the log: chained records and signed checkpoints appended to segment
+//! files under `<state>/audit/`, one `write` and one `fdatasync` per batch.
+//!
+//! Several `AuditStore`s (in one or several processes: the daemon and `secops check`) may
+//! append to one log: each batch is written under an exclusive `flock` on `audit/lock`, after
+//! reading whatever the others appended since, so their records interleave into one chain.
 
-use std::fs::DirBuilder;
-use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{Signer, SigningKey};
 use rand_core::{OsRng, RngCore};
-use rusqlite::types::ValueRef;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
+use secops_common::{CoreAction, RiskLevel, Verdict};
 
-use super::chain::{self, Hash, LOG_ID_LEN};
+use super::chain::{self, Hash, KEY_ID_LEN, LOG_ID_LEN};
+use super::dir;
 use super::error::AuditError;
+use super::frame::{self, CheckpointFrame, Frame, RecordFrame, SegmentHeader, SEGMENT_VERSION};
+use super::head::{self, Expected, FoundTip, HeadFile, Rewind};
 use super::keys;
-use super::record::{AuditObject, NewRecord, Record};
+use super::record::{NewRecord, Source};
+use super::segment::{self, AppendFailure, FrameScanner, LiveSegment, ScanError};
+
+pub use super::frame::CheckpointFrame as Checkpoint;
 
 /// Where the audit log keeps its files under the state directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditPaths {
     pub state_dir: PathBuf,
-    /// `<state>/audit.db` (SQLite, plus `-wal` and `-shm` next to it).
-    pub db: PathBuf,
+    /// `<state>/audit`, mode 0700: the segments, the index and the lock.
+    pub audit_dir: PathBuf,
+    /// `<state>/audit/lock`: appenders take it exclusively for each batch.
+    pub lock: PathBuf,
+    /// `<state>/audit/index.db`: SQLite, derived from the segments (rebuilt if lost).
+    pub index: PathBuf,
+    /// `<state>/audit.head`: the newest checkpoint this host wrote, outside the log.
+    pub head_file: PathBuf,
     /// `<state>/keys`, mode 0700.
     pub keys_dir: PathBuf,
     /// `<state>/keys/audit-signing.key`, mode 0600: the Ed25519 seed as hex.
@@ -35,13 +50,22 @@ impl AuditPaths {
     pub fn new(state_dir: impl AsRef<Path>) -> AuditPaths {
         let state_dir = state_dir.as_ref().to_path_buf();
         let keys_dir = state_dir.join("keys");
+        let audit_dir = state_dir.join("audit");
         AuditPaths {
-            db: state_dir.join("audit.db"),
+            lock: audit_dir.join("lock"),
+            index: audit_dir.join("index.db"),
+            head_file: state_dir.join("audit.head"),
             signing_key: keys_dir.join("audit-signing.key"),
             public_key: keys_dir.join("audit-signing.pub"),
             keys_dir,
+            audit_dir,
             state_dir,
         }
+    }
+
+    /// The single-file SQLite log of earlier versions.
+    pub fn legacy_db(&self) -> PathBuf {
+        self.state_dir.join("audit.db")
     }
 }
 
@@ -54,102 +78,113 @@ pub struct CheckpointPolicy {
 }
 
 impl Default for CheckpointPolicy {
+    /// Every second or every 8,192 records: at 1,000 records/s at most a second of records is
+    /// unsealed (DESIGN-NOTES has the cost).
     fn default() -> Self {
         CheckpointPolicy {
-            every_records: 1000,
-            every: Duration::from_secs(10),
+            every_records: 8192,
+            every: Duration::from_secs(1),
         }
     }
 }
 
-/// A signed statement "record `seq` of log `log_id` had hash `hash` at time `ts_ns`".
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub id: u64,
-    pub seq: u64,
-    pub hash: Hash,
-    pub ts_ns: i64,
-    pub signature: [u8; 64],
+/// What to do when the log is not where its head file says.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum RewindPolicy {
+    /// Refuse to write to it ([`AuditError::Rewound`]).
+    #[default]
+    Refuse,
+    /// An operator accepted it: record what was found, and who accepted it why, then go on.
+    Accept { by: String, reason: String },
 }
 
-/// Identifies this file format; `PRAGMA application_id` ("SCAU").
-pub(crate) const APPLICATION_ID: i64 = 0x5343_4155;
-pub const SCHEMA_VERSION: u32 = 1;
+/// How an [`AuditStore`] writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub checkpoints: CheckpointPolicy,
+    /// A segment that reached this size is closed and the log goes on in a new one.
+    pub segment_bytes: u64,
+    /// Make the open segment append-only and closed ones immutable (needs root with
+    /// `CAP_LINUX_IMMUTABLE`; silently not done where the file system has no such flags).
+    pub inode_flags: bool,
+    /// Refuse to open (and report failing) with less free space than this.
+    pub min_free_bytes: u64,
+    pub rewind: RewindPolicy,
+}
 
-const SCHEMA: &str = "
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            checkpoints: CheckpointPolicy::default(),
+            segment_bytes: 16 << 20,
+            inode_flags: false,
+            min_free_bytes: 1 << 20,
+            rewind: RewindPolicy::Refuse,
+        }
+    }
+}
 
-CREATE TABLE records (
-    seq         INTEGER PRIMARY KEY,
-    ts_ns       INTEGER NOT NULL,
-    agent       TEXT,
-    cgroup_id   INTEGER,
-    pid         INTEGER,
-    tgid        INTEGER,
-    uid         INTEGER,
-    comm        TEXT,
-    exe         TEXT,
-    action      TEXT NOT NULL,
-    object_kind TEXT,
-    object      TEXT,
-    verdict     TEXT NOT NULL,
-    risk        TEXT NOT NULL,
-    rule_id     TEXT,
-    reason      TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    prev_hash   BLOB NOT NULL,
-    hash        BLOB NOT NULL
-);
-CREATE INDEX records_agent   ON records(agent, seq);
-CREATE INDEX records_ts      ON records(ts_ns);
-CREATE INDEX records_verdict ON records(verdict, seq);
-CREATE INDEX records_action  ON records(action, seq);
+/// What opening the log found and did before anything else was appended (each of these is
+/// also an audit record).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Bytes of an incomplete write at the end of the newest segment, removed.
+    pub torn_bytes_removed: Option<u64>,
+    /// What an operator accepted (`secops audit accept-rewind`).
+    pub rewind_accepted: Option<String>,
+    /// The log was created by this open.
+    pub created: bool,
+}
 
-CREATE TABLE checkpoints (
-    id        INTEGER PRIMARY KEY,
-    seq       INTEGER NOT NULL,
-    hash      BLOB NOT NULL,
-    ts_ns     INTEGER NOT NULL,
-    signature BLOB NOT NULL
-);
+/// The end of the chain as this store knows it.
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    seq: u64,
+    /// Hash of record `seq` (genesis when the log is empty).
+    last_hash: Hash,
+    /// What the next record links to: `last_hash`, or the open segment's header hash when the
+    /// segment holds no record yet.
+    link: Hash,
+    checkpoint: Option<CheckpointFrame>,
+    /// When the newest checkpoint was made (or the log created): the age of the unsealed tail.
+    sealed_ns: i64,
+}
 
--- Not a security boundary (anyone who can write the file can drop these), but it stops
--- accidents and makes tampering a deliberate act; verify catches the deliberate ones.
-CREATE TRIGGER records_no_update BEFORE UPDATE ON records
-BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
-CREATE TRIGGER records_no_delete BEFORE DELETE ON records
-BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
-CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
-BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
-CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
-BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
-";
+/// The write side of the log: the open segment, the lock and the signing key.
+pub struct AuditStore {
+    paths: AuditPaths,
+    options: StoreOptions,
+    key: SigningKey,
+    public: [u8; 32],
+    key_id: [u8; KEY_ID_LEN],
+    log_id: [u8; LOG_ID_LEN],
+    log_created_ns: i64,
+    lock: Arc<File>,
+    live: LiveSegment,
+    head: Head,
+    buf: Vec<u8>,
+    /// Checkpoints made since the last [`AuditStore::take_checkpoints`].
+    new_checkpoints: Vec<Checkpoint>,
+    /// Whether the head file is written at each checkpoint here (else the caller does it).
+    write_head_inline: bool,
+    /// A write or sync failed such that the file's tail is unknown: read it again first.
+    reread_needed: bool,
+    report: OpenReport,
+}
 
-pub(crate) const TRIGGERS: [&str; 4] = [
-    "records_no_update",
-    "records_no_delete",
-    "checkpoints_no_update",
-    "checkpoints_no_delete",
-];
+/// Holds the appenders' lock until dropped.
+struct Locked<'a>(&'a File);
 
-/// Column list shared by every reader, in the order `RawRow::read` expects.
-pub(crate) const RECORD_COLUMNS: &str = "seq, ts_ns, agent, cgroup_id, pid, tgid, uid, comm, exe, \
-     action, object_kind, object, verdict, risk, rule_id, reason, source, prev_hash, hash";
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(self.0.as_fd(), rustix::fs::FlockOperation::Unlock);
+    }
+}
 
-const INSERT_RECORD: &str = "INSERT INTO records (seq, ts_ns, agent, cgroup_id, pid, tgid, uid, \
-     comm, exe, action, object_kind, object, verdict, risk, rule_id, reason, source, prev_hash, \
-     hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-     ?18, ?19)";
-
-/// What the `meta` table says about a log.
-#[derive(Clone, Debug)]
-pub(crate) struct LogMeta {
-    pub log_id: [u8; LOG_ID_LEN],
-    pub public_key_hex: String,
-    pub created_ns: i64,
+fn lock<'a>(file: &'a File, path: &Path) -> Result<Locked<'a>, AuditError> {
+    rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| AuditError::io(path, "locking the audit log", e.into()))?;
+    Ok(Locked(file))
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -159,307 +194,402 @@ pub(crate) fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Maps SQLite errors so that "this file is not a database at all" reads as such.
-pub(crate) fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> AuditError + '_ {
-    move |e| match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => AuditError::NotAnAuditLog {
-            path: path.to_owned(),
-            why: "the file is not an SQLite database".into(),
-        },
-        _ => AuditError::sqlite(path, e),
-    }
+/// One segment read from start to end (or to where it is torn).
+#[derive(Clone, Debug)]
+pub(crate) struct SegScan {
+    pub header: SegmentHeader,
+    pub records: u64,
+    /// Seq and hash of the last record (the header's predecessor values if none).
+    pub last_seq: u64,
+    pub last_hash: Hash,
+    /// What a record appended next would link to.
+    pub link: Hash,
+    pub checkpoints: Vec<CheckpointFrame>,
+    /// The signing key in force at the end (after rotations).
+    pub key: [u8; 32],
+    /// `Some(next seq)` if the segment was closed.
+    pub end: Option<u64>,
+    /// Bytes of whole frames.
+    pub good_len: u64,
+    /// The file's length, if a torn frame follows `good_len`.
+    pub torn_len: Option<u64>,
 }
 
-enum Probe {
-    Fresh,
-    Ours,
-}
-
-/// Looks at a file before changing anything in it, so that pointing secops at someone
-/// else's database never converts it to WAL or adds tables to it.
-fn probe(conn: &Connection, path: &Path) -> Result<Probe, AuditError> {
-    let err = sql_err(path);
-    // One snapshot for both reads, or a log created by another process in between would look
-    // like "tables but no application id". A savepoint works inside and outside a transaction.
-    conn.execute_batch("SAVEPOINT secops_probe").map_err(&err)?;
-    let result = probe_in(conn, path);
-    conn.execute_batch("RELEASE secops_probe").map_err(&err)?;
-    result
-}
-
-fn probe_in(conn: &Connection, path: &Path) -> Result<Probe, AuditError> {
-    let err = sql_err(path);
-    let app_id: i64 = conn
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(&err)?;
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .map_err(&err)?;
-    let tables = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .map_err(&err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(&err)?;
-    if app_id == APPLICATION_ID {
-        for want in ["meta", "records", "checkpoints"] {
-            if !tables.iter().any(|t| t == want) {
-                return Err(AuditError::NotAnAuditLog {
-                    path: path.to_owned(),
-                    why: format!("table {want:?} is missing"),
-                });
-            }
-        }
-        return Ok(Probe::Ours);
-    }
-    if app_id != 0 {
-        return Err(AuditError::NotAnAuditLog {
-            path: path.to_owned(),
-            why: format!("SQLite application id {app_id:#x} belongs to another program"),
-        });
-    }
-    if tables.is_empty() {
-        return Ok(Probe::Fresh);
-    }
-    Err(AuditError::NotAnAuditLog {
-        path: path.to_owned(),
-        why: format!(
-            "it is an SQLite database of something else (tables: {})",
-            tables.join(", ")
-        ),
-    })
-}
-
-/// Switching the journal mode needs an exclusive lock and SQLite does not wait for it through
-/// the busy handler, so two processes opening a new log at once must retry here.
-fn switch_to_wal(conn: &Connection, path: &Path) -> Result<(), AuditError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let busy = match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
-        {
-            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
-            // SQLite answers with the old mode when it could not take the lock.
-            Ok(mode) => format!("journal mode stayed {mode:?}"),
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => e.to_string(),
-            Err(e) => return Err(sql_err(path)(e)),
-        };
-        if Instant::now() >= deadline {
-            return Err(AuditError::NotAnAuditLog {
-                path: path.to_owned(),
-                why: format!("cannot switch to WAL journal mode: {busy}"),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn read_meta(conn: &Connection, path: &Path) -> Result<LogMeta, AuditError> {
-    let err = sql_err(path);
-    let get = |key: &str| -> Result<Option<String>, AuditError> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()
-        .map_err(&err)
-    };
-    let bad = |why: String| AuditError::NotAnAuditLog {
+/// Reads a segment. `strict` recomputes every record hash; otherwise only links and seqs are
+/// followed (for frames another appender just wrote, or the daemon's start on a huge tail).
+pub(crate) fn scan_segment(path: &Path, strict: bool) -> Result<SegScan, AuditError> {
+    let mut scanner = FrameScanner::open(path)?;
+    let damaged = |why: String| AuditError::Damaged {
         path: path.to_owned(),
         why,
     };
-    let version = get("schema_version")?.ok_or_else(|| bad("meta has no schema_version".into()))?;
-    if version != SCHEMA_VERSION.to_string() {
+    let header = match scanner.next_frame() {
+        Ok(Some(segment::Scanned {
+            frame: Ok(Frame::Header(h)),
+            ..
+        })) => h,
+        Ok(_) | Err(_) => return Err(damaged("the segment does not start with a header".into())),
+    };
+    if header.version != SEGMENT_VERSION {
         return Err(AuditError::UnsupportedVersion {
             path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
+            found: header.version.to_string(),
+            supported: u32::from(SEGMENT_VERSION),
         });
     }
-    let log_id_hex = get("log_id")?.ok_or_else(|| bad("meta has no log_id".into()))?;
-    let mut log_id = [0u8; LOG_ID_LEN];
-    hex::decode_to_slice(&log_id_hex, &mut log_id).map_err(|e| {
-        bad(format!(
-            "meta log_id {log_id_hex:?} is not 16 hex bytes: {e}"
-        ))
-    })?;
-    let public_key_hex = get("public_key")?.ok_or_else(|| bad("meta has no public_key".into()))?;
-    let created_ns = get("created_ns")?
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| bad("meta has no valid created_ns".into()))?;
-    Ok(LogMeta {
-        log_id,
-        public_key_hex,
-        created_ns,
-    })
+    let mut s = SegScan {
+        records: 0,
+        last_seq: header.first_seq.saturating_sub(1),
+        last_hash: header.prev_hash,
+        link: header.link_hash(),
+        checkpoints: Vec::new(),
+        key: header.public_key,
+        end: None,
+        good_len: scanner.offset(),
+        torn_len: None,
+        header,
+    };
+    continue_scan(&mut s, &mut scanner, strict, path)?;
+    Ok(s)
 }
 
-fn create_schema(
-    conn: &mut Connection,
+/// Reads on from `s.good_len` to the end of the file.
+fn continue_scan(
+    s: &mut SegScan,
+    scanner: &mut FrameScanner,
+    strict: bool,
     path: &Path,
-    public_key_hex: &str,
 ) -> Result<(), AuditError> {
-    let err = sql_err(path);
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(&err)?;
-    // Another process may have initialised the file between our probe and the lock.
-    if let Probe::Ours = probe(&tx, path)? {
-        return Ok(());
+    let damaged = |why: String| AuditError::Damaged {
+        path: path.to_owned(),
+        why,
+    };
+    loop {
+        let scanned = match scanner.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(ScanError::Torn { file_len, .. }) => {
+                s.torn_len = Some(file_len);
+                break;
+            }
+            Err(ScanError::BadLength { offset, len }) => {
+                return Err(damaged(format!(
+                    "the frame at byte {offset} claims {len} bytes"
+                )))
+            }
+            Err(ScanError::Io(e)) => return Err(e),
+        };
+        if s.end.is_some() {
+            return Err(damaged(format!(
+                "a frame at byte {} follows the segment's end frame",
+                scanned.offset
+            )));
+        }
+        let frame = scanned
+            .frame
+            .map_err(|why| damaged(format!("the frame at byte {}: {why}", scanned.offset)))?;
+        match frame {
+            Frame::Record(r) => {
+                let seq = s.last_seq + 1;
+                let claimed = chain::encoded_seq(&r.encoding);
+                if claimed != Some(seq) || r.prev != s.link {
+                    return Err(damaged(format!(
+                        "record {seq} (byte {}) does not follow record {}",
+                        scanned.offset, s.last_seq
+                    )));
+                }
+                if strict
+                    && chain::link_hash(&r.prev, seq, &chain::content_hash(&r.encoding)) != r.hash
+                {
+                    return Err(damaged(format!(
+                        "record {seq} (byte {}) does not match its hash",
+                        scanned.offset
+                    )));
+                }
+                s.records += 1;
+                s.last_seq = seq;
+                s.last_hash = r.hash;
+                s.link = r.hash;
+            }
+            Frame::Checkpoint(c) => s.checkpoints.push(c),
+            Frame::Rotation(r) => s.key = r.new_key,
+            Frame::End { next_seq } => s.end = Some(next_seq),
+            Frame::Header(_) => {
+                return Err(damaged(format!(
+                    "a second header at byte {}",
+                    scanned.offset
+                )))
+            }
+        }
+        s.good_len = scanner.offset();
     }
-    let mut log_id = [0u8; LOG_ID_LEN];
-    OsRng.fill_bytes(&mut log_id);
-    tx.execute_batch(SCHEMA).map_err(&err)?;
-    tx.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID}"))
-        .map_err(&err)?;
-    let mut put = tx
-        .prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")
-        .map_err(&err)?;
-    for (k, v) in [
-        ("schema_version", SCHEMA_VERSION.to_string()),
-        ("log_id", hex::encode(log_id)),
-        ("public_key", public_key_hex.to_owned()),
-        ("created_ns", now_ns().to_string()),
-    ] {
-        put.execute(params![k, v]).map_err(&err)?;
-    }
-    drop(put);
-    tx.commit().map_err(&err)?;
-    tracing::info!(db = %path.display(), log_id = %hex::encode(log_id), "created audit log");
     Ok(())
-}
-
-/// Opens the log read-only, for queries and verification: never creates, never needs the
-/// private key.
-pub(crate) fn open_read_only(paths: &AuditPaths) -> Result<(Connection, LogMeta), AuditError> {
-    let path = &paths.db;
-    match std::fs::metadata(path) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(AuditError::Missing { path: path.clone() })
-        }
-        Err(e) => return Err(AuditError::io(path, "opening the audit log", e)),
-    }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql_err(path))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(sql_err(path))?;
-    match probe(&conn, path)? {
-        Probe::Ours => {}
-        Probe::Fresh => {
-            return Err(AuditError::NotAnAuditLog {
-                path: path.clone(),
-                why: "the database is empty".into(),
-            })
-        }
-    }
-    let meta = read_meta(&conn, path)?;
-    Ok((conn, meta))
-}
-
-/// The write side of the log: one SQLite connection and the signing key.
-///
-/// Several `AuditStore`s (in one or several processes) may append to the same file: each
-/// append takes SQLite's write lock first and reads the chain head under it, so their records
-/// interleave into one valid chain.
-pub struct AuditStore {
-    conn: Connection,
-    paths: AuditPaths,
-    policy: CheckpointPolicy,
-    key: SigningKey,
-    log_id: [u8; LOG_ID_LEN],
-    genesis: Hash,
-    created_ns: i64,
-    /// Records after the last checkpoint, as of this store's last transaction.
-    unsealed: u64,
-    /// When the last checkpoint was made (or the log created), as of the last transaction.
-    last_checkpoint_ns: i64,
-}
-
-struct Head {
-    seq: u64,
-    hash: Hash,
-    checkpoint_seq: u64,
-    checkpoint_ns: i64,
 }
 
 impl AuditStore {
     /// Opens (creating on first use) the log and its signing key.
     pub fn open(paths: &AuditPaths, policy: CheckpointPolicy) -> Result<AuditStore, AuditError> {
-        let path = &paths.db;
-        match DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&paths.state_dir)
-        {
-            Ok(()) => {}
-            Err(e) => {
-                return Err(AuditError::io(
-                    &paths.state_dir,
-                    "creating the state directory",
-                    e,
-                ))
-            }
-        }
-        let err = sql_err(path);
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        AuditStore::open_with(
+            paths,
+            StoreOptions {
+                checkpoints: policy,
+                ..StoreOptions::default()
+            },
         )
-        .map_err(&err)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(&err)?;
-        let fresh = matches!(probe(&conn, path)?, Probe::Fresh);
-        // A key is only ever created together with a new log: an existing log whose key went
-        // missing must not silently continue under a new key.
-        let key = if fresh {
-            keys::load_or_create_signing_key(paths)?
-        } else {
-            keys::load_signing_key(paths)?.ok_or_else(|| AuditError::KeyMismatch {
-                path: paths.signing_key.clone(),
-                why: format!(
-                    "the signing key of the existing audit log {} is missing; restore it \
-                     (or move the log aside to start a new one)",
-                    path.display()
-                ),
-            })?
-        };
-        let public_key_hex = hex::encode(key.verifying_key().as_bytes());
-        // WAL: readers (verify, query) never block the writer. synchronous=FULL: a transaction
-        // is on disk when COMMIT returns, which is what the writer acknowledges.
-        switch_to_wal(&conn, path)?;
-        conn.execute_batch("PRAGMA synchronous = FULL")
-            .map_err(&err)?;
-        if fresh {
-            create_schema(&mut conn, path, &public_key_hex)?;
+    }
+
+    /// Opens the log for appending. Refuses a state directory others control, a log it cannot
+    /// write, a damaged newest segment, and a log behind or other than its head file says
+    /// (unless `options.rewind` accepts it).
+    pub fn open_with(paths: &AuditPaths, options: StoreOptions) -> Result<AuditStore, AuditError> {
+        dir::ensure_private_dir(&paths.state_dir, "state directory")?;
+        let legacy = paths.legacy_db();
+        if std::fs::symlink_metadata(&legacy).is_ok() {
+            return Err(AuditError::LegacyLog {
+                path: legacy,
+                audit_dir: paths.audit_dir.clone(),
+            });
         }
-        let meta = read_meta(&conn, path)?;
-        if meta.public_key_hex != public_key_hex {
-            return Err(AuditError::KeyMismatch {
-                path: paths.signing_key.clone(),
+        dir::ensure_private_dir(&paths.audit_dir, "audit directory")?;
+        let (free, read_only) = segment::free_space(&paths.audit_dir)?;
+        if read_only {
+            return Err(AuditError::Unwritable {
+                path: paths.audit_dir.clone(),
+                why: "its file system is mounted read-only".into(),
+            });
+        }
+        if free < options.min_free_bytes {
+            return Err(AuditError::Unwritable {
+                path: paths.audit_dir.clone(),
                 why: format!(
-                    "this signing key is not the one the audit log {} was created with \
-                     (the log expects public key {})",
-                    path.display(),
-                    meta.public_key_hex
+                    "only {free} bytes are free, less than the {} the log needs to go on",
+                    options.min_free_bytes
                 ),
             });
         }
-        let mut store = AuditStore {
-            genesis: chain::genesis_hash(&meta.log_id),
-            log_id: meta.log_id,
-            created_ns: meta.created_ns,
-            conn,
-            paths: paths.clone(),
-            policy,
-            key,
-            unsealed: 0,
-            last_checkpoint_ns: meta.created_ns,
+        let lock_file = Arc::new(open_lock(&paths.lock)?);
+        let guard = lock(&lock_file, &paths.lock)?;
+        let segments = segment::list_segments(&paths.audit_dir)?;
+        let head_file = HeadFile::read(&paths.head_file)?;
+        let mut report = OpenReport::default();
+        let (key, live, scan, log_created_ns) = match segments.last() {
+            None => {
+                if head_file.is_some() && options.rewind == RewindPolicy::Refuse {
+                    return Err(AuditError::Rewound {
+                        path: paths.audit_dir.clone(),
+                        finding: format!(
+                            "the log is gone: {} names log {} but {} holds no segment",
+                            paths.head_file.display(),
+                            head_file.as_ref().map_or("", |h| h.log_id.as_str()),
+                            paths.audit_dir.display()
+                        ),
+                    });
+                }
+                let key = keys::load_or_create_signing_key(paths)?;
+                let mut log_id = [0u8; LOG_ID_LEN];
+                OsRng.fill_bytes(&mut log_id);
+                let created = now_ns();
+                let header = SegmentHeader {
+                    version: SEGMENT_VERSION,
+                    log_id,
+                    first_seq: 1,
+                    prev_hash: chain::genesis_hash(&log_id),
+                    log_created_ns: created,
+                    created_ns: created,
+                    public_key: key.verifying_key().to_bytes(),
+                    flags: 0,
+                };
+                let live = LiveSegment::create(&paths.audit_dir, header, options.inode_flags)?;
+                // Under the lock, so no other appender ever sees the log without its head.
+                let empty = CheckpointFrame {
+                    number: 0,
+                    seq: 0,
+                    hash: chain::genesis_hash(&log_id),
+                    ts_ns: created,
+                    key_id: chain::key_id(&key.verifying_key().to_bytes()),
+                    signature: [0; 64],
+                };
+                HeadFile::new(&log_id, &empty, created).write(&paths.head_file)?;
+                tracing::info!(dir = %paths.audit_dir.display(), log_id = %hex::encode(log_id), "created audit log");
+                report.created = true;
+                let scan = scan_segment(&live.path, true)?;
+                (key, live, scan, created)
+            }
+            Some(last) => {
+                let key =
+                    keys::load_signing_key(paths)?.ok_or_else(|| AuditError::KeyMismatch {
+                        path: paths.signing_key.clone(),
+                        why: format!(
+                            "the signing key of the existing audit log {} is missing; restore it \
+                         (or move the log aside to start a new one)",
+                            paths.audit_dir.display()
+                        ),
+                    })?;
+                let mut scan = scan_segment(&last.path, true)?;
+                let mut live = LiveSegment::open(&last.path, scan.header.clone(), scan.good_len)?;
+                if let Some(file_len) = scan.torn_len {
+                    live.truncate_to(scan.good_len)
+                        .map_err(|e| AuditError::io(&last.path, "removing a torn write", e))?;
+                    report.torn_bytes_removed = Some(file_len - scan.good_len);
+                    scan.torn_len = None;
+                }
+                if let Some(next_seq) = scan.end {
+                    // Closed, and the crash came before the next segment was made.
+                    let header = next_header(&scan, next_seq, now_ns());
+                    live = LiveSegment::create(&paths.audit_dir, header, options.inode_flags)?;
+                    let first = scan_segment(&live.path, true)?;
+                    scan = SegScan {
+                        checkpoints: scan.checkpoints,
+                        ..first
+                    };
+                }
+                if scan.checkpoints.is_empty() && segments.len() > 1 {
+                    // The newest checkpoint closed the segment before this one.
+                    let before = &segments[segments.len() - 2];
+                    if before.path != live.path {
+                        scan.checkpoints = scan_segment(&before.path, false)?.checkpoints;
+                    }
+                }
+                let created = scan.header.log_created_ns;
+                (key, live, scan, created)
+            }
         };
-        let head = store.head_in(&store.conn)?;
-        store.note(&head);
+        let mut key = key;
+        if key.verifying_key().to_bytes() != scan.key {
+            // A rotation whose frame is in the log but whose key was not installed yet.
+            if let Some(next) = keys::read_next_key(paths)? {
+                if next.verifying_key().to_bytes() == scan.key {
+                    key = keys::promote_next_key(paths)?;
+                }
+            }
+        }
+        let public = key.verifying_key().to_bytes();
+        if public != scan.key {
+            return Err(AuditError::KeyMismatch {
+                path: paths.signing_key.clone(),
+                why: format!(
+                    "this key (id {}) is not the one the log is signed with (id {}); the log \
+                     must be handed to a new key by the old one (`secops audit rotate-key`)",
+                    hex::encode(chain::key_id(&public)),
+                    hex::encode(chain::key_id(&scan.key))
+                ),
+            });
+        }
+        let log_id = scan.header.log_id;
+        let last_checkpoint = scan.checkpoints.last().copied();
+        let head = Head {
+            seq: scan.last_seq,
+            last_hash: scan.last_hash,
+            link: scan.link,
+            checkpoint: last_checkpoint,
+            sealed_ns: last_checkpoint.map_or(log_created_ns, |c| c.ts_ns),
+        };
+        let mut store = AuditStore {
+            paths: paths.clone(),
+            key_id: chain::key_id(&public),
+            public,
+            key,
+            log_id,
+            log_created_ns,
+            live,
+            head,
+            buf: Vec::with_capacity(1 << 20),
+            new_checkpoints: Vec::new(),
+            write_head_inline: true,
+            reread_needed: false,
+            report: OpenReport::default(),
+            options,
+            lock: Arc::clone(&lock_file),
+        };
+        drop(guard);
+        let found = FoundTip {
+            log_id,
+            last_seq: store.head.seq,
+            last_checkpoint,
+            recent_checkpoints: scan.checkpoints,
+        };
+        let finding = store.rewind_finding(&found, head_file.as_ref(), report.created)?;
+        store.settle_open(finding, report)?;
         Ok(store)
+    }
+
+    fn rewind_finding(
+        &self,
+        found: &FoundTip,
+        head_file: Option<&HeadFile>,
+        created: bool,
+    ) -> Result<Option<Rewind>, AuditError> {
+        let path = &self.paths.head_file;
+        match head_file {
+            None if created => Ok(None),
+            None => Ok(Some(Rewind::HeadMissing {
+                head_file: path.display().to_string(),
+            })),
+            Some(h) => {
+                let expected = Expected::from_head(path, h)?;
+                if created {
+                    // A new log where the head file names another: the old one was deleted.
+                    return Ok(Some(Rewind::OtherLog {
+                        expected,
+                        found: hex::encode(found.log_id),
+                    }));
+                }
+                if expected.number == 0 && expected.log_id == hex::encode(found.log_id) {
+                    return Ok(None);
+                }
+                Ok(head::compare(found, &expected))
+            }
+        }
+    }
+
+    /// Writes what opening found into the log (torn write removed, rewind accepted) and
+    /// brings the head file up to date.
+    fn settle_open(
+        &mut self,
+        finding: Option<Rewind>,
+        mut report: OpenReport,
+    ) -> Result<(), AuditError> {
+        let mut notes: Vec<NewRecord> = Vec::new();
+        if let Some(bytes) = report.torn_bytes_removed {
+            notes.push(audit_note(
+                RiskLevel::Medium,
+                format!(
+                    "an incomplete write of {bytes} bytes at the end of {} was removed when the \
+                     log was opened: a crash while writing (records in it were never \
+                     acknowledged)",
+                    self.live.path.display()
+                ),
+            ));
+        }
+        match (finding, &self.options.rewind) {
+            (None, RewindPolicy::Refuse) => {}
+            (Some(f), RewindPolicy::Refuse) => {
+                return Err(AuditError::Rewound {
+                    path: self.paths.audit_dir.clone(),
+                    finding: f.to_string(),
+                })
+            }
+            (None, RewindPolicy::Accept { .. }) => {
+                return Err(AuditError::NothingToAccept {
+                    path: self.paths.audit_dir.clone(),
+                })
+            }
+            (Some(f), RewindPolicy::Accept { by, reason }) => {
+                let text = format!("{f}; accepted by {by}: {reason}");
+                tracing::warn!("audit log rewind accepted: {text}");
+                notes.push(audit_note(
+                    RiskLevel::Critical,
+                    format!("the audit log was found not as this host left it: {text}"),
+                ));
+                report.rewind_accepted = Some(text);
+            }
+        }
+        if !notes.is_empty() {
+            self.append_batch(&notes)?;
+            self.checkpoint_now()?;
+        }
+        self.report = report;
+        Ok(())
     }
 
     pub fn paths(&self) -> &AuditPaths {
@@ -467,12 +597,47 @@ impl AuditStore {
     }
 
     pub fn policy(&self) -> CheckpointPolicy {
-        self.policy
+        self.options.checkpoints
     }
 
-    /// The random id that binds this log's chain and checkpoints to this file.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    /// The random id that binds this log's chain and checkpoints to it.
     pub fn log_id(&self) -> [u8; LOG_ID_LEN] {
         self.log_id
+    }
+
+    /// The public key checkpoints are signed with now, and its id.
+    pub fn public_key(&self) -> ([u8; 32], [u8; KEY_ID_LEN]) {
+        (self.public, self.key_id)
+    }
+
+    /// What opening found and recorded.
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// Highest seq committed, as of this store's last batch.
+    pub fn last_seq(&self) -> u64 {
+        self.head.seq
+    }
+
+    /// The newest checkpoint, as of this store's last batch.
+    pub fn last_checkpoint(&self) -> Option<Checkpoint> {
+        self.head.checkpoint
+    }
+
+    /// Leaves writing the head file to the caller (the writer does it off its commit path,
+    /// with the witnesses), who takes checkpoints with [`AuditStore::take_checkpoints`].
+    pub fn defer_head_file(&mut self) {
+        self.write_head_inline = false;
+    }
+
+    /// Checkpoints made since the last call, oldest first.
+    pub fn take_checkpoints(&mut self) -> Vec<Checkpoint> {
+        std::mem::take(&mut self.new_checkpoints)
     }
 
     /// Appends one record; see [`AuditStore::append_batch`].
@@ -481,13 +646,13 @@ impl AuditStore {
         seqs.first()
             .copied()
             .ok_or_else(|| AuditError::CommitFailed {
-                path: self.paths.db.clone(),
+                path: self.paths.audit_dir.clone(),
                 reason: "no sequence number assigned".into(),
             })
     }
 
-    /// Appends records in one transaction and returns their sequence numbers. When this
-    /// returns `Ok`, the records are durable. Adds a signed checkpoint in the same transaction
+    /// Appends records with one write and one sync and returns their sequence numbers. When
+    /// this returns `Ok`, the records are durable. Adds a signed checkpoint in the same write
     /// when the policy says one is due.
     pub fn append_batch(&mut self, records: &[NewRecord]) -> Result<Vec<u64>, AuditError> {
         if records.is_empty() {
@@ -496,410 +661,420 @@ impl AuditStore {
         for r in records {
             chain::validate(r).map_err(|why| AuditError::InvalidRecord { why })?;
         }
-        let path = self.paths.db.clone();
-        let err = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        // Read the head under the write lock: another store may have appended since our last
-        // look, and we must link to its last record, not ours.
-        let mut head = head_in(&tx, &path, self.genesis, self.created_ns)?;
+        let lock_file = self.lock_handle()?;
+        let _guard = lock(&lock_file, &self.paths.lock)?;
+        self.catch_up()?;
+        if self.live.len >= self.options.segment_bytes {
+            self.roll_segment()?;
+        }
+        let mut head = self.head;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         let mut seqs = Vec::with_capacity(records.len());
-        {
-            let mut insert = tx.prepare_cached(INSERT_RECORD).map_err(&err)?;
-            for r in records {
-                let seq = head.seq + 1;
-                let hash = chain::record_hash(&head.hash, seq, r);
-                let (object_kind, object) = match &r.object {
-                    Some(AuditObject { kind, value }) => {
-                        (Some(kind.as_str()), Some(value.as_str()))
-                    }
-                    None => (None, None),
-                };
-                insert
-                    .execute(params![
-                        seq as i64,
-                        r.ts_ns,
-                        r.agent,
-                        // u64 stored as its i64 bit pattern; read back with `as u64`.
-                        r.cgroup_id.map(|c| c as i64),
-                        r.pid,
-                        r.tgid,
-                        r.uid,
-                        r.comm,
-                        r.exe,
-                        r.action,
-                        object_kind,
-                        object,
-                        r.verdict.as_str(),
-                        r.risk.as_str(),
-                        r.rule_id,
-                        r.reason,
-                        r.source.as_str(),
-                        &head.hash[..],
-                        &hash[..],
-                    ])
-                    .map_err(&err)?;
-                head.seq = seq;
-                head.hash = hash;
-                seqs.push(seq);
-            }
+        for r in records {
+            seqs.push(push_record(&mut buf, &mut head, r));
         }
         let now = now_ns();
-        if checkpoint_due(&self.policy, &head, now) {
-            let cp = sign_checkpoint(
-                &tx,
-                &path,
-                &self.key,
-                &self.log_id,
-                head.seq,
-                head.hash,
-                now,
-            )?;
-            head.checkpoint_seq = cp.seq;
-            head.checkpoint_ns = cp.ts_ns;
-        }
-        tx.commit().map_err(&err)?;
-        self.note(&head);
-        Ok(seqs)
+        let made = checkpoint_due(&self.options.checkpoints, &head, now)
+            .then(|| self.push_checkpoint(&mut buf, &mut head, now));
+        let result = self.commit(&buf, head, made);
+        self.buf = buf;
+        result.map(|()| seqs)
     }
 
     /// Seals everything appended so far with a signed checkpoint, unless it already is.
     /// Returns the new checkpoint, if one was needed.
     pub fn checkpoint_now(&mut self) -> Result<Option<Checkpoint>, AuditError> {
-        let path = self.paths.db.clone();
-        let err = sql_err(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(&err)?;
-        let mut head = head_in(&tx, &path, self.genesis, self.created_ns)?;
-        let mut made = None;
-        if head.seq > head.checkpoint_seq {
-            let cp = sign_checkpoint(
-                &tx,
-                &path,
-                &self.key,
+        let lock_file = self.lock_handle()?;
+        let _guard = lock(&lock_file, &self.paths.lock)?;
+        self.catch_up()?;
+        if self.head.checkpoint.map_or(0, |c| c.seq) >= self.head.seq {
+            return Ok(None);
+        }
+        let mut head = self.head;
+        let mut buf = Vec::new();
+        let cp = self.push_checkpoint(&mut buf, &mut head, now_ns());
+        self.commit(&buf, head, Some(cp))?;
+        Ok(Some(cp))
+    }
+
+    /// Closes the open segment (checkpoint and end frame) and starts a new one, if the open
+    /// one holds any record. Returns the closed segment's path.
+    pub fn close_segment(&mut self) -> Result<Option<PathBuf>, AuditError> {
+        let lock_file = self.lock_handle()?;
+        let _guard = lock(&lock_file, &self.paths.lock)?;
+        self.catch_up()?;
+        if self.head.seq < self.live.header.first_seq {
+            return Ok(None);
+        }
+        let closed = self.live.path.clone();
+        self.roll_segment()?;
+        Ok(Some(closed))
+    }
+
+    /// Hands the log to a new signing key: everything so far is sealed with the old key, then
+    /// a rotation frame signed by the old key names the new one, which signs from then on.
+    /// Returns the old and new key ids.
+    pub fn rotate_key(&mut self) -> Result<([u8; KEY_ID_LEN], [u8; KEY_ID_LEN]), AuditError> {
+        let new = SigningKey::generate(&mut OsRng);
+        keys::stage_next_key(&self.paths, &new)?;
+        let lock_file = self.lock_handle()?;
+        let _guard = lock(&lock_file, &self.paths.lock)?;
+        self.catch_up()?;
+        let mut head = self.head;
+        let mut buf = Vec::new();
+        let now = now_ns();
+        let made = (head.checkpoint.map_or(0, |c| c.seq) < head.seq)
+            .then(|| self.push_checkpoint(&mut buf, &mut head, now));
+        let new_public = new.verifying_key().to_bytes();
+        let signature = self
+            .key
+            .sign(&chain::rotation_message(
                 &self.log_id,
                 head.seq,
-                head.hash,
-                now_ns(),
-            )?;
-            head.checkpoint_seq = cp.seq;
-            head.checkpoint_ns = cp.ts_ns;
-            made = Some(cp);
-        }
-        tx.commit().map_err(&err)?;
-        self.note(&head);
-        Ok(made)
+                now,
+                &self.public,
+                &new_public,
+            ))
+            .to_bytes();
+        Frame::Rotation(frame::RotationFrame {
+            at_seq: head.seq,
+            ts_ns: now,
+            old_key: self.public,
+            new_key: new_public,
+            signature,
+        })
+        .encode_into(&mut buf);
+        self.commit(&buf, head, made)?;
+        let old_id = self.key_id;
+        self.key = keys::promote_next_key(&self.paths)?;
+        self.public = new_public;
+        self.key_id = chain::key_id(&new_public);
+        tracing::warn!(old = %hex::encode(old_id), new = %hex::encode(self.key_id), "audit signing key rotated");
+        Ok((old_id, self.key_id))
     }
 
     /// How long until unsealed records are due for a checkpoint (zero if overdue), or `None`
-    /// if everything is sealed. As of this store's last transaction.
+    /// if everything is sealed. As of this store's last batch.
     pub fn seal_due_in(&self) -> Option<Duration> {
-        if self.unsealed == 0 {
+        if self.unsealed() == 0 {
             return None;
         }
-        let age = now_ns().saturating_sub(self.last_checkpoint_ns).max(0) as u64;
-        Some(self.policy.every.saturating_sub(Duration::from_nanos(age)))
+        let age = now_ns().saturating_sub(self.head.sealed_ns).max(0) as u64;
+        Some(
+            self.options
+                .checkpoints
+                .every
+                .saturating_sub(Duration::from_nanos(age)),
+        )
     }
 
-    /// Records after the last checkpoint, as of this store's last transaction.
+    /// Records after the last checkpoint, as of this store's last batch.
     pub fn unsealed(&self) -> u64 {
-        self.unsealed
+        self.head
+            .seq
+            .saturating_sub(self.head.checkpoint.map_or(0, |c| c.seq))
     }
 
-    fn head_in(&self, conn: &Connection) -> Result<Head, AuditError> {
-        head_in(conn, &self.paths.db, self.genesis, self.created_ns)
+    /// Writes the head file for the newest checkpoint (or the empty log).
+    pub fn write_head_file(&self, cp: Option<&Checkpoint>) -> Result<(), AuditError> {
+        let cp = cp
+            .copied()
+            .or(self.head.checkpoint)
+            .unwrap_or(CheckpointFrame {
+                number: 0,
+                seq: 0,
+                hash: chain::genesis_hash(&self.log_id),
+                ts_ns: self.log_created_ns,
+                key_id: self.key_id,
+                signature: [0; 64],
+            });
+        HeadFile::new(&self.log_id, &cp, now_ns()).write(&self.paths.head_file)
     }
 
-    fn note(&mut self, head: &Head) {
-        self.unsealed = head.seq.saturating_sub(head.checkpoint_seq);
-        self.last_checkpoint_ns = head.checkpoint_ns;
+    fn lock_handle(&self) -> Result<Arc<File>, AuditError> {
+        Ok(Arc::clone(&self.lock))
     }
+
+    fn push_checkpoint(&self, buf: &mut Vec<u8>, head: &mut Head, ts_ns: i64) -> Checkpoint {
+        let number = head.checkpoint.map_or(0, |c| c.number) + 1;
+        let signature = self
+            .key
+            .sign(&chain::checkpoint_message(
+                &self.log_id,
+                number,
+                head.seq,
+                &head.last_hash,
+                ts_ns,
+            ))
+            .to_bytes();
+        let cp = CheckpointFrame {
+            number,
+            seq: head.seq,
+            hash: head.last_hash,
+            ts_ns,
+            key_id: self.key_id,
+            signature,
+        };
+        Frame::Checkpoint(cp).encode_into(buf);
+        head.checkpoint = Some(cp);
+        head.sealed_ns = ts_ns;
+        cp
+    }
+
+    /// Writes `buf` (whole frames leading from `self.head` to `head`) and makes `head` ours.
+    fn commit(
+        &mut self,
+        buf: &[u8],
+        head: Head,
+        made: Option<Checkpoint>,
+    ) -> Result<(), AuditError> {
+        match self.live.append(buf) {
+            Ok(()) => {}
+            Err(AppendFailure::NotWritten(e)) => {
+                return Err(AuditError::io(
+                    &self.live.path,
+                    "appending to the audit log",
+                    e,
+                ))
+            }
+            Err(AppendFailure::Unknown(e)) => {
+                self.reread_needed = true;
+                return Err(AuditError::io(
+                    &self.live.path,
+                    "appending to the audit log",
+                    e,
+                ));
+            }
+        }
+        self.head = head;
+        if let Some(cp) = made {
+            // Also written to the daemon's log: a copy of every checkpoint outside the state
+            // directory even with no witness configured.
+            tracing::info!(
+                checkpoint = cp.number,
+                seq = cp.seq,
+                hash = %hex::encode(cp.hash),
+                key_id = %hex::encode(cp.key_id),
+                signature = %hex::encode(cp.signature),
+                "audit checkpoint"
+            );
+            self.new_checkpoints.push(cp);
+            if self.write_head_inline {
+                if let Err(e) = self.write_head_file(Some(&cp)) {
+                    tracing::error!("audit head file not updated: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Under the lock: reads what other appenders wrote since this store's last batch (and
+    /// what a failed write may have left), so the next record links to the true end.
+    fn catch_up(&mut self) -> Result<(), AuditError> {
+        let len = self
+            .live
+            .current_len()
+            .map_err(|e| AuditError::io(&self.live.path, "inspecting the open segment", e))?;
+        if len == self.live.len && !self.reread_needed {
+            return Ok(());
+        }
+        if len < self.live.len {
+            return Err(AuditError::Damaged {
+                path: self.live.path.clone(),
+                why: format!(
+                    "the open segment shrank from {} to {len} bytes while this appender had it open",
+                    self.live.len
+                ),
+            });
+        }
+        loop {
+            let mut s = SegScan {
+                header: self.live.header.clone(),
+                records: 0,
+                last_seq: self.head.seq,
+                last_hash: self.head.last_hash,
+                link: self.head.link,
+                checkpoints: Vec::new(),
+                key: self.public,
+                end: None,
+                good_len: self.live.len,
+                torn_len: None,
+            };
+            let mut scanner = FrameScanner::open_at(&self.live.path, self.live.len)?;
+            continue_scan(&mut s, &mut scanner, false, &self.live.path)?;
+            if s.torn_len.is_some() {
+                self.live
+                    .truncate_to(s.good_len)
+                    .map_err(|e| AuditError::io(&self.live.path, "removing a torn write", e))?;
+            }
+            self.live.len = s.good_len;
+            self.head.seq = s.last_seq;
+            self.head.last_hash = s.last_hash;
+            self.head.link = s.link;
+            if let Some(cp) = s.checkpoints.last() {
+                self.head.checkpoint = Some(*cp);
+                self.head.sealed_ns = cp.ts_ns;
+            }
+            if s.key != self.public {
+                return Err(AuditError::KeyMismatch {
+                    path: self.paths.signing_key.clone(),
+                    why: "another process handed the log to a new key; open it again".into(),
+                });
+            }
+            let Some(next_seq) = s.end else { break };
+            let path = self
+                .paths
+                .audit_dir
+                .join(segment::segment_file_name(next_seq));
+            let next = match scan_segment(&path, false) {
+                Ok(n) => n,
+                Err(AuditError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    // The other appender closed the segment and died before the next.
+                    let header = next_header(&s, next_seq, now_ns());
+                    self.live = LiveSegment::create(
+                        &self.paths.audit_dir,
+                        header,
+                        self.options.inode_flags,
+                    )?;
+                    self.head.link = self.live.header.link_hash();
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            // Read on in the next segment from its first record.
+            self.live = LiveSegment::open(&path, next.header.clone(), next.header_len())?;
+            self.head.link = self.live.header.link_hash();
+        }
+        self.reread_needed = false;
+        Ok(())
+    }
+
+    /// Under the lock: closes the open segment with a checkpoint and an end frame, and starts
+    /// the next one.
+    fn roll_segment(&mut self) -> Result<(), AuditError> {
+        let mut head = self.head;
+        let mut buf = Vec::new();
+        let made = (head.checkpoint.map_or(0, |c| c.seq) < head.seq)
+            .then(|| self.push_checkpoint(&mut buf, &mut head, now_ns()));
+        Frame::End {
+            next_seq: head.seq + 1,
+        }
+        .encode_into(&mut buf);
+        self.commit(&buf, head, made)?;
+        let header = SegmentHeader {
+            version: SEGMENT_VERSION,
+            log_id: self.log_id,
+            first_seq: self.head.seq + 1,
+            prev_hash: self.head.last_hash,
+            log_created_ns: self.log_created_ns,
+            created_ns: now_ns(),
+            public_key: self.public,
+            flags: 0,
+        };
+        let next = LiveSegment::create(&self.paths.audit_dir, header, self.options.inode_flags)?;
+        let closed = std::mem::replace(&mut self.live, next);
+        closed.close()?;
+        self.head.link = self.live.header.link_hash();
+        Ok(())
+    }
+}
+
+impl SegScan {
+    /// Bytes of magic and header: where records start.
+    fn header_len(&self) -> u64 {
+        (frame::MAGIC.len() + Frame::Header(self.header.clone()).to_bytes().len()) as u64
+    }
+}
+
+fn next_header(prev: &SegScan, next_seq: u64, now: i64) -> SegmentHeader {
+    SegmentHeader {
+        version: SEGMENT_VERSION,
+        log_id: prev.header.log_id,
+        first_seq: next_seq,
+        prev_hash: prev.last_hash,
+        log_created_ns: prev.header.log_created_ns,
+        created_ns: now,
+        public_key: prev.key,
+        flags: 0,
+    }
+}
+
+fn open_lock(path: &Path) -> Result<File, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| AuditError::io(path, "opening the audit lock file", e))
+}
+
+/// Encodes one record frame in place: links, canonical encoding, hashes.
+fn push_record(buf: &mut Vec<u8>, head: &mut Head, r: &NewRecord) -> u64 {
+    let seq = head.seq + 1;
+    let start = frame::begin_frame(buf, frame::RECORD_KIND);
+    buf.extend_from_slice(&head.link);
+    let hash_at = buf.len();
+    buf.extend_from_slice(&[0u8; 32]);
+    let encoding_at = buf.len();
+    chain::encode_record_into(seq, r, buf);
+    let hash = chain::link_hash(&head.link, seq, &chain::content_hash(&buf[encoding_at..]));
+    buf[hash_at..hash_at + 32].copy_from_slice(&hash);
+    frame::end_frame(buf, start);
+    head.seq = seq;
+    head.last_hash = hash;
+    head.link = hash;
+    seq
 }
 
 fn checkpoint_due(policy: &CheckpointPolicy, head: &Head, now: i64) -> bool {
-    let pending = head.seq.saturating_sub(head.checkpoint_seq);
+    let pending = head
+        .seq
+        .saturating_sub(head.checkpoint.map_or(0, |c| c.seq));
     if pending == 0 {
         return false;
     }
-    let age = now.saturating_sub(head.checkpoint_ns).max(0) as u64;
+    let age = now.saturating_sub(head.sealed_ns).max(0) as u64;
     pending >= policy.every_records.max(1) || Duration::from_nanos(age) >= policy.every
 }
 
-fn head_in(
-    conn: &Connection,
+/// A record the log writes about itself (`sys:audit`).
+pub fn audit_note(risk: RiskLevel, reason: String) -> NewRecord {
+    NewRecord {
+        rule_id: Some("audit.log".into()),
+        uid: Some(dir::euid()),
+        pid: Some(std::process::id()),
+        ..NewRecord::new(
+            now_ns(),
+            CoreAction::SysAudit.as_str(),
+            Verdict::Allow,
+            risk,
+            reason,
+            Source::Api,
+        )
+    }
+}
+
+/// A record frame decoded for readers.
+pub(crate) fn decode_record_frame(
+    r: &RecordFrame,
     path: &Path,
-    genesis: Hash,
-    created_ns: i64,
-) -> Result<Head, AuditError> {
-    let err = sql_err(path);
-    let last = conn
-        .prepare_cached("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1")
-        .map_err(&err)?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-        .optional()
-        .map_err(&err)?;
-    let (seq, hash) = match last {
-        None => (0, genesis),
-        Some((seq, hash)) => {
-            let corrupt = |why: &str| AuditError::Corrupt {
-                path: path.to_owned(),
-                seq,
-                why: why.into(),
-            };
-            let seq = u64::try_from(seq).map_err(|_| corrupt("negative sequence number"))?;
-            let hash: Hash = hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt("hash is not 32 bytes"))?;
-            (seq, hash)
-        }
-    };
-    let cp = conn
-        .prepare_cached("SELECT seq, ts_ns FROM checkpoints ORDER BY id DESC LIMIT 1")
-        .map_err(&err)?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-        .optional()
-        .map_err(&err)?;
-    let (checkpoint_seq, checkpoint_ns) = match cp {
-        Some((s, t)) => (u64::try_from(s).unwrap_or(0), t),
-        None => (0, created_ns),
-    };
-    Ok(Head {
+) -> Result<super::record::Record, AuditError> {
+    let (seq, body) = chain::decode_record(&r.encoding).map_err(|why| AuditError::Corrupt {
+        path: path.to_owned(),
+        seq: chain::encoded_seq(&r.encoding).map_or(-1, |s| s as i64),
+        why,
+    })?;
+    Ok(super::record::Record {
         seq,
-        hash,
-        checkpoint_seq,
-        checkpoint_ns,
+        body,
+        prev_hash: r.prev,
+        hash: r.hash,
     })
-}
-
-fn sign_checkpoint(
-    conn: &Connection,
-    path: &Path,
-    key: &SigningKey,
-    log_id: &[u8; LOG_ID_LEN],
-    seq: u64,
-    hash: Hash,
-    ts_ns: i64,
-) -> Result<Checkpoint, AuditError> {
-    let err = sql_err(path);
-    let signature = key
-        .sign(&chain::checkpoint_message(log_id, seq, &hash, ts_ns))
-        .to_bytes();
-    conn.prepare_cached(
-        "INSERT INTO checkpoints (seq, hash, ts_ns, signature) VALUES (?1, ?2, ?3, ?4)",
-    )
-    .map_err(&err)?
-    .execute(params![seq as i64, &hash[..], ts_ns, &signature[..]])
-    .map_err(&err)?;
-    let id = conn.last_insert_rowid() as u64;
-    // Also written to the daemon's log: a copy of the checkpoint outside the database lets an
-    // auditor notice a log whose tail was cut off together with its checkpoints.
-    tracing::info!(
-        checkpoint = id,
-        seq,
-        hash = %hex::encode(hash),
-        signature = %hex::encode(signature),
-        "audit checkpoint"
-    );
-    Ok(Checkpoint {
-        id,
-        seq,
-        hash,
-        ts_ns,
-        signature,
-    })
-}
-
-/// A record row as stored, decoded leniently: verify must be able to look at rows that were
-/// tampered with into something that is no longer a valid record.
-pub(crate) struct RawRow {
-    pub seq: i64,
-    pub body: Result<NewRecord, String>,
-    pub prev: Option<Hash>,
-    pub hash: Option<Hash>,
-}
-
-impl RawRow {
-    /// Reads a row selected with [`RECORD_COLUMNS`].
-    pub fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
-        Ok(RawRow {
-            seq: row.get(0)?,
-            body: decode_body(row),
-            prev: blob32(row.get_ref(17)?),
-            hash: blob32(row.get_ref(18)?),
-        })
-    }
-
-    /// The hash this row's contents would have as record `seq` after its own `prev_hash`.
-    pub fn content_hash(&self, seq: u64) -> Option<Hash> {
-        let body = self.body.as_ref().ok()?;
-        Some(chain::record_hash(self.prev.as_ref()?, seq, body))
-    }
-
-    /// True if the row's stored hash matches its contents taken as record `seq`.
-    pub fn content_ok_as(&self, seq: u64) -> bool {
-        matches!((self.content_hash(seq), self.hash), (Some(a), Some(b)) if a == b)
-    }
-
-    pub fn into_record(self, path: &Path) -> Result<Record, AuditError> {
-        let corrupt = |why: String| AuditError::Corrupt {
-            path: path.to_owned(),
-            seq: self.seq,
-            why,
-        };
-        let seq =
-            u64::try_from(self.seq).map_err(|_| corrupt("negative sequence number".into()))?;
-        let prev_hash = self
-            .prev
-            .ok_or_else(|| corrupt("prev_hash is not 32 bytes".into()))?;
-        let hash = self
-            .hash
-            .ok_or_else(|| corrupt("hash is not 32 bytes".into()))?;
-        let body = self.body.map_err(corrupt)?;
-        Ok(Record {
-            seq,
-            body,
-            prev_hash,
-            hash,
-        })
-    }
-}
-
-fn blob32(v: ValueRef<'_>) -> Option<Hash> {
-    match v {
-        ValueRef::Blob(b) => b.try_into().ok(),
-        _ => None,
-    }
-}
-
-fn col_name(i: usize) -> &'static str {
-    RECORD_COLUMNS.split(", ").nth(i).unwrap_or("?")
-}
-
-fn opt_int(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<i64>, String> {
-    match row.get_ref(i).map_err(|e| e.to_string())? {
-        ValueRef::Null => Ok(None),
-        ValueRef::Integer(v) => Ok(Some(v)),
-        other => Err(format!(
-            "{} is {:?}, not an integer",
-            col_name(i),
-            other.data_type()
-        )),
-    }
-}
-
-fn opt_text(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<String>, String> {
-    match row.get_ref(i).map_err(|e| e.to_string())? {
-        ValueRef::Null => Ok(None),
-        ValueRef::Text(t) => String::from_utf8(t.to_vec())
-            .map(Some)
-            .map_err(|_| format!("{} is not UTF-8", col_name(i))),
-        other => Err(format!(
-            "{} is {:?}, not text",
-            col_name(i),
-            other.data_type()
-        )),
-    }
-}
-
-fn req<T>(v: Option<T>, i: usize) -> Result<T, String> {
-    v.ok_or_else(|| format!("{} is NULL", col_name(i)))
-}
-
-fn opt_u32(row: &rusqlite::Row<'_>, i: usize) -> Result<Option<u32>, String> {
-    opt_int(row, i)?
-        .map(|v| u32::try_from(v).map_err(|_| format!("{} {v} is out of range", col_name(i))))
-        .transpose()
-}
-
-fn parsed<T: std::str::FromStr>(row: &rusqlite::Row<'_>, i: usize) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    let s = req(opt_text(row, i)?, i)?;
-    s.parse().map_err(|e| format!("{}: {e}", col_name(i)))
-}
-
-fn decode_body(row: &rusqlite::Row<'_>) -> Result<NewRecord, String> {
-    let object = match (opt_text(row, 10)?, opt_text(row, 11)?) {
-        (None, None) => None,
-        (Some(kind), Some(value)) => Some(AuditObject {
-            kind: kind.parse().map_err(|e| format!("object_kind: {e}"))?,
-            value,
-        }),
-        _ => return Err("object_kind and object must both be set or both be NULL".into()),
-    };
-    Ok(NewRecord {
-        ts_ns: req(opt_int(row, 1)?, 1)?,
-        agent: opt_text(row, 2)?,
-        cgroup_id: opt_int(row, 3)?.map(|v| v as u64),
-        pid: opt_u32(row, 4)?,
-        tgid: opt_u32(row, 5)?,
-        uid: opt_u32(row, 6)?,
-        comm: opt_text(row, 7)?,
-        exe: opt_text(row, 8)?,
-        action: req(opt_text(row, 9)?, 9)?,
-        object,
-        verdict: parsed(row, 12)?,
-        risk: parsed(row, 13)?,
-        rule_id: opt_text(row, 14)?,
-        reason: req(opt_text(row, 15)?, 15)?,
-        source: parsed(row, 16)?,
-    })
-}
-
-/// Reads all checkpoints in id order, leniently (verify judges them).
-pub(crate) struct RawCheckpoint {
-    pub id: i64,
-    pub seq: i64,
-    pub hash: Option<Hash>,
-    pub ts_ns: Option<i64>,
-    pub signature: Option<[u8; 64]>,
-}
-
-pub(crate) fn read_checkpoints(
-    conn: &Connection,
-    path: &Path,
-) -> Result<Vec<RawCheckpoint>, AuditError> {
-    let err = sql_err(path);
-    let mut stmt = conn
-        .prepare("SELECT id, seq, hash, ts_ns, signature FROM checkpoints ORDER BY id")
-        .map_err(&err)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok(RawCheckpoint {
-                id: r.get(0)?,
-                seq: match r.get_ref(1)? {
-                    ValueRef::Integer(v) => v,
-                    _ => i64::MIN,
-                },
-                hash: blob32(r.get_ref(2)?),
-                ts_ns: match r.get_ref(3)? {
-                    ValueRef::Integer(v) => Some(v),
-                    _ => None,
-                },
-                signature: match r.get_ref(4)? {
-                    ValueRef::Blob(b) => b.try_into().ok(),
-                    _ => None,
-                },
-            })
-        })
-        .map_err(&err)?;
-    rows.collect::<Result<Vec<_>, _>>().map_err(&err)
-}
-
-impl RawCheckpoint {
-    pub fn into_checkpoint(self) -> Option<Checkpoint> {
-        Some(Checkpoint {
-            id: u64::try_from(self.id).ok()?,
-            seq: u64::try_from(self.seq).ok()?,
-            hash: self.hash?,
-            ts_ns: self.ts_ns?,
-            signature: self.signature?,
-        })
-    }
 }

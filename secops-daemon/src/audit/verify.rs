@@ -1,77 +1,80 @@
-//! `secops audit verify`: walk the chain, check every checkpoint signature, and name the first
-//! record that was altered, deleted, inserted or reordered.
+//! `secops audit verify`: walk every segment's chain, check every checkpoint and key rotation
+//! signature, hold the log to its head file and to its witnesses, and name the first record
+//! that was altered, deleted, inserted or reordered ([`super::classify`]), and what the
+//! witnesses saw that the log no longer holds.
 //!
-//! The walk stops at the first row that does not verify; everything before it is known good
-//! (contiguous seqs from 1, every row's hash matches its contents, every row links to the one
-//! before, every checkpoint up to there matches and is signed). The row where it stopped is
-//! then classified by looking at how the rows around it link to each other, which tells the
-//! naive SQL edits apart:
-//!
-//! - `UPDATE` of a column: the row's contents no longer match its hash, but it still links to
-//!   its predecessor and its successor links to it → altered.
-//! - `UPDATE` plus a recomputed hash for that row only: the row verifies, but its successor
-//!   links to a hash that no longer exists → the predecessor of the first broken link was
-//!   altered.
-//! - `DELETE` without renumbering: a seq gap → deleted (exact range).
-//! - `DELETE` and renumbering the rest: the next row links to a hash that no longer exists,
-//!   and its contents verify only under a larger seq → deleted (exact range).
-//! - `INSERT` with later rows renumbered: a later row links straight to the row before the
-//!   foreign one(s) → inserted.
-//! - swapping or moving rows: a row links to another record that still exists, and its
-//!   contents verify under a different seq → reordered. Swapping only the content columns is
-//!   recognised by the contents matching the other row's hash.
-//! - deleting the newest rows: a signed checkpoint names a seq that no longer exists →
-//!   truncated.
-//! - rewriting a record and recomputing every hash after it: the chain is consistent again, but
-//!   the next signed checkpoint does not match → bad checkpoint, with the range between the
-//!   last good checkpoint and that one (the exact record cannot be known without the key).
-//! - a break after the last checkpoint that never recovers: a torn or forged tail.
-//!
-//! What no verifier can detect from the file alone: the newest unsealed records being removed,
-//! or the newest records removed together with their checkpoints. The daemon logs every
-//! checkpoint (seq, hash, signature) through `tracing` so that an outside copy exists.
+//! From the file alone a verifier cannot see the newest records removed together with their
+//! checkpoints, or the whole log replaced by an older copy or by a log re-signed with a new
+//! key: that is what the head file (same host), the witnesses (elsewhere) and a pinned public
+//! key are for. A log checked without any of them says so.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use rusqlite::{Connection, OptionalExtension};
 
 use super::chain::{self, Hash};
+use super::classify::{Row, Rows};
 use super::error::AuditError;
+use super::frame::{CheckpointFrame, Frame, RecordFrame, SegmentHeader};
+use super::head::HeadFile;
 use super::keys;
-use super::store::{self, sql_err, AuditPaths, RawCheckpoint, RawRow, RECORD_COLUMNS, TRIGGERS};
+use super::retention::ARCHIVE_RULE;
+use super::segment::{self, FrameScanner, ScanError, SegmentRef};
+use super::store::AuditPaths;
+use super::witness::WitnessedCheckpoint;
 
-/// How far around a displaced row to look for the seq its contents really belong to.
-const SEQ_SEARCH_WINDOW: u64 = 4096;
-/// How many renumbered-away records to consider when explaining a deletion.
-const MAX_SHIFT: u64 = 1 << 16;
+/// What to hold the log to besides itself.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Only this key (or keys it handed the log to) may have signed it.
+    pub pinned_key: Option<[u8; 32]>,
+    /// What witnesses hold, by witness name.
+    pub witnesses: Vec<(String, Vec<WitnessedCheckpoint>)>,
+    /// Directories holding archived (rotated-out) segments.
+    pub archives: Vec<PathBuf>,
+}
 
 /// What `verify` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
-    pub db: PathBuf,
+    pub dir: PathBuf,
     pub log_id: String,
+    pub segments: u64,
     pub records: u64,
+    /// The first seq checked (above 1 when older segments were archived and not given).
+    pub first_seq: u64,
     /// Highest seq present (0 if the log is empty).
     pub last_seq: u64,
     pub checkpoints: u64,
     pub last_checkpoint_seq: Option<u64>,
     /// Records after the last checkpoint: verified by the chain, not yet by a signature.
     pub unsealed: u64,
-    /// Append-only triggers that are gone (someone dropped them; expect tampering).
-    pub missing_triggers: Vec<String>,
-    /// The first problem found, if any.
-    pub problem: Option<Problem>,
+    /// Ids of the keys that signed, oldest first.
+    pub key_ids: Vec<String>,
+    pub key_pinned: bool,
+    /// Witnessed checkpoints compared, per witness.
+    pub witnessed: Vec<(String, u64)>,
+    /// Things worth knowing that are not problems.
+    pub notes: Vec<String>,
+    /// Everything wrong, the chain's first break first.
+    pub problems: Vec<Problem>,
 }
 
 impl VerifyReport {
     pub fn is_ok(&self) -> bool {
-        self.problem.is_none()
+        self.problems.is_empty()
+    }
+
+    /// The first problem, if any.
+    pub fn problem(&self) -> Option<&Problem> {
+        self.problems.first()
     }
 }
 
-/// The first thing wrong with the log, at the exact record where it was found.
+/// Something wrong with the log, at the exact record (or checkpoint, or file) where it was
+/// found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
     /// The record's contents no longer match its hash (its links are fine).
@@ -82,38 +85,77 @@ pub enum Problem {
     Inserted { seq: u64 },
     /// The record at `seq` belongs elsewhere in the chain.
     Reordered { seq: u64 },
-    /// A signed checkpoint covers `checkpoint_seq`, but the log ends at `last_present`.
-    Truncated {
-        last_present: u64,
-        checkpoint_seq: u64,
-    },
-    /// The chain breaks at `from` after the last checkpoint and never recovers up to `to`:
-    /// a crash while writing, or a forged tail.
-    TornTail { from: u64, to: u64 },
-    /// Checkpoint `id` (covering `seq`) does not hold; records `from..=seq` cannot be trusted.
+    /// The chain breaks at `from` after the last checkpoint and never recovers up to `to`.
+    BrokenTail { from: u64, to: u64 },
+    /// Checkpoint `number` (covering `seq`) does not hold; records `from..=seq` cannot be
+    /// trusted.
     BadCheckpoint {
-        id: u64,
+        number: u64,
         seq: u64,
         from: u64,
         why: CheckpointFault,
     },
     /// A record with a seq below 1, which the log never writes.
     BadSeq { found: i64 },
+    /// A segment file is not what the log's chain needs at that place.
+    BadSegment { path: PathBuf, why: String },
+    /// A key rotation does not hold: signed by another key, or malformed.
+    BadRotation { at_seq: u64, why: String },
+    /// Checkpoints are signed by a key the pinned key never handed the log to.
+    WrongKey {
+        key_id: String,
+        pinned_id: String,
+        first_number: u64,
+    },
+    /// The log ends (or its checkpoints end) before what a witness saw: truncated or rolled
+    /// back. `witnessed_seq` is the last witnessed seq that is missing.
+    BehindWitness {
+        witness: String,
+        last_present: u64,
+        witnessed_number: u64,
+        witnessed_seq: u64,
+        missing_checkpoints: u64,
+    },
+    /// The log holds the records a witness saw checkpointed, but not the checkpoints.
+    WitnessedCheckpointsGone { witness: String, numbers: Vec<u64> },
+    /// What a witness saw differs from what the log holds at that place: rewritten.
+    WitnessDiffers {
+        witness: String,
+        number: u64,
+        seq: u64,
+        why: String,
+    },
+    /// A witness holds checkpoints signed by another key than the log's at that place.
+    WitnessKeyDiffers {
+        witness: String,
+        number: u64,
+        witnessed_key: String,
+        log_key: String,
+    },
+    /// A witness knows other logs of this host but not this one: the log was replaced.
+    WitnessKnowsOtherLog { witness: String, logs: Vec<String> },
+    /// A segment that its header says is kept append-only (or immutable) lost that flag.
+    ProtectionRemoved {
+        path: PathBuf,
+        expected: &'static str,
+    },
+    /// The public key file beside the log is not the log's key.
+    KeyFileDiffers { path: PathBuf },
+    /// Records before the first live segment that the log never said it archived.
+    NotArchived { from: u64, to: u64 },
 }
 
 /// Why a checkpoint does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CheckpointFault {
-    /// The signature does not verify with the log's public key.
+    /// The signature does not verify with the key in force.
     BadSignature,
     /// The record at the checkpoint's seq has a different hash: the chain was recomputed.
     HashMismatch,
-    /// Checkpoints between `previous_id` and this one were deleted.
-    Missing { previous_id: u64 },
+    /// Checkpoints after `previous` before it were deleted.
+    Missing { previous: u64 },
     /// Its seq is not after the previous checkpoint's.
     NotIncreasing { previous_seq: u64 },
-    /// A column is missing or has the wrong type or size.
-    Malformed,
 }
 
 impl fmt::Display for CheckpointFault {
@@ -123,13 +165,12 @@ impl fmt::Display for CheckpointFault {
             CheckpointFault::HashMismatch => f.write_str(
                 "the record it covers has a different hash (the chain was rewritten and recomputed)",
             ),
-            CheckpointFault::Missing { previous_id } => {
-                write!(f, "checkpoints after id {previous_id} before it were deleted")
+            CheckpointFault::Missing { previous } => {
+                write!(f, "checkpoints after number {previous} before it were deleted")
             }
             CheckpointFault::NotIncreasing { previous_seq } => {
                 write!(f, "its seq is not after the previous checkpoint's ({previous_seq})")
             }
-            CheckpointFault::Malformed => f.write_str("it is malformed"),
         }
     }
 }
@@ -141,9 +182,7 @@ impl fmt::Display for Problem {
                 f,
                 "record {seq} was altered: its contents no longer match its hash"
             ),
-            Problem::Deleted { from, to } if from == to => {
-                write!(f, "record {from} was deleted")
-            }
+            Problem::Deleted { from, to } if from == to => write!(f, "record {from} was deleted"),
             Problem::Deleted { from, to } => write!(f, "records {from}..={to} were deleted"),
             Problem::Inserted { seq } => write!(
                 f,
@@ -154,34 +193,129 @@ impl fmt::Display for Problem {
                 f,
                 "record {seq} was reordered: it belongs elsewhere in the chain"
             ),
-            Problem::Truncated {
-                last_present,
-                checkpoint_seq,
+            Problem::BrokenTail { from, to } => write!(
+                f,
+                "the chain breaks at record {from} after the last checkpoint and never recovers \
+                 (records {from}..={to}): a forged or damaged tail"
+            ),
+            Problem::BadCheckpoint {
+                number,
+                seq,
+                from,
+                why,
             } => write!(
                 f,
-                "the log was truncated: it ends at record {last_present}, but a signed checkpoint covers record {checkpoint_seq}"
-            ),
-            Problem::TornTail { from, to } => write!(
-                f,
-                "torn tail: the chain breaks at record {from} after the last checkpoint and never recovers \
-                 (records {from}..={to}): a crash while writing, or a forged tail"
-            ),
-            Problem::BadCheckpoint { id, seq, from, why } => write!(
-                f,
-                "checkpoint {id} (record {seq}) is bad: {why}; records {from}..={seq} cannot be trusted"
+                "checkpoint {number} (record {seq}) is bad: {why}; records {from}..={seq} cannot be trusted"
             ),
             Problem::BadSeq { found } => {
                 write!(f, "a record has seq {found}, which the log never writes (inserted)")
             }
+            Problem::BadSegment { path, why } => write!(f, "{}: {why}", path.display()),
+            Problem::BadRotation { at_seq, why } => {
+                write!(f, "the key rotation after record {at_seq} does not hold: {why}")
+            }
+            Problem::WrongKey {
+                key_id,
+                pinned_id,
+                first_number,
+            } => write!(
+                f,
+                "checkpoints from number {first_number} on are signed by key {key_id}, which the \
+                 pinned key {pinned_id} never handed the log to: the log was re-signed"
+            ),
+            Problem::BehindWitness {
+                witness,
+                last_present,
+                witnessed_number,
+                witnessed_seq,
+                missing_checkpoints,
+            } => write!(
+                f,
+                "{witness} saw checkpoint {witnessed_number} covering record {witnessed_seq}, but \
+                 the log ends at record {last_present}: records {}..={witnessed_seq} and \
+                 {missing_checkpoints} witnessed checkpoint(s) are gone (truncated or rolled back)",
+                last_present + 1
+            ),
+            Problem::WitnessedCheckpointsGone { witness, numbers } => write!(
+                f,
+                "{witness} saw checkpoint(s) {} that the log no longer holds (deleted; their \
+                 records are still there)",
+                ranges(numbers)
+            ),
+            Problem::WitnessDiffers {
+                witness,
+                number,
+                seq,
+                why,
+            } => write!(
+                f,
+                "{witness} saw checkpoint {number} covering record {seq}, and the log differs: {why} \
+                 (rewritten)"
+            ),
+            Problem::WitnessKeyDiffers {
+                witness,
+                number,
+                witnessed_key,
+                log_key,
+            } => write!(
+                f,
+                "{witness} saw checkpoint {number} signed by key {witnessed_key}, the log has it \
+                 signed by key {log_key}: the log was re-signed with another key"
+            ),
+            Problem::WitnessKnowsOtherLog { witness, logs } => write!(
+                f,
+                "{witness} holds checkpoints of log(s) {} and none of this one: the log was replaced",
+                logs.join(", ")
+            ),
+            Problem::ProtectionRemoved { path, expected } => write!(
+                f,
+                "{}: its header says it is kept {expected}, but that inode flag was taken off",
+                path.display()
+            ),
+            Problem::NotArchived { from, to } => write!(
+                f,
+                "records {from}..={to} are not in the log, and the log never said it archived \
+                 them: deleted"
+            ),
+            Problem::KeyFileDiffers { path } => write!(
+                f,
+                "{}: this public key is not the one the log is signed with",
+                path.display()
+            ),
         }
     }
 }
 
+/// `1..=3, 7` for a sorted list of numbers.
+fn ranges(numbers: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut end = start;
+        while i + 1 < numbers.len() && numbers[i + 1] == end + 1 {
+            i += 1;
+            end = numbers[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}..={end}")
+        });
+        i += 1;
+    }
+    out.join(", ")
+}
+
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "audit log: {}", self.db.display())?;
+        writeln!(f, "audit log: {}", self.dir.display())?;
         writeln!(f, "log id: {}", self.log_id)?;
-        writeln!(f, "records: {} (last seq {})", self.records, self.last_seq)?;
+        writeln!(
+            f,
+            "records: {} in {} segment(s) (seq {}..={})",
+            self.records, self.segments, self.first_seq, self.last_seq
+        )?;
         match self.last_checkpoint_seq {
             Some(s) => writeln!(
                 f,
@@ -195,427 +329,708 @@ impl fmt::Display for VerifyReport {
             "unsealed tail: {} record(s) after the last checkpoint",
             self.unsealed
         )?;
-        if !self.missing_triggers.is_empty() {
-            writeln!(
-                f,
-                "warning: append-only triggers dropped: {}",
-                self.missing_triggers.join(", ")
-            )?;
+        writeln!(
+            f,
+            "signed by key(s): {}{}",
+            self.key_ids.join(" -> "),
+            if self.key_pinned { " (pinned)" } else { "" }
+        )?;
+        for (w, n) in &self.witnessed {
+            writeln!(f, "witness {w}: {n} checkpoint(s) of this log compared")?;
         }
-        match &self.problem {
-            None => write!(
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        if self.problems.is_empty() {
+            return write!(
                 f,
                 "result: OK, every record verifies against the chain and every checkpoint signature holds"
-            ),
-            Some(p) => write!(f, "result: PROBLEM: {p}"),
+            );
         }
+        for p in &self.problems {
+            writeln!(f, "problem: {p}")?;
+        }
+        write!(f, "result: PROBLEM ({} found)", self.problems.len())
     }
 }
 
-/// Verifies the log under `paths` read-only, using only the public key.
+/// Verifies the log under `paths` read-only, with its head file and nothing else.
 pub fn verify(paths: &AuditPaths) -> Result<VerifyReport, AuditError> {
-    let (mut conn, meta) = store::open_read_only(paths)?;
-    let public = keys::load_verifying_key(paths)?;
-    if hex::encode(public.as_bytes()) != meta.public_key_hex {
-        return Err(AuditError::KeyMismatch {
-            path: paths.public_key.clone(),
-            why: format!(
-                "this public key is not the one {} was created with (the log says {})",
-                paths.db.display(),
-                meta.public_key_hex
-            ),
+    verify_with(paths, &VerifyOptions::default())
+}
+
+/// Everything the walk learns that the witness comparison needs afterwards.
+#[derive(Default)]
+struct Seen {
+    /// Checkpoints as found in the files, by number (sound or not).
+    checkpoints: BTreeMap<u64, (CheckpointFrame, [u8; 32])>,
+    /// Hashes of the records witnesses name, by seq.
+    wanted_hashes: HashMap<u64, Hash>,
+    /// What the log's `audit.archive` records say was archived.
+    archive_objects: Vec<String>,
+}
+
+/// Verifies the log under `paths` (and archives) read-only, using only public keys.
+pub fn verify_with(
+    paths: &AuditPaths,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, AuditError> {
+    let mut segments: Vec<SegmentRef> = Vec::new();
+    for dir in &options.archives {
+        segments.extend(segment::list_segments(dir)?);
+    }
+    let live = match segment::list_segments(&paths.audit_dir) {
+        Ok(l) => l,
+        Err(AuditError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            if paths.legacy_db().exists() {
+                return Err(AuditError::LegacyLog {
+                    path: paths.legacy_db(),
+                    audit_dir: paths.audit_dir.clone(),
+                });
+            }
+            return Err(AuditError::Missing {
+                path: paths.audit_dir.clone(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let live_last = live.last().map(|s| s.path.clone());
+    segments.extend(live);
+    segments.sort_by_key(|s| s.first_seq);
+    segments.dedup_by_key(|s| s.first_seq);
+    let first = segments.first().ok_or_else(|| AuditError::Missing {
+        path: paths.audit_dir.clone(),
+    })?;
+    let first_header = match segment::read_header(&first.path) {
+        Ok((h, _)) => h,
+        Err(e @ (AuditError::NotAnAuditLog { .. } | AuditError::Damaged { .. })) => {
+            return Ok(VerifyReport {
+                dir: paths.audit_dir.clone(),
+                log_id: String::new(),
+                segments: segments.len() as u64,
+                records: 0,
+                first_seq: first.first_seq,
+                last_seq: 0,
+                checkpoints: 0,
+                last_checkpoint_seq: None,
+                unsealed: 0,
+                key_ids: Vec::new(),
+                key_pinned: options.pinned_key.is_some(),
+                witnessed: Vec::new(),
+                notes: Vec::new(),
+                problems: vec![Problem::BadSegment {
+                    path: first.path.clone(),
+                    why: e.to_string(),
+                }],
+            })
+        }
+        Err(e) => return Err(e),
+    };
+
+    let mut witnessed_seqs: HashSet<u64> = HashSet::new();
+    for (_, w) in &options.witnesses {
+        witnessed_seqs.extend(w.iter().map(|c| c.seq));
+    }
+    let head_file = HeadFile::read(&paths.head_file).ok().flatten();
+    if let Some(h) = &head_file {
+        witnessed_seqs.insert(h.checkpoint_seq);
+    }
+
+    let mut walk = Walk {
+        log_id: first_header.log_id,
+        pinned: options.pinned_key,
+        expected: first_header.first_seq,
+        last_hash: first_header.prev_hash,
+        key: first_header.public_key,
+        key_ids: vec![hex::encode(chain::key_id(&first_header.public_key))],
+        trusted_key: options
+            .pinned_key
+            .is_none_or(|p| p == first_header.public_key),
+        next_number: None,
+        sealed_upto: first_header.first_seq.saturating_sub(1),
+        last_good_number: 0,
+        records: 0,
+        checkpoints: 0,
+        broken: false,
+        problems: Vec::new(),
+        seen: Seen::default(),
+        witnessed_seqs,
+        ahead: Vec::new(),
+    };
+    let mut notes = Vec::new();
+    if first_header.first_seq > 1 {
+        notes.push(format!(
+            "records 1..={} are in archived segments not given here (`--archive DIR` checks them too)",
+            first_header.first_seq - 1
+        ));
+    } else if first_header.prev_hash != chain::genesis_hash(&first_header.log_id) {
+        walk.problems.push(Problem::BadSegment {
+            path: first.path.clone(),
+            why: "the first segment does not start at the log's genesis".into(),
         });
     }
-    let path = paths.db.clone();
-    let err = sql_err(&path);
-    // One read transaction: a writer appending meanwhile cannot make rows appear between the
-    // walk and the lookups that classify a problem.
-    let tx = conn.transaction().map_err(&err)?;
-    let (records, last_seq): (i64, Option<i64>) = tx
-        .query_row("SELECT count(*), max(seq) FROM records", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .map_err(&err)?;
-    let checkpoints = store::read_checkpoints(&tx, &path)?;
-    let mut missing_triggers = Vec::new();
-    for name in TRIGGERS {
-        let present = tx
-            .query_row(
-                "SELECT 1 FROM sqlite_schema WHERE type = 'trigger' AND name = ?1",
-                [name],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(&err)?
-            .is_some();
-        if !present {
-            missing_triggers.push(name.to_string());
+    for (i, seg) in segments.iter().enumerate() {
+        let is_last = i + 1 == segments.len();
+        walk.segment(seg, is_last, &mut notes)?;
+        check_protection(
+            seg,
+            is_last && Some(&seg.path) == live_last.as_ref(),
+            &mut walk.problems,
+        );
+    }
+    if !walk.broken {
+        if let Some(c) = walk.ahead.first().copied() {
+            walk.ahead.clear();
+            walk.fail(Problem::BadCheckpoint {
+                number: c.number,
+                seq: c.seq,
+                from: walk.sealed_upto + 1,
+                why: CheckpointFault::NotIncreasing {
+                    previous_seq: walk.sealed_upto,
+                },
+            });
+        }
+    }
+    let last_seq = walk.expected - 1;
+    if first_header.first_seq > 1 {
+        // Every record before the first segment given must be one the log said it archived.
+        let mut ranges = super::retention::archived_ranges(&walk.seen.archive_objects);
+        ranges.sort_unstable();
+        let mut covered = 0u64;
+        for (a, b) in ranges {
+            if a <= covered + 1 {
+                covered = covered.max(b);
+            }
+        }
+        if covered + 1 < first_header.first_seq {
+            walk.problems.push(Problem::NotArchived {
+                from: covered + 1,
+                to: first_header.first_seq - 1,
+            });
         }
     }
 
-    let last_seq = last_seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-    let judged = judge_checkpoints(checkpoints, &meta.log_id, &public);
-    let last_checkpoint_seq = judged
-        .iter()
-        .filter(|c| c.fault.is_none())
-        .map(|c| c.seq)
-        .max();
-    let walker = Walker {
-        conn: &tx,
-        path: &path,
-        genesis: chain::genesis_hash(&meta.log_id),
-        checkpoints: &judged,
-        sealed_upto: last_checkpoint_seq.unwrap_or(0),
-        last_seq,
-    };
-    let problem = walker.walk()?;
-    drop(tx);
-    if let Some(p) = &problem {
-        tracing::warn!(db = %path.display(), problem = %p, "audit log verification failed");
+    // The public key file, if there is one, must be the key in force.
+    if let Ok(public) = keys::load_verifying_key(paths) {
+        if public.to_bytes() != walk.key {
+            walk.problems.push(Problem::KeyFileDiffers {
+                path: paths.public_key.clone(),
+            });
+        }
     }
-    Ok(VerifyReport {
-        db: paths.db.clone(),
-        log_id: hex::encode(meta.log_id),
-        records: u64::try_from(records).unwrap_or(0),
+    if options.pinned_key.is_none() {
+        notes.push(
+            "the key was not pinned: it was taken from the log itself, so a log re-signed with a \
+             new key would pass (`--public-key FILE` or `--witness` rule that out)"
+                .into(),
+        );
+    }
+
+    let log_hex = hex::encode(walk.log_id);
+    let mut witnessed = Vec::new();
+    if let Some(h) = &head_file {
+        if h.checkpoint_number > 0 {
+            if let Ok(hash) = hex::decode(&h.checkpoint_hash) {
+                let as_witness = WitnessedCheckpoint {
+                    secops_checkpoint: 1,
+                    log_id: h.log_id.clone(),
+                    number: h.checkpoint_number,
+                    seq: h.checkpoint_seq,
+                    hash: hex::encode(hash),
+                    ts_ns: 0,
+                    key_id: h.key_id.clone(),
+                    public_key: String::new(),
+                    signature: String::new(),
+                    host: None,
+                };
+                compare_witness(
+                    &format!("the head file {}", paths.head_file.display()),
+                    &[as_witness],
+                    &log_hex,
+                    last_seq,
+                    &walk.seen,
+                    false,
+                    &mut walk.problems,
+                );
+            }
+        }
+    } else {
+        notes.push(format!(
+            "there is no head file {}: nothing on this host says where the log ended",
+            paths.head_file.display()
+        ));
+    }
+    for (name, checkpoints) in &options.witnesses {
+        let n = compare_witness(
+            name,
+            checkpoints,
+            &log_hex,
+            last_seq,
+            &walk.seen,
+            true,
+            &mut walk.problems,
+        );
+        witnessed.push((name.clone(), n));
+    }
+    let last_checkpoint_seq = (walk.checkpoints > 0).then_some(walk.sealed_upto);
+    let report = VerifyReport {
+        dir: paths.audit_dir.clone(),
+        log_id: log_hex,
+        segments: segments.len() as u64,
+        records: walk.records,
+        first_seq: first_header.first_seq,
         last_seq,
-        checkpoints: judged.len() as u64,
+        checkpoints: walk.checkpoints,
         last_checkpoint_seq,
-        unsealed: last_seq.saturating_sub(last_checkpoint_seq.unwrap_or(0)),
-        missing_triggers,
-        problem,
-    })
+        unsealed: last_seq.saturating_sub(walk.sealed_upto),
+        key_ids: walk.key_ids,
+        key_pinned: options.pinned_key.is_some(),
+        witnessed,
+        notes,
+        problems: walk.problems,
+    };
+    for p in &report.problems {
+        tracing::warn!(dir = %paths.audit_dir.display(), problem = %p, "audit log verification failed");
+    }
+    Ok(report)
 }
 
-/// A checkpoint with everything that can be judged without the records: signature, order,
-/// contiguous ids.
-struct Judged {
-    id: u64,
-    /// 0 for a checkpoint whose seq is unusable (reported as malformed).
-    seq: u64,
-    hash: Option<Hash>,
-    fault: Option<CheckpointFault>,
+struct Walk {
+    log_id: [u8; 16],
+    pinned: Option<[u8; 32]>,
+    /// The seq the next record must have.
+    expected: u64,
+    /// Hash of record `expected - 1`.
+    last_hash: Hash,
+    /// The key in force.
+    key: [u8; 32],
+    key_ids: Vec<String>,
+    /// Whether the key in force is the pinned one or one it handed the log to.
+    trusted_key: bool,
+    next_number: Option<u64>,
+    sealed_upto: u64,
+    last_good_number: u64,
+    records: u64,
+    checkpoints: u64,
+    /// The chain broke: later records and checkpoints are not judged any more.
+    broken: bool,
+    problems: Vec<Problem>,
+    seen: Seen,
+    witnessed_seqs: HashSet<u64>,
+    /// Checkpoints found before the record they cover: judged when (if) it comes, so a gap
+    /// before them is named as the deletion it is.
+    ahead: Vec<CheckpointFrame>,
 }
 
-fn judge_checkpoints(
-    raw: Vec<RawCheckpoint>,
-    log_id: &[u8; 16],
-    key: &VerifyingKey,
-) -> Vec<Judged> {
-    let mut out: Vec<Judged> = Vec::with_capacity(raw.len());
-    let mut prev: Option<(u64, u64)> = None;
-    for c in raw {
-        let id = u64::try_from(c.id).unwrap_or(0);
-        let raw_hash = c.hash;
-        let raw_seq = u64::try_from(c.seq).unwrap_or(0);
-        let fault = match c.into_checkpoint() {
-            None => Some(CheckpointFault::Malformed),
-            Some(cp) if cp.seq == 0 => Some(CheckpointFault::Malformed),
-            Some(cp) => {
-                let msg = chain::checkpoint_message(log_id, cp.seq, &cp.hash, cp.ts_ns);
-                let sig = Signature::from_bytes(&cp.signature);
-                let expected_id = prev.map(|(pid, _)| pid + 1).unwrap_or(1);
-                if key.verify_strict(&msg, &sig).is_err() {
-                    Some(CheckpointFault::BadSignature)
-                } else if cp.id != expected_id {
-                    Some(CheckpointFault::Missing {
-                        previous_id: expected_id - 1,
-                    })
-                } else {
-                    match prev {
-                        Some((_, pseq)) if cp.seq <= pseq => {
-                            Some(CheckpointFault::NotIncreasing { previous_seq: pseq })
-                        }
-                        _ => None,
-                    }
-                }
+impl Walk {
+    fn segment(
+        &mut self,
+        seg: &SegmentRef,
+        is_last: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<(), AuditError> {
+        let bad = |why: String| Problem::BadSegment {
+            path: seg.path.clone(),
+            why,
+        };
+        let mut scanner = match FrameScanner::open(&seg.path) {
+            Ok(s) => s,
+            Err(e @ AuditError::NotAnAuditLog { .. }) => {
+                self.fail(bad(e.to_string()));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let header: SegmentHeader = match scanner.next_frame() {
+            Ok(Some(segment::Scanned {
+                frame: Ok(Frame::Header(h)),
+                ..
+            })) => h,
+            _ => {
+                self.fail(bad("it does not start with a segment header".into()));
+                return Ok(());
             }
         };
-        prev = Some((id, raw_seq));
-        out.push(Judged {
-            id,
-            seq: raw_seq,
-            hash: raw_hash,
-            fault,
-        });
-    }
-    out
-}
-
-struct Walker<'a> {
-    conn: &'a Connection,
-    path: &'a std::path::Path,
-    genesis: Hash,
-    checkpoints: &'a [Judged],
-    /// Highest seq covered by a sound checkpoint.
-    sealed_upto: u64,
-    last_seq: u64,
-}
-
-impl Walker<'_> {
-    fn walk(&self) -> Result<Option<Problem>, AuditError> {
-        let err = sql_err(self.path);
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records ORDER BY seq"
-            ))
-            .map_err(&err)?;
-        let mut rows = stmt.query([]).map_err(&err)?;
-        let mut expected: u64 = 1;
-        let mut pred = self.genesis;
-        let mut cp = 0usize;
-        let mut last_good_cp = 0u64;
-        while let Some(row) = rows.next().map_err(&err)? {
-            let r = RawRow::read(row).map_err(&err)?;
-            let intact =
-                r.seq == expected as i64 && r.prev == Some(pred) && r.content_ok_as(expected);
-            if !intact {
-                drop(rows);
-                return self.classify(expected, pred, r).map(Some);
+        if !self.broken {
+            if header.log_id != self.log_id {
+                self.fail(bad(format!(
+                    "it belongs to another log ({})",
+                    hex::encode(header.log_id)
+                )));
+            } else if header.first_seq > self.expected {
+                self.fail(Problem::Deleted {
+                    from: self.expected,
+                    to: header.first_seq - 1,
+                });
+            } else if header.first_seq < self.expected {
+                self.fail(bad(format!(
+                    "it starts at record {}, which an earlier segment already holds",
+                    header.first_seq
+                )));
+            } else if header.prev_hash != self.last_hash {
+                self.fail(bad(format!(
+                    "it does not continue from record {} (its header links elsewhere)",
+                    self.expected - 1
+                )));
+            } else if header.public_key != self.key {
+                self.fail(bad(format!(
+                    "its header names key {} without a signed rotation from key {}",
+                    hex::encode(chain::key_id(&header.public_key)),
+                    hex::encode(chain::key_id(&self.key))
+                )));
             }
-            let hash = r.hash.unwrap_or_default();
-            while let Some(c) = self.checkpoints.get(cp) {
-                if c.seq > expected {
+        }
+        let mut link = header.link_hash();
+        let mut rows: Vec<RecordFrame> = Vec::new();
+        let mut segment_checkpoints: Vec<CheckpointFrame> = Vec::new();
+        let mut ended = false;
+        let mut break_at: Option<(usize, u64, Hash)> = None;
+        loop {
+            let scanned = match scanner.next_frame() {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(ScanError::Torn { offset, file_len }) => {
+                    if is_last {
+                        notes.push(format!(
+                            "{}: an incomplete write of {} bytes at its end (a crash while \
+                             writing: it was never acknowledged, and the next appender removes it)",
+                            seg.path.display(),
+                            file_len - offset
+                        ));
+                    } else {
+                        self.fail(bad(format!("cut off inside the frame at byte {offset}")));
+                    }
                     break;
                 }
-                let fault = c.fault.clone().or_else(|| {
-                    (c.seq == expected && c.hash != Some(hash))
-                        .then_some(CheckpointFault::HashMismatch)
-                });
-                if let Some(why) = fault {
-                    return Ok(Some(Problem::BadCheckpoint {
-                        id: c.id,
-                        seq: c.seq,
-                        from: last_good_cp + 1,
-                        why,
-                    }));
+                Err(ScanError::BadLength { offset, len }) => {
+                    self.fail(bad(format!(
+                        "the frame at byte {offset} claims {len} bytes: the file was damaged there"
+                    )));
+                    break;
                 }
-                last_good_cp = c.seq;
-                cp += 1;
-            }
-            pred = hash;
-            expected += 1;
-        }
-        // Every row verified. Checkpoints beyond the end either are bad or prove records were
-        // cut off.
-        let last_present = expected - 1;
-        if let Some(c) = self.checkpoints.get(cp) {
-            return Ok(Some(match &c.fault {
-                Some(why) => Problem::BadCheckpoint {
-                    id: c.id,
-                    seq: c.seq,
-                    from: last_good_cp + 1,
-                    why: why.clone(),
-                },
-                None => Problem::Truncated {
-                    last_present,
-                    checkpoint_seq: c.seq,
-                },
-            }));
-        }
-        Ok(None)
-    }
-
-    /// Explains why row `r`, found where record `e` belongs, does not verify (all rows before
-    /// it did; `pred` is the hash of record `e - 1`).
-    fn classify(&self, e: u64, pred: Hash, r: RawRow) -> Result<Problem, AuditError> {
-        if r.seq < e as i64 {
-            return Ok(Problem::BadSeq { found: r.seq });
-        }
-        if r.seq > e as i64 {
-            return Ok(Problem::Deleted {
-                from: e,
-                to: r.seq as u64 - 1,
-            });
-        }
-        let link_ok = r.prev == Some(pred);
-        let dup = match r.hash {
-            Some(h) => self.seqs_with_hash(&h, e)?.is_some(),
-            None => false,
-        };
-        // Where the record this row links to sits now (0 = genesis).
-        let linked_to: Option<u64> = match r.prev {
-            _ if link_ok => Some(e - 1),
-            Some(p) if p == self.genesis => Some(0),
-            Some(p) => self.seqs_with_hash(&p, e)?,
-            None => None,
-        };
-
-        // A genuine record from later in the chain (its contents verify under another seq)
-        // that sits here.
-        if let Some(q) = linked_to {
-            if !link_ok && q >= e && !dup && self.authentic_elsewhere(&r, e, q) {
-                return Ok(Problem::Reordered { seq: e });
-            }
-        }
-        // The genuine record e (renumbered) still links to e - 1: whatever is at e came in
-        // between.
-        if self.first_linking_to(&pred, e)?.is_some() {
-            return Ok(Problem::Inserted { seq: e });
-        }
-        if let Some(q) = linked_to {
-            // This genuine row links to q, skipping rows that verified: those were inserted.
-            if !link_ok && q + 1 < e && !dup {
-                return Ok(Problem::Inserted { seq: q + 1 });
-            }
-        }
-        if link_ok {
-            // Contents changed under an intact link.
-            if self.contents_swapped(&r, e)? {
-                return Ok(Problem::Reordered { seq: e });
-            }
-            return Ok(Problem::Altered { seq: e });
-        }
-        if linked_to.is_none() && r.prev.is_some() {
-            if r.content_ok_as(e) {
-                // This row is genuine but links to a hash that is gone: record e - 1 was
-                // rewritten with a freshly computed hash. Unless this row's own link was
-                // rewritten (with its hash recomputed), in which case its successor no longer
-                // links to it.
-                let next_links_here = match self.row_after(e as i64)? {
-                    None => true,
-                    Some(n) => n.prev == r.hash,
-                };
-                if e > 1 && next_links_here {
-                    return Ok(Problem::Altered { seq: e - 1 });
-                }
-                return Ok(Problem::Altered { seq: e });
-            }
-            if let Some(d) = self.deleted_before(&r, e)? {
-                return Ok(Problem::Deleted {
-                    from: e,
-                    to: e + d - 1,
-                });
-            }
-        }
-        if e > self.sealed_upto && !self.recovers_after(e)? {
-            return Ok(Problem::TornTail {
-                from: e,
-                to: self.last_seq.max(e),
-            });
-        }
-        Ok(Problem::Altered { seq: e })
-    }
-
-    fn row_after(&self, seq: i64) -> Result<Option<RawRow>, AuditError> {
-        self.conn
-            .prepare_cached(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE seq > ?1 ORDER BY seq LIMIT 1"
-            ))
-            .and_then(|mut s| s.query_row([seq], RawRow::read).optional())
-            .map_err(sql_err(self.path))
-    }
-
-    /// A seq other than `not` holding a row with this hash.
-    fn seqs_with_hash(&self, hash: &Hash, not: u64) -> Result<Option<u64>, AuditError> {
-        self.conn
-            .prepare_cached(
-                "SELECT seq FROM records WHERE hash = ?1 AND seq != ?2 ORDER BY seq LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row(rusqlite::params![&hash[..], not as i64], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()
-            })
-            .map(|s| s.and_then(|s| u64::try_from(s).ok()))
-            .map_err(sql_err(self.path))
-    }
-
-    fn first_linking_to(&self, hash: &Hash, after: u64) -> Result<Option<i64>, AuditError> {
-        self.conn
-            .prepare_cached(
-                "SELECT seq FROM records WHERE prev_hash = ?1 AND seq > ?2 ORDER BY seq LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row(rusqlite::params![&hash[..], after as i64], |r| r.get(0))
-                    .optional()
-            })
-            .map_err(sql_err(self.path))
-    }
-
-    /// True if the row's contents verify under some seq near where it was found or near the
-    /// record it links to: a genuine record that was moved.
-    fn authentic_elsewhere(&self, r: &RawRow, e: u64, linked_to: u64) -> bool {
-        let near = |c: u64| {
-            c.saturating_sub(SEQ_SEARCH_WINDOW).max(1)..=c.saturating_add(SEQ_SEARCH_WINDOW)
-        };
-        [linked_to + 1, linked_to]
-            .into_iter()
-            .chain(near(e))
-            .chain(near(linked_to))
-            .any(|s| s != e && r.content_ok_as(s))
-    }
-
-    /// The contents of row `e` are exactly what another row's hash was computed over, and that
-    /// row no longer holds them: two rows swapped contents but kept their hashes.
-    fn contents_swapped(&self, r: &RawRow, e: u64) -> Result<bool, AuditError> {
-        let Ok(body) = &r.body else { return Ok(false) };
-        let err = sql_err(self.path);
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE seq > ?1 ORDER BY seq"
-            ))
-            .map_err(&err)?;
-        let mut rows = stmt.query([e as i64]).map_err(&err)?;
-        while let Some(row) = rows.next().map_err(&err)? {
-            let other = RawRow::read(row).map_err(&err)?;
-            let (Some(prev), Some(hash), Ok(seq)) =
-                (other.prev, other.hash, u64::try_from(other.seq))
-            else {
-                continue;
+                Err(ScanError::Io(e)) => return Err(e),
             };
-            if chain::record_hash(&prev, seq, body) == hash && !other.content_ok_as(seq) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// If the row's contents verify as record `e + d` for some d >= 1, records e..e+d-1 were
-    /// deleted and the rest renumbered down. Returns d.
-    fn deleted_before(&self, r: &RawRow, e: u64) -> Result<Option<u64>, AuditError> {
-        // Checkpoints pin down the shift directly: a checkpoint for seq s whose hash now sits at
-        // a lower seq moved down by the number of deleted records.
-        // One lookup only: each is a scan of the table.
-        if let Some(c) = self
-            .checkpoints
-            .iter()
-            .find(|c| c.seq > e && c.hash.is_some())
-        {
-            let h = c.hash.unwrap_or_default();
-            if let Some(now_at) = self.seqs_with_hash(&h, 0)? {
-                if now_at >= e && c.seq > now_at && r.content_ok_as(e + (c.seq - now_at)) {
-                    return Ok(Some(c.seq - now_at));
+            let frame = match scanned.frame {
+                Ok(f) => f,
+                Err(why) => {
+                    self.fail(bad(format!("the frame at byte {}: {why}", scanned.offset)));
+                    continue;
                 }
+            };
+            if ended {
+                self.fail(bad(format!(
+                    "a frame at byte {} follows its end frame",
+                    scanned.offset
+                )));
             }
-        }
-        Ok((1..=MAX_SHIFT).find(|d| r.content_ok_as(e + d)))
-    }
-
-    /// True if some row after `e` is intact again (verifies and links to its predecessor).
-    fn recovers_after(&self, e: u64) -> Result<bool, AuditError> {
-        let err = sql_err(self.path);
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM records WHERE seq >= ?1 ORDER BY seq"
-            ))
-            .map_err(&err)?;
-        let mut rows = stmt.query([e as i64]).map_err(&err)?;
-        let mut prev: Option<Hash> = None;
-        while let Some(row) = rows.next().map_err(&err)? {
-            let r = RawRow::read(row).map_err(&err)?;
-            if r.seq > e as i64 {
-                if let Ok(seq) = u64::try_from(r.seq) {
-                    if prev.is_some() && r.prev == prev && r.content_ok_as(seq) {
-                        return Ok(true);
+            match frame {
+                Frame::Record(r) => {
+                    let e = self.expected;
+                    if !self.broken {
+                        let intact = chain::encoded_seq(&r.encoding) == Some(e)
+                            && r.prev == link
+                            && chain::link_hash(&r.prev, e, &chain::content_hash(&r.encoding))
+                                == r.hash;
+                        if intact {
+                            self.records += 1;
+                            self.expected += 1;
+                            self.last_hash = r.hash;
+                            link = r.hash;
+                            if self.witnessed_seqs.contains(&e) {
+                                self.seen.wanted_hashes.insert(e, r.hash);
+                            }
+                            if memchr::memmem::find(&r.encoding, ARCHIVE_RULE.as_bytes()).is_some()
+                            {
+                                if let Ok((_, b)) = chain::decode_record(&r.encoding) {
+                                    if b.rule_id.as_deref() == Some(ARCHIVE_RULE) {
+                                        if let Some(o) = b.object {
+                                            self.seen.archive_objects.push(o.value);
+                                        }
+                                    }
+                                }
+                            }
+                            let due: Vec<CheckpointFrame> =
+                                self.ahead.iter().filter(|c| c.seq <= e).copied().collect();
+                            self.ahead.retain(|c| c.seq > e);
+                            for c in due {
+                                self.checkpoint(&c);
+                            }
+                        } else {
+                            break_at = Some((rows.len(), e, link));
+                            self.broken = true;
+                        }
+                    }
+                    rows.push(r);
+                }
+                Frame::Checkpoint(c) => {
+                    self.seen
+                        .checkpoints
+                        .entry(c.number)
+                        .or_insert((c, self.key));
+                    segment_checkpoints.push(c);
+                    if !self.broken {
+                        self.checkpoint(&c);
                     }
                 }
+                Frame::Rotation(r) => {
+                    if !self.broken {
+                        self.rotation(&r);
+                    }
+                }
+                Frame::End { next_seq } => {
+                    ended = true;
+                    if !self.broken && next_seq != self.expected {
+                        self.fail(bad(format!(
+                            "its end frame names record {next_seq} as next, but it ends at record {}",
+                            self.expected - 1
+                        )));
+                    }
+                }
+                Frame::Header(_) => {
+                    self.fail(bad(format!("a second header at byte {}", scanned.offset)))
+                }
             }
-            prev = r.hash;
         }
-        Ok(false)
+        if let Some((i, e, pred)) = break_at {
+            let rows: Vec<Row> = rows.iter().map(Row::new).collect();
+            let classified = Rows::new(
+                rows,
+                header.link_hash(),
+                &segment_checkpoints,
+                self.sealed_upto,
+            )
+            .classify(i, e, pred);
+            self.problems.insert(0, classified);
+        } else if !ended && !is_last && !self.broken {
+            self.fail(bad(format!(
+                "it ends at record {} without its end frame: its tail was cut off",
+                self.expected - 1
+            )));
+        }
+        Ok(())
     }
+
+    fn fail(&mut self, p: Problem) {
+        self.broken = true;
+        self.problems.push(p);
+    }
+
+    fn checkpoint(&mut self, c: &CheckpointFrame) {
+        if c.seq >= self.expected && self.ahead.len() < 1024 {
+            self.ahead.push(*c);
+            return;
+        }
+        self.checkpoints += 1;
+        let msg = chain::checkpoint_message(&self.log_id, c.number, c.seq, &c.hash, c.ts_ns);
+        let signed = VerifyingKey::from_bytes(&self.key).is_ok_and(|k| {
+            k.verify_strict(&msg, &Signature::from_bytes(&c.signature))
+                .is_ok()
+        });
+        let expected_number = self.next_number.unwrap_or(c.number);
+        let fault = if !signed {
+            Some(CheckpointFault::BadSignature)
+        } else if c.number != expected_number {
+            Some(CheckpointFault::Missing {
+                previous: expected_number - 1,
+            })
+        } else if c.seq != self.expected - 1 || c.seq < self.sealed_upto {
+            Some(CheckpointFault::NotIncreasing {
+                previous_seq: self.sealed_upto,
+            })
+        } else if c.hash != self.last_hash {
+            Some(CheckpointFault::HashMismatch)
+        } else {
+            None
+        };
+        if let Some(why) = fault {
+            let from = self.sealed_upto + 1;
+            self.fail(Problem::BadCheckpoint {
+                number: c.number,
+                seq: c.seq,
+                from,
+                why,
+            });
+            return;
+        }
+        if !self.trusted_key {
+            if let Some(pinned) = self.pinned {
+                self.fail(Problem::WrongKey {
+                    key_id: hex::encode(chain::key_id(&self.key)),
+                    pinned_id: hex::encode(chain::key_id(&pinned)),
+                    first_number: c.number,
+                });
+                return;
+            }
+        }
+        self.next_number = Some(c.number + 1);
+        self.sealed_upto = c.seq;
+        self.last_good_number = c.number;
+    }
+
+    fn rotation(&mut self, r: &super::frame::RotationFrame) {
+        let at_seq = self.expected - 1;
+        let msg = chain::rotation_message(&self.log_id, r.at_seq, r.ts_ns, &r.old_key, &r.new_key);
+        let why = if r.old_key != self.key {
+            Some("it is not signed by the key in force".to_owned())
+        } else if r.at_seq != at_seq {
+            Some(format!("it names record {}, not {at_seq}", r.at_seq))
+        } else if !VerifyingKey::from_bytes(&r.old_key).is_ok_and(|k| {
+            k.verify_strict(&msg, &Signature::from_bytes(&r.signature))
+                .is_ok()
+        }) {
+            Some("its signature does not verify".to_owned())
+        } else if VerifyingKey::from_bytes(&r.new_key).is_err() {
+            Some("the new key is not an Ed25519 key".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.fail(Problem::BadRotation { at_seq, why });
+            return;
+        }
+        self.key = r.new_key;
+        self.key_ids.push(hex::encode(chain::key_id(&r.new_key)));
+        if self.pinned == Some(r.new_key) {
+            self.trusted_key = true;
+        }
+    }
+}
+
+/// Compares what one witness saw with the log. Returns how many of its checkpoints are of
+/// this log.
+fn compare_witness(
+    name: &str,
+    witnessed: &[WitnessedCheckpoint],
+    log_hex: &str,
+    last_seq: u64,
+    seen: &Seen,
+    signed: bool,
+    problems: &mut Vec<Problem>,
+) -> u64 {
+    let mut ours: Vec<&WitnessedCheckpoint> =
+        witnessed.iter().filter(|w| w.log_id == log_hex).collect();
+    if ours.is_empty() {
+        let mut others: Vec<String> = witnessed.iter().map(|w| w.log_id.clone()).collect();
+        others.sort();
+        others.dedup();
+        if !others.is_empty() {
+            problems.push(Problem::WitnessKnowsOtherLog {
+                witness: name.to_owned(),
+                logs: others,
+            });
+        }
+        return 0;
+    }
+    ours.sort_by_key(|w| w.number);
+    ours.dedup_by_key(|w| w.number);
+    let mut behind: Vec<&WitnessedCheckpoint> = Vec::new();
+    let mut gone: Vec<u64> = Vec::new();
+    let (mut differs, mut key_differs) = (false, false);
+    for w in &ours {
+        if signed && !w.signature_holds() {
+            problems.push(Problem::WitnessDiffers {
+                witness: name.to_owned(),
+                number: w.number,
+                seq: w.seq,
+                why: "the witness's copy has no valid signature (the witness itself was tampered with)"
+                    .into(),
+            });
+            continue;
+        }
+        let hash = w.hash_bytes().unwrap_or_default();
+        match seen.checkpoints.get(&w.number) {
+            Some((c, key)) => {
+                // The first of each: a rewritten or re-signed chain differs everywhere after.
+                let log_key = hex::encode(chain::key_id(key));
+                if signed && log_key != w.key_id && !key_differs {
+                    key_differs = true;
+                    problems.push(Problem::WitnessKeyDiffers {
+                        witness: name.to_owned(),
+                        number: w.number,
+                        witnessed_key: w.key_id.clone(),
+                        log_key,
+                    });
+                }
+                if (c.seq != w.seq || c.hash != hash) && !differs {
+                    differs = true;
+                    problems.push(Problem::WitnessDiffers {
+                        witness: name.to_owned(),
+                        number: w.number,
+                        seq: w.seq,
+                        why: format!(
+                            "the log's checkpoint {} covers record {} with hash {}",
+                            c.number,
+                            c.seq,
+                            hex::encode(c.hash)
+                        ),
+                    });
+                }
+            }
+            None if w.seq > last_seq => behind.push(w),
+            None => match seen.wanted_hashes.get(&w.seq) {
+                Some(h) if *h == hash => gone.push(w.number),
+                Some(h) => {
+                    if !differs {
+                        differs = true;
+                        problems.push(Problem::WitnessDiffers {
+                            witness: name.to_owned(),
+                            number: w.number,
+                            seq: w.seq,
+                            why: format!("the log's record {} has hash {}", w.seq, hex::encode(h)),
+                        });
+                    }
+                }
+                // The record is there but was not verified (after a break in the chain).
+                None => gone.push(w.number),
+            },
+        }
+    }
+    if let Some(last) = behind.iter().max_by_key(|w| w.number) {
+        problems.push(Problem::BehindWitness {
+            witness: name.to_owned(),
+            last_present: last_seq,
+            witnessed_number: last.number,
+            witnessed_seq: last.seq,
+            missing_checkpoints: behind.len() as u64,
+        });
+    }
+    if !gone.is_empty() {
+        problems.push(Problem::WitnessedCheckpointsGone {
+            witness: name.to_owned(),
+            numbers: gone,
+        });
+    }
+    ours.len() as u64
+}
+
+/// A segment whose header says it is protected must still carry its inode flag.
+fn check_protection(seg: &SegmentRef, is_open: bool, problems: &mut Vec<Problem>) {
+    let Ok((header, _)) = segment::read_header(&seg.path) else {
+        return;
+    };
+    if !header.inode_protected() {
+        return;
+    }
+    let Ok(flags) = segment::inode_flags(&seg.path) else {
+        return;
+    };
+    use rustix::fs::IFlags;
+    let ok = if is_open {
+        flags.intersects(IFlags::APPEND | IFlags::IMMUTABLE)
+    } else {
+        flags.contains(IFlags::IMMUTABLE)
+    };
+    if !ok {
+        problems.push(Problem::ProtectionRemoved {
+            path: seg.path.clone(),
+            expected: if is_open { "append-only" } else { "immutable" },
+        });
+    }
+}
+
+/// Reads a pinned public key: a file with the key as hex (like `keys/audit-signing.pub`).
+pub fn read_pinned_key(path: &Path) -> Result<[u8; 32], AuditError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AuditError::io(path, "reading the pinned public key", e))?;
+    Ok(keys::parse_public_key(path, text.trim())?.to_bytes())
 }

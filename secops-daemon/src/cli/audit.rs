@@ -10,15 +10,58 @@ use clap::{Args, Subcommand, ValueEnum};
 use secops_common::Verdict;
 
 use crate::audit::ocsf::{write_ocsf_line, OcsfContext};
-use crate::audit::{verify, AuditPaths, AuditReader, QueryFilter, Record};
+use crate::audit::verify::read_pinned_key;
+use crate::audit::witness::load_witness;
+use crate::audit::{
+    verify_with, AuditPaths, AuditReader, AuditStore, QueryFilter, Record, RewindPolicy,
+    StoreOptions, VerifyOptions,
+};
 use crate::time::{format_ns, parse_time_arg};
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the whole log: the hash chain record by record and every signed checkpoint.
-    /// Reports the first record that was altered, deleted, inserted or reordered, a
-    /// truncation, or a torn tail after a crash. Exits 1 if the log does not verify.
-    Verify,
+    /// Check the whole log: the hash chain record by record, every signed checkpoint and key
+    /// rotation, the head file, and what witnesses saw. Reports the first record that was
+    /// altered, deleted, inserted or reordered, and every witnessed checkpoint the log no
+    /// longer holds (truncated, rolled back, rewritten, re-signed). Exits 1 on any problem.
+    Verify(VerifyArgs),
+    /// After an operator checked why the log is behind or other than its head file says
+    /// (restored from a backup, replaced on purpose): record what was found and who accepted
+    /// it, so appenders (the daemon, `secops check`) write to it again.
+    AcceptRewind {
+        /// Why this is accepted; goes into the audit record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Close the open segment (with a checkpoint) so the log goes on in a new one; with
+    /// `--archive`, move closed segments out of the live log into DIR (oldest first, each
+    /// copied, synced, read back and recorded in the log before it leaves).
+    Rotate {
+        /// Where closed segments go.
+        #[arg(long)]
+        archive: Option<PathBuf>,
+        /// Keep segments whose newest record is younger than this (e.g. 30d).
+        #[arg(long, requires = "archive", value_parser = humantime::parse_duration)]
+        keep_age: Option<Duration>,
+        /// Keep at most this many bytes of segments live.
+        #[arg(long, requires = "archive")]
+        keep_bytes: Option<u64>,
+    },
+    /// Hand the log to a new signing key: the old key seals what is there and signs a
+    /// statement naming the new one, so `verify --public-key OLD` still accepts the log and a
+    /// key replaced without such a statement is a finding.
+    RotateKey,
+    /// Serve an HTTP witness: keeps every checkpoint line POSTed to it in FILE (appended and
+    /// synced, signatures checked) and answers GET with them, for `verify --witness URL`.
+    /// Run it on another machine, or at least as another user.
+    WitnessServe {
+        /// Where to listen, e.g. 127.0.0.1:8470.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The file the checkpoints are kept in.
+        #[arg(long)]
+        file: PathBuf,
+    },
     /// Show the newest records.
     Tail {
         /// How many records.
@@ -59,6 +102,21 @@ pub enum AuditCommand {
         #[command(flatten)]
         filter: FilterArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A witness to hold the log to: a file of checkpoint lines (a file witness, or the file
+    /// a syslog server writes them to) or an http:// URL that answers with them. Repeatable.
+    #[arg(long)]
+    witness: Vec<String>,
+    /// The public key (hex, like keys/audit-signing.pub) the log must be signed with, or
+    /// handed to by signed rotations: a log signed by any other key is a problem.
+    #[arg(long)]
+    public_key: Option<PathBuf>,
+    /// A directory of archived segments to check with the live ones. Repeatable.
+    #[arg(long)]
+    archive: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -113,10 +171,88 @@ impl FilterArgs {
 pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
     let paths = AuditPaths::new(state_dir);
     match command {
-        AuditCommand::Verify => {
-            let report = verify(&paths)?;
+        AuditCommand::Verify(args) => {
+            let mut options = VerifyOptions {
+                archives: args.archive,
+                ..VerifyOptions::default()
+            };
+            if let Some(file) = &args.public_key {
+                options.pinned_key = Some(read_pinned_key(file)?);
+            }
+            for w in &args.witness {
+                let (checkpoints, bad) = load_witness(w)?;
+                for line in bad {
+                    eprintln!("witness {w}: a line that is not a checkpoint: {line}");
+                }
+                options
+                    .witnesses
+                    .push((format!("witness {w}"), checkpoints));
+            }
+            let report = verify_with(&paths, &options)?;
             println!("{report}");
             Ok(if report.is_ok() { 0 } else { 1 })
+        }
+        AuditCommand::AcceptRewind { reason } => {
+            let by = format!(
+                "uid {} (secops audit accept-rewind)",
+                crate::audit::dir::euid()
+            );
+            let store = AuditStore::open_with(
+                &paths,
+                StoreOptions {
+                    rewind: RewindPolicy::Accept { by, reason },
+                    ..StoreOptions::default()
+                },
+            )?;
+            match &store.open_report().rewind_accepted {
+                Some(what) => println!("recorded in the audit log: {what}"),
+                None => println!("nothing to accept"),
+            }
+            Ok(0)
+        }
+        AuditCommand::Rotate {
+            archive,
+            keep_age,
+            keep_bytes,
+        } => {
+            let mut store = AuditStore::open(&paths, Default::default())?;
+            match store.close_segment()? {
+                Some(closed) => println!("closed {}", closed.display()),
+                None => println!("the open segment holds no record yet; nothing to close"),
+            }
+            if let Some(archive_dir) = archive {
+                let policy = crate::audit::retention::RetentionPolicy {
+                    archive_dir,
+                    keep_age,
+                    keep_bytes,
+                };
+                for a in
+                    crate::audit::retention::archive(&mut store, &policy, crate::time::now_ns())?
+                {
+                    println!(
+                        "archived records {}..={} to {} (sha256 {})",
+                        a.first_seq,
+                        a.last_seq,
+                        a.path.display(),
+                        a.sha256
+                    );
+                }
+            }
+            Ok(0)
+        }
+        AuditCommand::RotateKey => {
+            let mut store = AuditStore::open(&paths, Default::default())?;
+            let (old, new) = store.rotate_key()?;
+            println!(
+                "audit signing key {} handed the log to key {}",
+                hex::encode(old),
+                hex::encode(new)
+            );
+            Ok(0)
+        }
+        AuditCommand::WitnessServe { listen, file } => {
+            crate::audit::witness::serve(listen, &file)?;
+            Ok(0)
         }
         AuditCommand::Tail {
             lines,

@@ -48,6 +48,12 @@ pub struct DaemonArgs {
     /// a new policy that does not validate leaves the old one in force.
     #[arg(long, env = "SECOPS_POLICY", default_value = "/etc/secops/policy.yaml")]
     pub policy: PathBuf,
+    /// Where every signed audit checkpoint is also sent: `file:/PATH` (append-only, outside
+    /// the state directory), `syslog+tcp://HOST:PORT` (RFC 5424) or `http://HOST:PORT/PATH`
+    /// (`secops audit witness-serve`). Repeatable. `secops audit verify --witness` checks the
+    /// log against them.
+    #[arg(long = "audit-witness")]
+    pub audit_witness: Vec<crate::audit::witness::WitnessSpec>,
     #[command(flatten)]
     pub socket: SocketArg,
     /// The group allowed to connect to the API socket (numeric gid; the socket is mode 0660).
@@ -157,6 +163,7 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
         ring_buffer_bytes,
         watch_interval: Duration::from_secs(args.watch_secs.max(1)),
         host_refresh: Duration::from_secs(30),
+        audit_witnesses: args.audit_witness,
     })?;
     Ok(0)
 }

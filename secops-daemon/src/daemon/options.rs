@@ -26,6 +26,8 @@ pub(crate) struct DaemonOptions {
     /// How soon a host name in an allowlist that did not resolve is tried again (resolved
     /// names are refreshed when their TTL runs out).
     pub(crate) host_refresh: Duration,
+    /// Where audit checkpoints are also sent.
+    pub(crate) audit_witnesses: Vec<crate::audit::witness::WitnessSpec>,
 }
 
 /// The API's limits; `secops daemon --help` names the flags. How the connection limits

@@ -142,7 +142,10 @@ fn open_audit_log(options: &DaemonOptions) -> anyhow::Result<AuditWriter> {
     AuditWriter::open(
         &AuditPaths::new(&options.state_dir),
         CheckpointPolicy::default(),
-        WriterOptions::default(),
+        WriterOptions {
+            witnesses: options.audit_witnesses.clone(),
+            ..WriterOptions::default()
+        },
     )
     .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))
 }

@@ -39,7 +39,7 @@ pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
         FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback
         | DbMigrate => High,
         ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup
-        | SysAutonomy | SysPolicy | DbDrop => Critical,
+        | SysAutonomy | SysPolicy | SysAudit | DbDrop => Critical,
     }
 }
 
