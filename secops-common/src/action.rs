@@ -457,7 +457,7 @@ mod tests {
                 .resolve_pattern("sys:*")
                 .unwrap()
                 .len(),
-            6
+            8
         );
     }
 

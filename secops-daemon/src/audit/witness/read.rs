@@ -19,13 +19,12 @@ pub fn parse_witness_text(text: &str) -> (Vec<WitnessedCheckpoint>, Vec<String>)
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for line in text.lines() {
-        let Some(start) = line.find('{') else {
+        // The object starts at its own first key: a relay may put braces before it (a
+        // structured-data value, a mangled timestamp).
+        let Some(start) = line.find("{\"secops_checkpoint\"") else {
             continue;
         };
         let json = &line[start..];
-        if !json.contains("\"secops_checkpoint\"") {
-            continue;
-        }
         // rsyslog may escape control characters or add trailing text; the object is the
         // part up to its last brace.
         let json = match json.rfind('}') {

@@ -58,7 +58,12 @@ impl SyslogWitness {
 
 /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`.
 fn message(cp: &WitnessedCheckpoint, hostname: &str) -> String {
-    let ts = crate::time::format_ns(cp.ts_ns);
+    // RFC 5424's TIME-SECFRAC has at most six digits: rsyslog mangles nanoseconds into the
+    // timestamp it writes (seen: `54.{30Z`).
+    let micros = u64::try_from(cp.ts_ns / 1_000).unwrap_or(0);
+    let ts = humantime::format_rfc3339_micros(
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros),
+    );
     format!(
         "<{PRI}>1 {ts} {hostname} secops {} checkpoint [secops-checkpoint@32473 log=\"{}\" number=\"{}\" seq=\"{}\" key=\"{}\"] {}",
         std::process::id(),
@@ -89,7 +94,7 @@ mod tests {
             host: None,
         };
         let m = message(&cp, "h1");
-        assert!(m.starts_with("<110>1 2023-11-14T22:13:20"), "{m}");
+        assert!(m.starts_with("<110>1 2023-11-14T22:13:20.000000Z "), "{m}");
         assert!(m.contains(" h1 secops "), "{m}");
         assert!(m.ends_with('}'), "{m}");
     }
