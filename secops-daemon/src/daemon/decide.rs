@@ -186,7 +186,8 @@ pub(crate) struct Judged {
 /// How a door wants its record handed to the audit writer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AuditMode {
-    /// Queued in order; nobody waits for the commit.
+    /// Queued in order; nobody waits for the commit, unless the writer already holds as
+    /// many unawaited records as a crash may lose (then it is [`Recorded::Committing`]).
     Enqueue,
     /// Queued with a [`CommitTicket`] the door waits on (alone, or with a batch's others).
     Commit,
@@ -475,15 +476,20 @@ pub(crate) fn account(
         if !found.is_empty() {
             ctx.metrics().redacted(&found);
         }
+        let commit = |record| match writer.append(record) {
+            ticket if ticket.queued() => Recorded::Committing(ticket),
+            _ => Recorded::Refused,
+        };
         match mode {
-            AuditMode::Enqueue => match writer.enqueue(record) {
+            AuditMode::Enqueue if writer.accepting() => match writer.enqueue(record) {
                 true => Recorded::Queued,
                 false => Recorded::Refused,
             },
-            AuditMode::Commit => match writer.append(record) {
-                ticket if ticket.queued() => Recorded::Committing(ticket),
-                _ => Recorded::Refused,
-            },
+            // Past the bound on what a crash could lose of unawaited records, this one is
+            // awaited instead: the door waits for its commit rather than being refused.
+            AuditMode::Enqueue if writer.health().failing.is_none() => commit(record),
+            AuditMode::Enqueue => Recorded::Refused,
+            AuditMode::Commit => commit(record),
         }
     };
     let source = door.source();

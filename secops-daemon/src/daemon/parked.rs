@@ -207,12 +207,18 @@ fn handle(ctx: &Context<'_>, req: ScmpNotifReq) {
     }
     let request = request_of(agent, &req, asked, can_wait);
     let outcome = decide(shared.as_ref(), writer, request, AuditMode::Enqueue);
-    if matches!(outcome.recorded, Recorded::Refused) {
+    let (verdict, ticket) = (outcome.verdict(), outcome.judged.ticket);
+    let recorded = match outcome.recorded {
+        Recorded::Committing(ticket) => ticket.wait().is_ok(),
+        Recorded::Refused => false,
+        Recorded::Queued | Recorded::NotNeeded => true,
+    };
+    if !recorded {
         // Audit before action: a call whose record the log did not take does not run.
         tracing::error!(%agent, "the audit log refused the record of a parked call; refusing it");
         return respond(listener, req.id, Answer::Refuse);
     }
-    match (outcome.verdict(), outcome.judged.ticket) {
+    match (verdict, ticket) {
         // Allowed, or a human's approval still runs (its kernel grant is installed): the
         // kernel's own checks judge what the call really touches.
         (Verdict::Allow, _) => respond(listener, req.id, Answer::Continue),
