@@ -3,6 +3,7 @@
 
 pub mod auto_lower;
 mod error;
+pub mod glob;
 mod load;
 mod location;
 pub mod model;
