@@ -333,3 +333,27 @@ fn example_private_keys_are_judged_on_their_armour() {
         assert_eq!(private_keys_in(&scanner, &example), 0, "{example}");
     }
 }
+
+/// 4 MiB of ordinary output with 600 planted secrets and 500 look-alikes: every secret found
+/// with its category, and nothing else.
+#[test]
+fn planted_corpus_recall_and_false_positives() {
+    let corpus = secops_daemon::scan::corpus::generate(21, 4 << 20, 600, 500);
+    assert_eq!(corpus.planted.len(), 600);
+    assert!(corpus.text.len() >= 4 << 20);
+    let findings = Scanner::new().scan(&corpus.text);
+    let score = corpus.score(&findings);
+    println!(
+        "recall {}/{}, {} false positives: {:?}",
+        score.found,
+        score.planted,
+        score.false_positives.len(),
+        score.false_positives
+    );
+    assert_eq!(score.found, score.planted, "recall");
+    assert!(
+        score.false_positives.is_empty(),
+        "{:?}",
+        score.false_positives
+    );
+}
