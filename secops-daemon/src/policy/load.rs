@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::{PolicyError, PolicyErrors};
 use super::location::LocationIndex;
@@ -12,8 +13,16 @@ use super::validate;
 
 /// Includes nest at most this deep, so that a runaway chain is an error rather than a hang.
 const MAX_INCLUDE_DEPTH: usize = 16;
-/// A policy file larger than this is an error, not a memory problem.
-const MAX_FILE_BYTES: u64 = 4 << 20;
+/// A policy file larger than the limit is an error, not a memory problem: loading holds
+/// several copies of a file's contents while it is parsed. The default takes about 150,000
+/// rules in one file; `--max-policy-file-mib` raises it, and `include:` splits a policy.
+pub const DEFAULT_MAX_FILE_MIB: u64 = 16;
+static MAX_FILE_MIB: AtomicU64 = AtomicU64::new(DEFAULT_MAX_FILE_MIB);
+
+/// Sets the largest policy file (each file, includes too) this process reads, in MiB.
+pub fn set_max_file_mib(mib: u64) {
+    MAX_FILE_MIB.store(mib, Ordering::Relaxed);
+}
 
 /// One parsed policy file.
 pub struct SourceFile {
@@ -164,8 +173,14 @@ fn read_bounded(path: &Path) -> Result<String, String> {
     if !metadata.is_file() {
         return Err("not a regular file".into());
     }
-    if metadata.len() > MAX_FILE_BYTES {
-        return Err(format!("larger than {} MiB", MAX_FILE_BYTES >> 20));
+    let limit = MAX_FILE_MIB.load(Ordering::Relaxed);
+    if metadata.len() > limit << 20 {
+        return Err(format!(
+            "it is {:.1} MiB, larger than the {limit} MiB allowed for one policy file; split it \
+             with `include:` or raise the limit with --max-policy-file-mib N (or \
+             SECOPS_MAX_POLICY_FILE_MIB=N)",
+            metadata.len() as f64 / f64::from(1u32 << 20)
+        ));
     }
     std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
