@@ -120,11 +120,12 @@ pub fn shaped_requests() -> Vec<Request> {
     ]
 }
 
-/// A small deterministic generator, so that every run draws the same requests.
-struct Lcg(u64);
+/// A small deterministic generator, so that every run draws the same requests (and the
+/// tests the same random globs and paths).
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
-    fn next(&mut self) -> usize {
+    pub(crate) fn next(&mut self) -> usize {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -132,8 +133,12 @@ impl Lcg {
         (self.0 >> 33) as usize
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         self.next() % n.max(1)
+    }
+
+    pub(crate) fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
     }
 }
 
@@ -156,7 +161,7 @@ pub fn random_requests(rules: usize, agents: usize, n: usize, seed: u64) -> Vec<
         let depth: String = (0..rng.below(4))
             .map(|d| format!("/d{}", rng.below(50) + d))
             .collect();
-        let fs = FS[rng.below(FS.len())];
+        let fs = rng.pick(FS);
         let name = format!("random {k}");
         let r = Request::new(name, agent.clone(), fs);
         let request = match rng.below(12) {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::synthetic::Lcg;
 use crate::policy::glob::tests::reference_match;
 
 fn pattern(raw: &str) -> PathPattern {
@@ -52,20 +53,6 @@ fn expected(
         }
     }
     out
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as usize
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.next() % items.len()]
-    }
 }
 
 /// Random patterns of every base, in one index, against random paths for agents with and

@@ -1,4 +1,5 @@
 use super::*;
+use crate::engine::synthetic::Lcg;
 
 /// What a parsed glob means, written as plainly as possible: the engine's tries are tested
 /// against this, and this against globset.
@@ -126,21 +127,6 @@ fn refusals_say_why() {
         .contains("more than 256"));
     assert!(parse("", true).unwrap().first().is_some_and(Vec::is_empty));
     assert!(parse("x", true).is_err());
-}
-
-/// A small deterministic generator.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) as usize
-    }
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.next() % items.len()]
-    }
 }
 
 /// The parser and [`reference_match`] agree with globset (as the policy configured it) on
