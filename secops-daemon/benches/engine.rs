@@ -1,185 +1,216 @@
-//! Decision latency on a 1,000-rule policy.
+//! The engine at fleet scale, one run (`cargo bench -p secops-daemon --bench engine`):
 //!
-//! Criterion measures each request shape; a second pass times 200,000 single decisions
-//! over a mix of shapes and prints the median and p99, which criterion does not report.
-//! Target (issue 2): median below 2 µs, p99 below 10 µs, one core.
+//! - criterion, per request shape, on the 1,000-rule policy;
+//! - single timed decisions, median and tail: the 8 shapes mixed, and random requests (every
+//!   rule shape, every agent, about half hitting a rule) at 1,000 and 10,000 rules;
+//! - compiling: time, and heap the engine holds (a counting allocator), for 1,000 rules ×
+//!   8/64/512 agents and 10,000/50,000 rules × 8 agents;
+//! - decisions while another thread compiles and swaps in a new engine, as a reload does.
+//!
+//! Targets (issue 21): random requests median < 1 µs and p99 < 5 µs at 1,000 rules, p99 < 20
+//! µs at 10,000; compile 1,000 × 512 < 1 s and < 100 MiB, 10,000 × 8 < 1 s.
 
-use std::fmt::Write as _;
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion};
-use secops_daemon::engine::{ActionRequest, Engine, NormalizedPath};
-use secops_daemon::policy::parse_policy_str;
+use secops_daemon::engine::synthetic::{self, Request};
+use secops_daemon::engine::{ActionRequest, Engine};
+use secops_daemon::policy::{parse_policy_str, Policy};
 
-const RULES: usize = 1000;
+/// Counts the bytes on the heap, so that what an engine holds can be told apart from what the
+/// allocator keeps around.
+struct Counting;
 
-/// A policy shaped like a large real one: agents with workspaces, file rules of every glob
-/// shape (prefix trees, extensions, `**/name`, `~`, `${workspace}`), exec rules, network
-/// rules and in-process rules, with and without `unless`.
-fn thousand_rule_policy() -> String {
-    let mut p = String::from("version: 1\nagents:\n");
-    for a in 0..8 {
-        writeln!(
-            p,
-            "  - name: agent{a}\n    workspace: /srv/agents/agent{a}\n    autonomy: semi"
-        )
-        .unwrap();
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now =
+                LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed) + layout.size() as isize;
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
     }
-    p.push_str("rules:\n");
-    let verdicts = ["allow", "deny", "escalate", ""];
-    for i in 0..RULES {
-        let verdict = match verdicts[i % 4] {
-            "" => String::new(),
-            v => format!(", verdict: {v}"),
-        };
-        let body = match i % 10 {
-            0 => format!("actions: [\"fs:*\"], paths: [\"/data/project{i}/**\"]"),
-            1 => format!("actions: [fs:write, fs:delete], paths: [\"**/*.ext{i}\"]"),
-            2 => format!("actions: [fs:read], paths: [\"~/.config/tool{i}/**\"]"),
-            3 => format!("actions: [fs:delete], paths: [\"${{workspace}}/build{i}/**\"], unless: {{paths: [\"**/keep{i}\"]}}"),
-            4 => format!("actions: [fs:read, secret:read], paths: [\"/etc/app{i}/*.key\", \"/opt/app{i}/**/secret\"]"),
-            5 => format!("actions: [proc:exec], binaries: [\"/opt/bin{i}/*\", \"**/tool{i}\"]"),
-            6 => format!("actions: [net:connect], cidrs: [\"10.{}.{}.0/24\"], ports: [{}]", i / 256 % 256, i % 256, 1000 + i),
-            7 => format!("actions: [net:connect], hosts: [\"svc{i}.example.com\"], ports: [443]"),
-            8 => format!("actions: [fs:write], paths: [\"/var/log/app{i}/**\"], agents: [agent{}]", i % 8),
-            _ => format!("actions: [tool:call, vcs:push], hosts: [\"*.host{i}.example.org\"]"),
-        };
-        writeln!(p, "  - {{id: rule{i}, {body}, risk: medium{verdict}}}").unwrap();
-    }
-    p.push_str("egress:\n  agent0:\n    allow:\n      - cidr: 127.0.0.0/8\n        ports: [\"1024-65535\"]\n");
-    p
-}
-
-struct Shape {
-    name: &'static str,
-    action: &'static str,
-    path: Option<NormalizedPath>,
-    binary: Option<NormalizedPath>,
-    addr: Option<IpAddr>,
-    port: Option<u16>,
-}
-
-fn shapes() -> Vec<Shape> {
-    let path = |p: &str| Some(NormalizedPath::new(p).unwrap());
-    let s = |name, action, p: Option<NormalizedPath>| Shape {
-        name,
-        action,
-        path: p,
-        binary: None,
-        addr: None,
-        port: None,
-    };
-    vec![
-        s(
-            "fs:write in workspace, no rule",
-            "fs:write",
-            path("/srv/agents/agent0/src/lib.rs"),
-        ),
-        s(
-            "fs:delete hitting a prefix rule",
-            "fs:delete",
-            path("/data/project500/deep/file.txt"),
-        ),
-        s(
-            "fs:write hitting an extension rule",
-            "fs:write",
-            path("/srv/agents/agent0/x/y.ext31"),
-        ),
-        s(
-            "fs:delete with unless",
-            "fs:delete",
-            path("/srv/agents/agent0/build3/out/keep3"),
-        ),
-        s(
-            "secret:read miss",
-            "secret:read",
-            path("/etc/app99/server.pem"),
-        ),
-        Shape {
-            binary: path("/opt/bin405/run"),
-            ..s("proc:exec hitting a binary rule", "proc:exec", None)
-        },
-        Shape {
-            addr: Some("10.1.226.0".parse().unwrap()),
-            port: Some(1482),
-            ..s("net:connect hitting a cidr rule", "net:connect", None)
-        },
-        Shape {
-            addr: Some("127.0.0.1".parse().unwrap()),
-            port: Some(8080),
-            ..s("net:connect via egress", "net:connect", None)
-        },
-    ]
-}
-
-fn request<'a>(engine: &Engine, shape: &'a Shape) -> ActionRequest<'a> {
-    let (action, _) = engine.policy().registry.resolve(shape.action).unwrap();
-    ActionRequest {
-        agent: engine.agent_index("agent0"),
-        action,
-        path: shape.path.as_ref(),
-        binary: shape.binary.as_ref(),
-        addr: shape.addr,
-        host: None,
-        port: shape.port,
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
     }
 }
 
-fn build_engine() -> Engine {
-    let started = Instant::now();
-    let policy = parse_policy_str(Path::new("bench.yaml"), &thousand_rule_policy())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(policy.rules.len(), RULES);
-    let engine = Engine::new(Arc::new(policy));
-    eprintln!(
-        "loaded and compiled {RULES} rules for 8 agents in {:?}",
-        started.elapsed()
-    );
-    engine
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn parse(rules: usize, agents: usize) -> Policy {
+    parse_policy_str(Path::new("bench.yaml"), &synthetic::policy(rules, agents))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn requests<'a>(engine: &Engine, requests: &'a [Request]) -> Vec<ActionRequest<'a>> {
+    requests
+        .iter()
+        .map(|r| {
+            r.for_engine(engine)
+                .expect("every action type is a core type")
+        })
+        .collect()
 }
 
 fn decisions(c: &mut Criterion) {
-    let engine = build_engine();
-    let shapes = shapes();
+    let engine = Engine::new(Arc::new(parse(1000, 8)));
+    let shapes = synthetic::shaped_requests();
     let mut group = c.benchmark_group("decide_1000_rules");
     for shape in &shapes {
-        let req = request(&engine, shape);
-        group.bench_function(shape.name, |b| {
+        let req = shape.for_engine(&engine).expect("core action");
+        group.bench_function(&shape.name, |b| {
             b.iter(|| black_box(engine.decide(black_box(&req))))
         });
     }
     group.finish();
 }
 
-/// Times single decisions over the mix of shapes and prints the distribution.
-fn latency_distribution() {
-    let engine = build_engine();
-    let shapes = shapes();
-    let requests: Vec<ActionRequest<'_>> = shapes.iter().map(|s| request(&engine, s)).collect();
-    for r in requests.iter().cycle().take(20_000) {
+struct Distribution(Vec<Duration>);
+
+impl Distribution {
+    fn pct(&self, p: f64) -> Duration {
+        self.0[((self.0.len() as f64 * p) as usize).min(self.0.len() - 1)]
+    }
+}
+
+impl std::fmt::Display for Distribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "median {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+            self.pct(0.50),
+            self.pct(0.99),
+            self.pct(0.999),
+            self.0[self.0.len() - 1]
+        )
+    }
+}
+
+/// Times each decision of `requests` (cycled to `count`) on its own, after one pass of warm-up.
+fn time_each(engine: &Engine, requests: &[ActionRequest<'_>], count: usize) -> Distribution {
+    for r in requests.iter().take(count) {
         black_box(engine.decide(r));
     }
-    let mut samples: Vec<Duration> = Vec::with_capacity(200_000);
-    for r in requests.iter().cycle().take(200_000) {
+    let mut samples: Vec<Duration> = Vec::with_capacity(count);
+    for r in requests.iter().cycle().take(count) {
         let start = Instant::now();
         black_box(engine.decide(black_box(r)));
         samples.push(start.elapsed());
     }
     samples.sort_unstable();
-    let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
+    Distribution(samples)
+}
+
+fn latency() {
+    let engine = Engine::new(Arc::new(parse(1000, 8)));
+    let shapes = synthetic::shaped_requests();
+    let shaped = requests(&engine, &shapes);
     println!(
-        "decision latency, {RULES}-rule policy, {} decisions over {} shapes: median {:?}, p99 {:?}, p99.9 {:?}, max {:?} (targets: median < 2µs, p99 < 10µs)",
-        samples.len(),
-        shapes.len(),
-        pct(0.50),
-        pct(0.99),
-        pct(0.999),
-        samples[samples.len() - 1]
+        "decision, 1,000 rules, the {} shapes mixed, 200,000 timed: {}",
+        shaped.len(),
+        time_each(&engine, &shaped, 200_000)
     );
+    for rules in [1000, 10_000] {
+        let engine = Engine::new(Arc::new(parse(rules, 8)));
+        let random = synthetic::random_requests(rules, 8, 100_000, 21);
+        let reqs = requests(&engine, &random);
+        let target = if rules == 1000 {
+            "targets: median < 1µs, p99 < 5µs"
+        } else {
+            "target: p99 < 20µs"
+        };
+        println!(
+            "decision, {rules} rules, 100,000 random requests over 8 agents, each timed once: {} ({target})",
+            time_each(&engine, &reqs, reqs.len())
+        );
+    }
+}
+
+fn compiling() {
+    for (rules, agents) in [(1000, 8), (1000, 64), (1000, 512), (10_000, 8), (50_000, 8)] {
+        let source = synthetic::policy(rules, agents);
+        let start_bytes = LIVE.load(Ordering::Relaxed);
+        PEAK.store(start_bytes, Ordering::Relaxed);
+        let started = Instant::now();
+        let policy =
+            parse_policy_str(Path::new("bench.yaml"), &source).unwrap_or_else(|e| panic!("{e}"));
+        let parsed = started.elapsed();
+        let policy = Arc::new(policy);
+        let parse_peak = PEAK.load(Ordering::Relaxed) - start_bytes;
+        let before = LIVE.load(Ordering::Relaxed);
+        PEAK.store(before, Ordering::Relaxed);
+        let started = Instant::now();
+        let engine = Engine::new(policy.clone());
+        let compiled = started.elapsed();
+        let held = LIVE.load(Ordering::Relaxed) - before;
+        let peak = PEAK.load(Ordering::Relaxed) - before;
+        let total = LIVE.load(Ordering::Relaxed) - start_bytes;
+        println!(
+            "compile, {rules} rules × {agents} agents: {:?} (parse {parsed:?} + engine {compiled:?}); policy + engine hold {:.1} MiB, the engine {:.1} MiB (peak {:.1} MiB parsing, {:.1} MiB compiling)",
+            parsed + compiled,
+            total as f64 / MIB,
+            held as f64 / MIB,
+            parse_peak as f64 / MIB,
+            peak as f64 / MIB,
+        );
+        drop(engine);
+    }
+}
+
+/// Decisions on one thread while another compiles a new engine and swaps it in, as the
+/// daemon's reload does (`RwLock<Arc<Engine>>`); the old engine is dropped by the reloader.
+fn during_reload() {
+    let policy = Arc::new(parse(1000, 8));
+    let live = Arc::new(RwLock::new(Arc::new(Engine::new(policy.clone()))));
+    let random = synthetic::random_requests(1000, 8, 50_000, 22);
+    let measure = |live: &RwLock<Arc<Engine>>| {
+        let mut samples = Vec::with_capacity(random.len());
+        for r in &random {
+            let start = Instant::now();
+            let engine = live.read().expect("lock").clone();
+            let request = r.for_engine(&engine).expect("core action");
+            black_box(engine.decide(&request));
+            drop(engine);
+            samples.push(start.elapsed());
+        }
+        samples.sort_unstable();
+        Distribution(samples)
+    };
+    let quiet = measure(&live);
+    let stop = Arc::new(AtomicBool::new(false));
+    let reloads = {
+        let (live, stop, policy) = (live.clone(), stop.clone(), policy.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let fresh = Arc::new(Engine::new(policy.clone()));
+                let old = std::mem::replace(&mut *live.write().expect("lock"), fresh);
+                drop(old);
+                n += 1;
+            }
+            n
+        })
+    };
+    let busy = measure(&live);
+    stop.store(true, Ordering::Relaxed);
+    let n = reloads.join().expect("reload thread");
+    println!(
+        "decision, 1,000 rules, random requests, engine from RwLock<Arc<Engine>>: quiet {quiet}"
+    );
+    println!("  the same while another thread reloaded {n} times: {busy}");
 }
 
 criterion_group! {
@@ -190,6 +221,8 @@ criterion_group! {
 
 fn main() {
     benches();
-    latency_distribution();
+    latency();
+    compiling();
+    during_reload();
     Criterion::default().configure_from_args().final_summary();
 }

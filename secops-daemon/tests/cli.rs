@@ -374,3 +374,44 @@ fn a_corrupt_audit_segment_is_a_problem_naming_the_file() {
         "a decision that cannot be recorded is an error, not a verdict"
     );
 }
+
+#[test]
+fn a_policy_over_the_file_limit_names_the_limit_and_how_to_raise_it() {
+    let s = Secops::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    // About 5.5 MB: 50,000 rules, more than the 4 MiB the limit once was.
+    std::fs::write(&file, secops_daemon::engine::synthetic::policy(50_000, 8)).unwrap();
+    let path = file.to_str().unwrap();
+    let out = s.run(&["policy", "validate", path]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = s.run(&["--max-policy-file-mib", "2", "policy", "validate", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let report =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    for needed in [
+        "2 MiB allowed",
+        "--max-policy-file-mib",
+        "SECOPS_MAX_POLICY_FILE_MIB",
+        "include:",
+    ] {
+        assert!(report.contains(needed), "{needed:?} missing from: {report}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_secops"))
+        .args(["policy", "validate", path])
+        .env("SECOPS_MAX_POLICY_FILE_MIB", "6")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -223,3 +223,137 @@ fn a_policy_that_cannot_be_applied_withholds() {
     assert_eq!(out.text, None);
     assert_eq!(out.findings.values().sum::<usize>(), 2);
 }
+
+/// A real Ed25519 key (PKCS#8 PEM, as `openssl` and most libraries write it) from `seed`.
+fn ed25519_pem(seed: [u8; 32]) -> String {
+    use ed25519_dalek::pkcs8::{spki::der::pem::LineEnding, EncodePrivateKey};
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+        .to_pkcs8_pem(LineEnding::LF)
+        .expect("encode the key")
+        .to_string()
+}
+
+fn private_keys_in(scanner: &Scanner, text: &str) -> usize {
+    Scanner::count(&scanner.scan(text))
+        .get(&Category::PrivateKey)
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn private_keys_whose_base64_spells_a_marker_are_still_keys() {
+    // The PKCS#8 header is 16 bytes, so seed bytes 2..5 are one base64 quantum: these bytes
+    // spell `xxxx`, `XXXX` and `xXxX` in the key's body. Any 32 bytes are a valid key.
+    let scanner = Scanner::new();
+    for (quantum, spelled) in [
+        ([0xc7, 0x1c, 0x71], "xxxx"),
+        ([0x5d, 0x75, 0xd7], "XXXX"),
+        ([0xc5, 0x7c, 0x57], "xXxX"),
+    ] {
+        let mut seed = [0x5a; 32];
+        seed[2..5].copy_from_slice(&quantum);
+        let pem = ed25519_pem(seed);
+        assert!(pem.contains(spelled), "{pem}");
+        assert_eq!(private_keys_in(&scanner, &pem), 1, "{pem}");
+    }
+}
+
+#[test]
+fn freshly_generated_private_keys_are_found() {
+    use rand_core::{OsRng, RngCore};
+    let scanner = Scanner::new();
+    for _ in 0..500 {
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let pem = ed25519_pem(seed);
+        assert_eq!(private_keys_in(&scanner, &pem), 1, "{pem}");
+    }
+    // RSA, EC and OpenSSH keys as the usual tools write them.
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut keys = Vec::new();
+    for args in [
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ][..],
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ],
+        &["genrsa", "-traditional", "2048"],
+        &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl {args:?} (Debian package openssl): {e}"));
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        keys.push(String::from_utf8(out.stdout).expect("PEM is text"));
+    }
+    let path = dir.path().join("id_ed25519");
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("ssh-keygen (Debian package openssh-client): {e}"));
+    assert!(out.status.success(), "ssh-keygen: {out:?}");
+    keys.push(std::fs::read_to_string(&path).expect("read the OpenSSH key"));
+    for key in &keys {
+        assert_eq!(private_keys_in(&scanner, key), 1, "{key}");
+    }
+}
+
+#[test]
+fn example_private_keys_are_judged_on_their_armour() {
+    let scanner = Scanner::new();
+    let key = ed25519_pem([7; 32]);
+    assert_eq!(private_keys_in(&scanner, &key), 1);
+    for example in [
+        // A marker on the armour, or in a header line.
+        key.replace("PRIVATE KEY-----\n", "PRIVATE KEY----- (example)\n"),
+        key.replacen(
+            "PRIVATE KEY-----\n",
+            "PRIVATE KEY-----\nComment: \"dummy key for the docs\"\n",
+            1,
+        ),
+        // Masked by hand.
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            "X".repeat(64)
+        ),
+        // RFC 8410's example key, copied into countless test suites.
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n-----END PRIVATE KEY-----\n".to_owned(),
+    ] {
+        assert_eq!(private_keys_in(&scanner, &example), 0, "{example}");
+    }
+}
+
+/// 4 MiB of ordinary output with 600 planted secrets and 500 look-alikes: every secret found
+/// with its category, and nothing else.
+#[test]
+fn planted_corpus_recall_and_false_positives() {
+    let corpus = secops_daemon::scan::corpus::generate(21, 4 << 20, 600, 500);
+    assert_eq!(corpus.planted.len(), 600);
+    assert!(corpus.text.len() >= 4 << 20);
+    let findings = Scanner::new().scan(&corpus.text);
+    let score = corpus.score(&findings);
+    println!(
+        "recall {}/{}, {} false positives: {:?}",
+        score.found,
+        score.planted,
+        score.false_positives.len(),
+        score.false_positives
+    );
+    assert_eq!(score.found, score.planted, "recall");
+    assert!(
+        score.false_positives.is_empty(),
+        "{:?}",
+        score.false_positives
+    );
+}

@@ -43,6 +43,17 @@ pub struct Cli {
     #[arg(long, global = true, env = "SECOPS_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
+    /// The largest policy file (the top-level one and each include) read, in MiB. A
+    /// larger policy can also be split into files with `include:`.
+    #[arg(
+        long,
+        global = true,
+        env = "SECOPS_MAX_POLICY_FILE_MIB",
+        default_value_t = crate::policy::DEFAULT_MAX_FILE_MIB,
+        value_parser = clap::value_parser!(u64).range(1..=4096)
+    )]
+    pub max_policy_file_mib: u64,
+
     /// Log filter for diagnostics on stderr (e.g. `info`, `secops_daemon=debug`).
     #[arg(long, global = true, env = "SECOPS_LOG", default_value = "warn")]
     pub log: String,
@@ -114,6 +125,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli.log);
+    crate::policy::set_max_file_mib(cli.max_policy_file_mib);
     let outcome = match cli.command {
         Command::Policy(command) => policy::run(command),
         Command::Check(args) => check::run(args, &cli.state_dir),

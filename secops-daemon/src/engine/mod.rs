@@ -18,8 +18,11 @@
 //! 5. **Locked agents** never get `allow`: it becomes `escalate`.
 
 mod egress;
+mod globs;
 mod path;
 mod ruleset;
+#[doc(hidden)]
+pub mod synthetic;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -31,7 +34,8 @@ pub use path::{NormalizedPath, PathError};
 
 use crate::policy::{EgressDefault, Policy};
 use egress::EgressCheck;
-use ruleset::{CompiledRule, Expansion, RuleSet};
+use globs::Binding;
+use ruleset::{CompiledRule, RuleSet};
 
 /// An agent's index in the engine (stable for one compiled policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,20 +85,23 @@ pub struct Explanation {
     pub steps: Vec<String>,
 }
 
+/// What is an agent's own: the rule sets are shared by every agent.
 struct AgentContext {
     name: Arc<str>,
     autonomy: AutonomyLevel,
-    hard: RuleSet,
-    regular: RuleSet,
+    workspace: String,
+    home: Option<String>,
     egress: Option<EgressCheck>,
 }
 
+/// A compiled policy. The rules are compiled once, for every agent at once; an agent adds
+/// only its name, autonomy, workspace, home and egress allowlist.
 pub struct Engine {
     policy: Arc<Policy>,
     agents: Vec<AgentContext>,
     by_name: HashMap<String, AgentIdx>,
-    /// Hard rules as they apply to processes of no known agent (no workspace).
-    unknown_hard: RuleSet,
+    hard: RuleSet,
+    regular: RuleSet,
     kinds: Vec<(Category, Option<CoreAction>)>,
     reasons: FixedReasons,
 }
@@ -127,24 +134,9 @@ impl Trace for Vec<String> {
 impl Engine {
     /// Compiles a validated policy.
     pub fn new(policy: Arc<Policy>) -> Engine {
-        let action_count = policy.registry.len();
-        let rule_list = |hard: bool, agent: Option<&str>| {
-            let applies = |r: &&crate::policy::Rule| r.hard == hard && r.applies_to(agent);
-            policy
-                .rules
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| applies(r))
-                .collect::<Vec<_>>()
-                .into_iter()
-        };
         let mut agents = Vec::with_capacity(policy.agents.len());
         let mut by_name = HashMap::new();
         for (i, agent) in policy.agents.iter().enumerate() {
-            let expansion = Expansion {
-                homes: policy.homes_of(agent),
-                workspace: Some(&agent.workspace),
-            };
             let egress = match (policy.egress.get(&agent.name), policy.defaults.egress) {
                 (Some(allowlist), _) => Some(EgressCheck::new(&agent.name, allowlist.clone())),
                 (None, EgressDefault::Deny) => {
@@ -155,26 +147,26 @@ impl Engine {
             agents.push(AgentContext {
                 name: Arc::from(agent.name.as_str()),
                 autonomy: agent.autonomy,
-                hard: RuleSet::compile(
-                    rule_list(true, Some(&agent.name)),
-                    action_count,
-                    &expansion,
-                ),
-                regular: RuleSet::compile(
-                    rule_list(false, Some(&agent.name)),
-                    action_count,
-                    &expansion,
-                ),
+                workspace: agent.workspace.clone(),
+                home: agent.home.clone(),
                 egress,
             });
             by_name.insert(agent.name.clone(), AgentIdx(i as u32));
         }
-        let unknown_expansion = Expansion {
-            homes: &policy.defaults.homes,
-            workspace: None,
+        let context = ruleset::Context {
+            action_count: policy.registry.len(),
+            agents: &by_name,
+            default_homes: &policy.defaults.home_patterns,
         };
-        let unknown_hard =
-            RuleSet::compile(rule_list(true, None), action_count, &unknown_expansion);
+        let of_kind = |hard: bool| {
+            policy
+                .rules
+                .iter()
+                .enumerate()
+                .filter(move |(_, r)| r.hard == hard)
+        };
+        let hard = RuleSet::compile(of_kind(true), &context);
+        let regular = RuleSet::compile(of_kind(false), &context);
         let kinds = policy
             .registry
             .iter()
@@ -183,7 +175,8 @@ impl Engine {
         Engine {
             agents,
             by_name,
-            unknown_hard,
+            hard,
+            regular,
             kinds,
             reasons: FixedReasons {
                 unknown_agent: Arc::from("the action does not come from a known agent"),
@@ -242,15 +235,27 @@ impl Engine {
             );
         };
         let context = request.agent.and_then(|a| self.agents.get(a.0 as usize));
+        // Processes of no known agent: hard rules that name no agent, `~` as the default homes.
+        let binding = match (request.agent, context) {
+            (Some(idx), Some(c)) => Binding {
+                agent: Some(idx.0),
+                workspace: Some(&c.workspace),
+                home: c.home.as_deref(),
+            },
+            _ => Binding {
+                agent: None,
+                workspace: None,
+                home: None,
+            },
+        };
         match context {
             Some(c) => trace.note(|| format!("agent {} (autonomy {})", c.name, c.autonomy)),
             None => trace.note(|| "no known agent".to_owned()),
         }
 
         // 1. Hard rules.
-        let hard = context.map_or(&self.unknown_hard, |c| &c.hard);
         let mut hard_hit: Option<&CompiledRule> = None;
-        hard.for_each_match(request, |rule| {
+        self.hard.for_each_match(request, &binding, |rule| {
             trace.note(|| {
                 format!(
                     "hard rule {} ({}) matches: deny, risk {}",
@@ -311,7 +316,7 @@ impl Engine {
                     });
                 }
             };
-        context.regular.for_each_match(request, |rule| {
+        self.regular.for_each_match(request, &binding, |rule| {
             let verdict = rule
                 .verdict
                 .unwrap_or_else(|| context.autonomy.verdict_for(rule.risk));

@@ -1,26 +1,23 @@
-//! A set of rules compiled for one agent: every path glob of every rule in one GlobSet (one
-//! pass over the path finds every rule it hits), likewise for binaries, and per action type
-//! the rules that do not depend on a path or binary. A decision visits only the candidates.
+//! A set of rules compiled once for every agent: every path glob of every rule in one
+//! [`GlobIndex`] (one walk over the path finds every rule it hits), likewise for binaries,
+//! destinations by prefix and host name, and per action type the rules that depend on no
+//! object. What differs between agents (workspace, home, which rules name them) is a
+//! [`Binding`] given with each request, so adding agents adds no compiling. A decision visits
+//! only the candidates.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use globset::{Candidate, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
 use secops_common::{ActionId, RiskLevel, Verdict};
 
-use crate::policy::pattern::{compile_glob, HostPattern, PathPattern, PortRange};
+use crate::policy::pattern::{HostPattern, PathPattern, PortRange};
 use crate::policy::{Rule, Selectors};
 
+use super::globs::{Binding, GlobIndex, GlobScratch, Scope};
 use super::ActionRequest;
-
-/// The concrete values `~` and `${workspace}` stand for in one agent's rules.
-pub struct Expansion<'a> {
-    pub homes: &'a [String],
-    pub workspace: Option<&'a str>,
-}
 
 pub struct CompiledRule {
     /// Index of the rule in the policy's rule list.
@@ -29,53 +26,29 @@ pub struct CompiledRule {
     pub reason: Arc<str>,
     pub verdict: Option<Verdict>,
     pub risk: RiskLevel,
+    /// The agents (engine indices, sorted) the rule names; `None`: every agent.
+    scope: Option<Box<[u32]>>,
     own: NetSelectors,
     unless: Option<NetSelectors>,
 }
 
+impl CompiledRule {
+    fn applies_to(&self, agent: Option<u32>) -> bool {
+        match &self.scope {
+            None => true,
+            Some(agents) => agent.is_some_and(|a| agents.binary_search(&a).is_ok()),
+        }
+    }
+}
+
 /// Which selector kinds a rule (or its `unless`) has, and the network ones in full. Path and
-/// binary globs live in the rule set's GlobSets.
+/// binary globs live in the rule set's glob indexes.
 struct NetSelectors {
     has_paths: bool,
     has_binaries: bool,
     cidrs: Vec<IpNet>,
     hosts: Vec<HostPattern>,
     ports: Vec<PortRange>,
-}
-
-/// One GlobSet over the globs of many rules, and which rule each glob belongs to.
-struct GlobIndex {
-    set: GlobSet,
-    owner: Vec<u32>,
-}
-
-impl GlobIndex {
-    fn build(entries: Vec<(String, u32)>) -> GlobIndex {
-        let mut builder = GlobSetBuilder::new();
-        let mut owner = Vec::with_capacity(entries.len());
-        for (glob, rule) in entries {
-            // The patterns were checked when the policy loaded, and expansion only puts
-            // checked, glob-free directories in front of them.
-            if let Ok(glob) = compile_glob(&glob) {
-                builder.add(glob);
-                owner.push(rule);
-            }
-        }
-        let set = builder.build().unwrap_or_else(|_| GlobSet::empty());
-        GlobIndex { set, owner }
-    }
-
-    /// The rules (sorted, unique) that have a glob matching `candidate`.
-    fn hits(&self, candidate: &Candidate<'_>, scratch: &mut Vec<usize>, out: &mut Vec<u32>) {
-        out.clear();
-        if self.owner.is_empty() {
-            return;
-        }
-        self.set.matches_candidate_into(candidate, scratch);
-        out.extend(scratch.iter().map(|&g| self.owner[g]));
-        out.sort_unstable();
-        out.dedup();
-    }
 }
 
 /// Rules with network destinations, by destination: per prefix length a hash of networks,
@@ -198,15 +171,17 @@ pub struct RuleSet {
     unless_binaries: GlobIndex,
     /// Rules whose destination selectors (cidrs/hosts) decide whether they are candidates.
     destinations: DestinationIndex,
-    /// Per action id: rules with no path, binary or destination selector.
+    /// Per action id: rules for every agent with no path, binary or destination selector.
     unconditional: Vec<Vec<u32>>,
+    /// Per action id: the same for rules that name agents, as (agent, rule), sorted.
+    unconditional_scoped: Vec<Vec<(u32, u32)>>,
     /// Per action id: a bitset over rules that name the action.
     members: Vec<Vec<u64>>,
 }
 
 #[derive(Default)]
 struct Scratch {
-    globs: Vec<usize>,
+    globs: GlobScratch,
     path_hits: Vec<u32>,
     binary_hits: Vec<u32>,
     unless_path_hits: Vec<u32>,
@@ -219,36 +194,57 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// What a rule set is compiled against: the policy's agents and default homes.
+pub struct Context<'a> {
+    pub action_count: usize,
+    /// Agent name → engine index.
+    pub agents: &'a HashMap<String, super::AgentIdx>,
+    pub default_homes: &'a [PathPattern],
+}
+
 impl RuleSet {
-    /// Compiles `rules` (with their indices in the policy) for one agent.
+    /// Compiles `rules` (with their indices in the policy), once for every agent.
     pub fn compile<'r>(
         rules: impl Iterator<Item = (usize, &'r Rule)>,
-        action_count: usize,
-        expansion: &Expansion<'_>,
+        context: &Context<'_>,
     ) -> RuleSet {
+        let action_count = context.action_count;
         let mut compiled = Vec::new();
-        let (mut paths, mut binaries, mut unless_paths, mut unless_binaries) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut paths = GlobIndex::new();
+        let mut binaries = GlobIndex::new();
+        let mut unless_paths = GlobIndex::new();
+        let mut unless_binaries = GlobIndex::new();
         let mut unconditional = vec![Vec::new(); action_count];
+        let mut unconditional_scoped = vec![Vec::new(); action_count];
         let mut destinations = DestinationIndex::default();
         let mut member_lists: Vec<Vec<u32>> = vec![Vec::new(); action_count];
         for (policy_index, rule) in rules {
             let idx = compiled.len() as u32;
-            let expand = |patterns: &[PathPattern], into: &mut Vec<(String, u32)>| {
+            let scope: Option<Box<[u32]>> = rule.agents.as_ref().map(|names| {
+                let mut agents: Vec<u32> = names
+                    .iter()
+                    .filter_map(|n| context.agents.get(n).map(|a| a.0))
+                    .collect();
+                agents.sort_unstable();
+                agents.dedup();
+                agents.into()
+            });
+            let scopes: Vec<Scope> = match &scope {
+                None => vec![Scope::All],
+                Some(agents) => agents.iter().map(|&a| Scope::Agent(a)).collect(),
+            };
+            let add = |patterns: &[PathPattern], into: &mut GlobIndex| {
                 for pattern in patterns {
-                    into.extend(
-                        pattern
-                            .expand(expansion.homes, expansion.workspace)
-                            .into_iter()
-                            .map(|g| (g, idx)),
-                    );
+                    for &s in &scopes {
+                        into.insert(pattern, idx, s, context.default_homes);
+                    }
                 }
             };
-            expand(&rule.selectors.paths, &mut paths);
-            expand(&rule.selectors.binaries, &mut binaries);
+            add(&rule.selectors.paths, &mut paths);
+            add(&rule.selectors.binaries, &mut binaries);
             if let Some(unless) = &rule.unless {
-                expand(&unless.paths, &mut unless_paths);
-                expand(&unless.binaries, &mut unless_binaries);
+                add(&unless.paths, &mut unless_paths);
+                add(&unless.binaries, &mut unless_binaries);
             }
             let own = NetSelectors::from(&rule.selectors);
             let by_destination = !own.has_paths
@@ -258,10 +254,17 @@ impl RuleSet {
                 destinations.insert(&rule.selectors, idx);
             }
             for &action in &rule.actions {
-                if let Some(list) = member_lists.get_mut(action.index()) {
-                    list.push(idx);
-                    if !own.has_paths && !own.has_binaries && !by_destination {
-                        unconditional[action.index()].push(idx);
+                let a = action.index();
+                if a >= action_count {
+                    continue;
+                }
+                member_lists[a].push(idx);
+                if !own.has_paths && !own.has_binaries && !by_destination {
+                    for &s in &scopes {
+                        match s {
+                            Scope::All => unconditional[a].push(idx),
+                            Scope::Agent(agent) => unconditional_scoped[a].push((agent, idx)),
+                        }
                     }
                 }
             }
@@ -271,9 +274,21 @@ impl RuleSet {
                 reason: Arc::from(rule.reason.as_str()),
                 verdict: rule.verdict,
                 risk: rule.risk,
+                scope,
                 own,
                 unless: rule.unless.as_ref().map(NetSelectors::from),
             });
+        }
+        for list in &mut unconditional_scoped {
+            list.sort_unstable();
+        }
+        for index in [
+            &mut paths,
+            &mut binaries,
+            &mut unless_paths,
+            &mut unless_binaries,
+        ] {
+            index.finish();
         }
         let words_needed = compiled.len().div_ceil(64).max(1);
         let members = member_lists
@@ -288,12 +303,13 @@ impl RuleSet {
             .collect();
         RuleSet {
             rules: compiled,
-            paths: GlobIndex::build(paths),
-            binaries: GlobIndex::build(binaries),
-            unless_paths: GlobIndex::build(unless_paths),
-            unless_binaries: GlobIndex::build(unless_binaries),
+            paths,
+            binaries,
+            unless_paths,
+            unless_binaries,
             destinations,
             unconditional,
+            unconditional_scoped,
             members,
         }
     }
@@ -305,26 +321,32 @@ impl RuleSet {
             .is_some_and(|word| word & (1 << (rule % 64)) != 0)
     }
 
-    /// Calls `on_match` with every rule that matches `request`, in policy order.
+    /// Calls `on_match` with every rule that matches `request` for the agent `binding`
+    /// describes, in policy order.
     pub fn for_each_match<'s>(
         &'s self,
         request: &ActionRequest<'_>,
+        binding: &Binding<'_>,
         mut on_match: impl FnMut(&'s CompiledRule),
     ) {
-        let Some(unconditional) = self.unconditional.get(request.action.index()) else {
+        let action = request.action.index();
+        let Some(unconditional) = self.unconditional.get(action) else {
             return;
         };
+        let agent = binding.agent;
         SCRATCH.with(|scratch| {
             let mut guard = scratch.borrow_mut();
             let s = &mut *guard;
-            let path = request.path.map(|p| Candidate::new(p.as_str()));
-            let binary = request.binary.map(|b| Candidate::new(b.as_str()));
-            match &path {
-                Some(c) => self.paths.hits(c, &mut s.globs, &mut s.path_hits),
+            let path = request.path.map(|p| p.as_str());
+            let binary = request.binary.map(|b| b.as_str());
+            match path {
+                Some(p) => self.paths.hits(p, binding, &mut s.globs, &mut s.path_hits),
                 None => s.path_hits.clear(),
             }
-            match &binary {
-                Some(c) => self.binaries.hits(c, &mut s.globs, &mut s.binary_hits),
+            match binary {
+                Some(b) => self
+                    .binaries
+                    .hits(b, binding, &mut s.globs, &mut s.binary_hits),
                 None => s.binary_hits.clear(),
             }
             s.candidates.clear();
@@ -340,6 +362,15 @@ impl RuleSet {
             }
             s.candidates.retain(|&r| self.is_member(request.action, r));
             s.candidates.extend_from_slice(unconditional);
+            if let (Some(agent), Some(scoped)) = (agent, self.unconditional_scoped.get(action)) {
+                let from = scoped.partition_point(|&(a, _)| a < agent);
+                s.candidates.extend(
+                    scoped[from..]
+                        .iter()
+                        .take_while(|&&(a, _)| a == agent)
+                        .map(|&(_, r)| r),
+                );
+            }
             s.candidates.sort_unstable();
             s.candidates.dedup();
 
@@ -347,21 +378,26 @@ impl RuleSet {
             for i in 0..s.candidates.len() {
                 let r = s.candidates[i];
                 let rule = &self.rules[r as usize];
-                if !rule.own.matches(r, request, &s.path_hits, &s.binary_hits) {
+                if !rule.applies_to(agent)
+                    || !rule.own.matches(r, request, &s.path_hits, &s.binary_hits)
+                {
                     continue;
                 }
                 if let Some(unless) = &rule.unless {
                     if !unless_computed && (unless.has_paths || unless.has_binaries) {
-                        match &path {
-                            Some(c) => {
-                                self.unless_paths
-                                    .hits(c, &mut s.globs, &mut s.unless_path_hits)
-                            }
+                        match path {
+                            Some(p) => self.unless_paths.hits(
+                                p,
+                                binding,
+                                &mut s.globs,
+                                &mut s.unless_path_hits,
+                            ),
                             None => s.unless_path_hits.clear(),
                         }
-                        match &binary {
-                            Some(c) => self.unless_binaries.hits(
-                                c,
+                        match binary {
+                            Some(b) => self.unless_binaries.hits(
+                                b,
+                                binding,
                                 &mut s.globs,
                                 &mut s.unless_binary_hits,
                             ),

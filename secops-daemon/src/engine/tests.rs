@@ -737,3 +737,128 @@ mod default_policy {
         );
     }
 }
+
+mod at_scale {
+    use super::*;
+    use crate::engine::synthetic;
+
+    fn huge(rules: usize, extra: &str) -> Engine {
+        let mut source = synthetic::policy(rules, 8);
+        let at = source
+            .find("egress:")
+            .expect("the synthetic policy has egress");
+        source.insert_str(at, extra);
+        engine(&source)
+    }
+
+    fn decide(e: &Engine, agent: &str, action: &str, path: &str) -> Decision {
+        Ask::new(e, agent, action).path(path).decide()
+    }
+
+    /// 50,000 rules is where the glob set used before could no longer be built and every path
+    /// rule silently stopped matching.
+    #[test]
+    fn path_rules_match_at_50000_rules() {
+        let e = huge(50_000, "");
+        for (agent, action, path, rule, verdict) in [
+            (
+                "agent0",
+                "fs:delete",
+                "/data/project500/deep/file.txt",
+                "rule500",
+                Verdict::Allow,
+            ),
+            (
+                "agent1",
+                "fs:read",
+                "/data/project49990/x",
+                "rule49990",
+                Verdict::Escalate,
+            ),
+            (
+                "agent2",
+                "fs:write",
+                "/srv/x/y.ext49991",
+                "rule49991",
+                Verdict::Allow,
+            ),
+            (
+                "agent3",
+                "fs:delete",
+                "/srv/agents/agent3/build49993/o",
+                "rule49993",
+                Verdict::Deny,
+            ),
+            (
+                "agent4",
+                "fs:read",
+                "/home/u/.config/tool49992/c",
+                "rule49992",
+                Verdict::Allow,
+            ),
+            (
+                "agent6",
+                "fs:write",
+                "/var/log/app49998/x",
+                "rule49998",
+                Verdict::Escalate,
+            ),
+        ] {
+            let d = decide(&e, agent, action, path);
+            assert_eq!(
+                (d.rule_id.as_deref(), d.verdict),
+                (Some(rule), verdict),
+                "{agent} {action} {path}"
+            );
+        }
+        // Bound to the agent: another agent's workspace and another agent's own rule miss.
+        assert_eq!(
+            decide(&e, "agent2", "fs:delete", "/srv/agents/agent3/build49993/o").rule_id,
+            None
+        );
+        assert_eq!(
+            decide(&e, "agent5", "fs:write", "/var/log/app49998/x").rule_id,
+            None
+        );
+        // `unless` still applies.
+        assert_eq!(
+            decide(
+                &e,
+                "agent3",
+                "fs:delete",
+                "/srv/agents/agent3/build49993/keep49993"
+            )
+            .rule_id,
+            None
+        );
+    }
+
+    #[test]
+    fn a_deny_path_rule_in_a_huge_policy_still_denies() {
+        let extra = concat!(
+            "  - {id: protected, actions: [\"fs:*\"], paths: [\"/srv/protected/**\"], verdict: deny, risk: high}\n",
+            "  - {id: keys, actions: [fs:read, secret:read], paths: [\"~/.ssh/**\"], verdict: deny, risk: critical, hard: true}\n",
+            "  - {id: open, actions: [\"fs:*\"], paths: [\"/**\"], verdict: allow, risk: low}\n",
+        );
+        let e = huge(50_000, extra);
+        let d = decide(&e, "agent0", "fs:delete", "/srv/protected/a/b");
+        assert_eq!(
+            (d.verdict, d.rule_id.as_deref()),
+            (Verdict::Deny, Some("protected"))
+        );
+        let d = decide(&e, "agent7", "fs:read", "/home/bob/.ssh/id_ed25519");
+        assert_eq!(
+            (d.verdict, d.rule_id.as_deref()),
+            (Verdict::Deny, Some("keys"))
+        );
+        let mut unknown = Ask::new(&e, "agent0", "secret:read").path("/root/.ssh/id_rsa");
+        unknown.agent = None;
+        assert_eq!(unknown.verdict(), Verdict::Deny);
+        assert_eq!(
+            decide(&e, "agent0", "fs:delete", "/srv/other")
+                .rule_id
+                .as_deref(),
+            Some("open")
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::Digest;
 
@@ -14,8 +15,16 @@ use super::validate;
 
 /// Includes nest at most this deep, so that a runaway chain is an error rather than a hang.
 const MAX_INCLUDE_DEPTH: usize = 16;
-/// A policy file larger than this is an error, not a memory problem.
-const MAX_FILE_BYTES: u64 = 4 << 20;
+/// A policy file larger than the limit is an error, not a memory problem: loading holds
+/// several copies of a file's contents while it is parsed. The default takes about 150,000
+/// rules in one file; `--max-policy-file-mib` raises it, and `include:` splits a policy.
+pub const DEFAULT_MAX_FILE_MIB: u64 = 16;
+static MAX_FILE_MIB: AtomicU64 = AtomicU64::new(DEFAULT_MAX_FILE_MIB);
+
+/// Sets the largest policy file (each file, includes too) this process reads, in MiB.
+pub fn set_max_file_mib(mib: u64) {
+    MAX_FILE_MIB.store(mib, Ordering::Relaxed);
+}
 
 /// One parsed policy file.
 pub struct SourceFile {
@@ -163,7 +172,7 @@ impl Loader {
     }
 }
 
-/// Reads a policy file, at most [`MAX_FILE_BYTES`] of it, from a regular file on a real
+/// Reads a policy file, at most the file limit of it (`--max-policy-file-mib`), from a regular file on a real
 /// filesystem. The size is counted while reading: `/proc` and `/sys` files report size 0 and
 /// can be endless (`/proc/self/pagemap`), and a FIFO would block a reload forever, so the
 /// file is opened without blocking and judged by what was opened, not by its name.
@@ -182,15 +191,26 @@ fn read_bounded(path: &Path) -> Result<String, String> {
     if let Some(kind) = pseudo_filesystem(&file) {
         return Err(format!("a file of {kind}, not a policy"));
     }
+    let limit = MAX_FILE_MIB.load(Ordering::Relaxed) << 20;
+    let too_large = |size: u64| {
+        format!(
+            "it is {:.1} MiB or more, larger than the {} MiB allowed for one policy file; \
+             split it with `include:` or raise the limit with --max-policy-file-mib N (or \
+             SECOPS_MAX_POLICY_FILE_MIB=N)",
+            size as f64 / f64::from(1u32 << 20),
+            limit >> 20
+        )
+    };
+    if metadata.len() > limit {
+        return Err(too_large(metadata.len()));
+    }
+    // Counted while reading too: the size a file reports is not what it holds.
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
+    file.take(limit + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(format!(
-            "larger than {} MiB, the most a policy file may hold; split it with `include:`",
-            MAX_FILE_BYTES >> 20
-        ));
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
     }
     String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
 }
@@ -301,10 +321,14 @@ fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, Po
     let index = LocationIndex::build(source);
     // serde_yaml reads an empty document as a policy with nothing in it; an empty policy file
     // is far more likely a mistake than a wish for built-in defaults only.
-    if matches!(
-        serde_yaml::from_str::<serde_yaml::Value>(source),
-        Ok(serde_yaml::Value::Null)
-    ) {
+    // The index tells cheaply (a full parse into a `Value` was a third of loading a large
+    // policy); serde_yaml confirms.
+    if index.is_empty_document()
+        && matches!(
+            serde_yaml::from_str::<serde_yaml::Value>(source),
+            Ok(serde_yaml::Value::Null)
+        )
+    {
         let message = "the file holds no policy (it is empty or only comments)";
         return Err(PolicyError {
             file: path.to_owned(),

@@ -3,6 +3,7 @@
 
 pub mod auto_lower;
 mod error;
+pub mod glob;
 mod load;
 mod location;
 pub mod model;
@@ -12,7 +13,7 @@ mod validate;
 
 pub use auto_lower::AutoLower;
 pub use error::{PolicyError, PolicyErrors};
-pub use load::{load_policy, parse_policy_str};
+pub use load::{load_policy, parse_policy_str, set_max_file_mib, DEFAULT_MAX_FILE_MIB};
 pub use model::{
     Agent, AgentUser, Approvals, Egress, EgressDefault, EgressEntry, EgressTarget, OnTimeout,
     Policy, Rule, Selectors, Unlisted,

@@ -36,6 +36,8 @@ pub struct Defaults {
     pub autonomy: AutonomyLevel,
     /// What `~` stands for where an agent has no `home`.
     pub homes: Vec<String>,
+    /// The same homes, parsed.
+    pub home_patterns: Vec<PathPattern>,
     pub egress: EgressDefault,
     pub output_scan: ResponsePolicy,
     /// When agents without their own `auto_lower` lose autonomy; `None` is `off`.

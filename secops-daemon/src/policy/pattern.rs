@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use globset::GlobBuilder;
 use ipnet::{IpNet, Ipv4Net};
 
+use super::glob::{self, Component, Components};
+
 const WORKSPACE_VAR: &str = "${workspace}";
 
 /// A path glob as written in a policy. `*` stays within one path component, `**` crosses
@@ -14,23 +16,38 @@ const WORKSPACE_VAR: &str = "${workspace}";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPattern {
     raw: String,
+    base: PatternBase,
+    /// The component lists the pattern stands for, relative to its base: every alternative,
+    /// and for `dir/**` also `dir`.
+    globs: Vec<Components>,
+}
+
+/// What a pattern's components are relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternBase {
+    /// `/...` and `**/...`.
+    Root,
+    /// `~`: the agent's home, or each of the default homes.
+    Home,
+    /// `${workspace}`.
+    Workspace,
 }
 
 impl PathPattern {
     /// Checks the pattern: it must be anchored (`/`, `~/`, `${workspace}/` or `**/`), use no
     /// variable but `${workspace}`, have no `.` or `..` component, and be a valid glob.
     pub fn parse(raw: &str) -> Result<PathPattern, String> {
-        let rest = if raw == "~" || raw.starts_with("~/") {
-            &raw[1..]
+        let (base, rest) = if raw == "~" || raw.starts_with("~/") {
+            (PatternBase::Home, &raw[1..])
         } else if let Some(rest) = raw.strip_prefix(WORKSPACE_VAR) {
             if !(rest.is_empty() || rest.starts_with('/')) {
                 return Err(format!(
                     "{WORKSPACE_VAR} must be followed by '/' or end the pattern"
                 ));
             }
-            rest
+            (PatternBase::Workspace, rest)
         } else if raw.starts_with('/') || raw.starts_with("**/") || raw == "**" {
-            raw
+            (PatternBase::Root, raw)
         } else if raw.starts_with('~') {
             return Err("only '~' and '~/...' are supported ('~user' is not)".to_owned());
         } else {
@@ -51,10 +68,37 @@ impl PathPattern {
                 "'.' and '..' components are not allowed (paths are matched normalized)".to_owned(),
             );
         }
-        compile_glob(&format!("/x{rest}")).map_err(|e| format!("invalid glob: {e}"))?;
+        let relative = base != PatternBase::Root;
+        let mut globs = glob::parse(rest, relative).map_err(|e| format!("invalid glob: {e}"))?;
+        // `dir/**` also matches `dir`; `/**` matches everything already, and `dir/**/**` is
+        // left as globset read it.
+        let dir_too = rest
+            .strip_suffix("/**")
+            .is_some_and(|dir| !dir.ends_with("**") && (relative || !dir.is_empty()));
+        if dir_too {
+            for i in 0..globs.len() {
+                if let Some((Component::Recursive, dir)) = globs[i].split_last() {
+                    let dir = dir.to_vec();
+                    if !globs.contains(&dir) {
+                        globs.push(dir);
+                    }
+                }
+            }
+        }
         Ok(PathPattern {
             raw: raw.to_owned(),
+            base,
+            globs,
         })
+    }
+
+    pub fn base(&self) -> PatternBase {
+        self.base
+    }
+
+    /// The component lists this pattern matches, relative to [`PathPattern::base`].
+    pub fn globs(&self) -> &[Components] {
+        &self.globs
     }
 
     pub fn as_str(&self) -> &str {

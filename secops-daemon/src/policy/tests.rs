@@ -729,9 +729,9 @@ fn includes_must_be_bounded_regular_files_of_a_real_filesystem() {
         "a FIFO does not block: {shown}"
     );
     let big = dir.path().join("big.yaml");
-    std::fs::write(&big, format!("# {}\nagents: []\n", "x".repeat(5 << 20))).unwrap();
+    std::fs::write(&big, format!("# {}\nagents: []\n", "x".repeat(17 << 20))).unwrap();
     let shown = load_policy(&big).unwrap_err().to_string();
-    assert!(shown.contains("larger than 4 MiB"), "{shown}");
+    assert!(shown.contains("larger than the 16 MiB allowed"), "{shown}");
 }
 
 #[test]

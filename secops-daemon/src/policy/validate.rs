@@ -105,6 +105,10 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
     let mut defaults = Defaults {
         autonomy: DEFAULT_AUTONOMY,
         homes: DEFAULT_HOMES.iter().map(|h| h.to_string()).collect(),
+        home_patterns: DEFAULT_HOMES
+            .iter()
+            .map(|h| PathPattern::parse(h).expect("the built-in homes are valid patterns"))
+            .collect(),
         egress: EgressDefault::Deny,
         output_scan: ResponsePolicy::default(),
         auto_lower: None,
@@ -137,9 +141,13 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         }
         if let Some(homes) = &spec.homes {
             defaults.homes.clear();
+            defaults.home_patterns.clear();
             for (i, home) in homes.iter().enumerate() {
                 match check_home_glob(home) {
-                    Ok(()) => defaults.homes.push(home.trim_end_matches('/').to_owned()),
+                    Ok(pattern) => {
+                        defaults.homes.push(pattern.as_str().to_owned());
+                        defaults.home_patterns.push(pattern);
+                    }
                     Err(e) => v.push(file.error(format!("defaults.homes[{i}]"), e)),
                 }
             }
@@ -289,23 +297,27 @@ impl Validator<'_> {
 
     fn rules(&mut self, files: &[SourceFile], agents: &[Agent]) -> Vec<Rule> {
         let mut rules = Vec::new();
-        let mut first_seen: HashMap<String, String> = HashMap::new();
+        // Rule id → (file, index) where first defined; the position is looked up only for a
+        // duplicate.
+        let mut first_seen: HashMap<&str, (&SourceFile, usize)> = HashMap::new();
         for file in files {
             for (i, spec) in file.doc.rules.iter().enumerate() {
                 let at = |field: &str| format!("rules[{i}].{field}");
                 let errors_before = self.errors.len();
                 if let Err(e) = check_rule_id(&spec.id) {
                     self.push(file.error(at("id"), e));
-                } else if let Some(first) = first_seen.get(&spec.id) {
+                } else if let Some((first_file, j)) = first_seen.get(spec.id.as_str()) {
+                    let first = format!(
+                        "{}:{}",
+                        first_file.path.display(),
+                        first_file.line_of(&format!("rules[{j}].id"))
+                    );
                     self.push(file.error(
                         at("id"),
                         format!("duplicate rule id {:?} (first defined at {first})", spec.id),
                     ));
                 } else {
-                    first_seen.insert(
-                        spec.id.clone(),
-                        format!("{}:{}", file.path.display(), file.line_of(&at("id"))),
-                    );
+                    first_seen.insert(&spec.id, (file, i));
                 }
 
                 let mut actions = Vec::new();
@@ -720,11 +732,15 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
     if raw.split('/').any(|c| c == "." || c == "..") {
         return Err(format!("{raw:?} must not contain '.' or '..' components"));
     }
-    let trimmed = raw.trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Err("the root directory cannot be a workspace or home".to_owned());
+    // `/srv//ws/` is `/srv/ws`: paths are matched normalized, and a workspace written
+    // otherwise would match nothing.
+    match crate::engine::NormalizedPath::new(raw) {
+        Ok(path) if path.as_str() == "/" => {
+            Err("the root directory cannot be a workspace or home".to_owned())
+        }
+        Ok(path) => Ok(path.as_str().to_owned()),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(trimmed.to_owned())
 }
 
 /// A user name as `useradd` accepts them (or a number): it is looked up when the agent starts.
@@ -784,11 +800,15 @@ fn not_folded(raw: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_home_glob(raw: &str) -> Result<(), String> {
+fn check_home_glob(raw: &str) -> Result<PathPattern, String> {
     if !raw.starts_with('/') || raw.contains("${") || raw.contains('~') {
         return Err(format!(
             "{raw:?} must be an absolute path (globs like /home/* are allowed)"
         ));
     }
-    PathPattern::parse(raw).map(|_| ())
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("the root directory cannot be a home".to_owned());
+    }
+    PathPattern::parse(trimmed)
 }

@@ -227,11 +227,38 @@ fn is_word(b: u8) -> bool {
 
 /// Markers that say "this is an illustration, not a credential": documented example keys
 /// (AWS's AKIAIOSFODNN7EXAMPLE), placeholders and masked values.
+///
+/// Words of five letters or more: a random alphanumeric body of 40 bytes holds a given
+/// 5-letter word (any case) by chance about once in a million. A shorter marker such as
+/// `xxxx` would be found in about 0.15% of RSA-2048 private key bodies, so masking is
+/// recognised by a run of one masking character instead ([`is_masked`]).
 fn is_marked_example(secret: &[u8]) -> bool {
-    const MARKERS: &[&[u8]] = &[b"example", b"dummy", b"placeholder", b"xxxx", b"redacted"];
+    const MARKERS: &[&[u8]] = &[b"example", b"dummy", b"placeholder", b"redacted"];
     MARKERS
         .iter()
         .any(|m| secret.windows(m.len()).any(|w| w.eq_ignore_ascii_case(m)))
+        || is_masked(secret)
+}
+
+/// A value masked by hand (`ghp_xxxxxxxx...`, `****************`): eight or more of one
+/// masking character in a row. Random base64 of 2 KiB holds such a run with a chance below
+/// one in a billion.
+fn is_masked(secret: &[u8]) -> bool {
+    const RUN: usize = 8;
+    let mut run = 0usize;
+    let mut prev = 0u8;
+    for &b in secret {
+        if matches!(b, b'x' | b'X' | b'*') && b == prev {
+            run += 1;
+        } else {
+            run = usize::from(matches!(b, b'x' | b'X' | b'*'));
+        }
+        if run >= RUN {
+            return true;
+        }
+        prev = b;
+    }
+    false
 }
 
 /// Length of the run at `text[from..]` of bytes that are alphanumeric or in `extra`.
@@ -381,10 +408,44 @@ fn private_key(text: &[u8], start: usize, out: &mut Vec<Finding>) {
         .iter()
         .filter(|b| b.is_ascii_alphanumeric() || **b == b'+' || **b == b'/')
         .count();
-    if b64 < 40 || is_marked_example(body) {
+    let line_end =
+        |from: usize| memchr::memchr(b'\n', &text[from..]).map_or(text.len(), |i| from + i);
+    let armour = [
+        &text[body_start..line_end(body_start).min(body_end)],
+        &text[body_end..line_end(end).max(end)],
+    ];
+    if b64 < 40 || is_example_key(armour, body) {
         return;
     }
     push(out, Category::PrivateKey, start, end);
+}
+
+/// Published example keys (RFC 8410's Ed25519 key, in its PKCS#8 v1 and v2 forms), as their
+/// base64 without line breaks. Test suites and documentation copy them everywhere.
+const KNOWN_EXAMPLE_KEYS: &[&[u8]] = &[
+    b"MC4CAQAwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC",
+    b"MHICAQEwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhCoB8wHQYKKoZIhvcNAQkJFDEPDA1DdXJkbGUgQ2hhaXJzgSEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=",
+];
+
+/// Whether a PEM private key is an illustration. Judged on what a key's random body cannot
+/// produce by chance: the armour (the rest of the BEGIN line, the header lines such as
+/// `Comment: example key`, and the END line), a body masked by hand, and the published
+/// example keys. Never on words inside the base64, which holds every short string somewhere
+/// (`xxxx` in about 0.15% of RSA-2048 keys).
+fn is_example_key(armour: [&[u8]; 2], body: &[u8]) -> bool {
+    // Header lines (RFC 1421 `Proc-Type:`, PGP `Comment:`) have a colon; base64 has none.
+    let headers = body
+        .split(|&b| b == b'\n')
+        .filter(|line| line.contains(&b':'));
+    if armour.into_iter().chain(headers).any(is_marked_example) || is_masked(body) {
+        return true;
+    }
+    let base64: Vec<u8> = body
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.contains(&b':'))
+        .flat_map(|line| line.iter().copied().filter(|b| !b.is_ascii_whitespace()))
+        .collect();
+    KNOWN_EXAMPLE_KEYS.contains(&base64.as_slice())
 }
 
 /// Passwords that only name the field (`postgres://user:password@host`) or are filled in

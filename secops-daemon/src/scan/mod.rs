@@ -7,6 +7,8 @@
 //! at that position, so the cost on ordinary text is the literal search, not a regex per
 //! category.
 
+#[doc(hidden)]
+pub mod corpus;
 mod detectors;
 mod entropy;
 mod luhn;
