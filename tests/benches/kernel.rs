@@ -139,7 +139,7 @@ fn connect_overhead() {
                 agent_index: 1,
                 autonomy: 1,
                 flags: AGENT_EGRESS_ENFORCED,
-                pad: 0,
+                dns_port: 0,
             },
         )
         .expect("agent");

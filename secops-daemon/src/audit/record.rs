@@ -19,6 +19,9 @@ pub enum Source {
     Parked,
     /// A decision on an approval ticket: a human's, or the timeout policy's.
     Approval,
+    /// A query to the daemon's DNS resolver, which the kernel sends every agent's port-53
+    /// traffic to.
+    Dns,
 }
 
 /// What kind of thing an action was done to.
@@ -112,5 +115,5 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::E
     s.serialize_str(&hex::encode(bytes))
 }
 
-secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Parked => "parked", Approval => "approval");
+secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Parked => "parked", Approval => "approval", Dns => "dns");
 secops_common::named_enum!(ObjectKind, "object kind", Path => "path", Endpoint => "endpoint", Binary => "binary", Target => "target");

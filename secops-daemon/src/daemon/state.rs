@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use super::agents::{AgentSlot, AgentTable};
 use super::autonomy;
 use super::decided::DecidedTickets;
+use super::dns::DnsLayer;
 use super::metrics::Metrics;
 use super::options::DaemonOptions;
 use crate::api::{AgentStatus, CapabilityStatus, EventCounters, StatusReport};
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) live: Mutex<autonomy::Live>,
     /// Recent denials per agent, for `auto_lower`.
     pub(crate) denials: Mutex<autonomy::DenialWindows>,
+    /// The agents' DNS listeners and what the resolver reports.
+    pub(crate) dns: DnsLayer,
     pub(crate) shutdown: AtomicBool,
     pub(crate) shutdown_notify: Notify,
 }
@@ -108,12 +111,21 @@ impl Shared {
             pin_dir: self.options.pin_dir.clone(),
             capabilities: self.capabilities.clone(),
             agents: agents.slots().map(|s| agent_status(s, &autonomy)).collect(),
+            dns: self.dns.status(engine.policy()),
             events: EventCounters {
                 received: self.counters.received.load(Ordering::Relaxed),
                 audited: self.counters.audited.load(Ordering::Relaxed),
                 lost: self.counters.lost.load(Ordering::Relaxed),
             },
         }
+    }
+
+    /// Every agent's name by its kernel index.
+    pub(crate) fn agent_names_by_index(&self) -> std::collections::HashMap<u32, String> {
+        read(&self.agents)
+            .slots()
+            .map(|s| (s.index, s.name.clone()))
+            .collect()
     }
 
     /// Every agent the daemon runs, by name.

@@ -4,7 +4,8 @@
 //! be unit-tested without root.
 //!
 //! - [`agents`]: an agent's entry in the agents map;
-//! - [`egress`]: each agent's allowlist for the egress tries;
+//! - [`egress`]: each agent's allowlist for the egress tries, and what a resolved name opens;
+//! - [`names`]: the addresses names resolved to for each agent, as kernel entries;
 //! - [`files`]: file, exec and socket-file rules as (dev, inode) entries for the LSM programs;
 //! - [`count_slots`]: which (agent, rule) each counter of allowed deletes belongs to;
 //! - [`grants`]: an approved ticket as `secops_grants` keys, and a used grant read back;
@@ -16,15 +17,19 @@ mod egress;
 mod files;
 mod grants;
 mod inode;
+mod names;
 
 use std::path::{Path, PathBuf};
 
 pub(crate) use agents::agent_entry;
 pub(crate) use count_slots::{CountSlots, CountSlotsError, SlotOwner};
-pub(crate) use egress::{allowlist_hosts, compile_allowlist, egress_enforced, HostAddrs};
+pub(crate) use egress::{
+    allowlist_hosts, compile_allowlist, egress_enforced, name_dns_types, name_ports, HostAddrs,
+};
 pub(crate) use files::{AgentTarget, BuiltinProtection, CompiledFiles, BUILTIN_RULE_ID};
 pub(crate) use grants::{grant_keys, grant_value, granted_endpoint};
 pub(crate) use inode::kernel_inode;
+pub(crate) use names::{clamp_ttl, NameChange, NameGrant, ResolvedNames};
 
 use crate::engine::Engine;
 

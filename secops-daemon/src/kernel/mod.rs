@@ -32,5 +32,5 @@ pub use events::{
     LsmDenial, LsmOp, NetHook,
 };
 pub use loader::{unpin_all, Attached, Kernel, LoadOptions, DEFAULT_RING_BUFFER_BYTES};
-pub use maps::{AllowedEgress, EgressUpdate, FileCount, KernelMaps, LostCounts};
+pub use maps::{AllowedEgress, EgressUpdate, FileCount, KernelMaps, LostCounts, NamesMap};
 pub use probe::{probe, Capabilities, Capability};
