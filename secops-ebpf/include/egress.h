@@ -107,10 +107,10 @@ static __always_inline bool dns_redirected(const struct secops_agent *agent, __u
 	return port == SECOPS_DNS_PORT && agent->dns_port && bit;
 }
 
-/* Whether `port` on loopback is one of the daemon's DNS listeners (any agent's). */
-static __always_inline bool dns_listener_port(__u16 port)
+/* The agent whose DNS listener `port` on loopback is, or NULL: not a listener. */
+static __always_inline const __u32 *dns_listener_owner(__u16 port)
 {
-	return bpf_map_lookup_elem(&secops_dns_listeners, &port) != NULL;
+	return bpf_map_lookup_elem(&secops_dns_listeners, &port);
 }
 
 /*
@@ -163,8 +163,8 @@ static __always_inline bool net_granted(const struct secops_agent *agent, __u64 
  * ip4 in network order. `count` marks the cgroup hooks, which have the last word: they
  * record allowed destinations for the aggregated audit and spend grants. The LSM backstop
  * runs before them and only looks, so a connect is neither counted nor charged twice.
- * Order: the DNS layer (redirected port 53; the daemon's listeners, never reachable
- * directly), the allowlist's tries, the names the agent resolved, grants.
+ * Order: the DNS layer (redirected port 53; the daemon's listeners: only the agent's own),
+ * the allowlist's tries, the names the agent resolved, grants.
  */
 static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_cgroup,
 				  __u32 ip4, __u16 port, __u16 protocol, __u8 bit, __u8 kind,
@@ -178,7 +178,15 @@ static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_
 	/* Only the LSM backstop gets here with it: the cgroup hooks redirect it first. */
 	if (dns_redirected(agent, port, bit))
 		return SOCK_ALLOW;
-	if (ip4 == SECOPS_LOOPBACK4 && dns_listener_port(port)) {
+	/*
+	 * The daemon's listeners: another agent's would let this one speak as that agent. Its
+	 * own is itself (and is where a connected IPv6 socket's datagrams to a redirected
+	 * IPv4-mapped server go, through sendmsg4, on every send).
+	 */
+	const __u32 *owner = ip4 == SECOPS_LOOPBACK4 ? dns_listener_owner(port) : NULL;
+	if (owner) {
+		if (*owner == agent->agent_index && bit)
+			return SOCK_ALLOW;
 		report_denied(agent, agent_cgroup, SECOPS_AF_INET, protocol, port, key.addr, 4,
 			      kind, SECOPS_NET_DNS_LISTENER);
 		return SOCK_DENY;
@@ -218,7 +226,10 @@ static __always_inline int judge6(const struct secops_agent *agent, __u64 agent_
 	__builtin_memcpy(key.addr, ip6, 16);
 	if (dns_redirected(agent, port, bit))
 		return SOCK_ALLOW;
-	if (is_loopback6(ip6) && dns_listener_port(port)) {
+	const __u32 *owner = is_loopback6(ip6) ? dns_listener_owner(port) : NULL;
+	if (owner) {
+		if (*owner == agent->agent_index && bit)
+			return SOCK_ALLOW;
 		report_denied(agent, agent_cgroup, SECOPS_AF_INET6, protocol, port, key.addr, 16,
 			      kind, SECOPS_NET_DNS_LISTENER);
 		return SOCK_DENY;

@@ -249,8 +249,8 @@ struct secops_egress_allowed_value {
 /*
  * HASH secops_dns_listeners: key __u16, a port (host order) the daemon's DNS listeners use
  * on 127.0.0.1 and [::1]; value __u32, the agent index it answers for. An agent that
- * addresses one of these ports itself is denied, so no agent can speak to another agent's
- * listener (or to its own by any way but the redirect).
+ * addresses another agent's listener is denied, so no agent can speak as another (its own
+ * listener is itself, whichever way it is reached).
  */
 
 /*

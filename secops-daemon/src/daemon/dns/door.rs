@@ -142,7 +142,8 @@ impl Resolver {
             .map(|c| c.addresses.iter().map(ToString::to_string).collect())
             .unwrap_or_default();
         if let Some(r) = &resolved {
-            judged.request.detail = describe(r, &addresses);
+            // Known only now, after the decision: what the record adds to its reason.
+            judged.request.note = format!(" ({})", describe(r, &addresses));
         }
 
         let noted = lock(&self.state).window.note(
