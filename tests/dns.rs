@@ -6,13 +6,14 @@
 //! allowed per agent and only for the answer's TTL; non-agents are untouched.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use secops_host_tests::daemon::{Binaries, Daemon};
+use secops_host_tests::dns::{free_port, Upstream};
 use secops_host_tests::kernel::need_root;
 use serde_json::Value;
 
@@ -43,121 +44,6 @@ fn ready(test: &str) -> bool {
         }
     }
     true
-}
-
-/// dnsmasq on 127.0.0.1:port, answering only its own records, logging every query.
-struct Upstream {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    dir: PathBuf,
-}
-
-impl Upstream {
-    fn start(dir: &Path, records: &[String]) -> Upstream {
-        let port = free_port();
-        let log = dir.join("dnsmasq.log");
-        let child = Command::new("dnsmasq")
-            .arg("--keep-in-foreground")
-            .arg("--conf-file=/dev/null")
-            .arg(format!("--port={port}"))
-            .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
-            .args(["--no-resolv", "--no-hosts", "--no-poll", "--user=root"])
-            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
-            .arg("--log-queries")
-            .arg(format!("--log-facility={}", log.display()))
-            // Every answer's TTL: 1 s, which the daemon clamps to its minimum of 5 s.
-            .arg("--local-ttl=1")
-            .args(records)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting dnsmasq");
-        let upstream = Upstream {
-            child,
-            port,
-            log,
-            dir: dir.to_path_buf(),
-        };
-        let started = Instant::now();
-        while query_direct(upstream.addr(), "pkg.test", 1).is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "dnsmasq did not answer"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        upstream
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Queries the upstream received for `name` (any type), by its own log.
-    fn queries_for(&self, name: &str) -> usize {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines()
-            .filter(|l| l.contains("query[") && l.contains(&format!(" {name} from")))
-            .count()
-    }
-
-    /// Queries of type `qtype` the upstream received for `name`.
-    fn queries_of(&self, qtype: &str, name: &str) -> usize {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines()
-            .filter(|l| l.contains(&format!("query[{qtype}] {name} from")))
-            .count()
-    }
-
-    /// Waits until the log shows a query for `name` (so every earlier line is written too).
-    fn wait_for_query(&self, name: &str) {
-        let started = Instant::now();
-        while self.queries_for(name) == 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the upstream never logged {name}:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// One A query straight to `server` from this process (not an agent): (rcode, answers).
-fn query_direct(server: SocketAddr, name: &str, qtype: u16) -> Option<(u8, u16)> {
-    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .ok()?;
-    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, (qtype >> 8) as u8, qtype as u8, 0, 1]);
-    socket.send_to(&q, server).ok()?;
-    let mut buf = [0u8; 1500];
-    let (n, _) = socket.recv_from(&mut buf).ok()?;
-    (n >= 12).then(|| (buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]])))
 }
 
 /// TCP listeners that echo one byte, on `addrs` and one port.
@@ -237,6 +123,9 @@ impl Setup {
                 "--txt-record=pkg.test,secops".into(),
                 "--txt-record=txt-ok.test,hello".into(),
             ],
+            // The daemon clamps this TTL to its minimum of 5 s.
+            1,
+            true,
         );
         let port = echo_listeners(&[[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]]);
         let resolver = format!("\"127.0.0.1:{}\"", upstream.port);

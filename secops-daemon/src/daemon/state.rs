@@ -1,6 +1,8 @@
 //! What the daemon's threads and tasks share, and the order its locks are taken in.
 //!
-//! **Lock order**: `live`, then `kernel`, then `agents`. `tickets`, `denials`, `hosts`,
+//! **Lock order**: `live`, then `kernel`, then `agents`, then the DNS layer's listener
+//! registry (`dns`, taken while agents' entries are written and for the status). `tickets`,
+//! `denials`, `hosts`,
 //! `last_reload_error` and the `RwLock`ed snapshots (`engine`, `files`) are each taken alone
 //! and let go before any other lock is taken. The API thread never holds `tickets` (SQLite)
 //! itself: it runs what needs it on the blocking pool.

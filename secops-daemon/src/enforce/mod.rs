@@ -33,6 +33,20 @@ pub(crate) use names::{clamp_ttl, NameChange, NameGrant, ResolvedNames};
 
 use crate::engine::Engine;
 
+/// An address as the kernel's keys hold it: (`AF_INET`, the four bytes first) for IPv4 and
+/// IPv4-mapped IPv6, (`AF_INET6`, the sixteen bytes) for the rest.
+pub(crate) fn kernel_addr(addr: std::net::IpAddr) -> (u16, [u8; 16]) {
+    use secops_common::kernel::{AF_INET, AF_INET6};
+    match addr.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            (AF_INET, bytes)
+        }
+        std::net::IpAddr::V6(v6) => (AF_INET6, v6.octets()),
+    }
+}
+
 /// The file rules as the kernel holds them, and what reading the kernel's file events needs:
 /// the entries' paths and rule ids, and who each counter slot belongs to.
 #[derive(Debug, Default)]

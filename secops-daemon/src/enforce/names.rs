@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use secops_common::kernel::{NameKey, NameValue, PortRange, AF_INET, AF_INET6, MAX_PORT_RANGES};
+use secops_common::kernel::{NameKey, NameValue, PortRange, MAX_PORT_RANGES};
 
 use crate::kernel::PortRule;
 
@@ -113,21 +113,13 @@ impl ResolvedNames {
 
 /// The kernel's key for an agent's address (IPv4-mapped as IPv4).
 pub(crate) fn name_key(agent: u32, addr: IpAddr) -> NameKey {
-    let mut key = NameKey {
+    let (family, addr) = super::kernel_addr(addr);
+    NameKey {
         agent_index: agent,
-        ..NameKey::default()
-    };
-    match addr.to_canonical() {
-        IpAddr::V4(v4) => {
-            key.family = AF_INET;
-            key.addr[..4].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            key.family = AF_INET6;
-            key.addr = v6.octets();
-        }
+        family,
+        pad: 0,
+        addr,
     }
-    key
 }
 
 /// One entry for every name's claim on an address: each distinct port rule with the latest
@@ -184,7 +176,10 @@ mod tests {
         let (key, value) = names
             .insert(3, addr, "api.test", grant(&[443], 100))
             .unwrap();
-        assert_eq!((key.agent_index, key.family), (3, AF_INET));
+        assert_eq!(
+            (key.agent_index, key.family),
+            (3, secops_common::kernel::AF_INET)
+        );
         assert_eq!(&key.addr[..4], &[10, 0, 0, 1]);
         assert_eq!(ranges(&value.unwrap()), [(443, 100)]);
         let (_, value) = names

@@ -54,25 +54,9 @@ fn connect_mapped(target: &str) -> std::io::Result<()> {
     .map(drop)
 }
 
-/// A DNS query for `name`, type `qtype`, id 0x5ec0, recursion desired, no EDNS.
-fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
-    let mut q = vec![0x5e, 0xc0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.trim_end_matches('.').split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.push(0);
-    q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]);
-    q
-}
-
-/// (rcode, answer count) of a DNS reply to [`dns_query`].
 fn dns_reply(reply: &[u8]) -> std::io::Result<(u8, u16)> {
-    if reply.len() < 12 || reply[..2] != [0x5e, 0xc0] {
-        return Err(std::io::Error::other("not the reply to the query"));
-    }
-    Ok((reply[3] & 0x0f, u16::from_be_bytes([reply[6], reply[7]])))
+    secops_host_tests::dns::reply(0x5ec0, reply)
+        .ok_or_else(|| std::io::Error::other("not the reply to the query"))
 }
 
 fn dnsq(name: &str, qtype: u16, server: &str, mode: &str) -> std::io::Result<(u8, u16)> {
@@ -80,7 +64,7 @@ fn dnsq(name: &str, qtype: u16, server: &str, mode: &str) -> std::io::Result<(u8
     let server: SocketAddr = server
         .parse()
         .map_err(|e| std::io::Error::other(format!("{e}")))?;
-    let query = dns_query(name, qtype);
+    let query = secops_host_tests::dns::query(0x5ec0, name, qtype);
     let timeout = Some(Duration::from_secs(3));
     match mode {
         "tcp" => {
