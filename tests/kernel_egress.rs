@@ -72,7 +72,7 @@ fn setup(pins: &TestPinDir, cgroups: &TestCgroup, ports: &Ports, options: &LoadO
     let attached = kernel
         .attach_egress(&cgroups.path)
         .unwrap_or_else(|e| panic!("attach_egress: {e}"));
-    assert_eq!(attached.len(), 4, "{attached:?}");
+    assert_eq!(attached.len(), 6, "{attached:?}");
     assert!(
         attached.iter().all(|(_, a)| *a == Attached::New),
         "{attached:?}"
@@ -93,7 +93,7 @@ fn setup(pins: &TestPinDir, cgroups: &TestCgroup, ports: &Ports, options: &LoadO
             agent_index: AGENT_INDEX,
             autonomy: 0,
             flags: AGENT_EGRESS_ENFORCED,
-            pad: 0,
+            dns_port: 0,
         },
     )
     .unwrap_or_else(|e| panic!("upsert_agent: {e}"));
@@ -203,6 +203,7 @@ fn egress_allowlist_is_enforced_for_the_agent_only() {
                 protocol,
                 addr,
                 port,
+                dns_listener: false,
             } => {
                 assert_eq!(meta.agent_index, AGENT_INDEX);
                 assert_eq!(meta.verdict, Verdict::Deny);
@@ -280,7 +281,7 @@ fn egress_allowlist_is_enforced_for_the_agent_only() {
                 agent_index: AGENT_INDEX,
                 autonomy: 0,
                 flags: 0,
-                pad: 0,
+                dns_port: 0,
             },
         )
         .unwrap_or_else(|e| panic!("{e}"));

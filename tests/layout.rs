@@ -56,7 +56,7 @@ macro_rules! record {
 fn rust_records() -> Vec<RustRecord> {
     vec![
         record!("secops_config", struct Config { root_cgroup_id, agent_level, flags }),
-        record!("secops_agent", struct Agent { agent_index, autonomy, flags, pad }),
+        record!("secops_agent", struct Agent { agent_index, autonomy, flags, dns_port }),
         record!("secops_ancestor_key", struct AncestorKey { cgroup_id, level, pad }),
         record!("secops_port_range", struct PortRange { lo, hi, protocols, pad }),
         record!("secops_egress4_key", struct Egress4Key { prefixlen, agent_index, addr }),
@@ -81,7 +81,10 @@ fn rust_records() -> Vec<RustRecord> {
             "secops_rename_body",
             struct RenameBody { olddfd, newdfd, flags, pad, oldpath, newpath }
         ),
-        record!("secops_net_body", struct NetBody { family, protocol, port, kind, pad, addr }),
+        record!("secops_net_body", struct NetBody { family, protocol, port, kind, reason, addr }),
+        record!("secops_dns_origin", struct DnsOrigin { family, port, pad, addr }),
+        record!("secops_name_key", struct NameKey { agent_index, family, pad, addr }),
+        record!("secops_name_value", struct NameValue { n_ranges, pad, ranges, expires_ns }),
         record!("secops_inode_key", struct InodeKey { agent_index, dev, ino }),
         record!(
             "secops_grant_key",
@@ -177,6 +180,9 @@ fn rust_constants() -> BTreeMap<&'static str, i64> {
         ("SECOPS_IPPROTO_UDP", i64::from(IPPROTO_UDP)),
         ("SECOPS_NET_CONNECT", i64::from(NET_CONNECT)),
         ("SECOPS_NET_SENDMSG", i64::from(NET_SENDMSG)),
+        ("SECOPS_NET_UNLISTED", i64::from(NET_UNLISTED)),
+        ("SECOPS_NET_DNS_LISTENER", i64::from(NET_DNS_LISTENER)),
+        ("SECOPS_DNS_PORT", i64::from(DNS_PORT)),
         ("SECOPS_GRANT_FILE", i64::from(GRANT_FILE)),
         ("SECOPS_GRANT_NET", i64::from(GRANT_NET)),
         ("SECOPS_GRANT_ONE_SHOT", i64::from(GRANT_ONE_SHOT)),

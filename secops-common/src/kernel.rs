@@ -93,10 +93,17 @@ pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;
 pub const IPPROTO_UDP: u16 = 17;
+/// Every agent packet and connect to this port goes to the daemon's DNS listener for it.
+pub const DNS_PORT: u16 = 53;
 
 /// `NetBody::kind`: which hook saw the destination.
 pub const NET_CONNECT: u8 = 1;
 pub const NET_SENDMSG: u8 = 2;
+
+/// `NetBody::reason`: why a destination was denied.
+pub const NET_UNLISTED: u8 = 0;
+/// One of the daemon's DNS listeners, which agents reach only through the port-53 redirect.
+pub const NET_DNS_LISTENER: u8 = 1;
 
 // enum secops_grant_kind
 pub const GRANT_FILE: u8 = 1;
@@ -120,7 +127,10 @@ pub const MAP_FILE_COUNTS: &str = "secops_file_counts";
 pub const MAP_GRANTS: &str = "secops_grants";
 pub const MAP_CGROUP_ANCESTORS: &str = "secops_cgroup_ancestors";
 pub const MAP_ROOT_CGROUP: &str = "secops_root_cgroup";
-pub const MAPS: [&str; 14] = [
+pub const MAP_DNS_LISTENERS: &str = "secops_dns_listeners";
+pub const MAP_DNS_ORIGINS: &str = "secops_dns_origins";
+pub const MAP_EGRESS_NAMES: &str = "secops_egress_names";
+pub const MAPS: [&str; 17] = [
     MAP_CONFIG,
     MAP_AGENTS,
     MAP_EGRESS4,
@@ -135,6 +145,9 @@ pub const MAPS: [&str; 14] = [
     MAP_GRANTS,
     MAP_CGROUP_ANCESTORS,
     MAP_ROOT_CGROUP,
+    MAP_DNS_LISTENERS,
+    MAP_DNS_ORIGINS,
+    MAP_EGRESS_NAMES,
 ];
 
 /// `struct secops_config`, the one entry of `secops_config`.
@@ -166,7 +179,9 @@ pub struct Agent {
     pub agent_index: u32,
     pub autonomy: u8,
     pub flags: u8,
-    pub pad: u16,
+    /// Host order; non-zero: the agent's port-53 traffic goes to the daemon's DNS listener on
+    /// this port of 127.0.0.1 and [::1] (UDP and TCP).
+    pub dns_port: u16,
 }
 
 /// `struct secops_port_range`.
@@ -304,9 +319,45 @@ pub struct NetBody {
     /// Host order.
     pub port: u16,
     pub kind: u8,
-    pub pad: u8,
+    /// `NET_UNLISTED` or `NET_DNS_LISTENER`.
+    pub reason: u8,
     /// Network order; IPv4 in the first 4 bytes.
     pub addr: [u8; 16],
+}
+
+/// `struct secops_dns_origin`, the value of `secops_dns_origins` (key: a socket cookie): the
+/// server an agent's UDP socket addressed before its DNS was redirected.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsOrigin {
+    pub family: u16,
+    /// Network order.
+    pub port: u16,
+    pub pad: u32,
+    pub addr: [u8; 16],
+}
+
+/// `struct secops_name_key`: an address an allowed name resolved to for one agent (IPv4 as
+/// [`AF_INET`] in the first four bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NameKey {
+    pub agent_index: u32,
+    pub family: u16,
+    pub pad: u16,
+    /// Network order.
+    pub addr: [u8; 16],
+}
+
+/// `struct secops_name_value`: the name's port ranges, each allowed until its own expiry
+/// (`CLOCK_BOOTTIME` ns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameValue {
+    pub n_ranges: u32,
+    pub pad: u32,
+    pub ranges: [PortRange; MAX_PORT_RANGES],
+    pub expires_ns: [u64; MAX_PORT_RANGES],
 }
 
 /// `struct secops_inode_key`: an agent's entry for one file object. `dev` is the kernel's
@@ -425,6 +476,9 @@ const _: () = assert!(size_of::<Egress6Key>() == 24);
 const _: () = assert!(size_of::<EgressValue>() == 8 + 8 * MAX_PORT_RANGES);
 const _: () = assert!(size_of::<EgressAllowedKey>() == 28);
 const _: () = assert!(size_of::<EgressAllowedValue>() == 24);
+const _: () = assert!(size_of::<DnsOrigin>() == 24);
+const _: () = assert!(size_of::<NameKey>() == 24);
+const _: () = assert!(size_of::<NameValue>() == 8 + 16 * MAX_PORT_RANGES);
 const _: () = assert!(size_of::<EventHeader>() == 56);
 const _: () = assert!(size_of::<RenameBody>() == 16 + 2 * PATH_LEN);
 const _: () = assert!(size_of::<InodeKey>() == 16);

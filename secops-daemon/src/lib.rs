@@ -7,6 +7,7 @@ pub mod audit;
 pub mod cgroups;
 pub mod cli;
 pub mod daemon;
+pub(crate) mod dns;
 pub(crate) mod enforce;
 pub mod engine;
 pub mod kernel;

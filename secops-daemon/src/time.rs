@@ -73,7 +73,7 @@ impl Clock {
 }
 
 /// CLOCK_BOOTTIME now, the clock BPF programs read (`bpf_ktime_get_boot_ns`).
-pub(crate) fn boot_now_ns() -> u64 {
+pub fn boot_now_ns() -> u64 {
     u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
 }
 

@@ -78,7 +78,7 @@ static __always_inline void count_allowed(__u32 agent_index, __u16 family, __u16
 
 static __always_inline void report_denied(const struct secops_agent *agent, __u64 agent_cgroup,
 					  __u16 family, __u16 protocol, __u16 port,
-					  const __u8 *addr, __u32 addr_len, __u8 kind)
+					  const __u8 *addr, __u32 addr_len, __u8 kind, __u8 reason)
 {
 	struct secops_event *ev =
 		secops_event_start(SECOPS_EVENT_NET, protocol, agent, agent_cgroup,
@@ -89,8 +89,55 @@ static __always_inline void report_denied(const struct secops_agent *agent, __u6
 	ev->body.net.protocol = protocol;
 	ev->body.net.port = port;
 	ev->body.net.kind = kind;
+	ev->body.net.reason = reason;
 	copy_addr(ev->body.net.addr, addr, addr_len);
 	bpf_ringbuf_submit(ev, 0);
+}
+
+/* 127.0.0.1 in network order, where the daemon's DNS listeners are (and [::1]). */
+#define SECOPS_LOOPBACK4 bpf_htonl(0x7f000001)
+
+/*
+ * Whether this is port 53 of an agent whose DNS secops answers: then the cgroup hooks send
+ * it to the daemon's listener instead (see secops_agent.dns_port). Only TCP and UDP.
+ */
+static __always_inline bool dns_redirected(const struct secops_agent *agent, __u16 port,
+					   __u8 bit)
+{
+	return port == SECOPS_DNS_PORT && agent->dns_port && bit;
+}
+
+/* The agent whose DNS listener `port` on loopback is, or NULL: not a listener. */
+static __always_inline const __u32 *dns_listener_owner(__u16 port)
+{
+	return bpf_map_lookup_elem(&secops_dns_listeners, &port);
+}
+
+/*
+ * Whether an answer of the daemon's resolver to this agent allows the destination: an
+ * allowed name resolved to the address, and the range of its port has not expired.
+ */
+static __always_inline bool name_allows(__u32 agent_index, __u16 family, const __u8 *addr,
+					__u32 addr_len, __u16 port, __u8 bit)
+{
+	struct secops_name_key key;
+	__builtin_memset(&key, 0, sizeof(key)); /* the key is hashed whole, padding too */
+	key.agent_index = agent_index;
+	key.family = family;
+	copy_addr(key.addr, addr, addr_len);
+	const struct secops_name_value *v = bpf_map_lookup_elem(&secops_egress_names, &key);
+	if (!v || !bit)
+		return false;
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u32 n = v->n_ranges;
+	for (__u32 i = 0; i < SECOPS_MAX_PORT_RANGES; i++) {
+		if (i >= n)
+			break;
+		const struct secops_port_range *r = &v->ranges[i];
+		if ((r->protocols & bit) && port >= r->lo && port <= r->hi && now < v->expires_ns[i])
+			return true;
+	}
+	return false;
 }
 
 /*
@@ -116,6 +163,8 @@ static __always_inline bool net_granted(const struct secops_agent *agent, __u64 
  * ip4 in network order. `count` marks the cgroup hooks, which have the last word: they
  * record allowed destinations for the aggregated audit and spend grants. The LSM backstop
  * runs before them and only looks, so a connect is neither counted nor charged twice.
+ * Order: the DNS layer (redirected port 53; the daemon's listeners: only the agent's own),
+ * the allowlist's tries, the names the agent resolved, grants.
  */
 static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_cgroup,
 				  __u32 ip4, __u16 port, __u16 protocol, __u8 bit, __u8 kind,
@@ -126,8 +175,25 @@ static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_
 		.agent_index = agent->agent_index,
 	};
 	__builtin_memcpy(key.addr, &ip4, 4);
+	/* Only the LSM backstop gets here with it: the cgroup hooks redirect it first. */
+	if (dns_redirected(agent, port, bit))
+		return SOCK_ALLOW;
+	/*
+	 * The daemon's listeners: another agent's would let this one speak as that agent. Its
+	 * own is itself (and is where a connected IPv6 socket's datagrams to a redirected
+	 * IPv4-mapped server go, through sendmsg4, on every send).
+	 */
+	const __u32 *owner = ip4 == SECOPS_LOOPBACK4 ? dns_listener_owner(port) : NULL;
+	if (owner) {
+		if (*owner == agent->agent_index && bit)
+			return SOCK_ALLOW;
+		report_denied(agent, agent_cgroup, SECOPS_AF_INET, protocol, port, key.addr, 4,
+			      kind, SECOPS_NET_DNS_LISTENER);
+		return SOCK_DENY;
+	}
 	const struct secops_egress_value *v = bpf_map_lookup_elem(&secops_egress4, &key);
-	if (ranges_allow(v, port, bit)) {
+	if (ranges_allow(v, port, bit) ||
+	    name_allows(agent->agent_index, SECOPS_AF_INET, key.addr, 4, port, bit)) {
 		if (count)
 			count_allowed(agent->agent_index, SECOPS_AF_INET, protocol, port, key.addr,
 				      4);
@@ -135,8 +201,14 @@ static __always_inline int judge4(const struct secops_agent *agent, __u64 agent_
 	}
 	if (bit && net_granted(agent, agent_cgroup, SECOPS_AF_INET, port, bit, key.addr, 4, count))
 		return SOCK_ALLOW;
-	report_denied(agent, agent_cgroup, SECOPS_AF_INET, protocol, port, key.addr, 4, kind);
+	report_denied(agent, agent_cgroup, SECOPS_AF_INET, protocol, port, key.addr, 4, kind,
+		      SECOPS_NET_UNLISTED);
 	return SOCK_DENY;
+}
+
+static __always_inline bool is_loopback6(const __u32 ip6[4])
+{
+	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == 0 && ip6[3] == bpf_htonl(1);
 }
 
 static __always_inline int judge6(const struct secops_agent *agent, __u64 agent_cgroup,
@@ -152,8 +224,19 @@ static __always_inline int judge6(const struct secops_agent *agent, __u64 agent_
 		.agent_index = agent->agent_index,
 	};
 	__builtin_memcpy(key.addr, ip6, 16);
+	if (dns_redirected(agent, port, bit))
+		return SOCK_ALLOW;
+	const __u32 *owner = is_loopback6(ip6) ? dns_listener_owner(port) : NULL;
+	if (owner) {
+		if (*owner == agent->agent_index && bit)
+			return SOCK_ALLOW;
+		report_denied(agent, agent_cgroup, SECOPS_AF_INET6, protocol, port, key.addr, 16,
+			      kind, SECOPS_NET_DNS_LISTENER);
+		return SOCK_DENY;
+	}
 	const struct secops_egress_value *v = bpf_map_lookup_elem(&secops_egress6, &key);
-	if (ranges_allow(v, port, bit)) {
+	if (ranges_allow(v, port, bit) ||
+	    name_allows(agent->agent_index, SECOPS_AF_INET6, key.addr, 16, port, bit)) {
 		if (count)
 			count_allowed(agent->agent_index, SECOPS_AF_INET6, protocol, port, key.addr,
 				      16);
@@ -162,7 +245,8 @@ static __always_inline int judge6(const struct secops_agent *agent, __u64 agent_
 	if (bit &&
 	    net_granted(agent, agent_cgroup, SECOPS_AF_INET6, port, bit, key.addr, 16, count))
 		return SOCK_ALLOW;
-	report_denied(agent, agent_cgroup, SECOPS_AF_INET6, protocol, port, key.addr, 16, kind);
+	report_denied(agent, agent_cgroup, SECOPS_AF_INET6, protocol, port, key.addr, 16, kind,
+		      SECOPS_NET_UNLISTED);
 	return SOCK_DENY;
 }
 

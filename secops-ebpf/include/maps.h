@@ -76,6 +76,32 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_root_cgroup SEC(".maps");
 
+/* The DNS layer (see struct secops_agent.dns_port and the structs below it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u16);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_dns_listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct secops_dns_origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_dns_origins SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 131072);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct secops_name_key);
+	__type(value, struct secops_name_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_egress_names SEC(".maps");
+
 /* The policy compiled to file objects (see struct secops_inode_rule). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

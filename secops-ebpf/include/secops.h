@@ -91,12 +91,22 @@ enum secops_net_numbers {
 	SECOPS_AF_INET6 = 10,
 	SECOPS_IPPROTO_TCP = 6,
 	SECOPS_IPPROTO_UDP = 17,
+	/* DNS: every agent packet and connect to this port goes to the daemon's resolver. */
+	SECOPS_DNS_PORT = 53,
 };
 
 /* secops_net_body.kind: which hook saw the destination. */
 enum secops_net_kind {
 	SECOPS_NET_CONNECT = 1,
 	SECOPS_NET_SENDMSG = 2,
+};
+
+/* secops_net_body.reason: why a destination was denied. */
+enum secops_net_reason {
+	/* Not in the allowlist, no name resolved to it for the agent, no grant. */
+	SECOPS_NET_UNLISTED = 0,
+	/* A DNS listener of the daemon: agents reach it only through their port-53 redirect. */
+	SECOPS_NET_DNS_LISTENER = 1,
 };
 
 /*
@@ -188,7 +198,13 @@ struct secops_agent {
 	__u32 agent_index;
 	__u8 autonomy;
 	__u8 flags;
-	__u16 pad;
+	/*
+	 * Host order. Non-zero: this agent's DNS is secops': the egress programs send its
+	 * port-53 packets and connects to the daemon's listener for this agent on this port of
+	 * 127.0.0.1 (and [::1] for IPv6 destinations), UDP and TCP. The listener knows the agent
+	 * by the port it was reached on. 0: not redirected.
+	 */
+	__u16 dns_port;
 };
 
 struct secops_port_range {
@@ -241,6 +257,47 @@ struct secops_egress_allowed_value {
 	__u64 count;
 	__u64 first_ns; /* bpf_ktime_get_boot_ns() */
 	__u64 last_ns;
+};
+
+/*
+ * HASH secops_dns_listeners: key __u16, a port (host order) the daemon's DNS listeners use
+ * on 127.0.0.1 and [::1]; value __u32, the agent index it answers for. An agent that
+ * addresses another agent's listener is denied, so no agent can speak as another (its own
+ * listener is itself, whichever way it is reached).
+ */
+
+/*
+ * LRU_HASH secops_dns_origins: key __u64 socket cookie of an agent's UDP socket whose DNS was
+ * redirected; the server it addressed, so recvmsg4/6 can show the answer as coming from there
+ * (a connected UDP socket's resolver library checks the source of the reply).
+ */
+struct secops_dns_origin {
+	__u16 family; /* SECOPS_AF_INET (IPv4 in addr[0..4]) or SECOPS_AF_INET6 */
+	__u16 port; /* network order */
+	__u32 pad;
+	__u8 addr[16]; /* network order */
+};
+
+/*
+ * HASH secops_egress_names: an address that a name the agent's allowlist allows resolved to,
+ * in an answer the daemon's resolver gave that agent. It allows the name's ports, each range
+ * until its own expiry on the boot clock (the answer's TTL, clamped): the kernel checks the
+ * expiry itself, so an address nobody looked up again stops being allowed with no daemon
+ * involved. Connections made before stay open. IPv4 (and IPv4-mapped) as SECOPS_AF_INET with
+ * the address in addr[0..4]; unused bytes zero (the key is hashed whole).
+ */
+struct secops_name_key {
+	__u32 agent_index;
+	__u16 family;
+	__u16 pad;
+	__u8 addr[16];
+};
+
+struct secops_name_value {
+	__u32 n_ranges;
+	__u32 pad;
+	struct secops_port_range ranges[SECOPS_MAX_PORT_RANGES];
+	__u64 expires_ns[SECOPS_MAX_PORT_RANGES]; /* bpf_ktime_get_boot_ns(), per range */
 };
 
 /*
@@ -357,7 +414,7 @@ struct secops_net_body {
 	__u16 protocol; /* IPPROTO_* of the socket */
 	__u16 port; /* host order */
 	__u8 kind; /* enum secops_net_kind */
-	__u8 pad;
+	__u8 reason; /* enum secops_net_reason */
 	__u8 addr[16]; /* network order; IPv4 in addr[0..4] */
 };
 

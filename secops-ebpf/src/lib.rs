@@ -56,6 +56,8 @@ pub mod programs {
     pub const CONNECT6: &str = "secops_connect6";
     pub const SENDMSG4: &str = "secops_sendmsg4";
     pub const SENDMSG6: &str = "secops_sendmsg6";
+    pub const RECVMSG4: &str = "secops_recvmsg4";
+    pub const RECVMSG6: &str = "secops_recvmsg6";
     pub const EXEC: &str = "secops_exec";
     pub const EXIT: &str = "secops_exit";
     pub const UNLINKAT: &str = "secops_unlinkat";

@@ -7,21 +7,66 @@
 //!    events (default 16 MiB ring buffer).
 //! 3. The same burst into a 64 KiB ring buffer: events audited plus events counted lost is
 //!    exactly 50,000, and the loss is in the audit log.
+//! 4. (1) again with the destination allowed only by a resolved name, among 10,000 addresses
+//!    names resolved to for the agent (`secops_egress_names`), the tries holding no entry for
+//!    it (issue 17). Target: at most 1.10x.
 //!
 //! Needs root; prints `skipped: ...` otherwise.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use secops_common::kernel::{Agent, Config, AGENT_EGRESS_ENFORCED};
-use secops_daemon::kernel::{fs as kfs, EgressAllow, Kernel, LoadOptions, PortRule};
+use secops_common::kernel::{
+    Agent, Config, NameKey, NameValue, PortRange, AF_INET, AGENT_EGRESS_ENFORCED, PROTO_TCP,
+};
+use secops_daemon::kernel::{fs as kfs, EgressAllow, Kernel, LoadOptions, NamesMap, PortRule};
 use secops_host_tests::daemon::{Binaries, Daemon};
-use secops_host_tests::kernel::{need_root, TestCgroup, TestPinDir};
+use secops_host_tests::kernel::{need_root, own_cgroup, percentile, TestCgroup, TestPinDir};
 
 const CONNECTS_PER_ROUND: usize = 20_000;
 const ROUNDS: usize = 5;
 const BURST: u64 = 50_000;
+/// Addresses names resolved to for the agent in measurement 4.
+const RESOLVED: u32 = 10_000;
+
+/// What allows the measured destination.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AllowedBy {
+    /// An allowlist entry (the tries).
+    Allowlist,
+    /// A resolved name, among `RESOLVED` addresses of the agent (the names map).
+    ResolvedName,
+}
+
+/// 127.0.0.1 and `RESOLVED - 1` addresses in 10.0.0.0/8, each allowing `port` for an hour.
+fn resolved_names(pins: &std::path::Path, port: u16) {
+    let mut names = NamesMap::open(pins).expect("names map");
+    let mut value = NameValue {
+        n_ranges: 1,
+        ..NameValue::default()
+    };
+    value.ranges[0] = PortRange {
+        lo: port,
+        hi: port,
+        protocols: PROTO_TCP,
+        pad: [0; 3],
+    };
+    value.expires_ns[0] = secops_daemon::time::boot_now_ns() + 3_600_000_000_000;
+    for i in 0..RESOLVED {
+        let addr = if i == 0 {
+            [127, 0, 0, 1]
+        } else {
+            [10, (i >> 16) as u8, (i >> 8) as u8, i as u8]
+        };
+        let mut key = NameKey {
+            agent_index: 1,
+            family: AF_INET,
+            ..NameKey::default()
+        };
+        key.addr[..4].copy_from_slice(&addr);
+        names.set(&key, &value).expect("name entry");
+    }
+}
 
 fn binaries() -> Binaries {
     Binaries {
@@ -71,22 +116,8 @@ fn measure(addr: &libc::sockaddr_in) -> Vec<Duration> {
     samples
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
-
-fn own_cgroup(mount: &std::path::Path) -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let rel = text
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/");
-    mount.join(rel.trim_start_matches('/'))
-}
-
-fn connect_overhead() {
-    let mount = kfs::cgroup2_mount().expect("cgroup2 mount");
-    let home = own_cgroup(&mount);
+fn connect_overhead(allowed_by: AllowedBy) {
+    let home = own_cgroup();
     let cgroups = TestCgroup::new(&["agent"]);
     let pins = TestPinDir::new();
     let agent_dir = cgroups.child("agent");
@@ -139,18 +170,34 @@ fn connect_overhead() {
                 agent_index: 1,
                 autonomy: 1,
                 flags: AGENT_EGRESS_ENFORCED,
-                pad: 0,
+                dns_port: 0,
             },
         )
         .expect("agent");
-        maps.replace_egress(
-            1,
-            &[EgressAllow {
-                network: "127.0.0.0/8".parse().expect("net"),
-                ports: vec![PortRule::tcp(port)],
-            }],
-        )
-        .expect("egress");
+        match allowed_by {
+            AllowedBy::Allowlist => maps
+                .replace_egress(
+                    1,
+                    &[EgressAllow {
+                        network: "127.0.0.0/8".parse().expect("net"),
+                        ports: vec![PortRule::tcp(port)],
+                    }],
+                )
+                .map(drop)
+                .expect("egress"),
+            AllowedBy::ResolvedName => {
+                // The tries hold other networks, not this one: the name decides.
+                maps.replace_egress(
+                    1,
+                    &[EgressAllow {
+                        network: "192.168.0.0/16".parse().expect("net"),
+                        ports: vec![PortRule::tcp(443)],
+                    }],
+                )
+                .expect("egress");
+                resolved_names(&pins.path, port);
+            }
+        }
         kernel.attach_egress(&cgroups.path).expect("attach");
         on.extend(measure(&addr));
         kernel.detach_and_unpin().expect("detach");
@@ -160,8 +207,14 @@ fn connect_overhead() {
     on.sort_unstable();
     off.sort_unstable();
     let ratio = |p| percentile(&on, p).as_secs_f64() / percentile(&off, p).as_secs_f64();
+    let what = match allowed_by {
+        AllowedBy::Allowlist => "allowed by the allowlist".to_owned(),
+        AllowedBy::ResolvedName => {
+            format!("allowed by a resolved name among {RESOLVED} resolved addresses")
+        }
+    };
     println!(
-        "connect+close inside an agent cgroup, {ROUNDS} interleaved rounds x {CONNECTS_PER_ROUND}: secops on p50 {:?} p90 {:?}, off p50 {:?} p90 {:?}; ratio {:.3} at p50, {:.3} at p90 (target <= 1.10)",
+        "connect+close inside an agent cgroup, {what}, {ROUNDS} interleaved rounds x {CONNECTS_PER_ROUND}: secops on p50 {:?} p90 {:?}, off p50 {:?} p90 {:?}; ratio {:.3} at p50, {:.3} at p90 (target <= 1.10)",
         percentile(&on, 0.5),
         percentile(&on, 0.9),
         percentile(&off, 0.5),
@@ -204,7 +257,8 @@ fn main() {
     if !need_root("kernel benchmarks") {
         return;
     }
-    connect_overhead();
+    connect_overhead(AllowedBy::Allowlist);
+    connect_overhead(AllowedBy::ResolvedName);
 
     let daemon = Daemon::start(&binaries(), &policy());
     let (secs, audited, lost) = burst(&daemon);

@@ -411,3 +411,19 @@ pub fn errno_name(e: i32) -> String {
         other => std::io::Error::from_raw_os_error(other).to_string(),
     }
 }
+
+/// This process's own cgroup (to come back to after joining an agent's).
+pub fn own_cgroup() -> PathBuf {
+    let mount = kfs::cgroup2_mount().unwrap_or_else(|e| panic!("finding cgroup2: {e}"));
+    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let rel = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/");
+    mount.join(rel.trim_start_matches('/'))
+}
+
+/// The `p` quantile (0..1) of sorted samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}

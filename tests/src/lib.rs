@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 pub mod btf;
 pub mod daemon;
+pub mod dns;
 pub mod kernel;
 pub mod namespace;
 pub mod openapi;

@@ -26,6 +26,10 @@ const NEEDS: &[(Need, &str)] = &[
     (Need::File("/usr/include/bpf/bpf_helpers.h"), "libbpf-dev"),
     (Need::File("/usr/include/seccomp.h"), "libseccomp-dev"),
     (Need::File("/usr/include/linux/bpf.h"), "linux-libc-dev"),
+    // Host tests of the DNS layer: a real upstream resolver and real resolver clients.
+    (Need::Command("dnsmasq"), "dnsmasq-base"),
+    (Need::Command("dig"), "bind9-dnsutils"),
+    (Need::Command("nslookup"), "bind9-dnsutils"),
     // vm-test: the emulator, the guest's shell and mount tools, and the apt/dpkg tools that
     // fetch and unpack the kernel package.
     (Need::Command("qemu-system-x86_64"), "qemu-system-x86"),

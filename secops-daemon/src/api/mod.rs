@@ -9,9 +9,9 @@ pub mod types;
 
 pub use types::{
     ActionObject, AgentStatus, AskAccepted, AskRequest, AutonomyChange, AutonomyOverride,
-    CapabilityStatus, CheckRequest, CheckResponse, ControlRequest, ErrorBody, EventCounters,
-    Registered, Reloaded, Role, RunAs, ScanRequest, ScanResponse, SetAutonomyRequest, StatusReport,
-    StopAll, Whoami, MAX_SUMMARY_CHARS,
+    CapabilityStatus, CheckRequest, CheckResponse, ControlRequest, DnsAgentStatus, DnsStatus,
+    ErrorBody, EventCounters, Registered, Reloaded, Role, RunAs, ScanRequest, ScanResponse,
+    SetAutonomyRequest, StatusReport, StopAll, Whoami, MAX_SUMMARY_CHARS,
 };
 
 /// Where the daemon listens unless told otherwise.

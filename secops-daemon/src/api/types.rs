@@ -180,6 +180,37 @@ pub struct StatusReport {
     pub capabilities: Vec<CapabilityStatus>,
     pub agents: Vec<AgentStatus>,
     pub events: EventCounters,
+    pub dns: DnsStatus,
+}
+
+/// The DNS layer: secops' resolver, which every agent's port-53 traffic is sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    pub active: bool,
+    /// What it does when active; why not when not.
+    pub detail: String,
+    pub agents: Vec<DnsAgentStatus>,
+    pub cache_entries: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    /// Addresses answers allowed, over every agent, not yet expired.
+    pub resolved_addresses: u64,
+    pub answered: u64,
+    pub refused: u64,
+    /// Messages that were not one question (answered FORMERR/NOTIMP, or dropped).
+    pub unanswerable: u64,
+    pub upstream_failures: u64,
+}
+
+/// One agent's listener and where its allowed names are resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAgentStatus {
+    pub agent: String,
+    /// The listener's port on 127.0.0.1 and [::1]; `None` when it could not be made (the
+    /// agent then has no DNS).
+    pub port: Option<u16>,
+    pub error: Option<String>,
+    pub upstreams: Vec<String>,
 }
 
 /// One kernel-dependent layer and whether it is active on this kernel.
@@ -308,6 +339,46 @@ impl std::fmt::Display for StatusReport {
                 if c.active { "active" } else { "INACTIVE" },
                 c.detail
             )?;
+        }
+        let dns = &self.dns;
+        writeln!(
+            f,
+            "dns: {} — {}",
+            if dns.active { "active" } else { "INACTIVE" },
+            dns.detail
+        )?;
+        writeln!(
+            f,
+            "  answered {}, refused {}, unanswerable {}, upstream failures {}; cache {} entries \
+             ({} hits, {} misses); {} resolved addresses allowed",
+            dns.answered,
+            dns.refused,
+            dns.unanswerable,
+            dns.upstream_failures,
+            dns.cache_entries,
+            dns.cache_hits,
+            dns.cache_misses,
+            dns.resolved_addresses
+        )?;
+        for a in &dns.agents {
+            match (a.port, &a.error) {
+                (Some(port), _) => writeln!(
+                    f,
+                    "  {:<16} listener port {port}, upstreams {}",
+                    a.agent,
+                    if a.upstreams.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        a.upstreams.join(", ")
+                    }
+                )?,
+                (None, e) => writeln!(
+                    f,
+                    "  {:<16} NO DNS: {}",
+                    a.agent,
+                    e.as_deref().unwrap_or("no listener")
+                )?,
+            }
         }
         writeln!(f, "agents:")?;
         for a in &self.agents {

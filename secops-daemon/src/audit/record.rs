@@ -22,6 +22,9 @@ pub enum Source {
     /// The daemon itself, for what no caller asked: a policy reloaded because its file
     /// changed or on SIGHUP.
     Daemon,
+    /// A query to the daemon's DNS resolver, which the kernel sends every agent's port-53
+    /// traffic to.
+    Dns,
 }
 
 /// What kind of thing an action was done to.
@@ -115,5 +118,5 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::E
     s.serialize_str(&hex::encode(bytes))
 }
 
-secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Parked => "parked", Approval => "approval", Daemon => "daemon");
+secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Parked => "parked", Approval => "approval", Daemon => "daemon", Dns => "dns");
 secops_common::named_enum!(ObjectKind, "object kind", Path => "path", Endpoint => "endpoint", Binary => "binary", Target => "target");

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use secops_common::AutonomyLevel;
 
+use super::dns::{AgentRef, DnsLayer};
 use crate::cgroups::CgroupDir;
 use crate::enforce::{agent_entry, compile_allowlist, egress_enforced, HostAddrs};
 use crate::kernel::KernelMaps;
@@ -53,13 +54,16 @@ impl AgentTable {
 
     /// Makes the cgroups and kernel maps say what `policy` says: creates missing agent
     /// cgroups, writes every agent's entry and allowlist, and keeps dropped agents
-    /// contained (empty allowlist). Host names resolve through `hosts`.
+    /// contained (empty allowlist). Host names resolve through `hosts`, and through what
+    /// each agent's own lookups answered (`dns`: its listener is made before its entry names
+    /// it; an agent without an allowlist to hold, or gone from the policy, has none).
     pub(crate) fn sync(
         &mut self,
         policy: &Policy,
         root: &CgroupDir,
         maps: &mut KernelMaps,
         hosts: &HostAddrs,
+        dns: &DnsLayer,
     ) -> anyhow::Result<()> {
         for slot in self.slots.values_mut() {
             slot.in_policy = false;
@@ -102,14 +106,25 @@ impl AgentTable {
             }
         }
         for slot in self.slots.values() {
+            let dns_port = if slot.in_policy && slot.egress_enforced {
+                let agent = AgentRef {
+                    index: slot.index,
+                    name: slot.name.clone(),
+                    cgroup_id: slot.cgroup_id,
+                };
+                dns.port_for(&agent, maps)
+            } else {
+                dns.close(slot.index, maps);
+                0
+            };
             let allow = if slot.in_policy {
-                compile_allowlist(policy, &slot.name, hosts)
+                compile_allowlist(policy, &slot.name, hosts, dns.active())
             } else {
                 Vec::new()
             };
             maps.replace_egress(slot.index, &allow)
                 .with_context(|| format!("writing the egress allowlist of agent {}", slot.name))?;
-            let entry = agent_entry(slot.index, slot.autonomy, slot.egress_enforced);
+            let entry = agent_entry(slot.index, slot.autonomy, slot.egress_enforced, dns_port);
             maps.upsert_agent(slot.cgroup_id, &entry)
                 .with_context(|| format!("writing the kernel entry of agent {}", slot.name))?;
         }
@@ -117,8 +132,10 @@ impl AgentTable {
             if let Some(slot) = self.slots.remove(&name) {
                 maps.remove_agent(slot.cgroup_id)?;
                 maps.replace_egress(slot.index, &[])?;
+                dns.close(slot.index, maps);
             }
         }
+        dns.forget_stale(maps);
         Ok(())
     }
 }

@@ -94,6 +94,30 @@ pub(crate) enum Door {
     },
     /// A decision on a ticket; the decision is the decider's, not the engine's.
     Ticket(Decision),
+    /// A query to the daemon's DNS resolver (the kernel sends the agent's port-53 traffic to
+    /// the listener that names it). The engine decides the name (`net:dns`); what holds is
+    /// answered: an allowed name is resolved upstream, anything else refused and never
+    /// forwarded.
+    Dns(DnsQuery),
+}
+
+/// What the DNS door knows about a query beyond its name.
+#[derive(Clone, Debug)]
+pub(crate) struct DnsQuery {
+    /// The query type as DNS names it (`A`, `AAAA`, `TXT`, ...).
+    pub(crate) qtype: String,
+    /// Whether the policy lets this type be asked about the name: A and AAAA, and the types
+    /// the name's allowlist entries add. A type it does not allow is refused even for an
+    /// allowed name, and never escalated (a human cannot tell a TXT query from a tunnel).
+    pub(crate) type_allowed: bool,
+    /// The rule id behind a refused type.
+    pub(crate) type_rule: String,
+    /// Room for one more ticket from this agent's DNS now; without it an escalation is
+    /// refused like a denial, so a flood of made-up names cannot flood the approval queue.
+    pub(crate) may_ask: bool,
+    /// The same decision (agent, name, type, verdict) was recorded already in this window:
+    /// it is counted (metrics) and recorded with its repeats when the window closes.
+    pub(crate) repeat: bool,
 }
 
 /// Which kernel layer acted on a kernel event.
@@ -108,6 +132,9 @@ pub(crate) enum KernelCheck {
     Lsm { rule: Option<Arc<str>> },
     /// A BPF program let the action through on a human's approval (a `secops_grants` entry).
     Granted,
+    /// A cgroup connect/sendmsg program denied an agent addressing one of the daemon's DNS
+    /// listeners itself (they are reached only through the redirect of port 53).
+    DnsListener,
 }
 
 impl Door {
@@ -117,19 +144,26 @@ impl Door {
             Door::Parked { .. } => Source::Parked,
             Door::Kernel { .. } => Source::Kernel,
             Door::Ticket(_) => Source::Approval,
+            Door::Dns(_) => Source::Dns,
         }
     }
 
     /// Whether the engine's verdict is what happens, so a human's running approval can turn
     /// an escalation into an allow here (the kernel checks its own grants).
     fn engine_holds_the_verdict(&self) -> bool {
-        matches!(self, Door::Api | Door::Parked { .. })
+        matches!(self, Door::Api | Door::Parked { .. } | Door::Dns(_))
     }
 
     /// Whether a denial through this door is the agent's doing (and counts towards
-    /// `auto_lower`); a human denying a ticket is not.
+    /// `auto_lower`); a human denying a ticket is not, and neither is a resolver library
+    /// asking again what was just refused (one act, retried).
     fn counts_denials(&self) -> bool {
-        !matches!(self, Door::Ticket(_))
+        !matches!(self, Door::Ticket(_)) && !self.is_repeat()
+    }
+
+    /// A decision already recorded in this window, recorded later with its repeats.
+    fn is_repeat(&self) -> bool {
+        matches!(self, Door::Dns(q) if q.repeat)
     }
 }
 
@@ -195,7 +229,8 @@ pub(crate) enum AuditMode {
 
 /// What became of the record.
 pub(crate) enum Recorded {
-    /// Nothing to record: a parked call that continues is audited by the kernel.
+    /// Nothing to record: a parked call that continues is audited by the kernel; a DNS repeat
+    /// is recorded with the others when its window closes.
     NotNeeded,
     Queued,
     Committing(CommitTicket),
@@ -286,6 +321,7 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
             };
             return (verdict, rule, reason);
         }
+        Door::Dns(query) => return dns_outcome(query, decision),
         Door::Kernel { verdict, check } => (*verdict, check),
     };
     match kernel_verdict {
@@ -315,6 +351,16 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
             };
             (verdict, Some(rule), reason)
         }
+        (_, KernelCheck::DnsListener) => (
+            Verdict::Deny,
+            Some(format!(
+                "egress.{}.dns-listener",
+                request.actor.agent.as_deref().unwrap_or("unknown")
+            )),
+            "denied in the kernel: a DNS listener of secops, which an agent reaches only \
+             through port 53 (one agent may not speak for another)"
+                .to_owned(),
+        ),
         (_, KernelCheck::Granted) => (
             Verdict::Allow,
             rule,
@@ -376,6 +422,51 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
     }
 }
 
+/// What the DNS door does with the engine's decision on a name: answer it, or refuse it.
+fn dns_outcome(query: &DnsQuery, decision: &Decision) -> (Verdict, Option<String>, String) {
+    let rule = decision.rule_id.as_deref().map(str::to_owned);
+    let qtype = &query.qtype;
+    if decision.verdict != Verdict::Deny && !query.type_allowed {
+        return (
+            Verdict::Deny,
+            Some(query.type_rule.clone()),
+            format!(
+                "refused, not forwarded: the policy does not allow {qtype} queries for this name \
+                 (A and AAAA for allowed names, and the types their entries list)"
+            ),
+        );
+    }
+    match decision.verdict {
+        Verdict::Allow => (
+            Verdict::Allow,
+            rule,
+            format!("{qtype} answered: {}", decision.reason),
+        ),
+        Verdict::Deny => (
+            Verdict::Deny,
+            rule,
+            format!("{qtype} refused, not forwarded: {}", decision.reason),
+        ),
+        Verdict::Escalate if !query.may_ask => (
+            Verdict::Deny,
+            rule,
+            format!(
+                "{qtype} refused, not forwarded: as many names of this agent as may wait for a \
+                 human already do; the policy says escalate: {}",
+                decision.reason
+            ),
+        ),
+        Verdict::Escalate => (
+            Verdict::Escalate,
+            rule,
+            format!(
+                "{qtype} refused until a human approves the name: {}",
+                decision.reason
+            ),
+        ),
+    }
+}
+
 impl Judged {
     /// Whether step 2 has work to do.
     pub(crate) fn escalates(&self) -> bool {
@@ -388,6 +479,30 @@ impl Judged {
             .object
             .as_ref()
             .map_or("", |o| o.value.as_str())
+    }
+
+    /// The record of `count` more decisions like this one between `first_ns` and `last_ns`
+    /// (UTC), which a door aggregated instead of recording each (`repeat` requests).
+    pub(crate) fn repeats_record(
+        &self,
+        count: u64,
+        first_ns: i64,
+        last_ns: i64,
+        detail: &str,
+    ) -> NewRecord {
+        let mut record = self.record();
+        record.ts_ns = last_ns;
+        record.reason.push_str(&format!(
+            "; {count} more between {} and {} (aggregated){}",
+            crate::time::format_ns(first_ns),
+            crate::time::format_ns(last_ns),
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(": {detail}")
+            }
+        ));
+        record
     }
 
     /// Step 3: the one record of this decision.
@@ -468,7 +583,9 @@ pub(crate) fn account(
     started: Instant,
 ) -> (Outcome, bool) {
     let door = &judged.request.door;
-    let recorded = if matches!(door, Door::Parked { .. }) && judged.verdict == Verdict::Allow {
+    let recorded = if (matches!(door, Door::Parked { .. }) && judged.verdict == Verdict::Allow)
+        || door.is_repeat()
+    {
         Recorded::NotNeeded
     } else {
         let mut record = judged.record();

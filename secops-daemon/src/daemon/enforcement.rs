@@ -207,7 +207,13 @@ impl Shared {
         let hosts = lock(&self.hosts).clone();
         let mut kernel = lock(&self.kernel);
         let mut agents = write(&self.agents);
-        agents.sync(engine.policy(), &self.root, kernel.maps_mut(), &hosts)?;
+        agents.sync(
+            engine.policy(),
+            &self.root,
+            kernel.maps_mut(),
+            &hosts,
+            &self.dns,
+        )?;
         let files = file_rules(engine, &agents, &self.options)?;
         let update = kernel
             .maps_mut()

@@ -215,13 +215,23 @@ pub(crate) fn request_for(
                 KernelCheck::Tracepoint,
             )
         }
-        KernelEvent::Net { addr, port, .. } => {
+        KernelEvent::Net {
+            addr,
+            port,
+            dns_listener,
+            ..
+        } => {
             action.addr = Some(*addr);
             action.port = Some(*port);
+            let check = if *dns_listener {
+                KernelCheck::DnsListener
+            } else {
+                KernelCheck::Egress
+            };
             (
                 object(ObjectKind::Endpoint, &endpoint(*addr, *port)),
                 String::new(),
-                KernelCheck::Egress,
+                check,
             )
         }
         KernelEvent::Lsm { denial, .. } => {
@@ -601,6 +611,7 @@ mod tests {
                 protocol: 17,
                 addr: "10.0.0.1".parse().unwrap(),
                 port: 53,
+                dns_listener: false,
             },
             None,
         );

@@ -1,5 +1,11 @@
-//! Host names in egress allowlists, resolved by the daemon with their TTLs and written into
-//! the agents' egress tries (a name that does not resolve allows nothing).
+//! Host names in egress allowlists that the daemon resolves itself and writes into the agents'
+//! egress tries (a name that does not resolve allows nothing).
+//!
+//! With the DNS layer active, agents' own lookups gate addresses (`daemon/dns/`), per agent
+//! and per answer; the daemon then resolves only the names /etc/hosts gives, because an
+//! agent's resolver library answers those without asking DNS, so no answer of secops'
+//! resolver could ever allow them. Without the DNS layer (no egress programs), every exact
+//! name is resolved here, with its TTL, as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,14 +95,54 @@ async fn resolve_hosts(
     (out, next.clamp(MIN_HOST_REFRESH, MAX_HOST_REFRESH))
 }
 
+/// The addresses /etc/hosts gives the names (names it does not have are left out).
+fn from_hosts_file(names: &[String]) -> HostAddrs {
+    use hickory_resolver::proto::op::Query;
+    use hickory_resolver::proto::rr::{Name, RData, RecordType};
+    let hosts = match hickory_resolver::Hosts::from_system() {
+        Ok(hosts) => hosts,
+        Err(e) => {
+            tracing::warn!("reading /etc/hosts: {e}");
+            return HostAddrs::new();
+        }
+    };
+    let mut out = HostAddrs::new();
+    for name in names {
+        let Ok(dns_name) = Name::from_ascii(name) else {
+            continue;
+        };
+        let mut addrs: Vec<std::net::IpAddr> = [RecordType::A, RecordType::AAAA]
+            .into_iter()
+            .filter_map(|t| hosts.lookup_static_host(&Query::query(dns_name.clone(), t)))
+            .flat_map(|lookup| lookup.answers().to_vec())
+            .filter_map(|r| match r.data {
+                RData::A(a) => Some(std::net::IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(std::net::IpAddr::V6(a.0).to_canonical()),
+                _ => None,
+            })
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        if !addrs.is_empty() {
+            out.insert(name.clone(), addrs);
+        }
+    }
+    out
+}
+
 /// Keeps the resolved addresses of allowlist host names current: resolved at start, then
-/// again when the first answer's TTL runs out (failures are retried every `host_refresh`).
+/// again when the first answer's TTL runs out (failures are retried every `host_refresh`);
+/// with the DNS layer, /etc/hosts read again every `host_refresh`.
 pub(crate) async fn refresh_hosts(shared: Arc<Shared>) {
-    let resolver = system_resolver();
+    let dns_layer = shared.dns.active();
+    let resolver = if dns_layer { None } else { system_resolver() };
     loop {
         let names = allowlist_hosts(shared.engine().policy());
-        let (fresh, next) =
-            resolve_hosts(resolver.as_ref(), &names, shared.options.host_refresh).await;
+        let (fresh, next) = if dns_layer {
+            (from_hosts_file(&names), shared.options.host_refresh)
+        } else {
+            resolve_hosts(resolver.as_ref(), &names, shared.options.host_refresh).await
+        };
         let changed = *lock(&shared.hosts) != fresh;
         if changed {
             *lock(&shared.hosts) = fresh;

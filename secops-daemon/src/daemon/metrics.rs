@@ -110,7 +110,7 @@ impl Metrics {
         let open_tickets = Gauge::default();
         registry.register(
             "decisions",
-            "Decisions made, by source (kernel, api, parked, approval), verdict, action type and agent",
+            "Decisions made, by source (kernel, api, parked, approval, dns), verdict, action type and agent",
             decisions.clone(),
         );
         registry.register(

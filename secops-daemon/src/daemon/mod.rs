@@ -11,15 +11,17 @@
 //!   [`agents`]: the agents' cgroups and kernel entries; [`hosts`]: allowlist host names;
 //! - [`decide`]: **the one decision path** every door hands its requests to;
 //! - the doors: [`pipeline`] with [`events`] (kernel events), [`http`] (the API), [`parked`]
-//!   (`secops run --ask`), [`approvals`] and [`timeouts`] (ticket decisions);
+//!   (`secops run --ask`), [`approvals`] and [`timeouts`] (ticket decisions), [`dns`] (the
+//!   resolver every agent's port-53 traffic is sent to);
 //! - [`control`] with [`autonomy`]: the kill switch and live autonomy; [`metrics`];
 //!   [`services`]: signals and the policy file watcher.
 //!
 //! Threads and tasks, each owned and stopped on shutdown: the event pipeline (two OS
 //! threads), the audit writer's thread (inside `AuditWriter`), the approval timeout sweeper
 //! (an OS thread), the API thread (its own current-thread runtime), one thread per served
-//! `--ask` listener (they stop with the shutdown flag), and tokio tasks for signals, the
-//! policy file watcher and host name refresh.
+//! `--ask` listener (they stop with the shutdown flag), the DNS resolver thread (its own
+//! current-thread runtime), and tokio tasks for signals, the policy file watcher and host
+//! name refresh.
 //!
 //! On shutdown the programs and maps stay pinned, so enforcement holds while the daemon is
 //! down; the next daemon adopts them.
@@ -31,6 +33,7 @@ mod autonomy;
 mod control;
 mod decide;
 mod decided;
+mod dns;
 mod enforcement;
 mod events;
 mod hosts;

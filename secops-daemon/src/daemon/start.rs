@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 
 use super::agents::AgentTable;
 use super::autonomy;
+use super::dns::{self, DnsLayer};
 use super::enforcement::file_rules;
 use super::http;
 use super::layers::capability_report;
@@ -65,6 +66,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         decided: Default::default(),
         live: Mutex::new(live),
         denials: Mutex::new(autonomy::DenialWindows::default()),
+        dns: layers.dns,
         shutdown: AtomicBool::new(false),
         shutdown_notify: Notify::new(),
         options: options.clone(),
@@ -166,6 +168,7 @@ struct KernelLayers {
     files: FileRules,
     capabilities: Vec<CapabilityStatus>,
     reader: EventReader,
+    dns: DnsLayer,
 }
 
 impl KernelLayers {
@@ -217,8 +220,13 @@ impl KernelLayers {
         // the background, so a slow or unreachable DNS server cannot hold up enforcement.
         let hosts = HostAddrs::new();
         let policy = live.effective();
+        // Agents' DNS is redirected by the egress programs: without them there is nothing to
+        // redirect with.
+        let dns_off = (!load_options.egress).then(|| probed.cgroup_sock_addr.reason.clone());
+        let previous_ports = kernel.maps().dns_listeners().unwrap_or_default();
+        let dns = DnsLayer::new(dns_off, previous_ports);
         let mut agents = AgentTable::default();
-        agents.sync(&policy, &root, kernel.maps_mut(), &hosts)?;
+        agents.sync(&policy, &root, kernel.maps_mut(), &hosts, &dns)?;
         let engine = Arc::new(Engine::new(Arc::new(policy)));
         // The file rules are in the map before any LSM program is attached: no moment where
         // the programs run against an empty map.
@@ -250,7 +258,8 @@ impl KernelLayers {
             "BPF LSM programs attached",
             "synchronous file/exec deny (BPF LSM) NOT enforced",
         );
-        let capabilities = capability_report(&probed, egress, tracepoints, lsm);
+        let mut capabilities = capability_report(&probed, egress, tracepoints, lsm);
+        capabilities.push(dns.capability(egress));
         for c in &capabilities {
             tracing::info!(layer = %c.name, active = c.active, "{}", c.detail);
         }
@@ -266,6 +275,7 @@ impl KernelLayers {
             files,
             capabilities,
             reader,
+            dns,
         })
     }
 }
@@ -295,6 +305,7 @@ struct Services {
     pipeline: std::thread::JoinHandle<anyhow::Result<()>>,
     server: http::Server,
     sweeper: timeouts::Sweeper,
+    dns: Option<dns::DnsServer>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -320,6 +331,7 @@ impl Services {
         let metrics_listener = options.metrics_listen.map(http::bind_metrics).transpose()?;
         let server = http::Server::start(listener, metrics_listener, api)?;
         let sweeper = timeouts::spawn(shared.clone(), writer.clone())?;
+        let dns = dns::spawn(shared.clone(), writer.clone())?;
         let tasks = vec![
             tokio::spawn(services::watch_signals(shared.clone(), writer.clone())),
             tokio::spawn(services::watch_policy_files(shared.clone(), writer.clone())),
@@ -329,6 +341,7 @@ impl Services {
             pipeline,
             server,
             sweeper,
+            dns,
             tasks,
         })
     }
@@ -344,6 +357,9 @@ impl Services {
         let (server, sweeper) = (self.server, self.sweeper);
         let _ = tokio::task::spawn_blocking(move || server.stop()).await;
         let _ = tokio::task::spawn_blocking(move || sweeper.stop()).await;
+        if let Some(dns) = self.dns {
+            let _ = tokio::task::spawn_blocking(move || dns.join()).await;
+        }
         self.pipeline
             .join()
             .map_err(|_| anyhow!("the event pipeline panicked"))?

@@ -1,6 +1,8 @@
 //! What the daemon's threads and tasks share, and the order its locks are taken in.
 //!
-//! **Lock order**: `live`, then `kernel`, then `agents`. `tickets`, `denials`, `hosts`,
+//! **Lock order**: `live`, then `kernel`, then `agents`, then the DNS layer's listener
+//! registry (`dns`, taken while agents' entries are written and for the status). `tickets`,
+//! `denials`, `hosts`,
 //! `last_reload_error` and the `RwLock`ed snapshots (`engine`, `files`) are each taken alone
 //! and let go before any other lock is taken. The API thread never holds `tickets` (SQLite)
 //! itself: it runs what needs it on the blocking pool.
@@ -15,6 +17,7 @@ use tokio::sync::Notify;
 use super::agents::{AgentSlot, AgentTable};
 use super::autonomy;
 use super::decided::DecidedTickets;
+use super::dns::DnsLayer;
 use super::metrics::Metrics;
 use super::options::DaemonOptions;
 use crate::api::{AgentStatus, CapabilityStatus, EventCounters, StatusReport};
@@ -54,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) live: Mutex<autonomy::Live>,
     /// Recent denials per agent, for `auto_lower`.
     pub(crate) denials: Mutex<autonomy::DenialWindows>,
+    /// The agents' DNS listeners and what the resolver reports.
+    pub(crate) dns: DnsLayer,
     pub(crate) shutdown: AtomicBool,
     pub(crate) shutdown_notify: Notify,
 }
@@ -117,6 +122,7 @@ impl Shared {
                 .slots()
                 .map(|s| agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing()))
                 .collect(),
+            dns: self.dns.status(engine.policy()),
             events: EventCounters {
                 received: self.counters.received.load(Ordering::Relaxed),
                 audited: self.counters.audited.load(Ordering::Relaxed),
@@ -131,6 +137,14 @@ impl Shared {
         self.capabilities
             .iter()
             .any(|c| c.name == super::layers::BPF_LSM_LAYER && c.active)
+    }
+
+    /// Every agent's name by its kernel index.
+    pub(crate) fn agent_names_by_index(&self) -> std::collections::HashMap<u32, String> {
+        read(&self.agents)
+            .slots()
+            .map(|s| (s.index, s.name.clone()))
+            .collect()
     }
 
     /// Every agent the daemon runs, by name.

@@ -9,8 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use secops_common::kernel::{
-    Grant, GrantKey, AF_INET, AF_INET6, GRANT_FILE, GRANT_NET, GRANT_ONE_SHOT, OP_CONNECT,
-    OP_DELETE, OP_EXEC, OP_LINK, OP_READ, OP_RENAME, OP_TRUNCATE, OP_WRITE, PROTO_TCP, PROTO_UDP,
+    Grant, GrantKey, AF_INET, GRANT_FILE, GRANT_NET, GRANT_ONE_SHOT, OP_CONNECT, OP_DELETE,
+    OP_EXEC, OP_LINK, OP_READ, OP_RENAME, OP_TRUNCATE, OP_WRITE, PROTO_TCP, PROTO_UDP,
 };
 use secops_common::CoreAction;
 
@@ -109,24 +109,16 @@ pub(crate) fn grant_keys(
 }
 
 fn net_key(agent_index: u32, bit: u8, endpoint: SocketAddr) -> GrantKey {
-    let mut key = GrantKey {
+    let (family, addr) = super::kernel_addr(endpoint.ip());
+    GrantKey {
         agent_index,
         kind: GRANT_NET,
         op: bit,
         port: endpoint.port(),
+        family,
+        addr,
         ..GrantKey::default()
-    };
-    match endpoint.ip().to_canonical() {
-        IpAddr::V4(v4) => {
-            key.family = AF_INET;
-            key.addr[..4].copy_from_slice(&v4.octets());
-        }
-        IpAddr::V6(v6) => {
-            key.family = AF_INET6;
-            key.addr = v6.octets();
-        }
     }
-    key
 }
 
 /// The grant value for an approved ticket: its expiry on the boot clock.
@@ -196,7 +188,7 @@ mod tests {
         let mapped = grant_keys(&ticket("net:send", "[::ffff:10.0.0.1]:53"), 3).unwrap();
         assert_eq!((mapped[0].op, mapped[0].family), (PROTO_UDP, AF_INET));
         let v6 = grant_keys(&ticket("net:connect", "[2001:db8::1]:443"), 3).unwrap();
-        assert_eq!(v6[0].family, AF_INET6);
+        assert_eq!(v6[0].family, secops_common::kernel::AF_INET6);
         assert_eq!(
             granted_endpoint(&v6[0]),
             Some(("2001:db8::1".parse().unwrap(), 443))

@@ -4,7 +4,8 @@
 //! be unit-tested without root.
 //!
 //! - [`agents`]: an agent's entry in the agents map;
-//! - [`egress`]: each agent's allowlist for the egress tries;
+//! - [`egress`]: each agent's allowlist for the egress tries, and what a resolved name opens;
+//! - [`names`]: the addresses names resolved to for each agent, as kernel entries;
 //! - [`files`]: file, exec and socket-file rules as (dev, inode) entries for the LSM programs;
 //! - [`count_slots`]: which (agent, rule) each counter of allowed deletes belongs to;
 //! - [`grants`]: an approved ticket as `secops_grants` keys, and a used grant read back;
@@ -16,17 +17,35 @@ mod egress;
 mod files;
 mod grants;
 mod inode;
+mod names;
 
 use std::path::{Path, PathBuf};
 
 pub(crate) use agents::agent_entry;
 pub(crate) use count_slots::{CountSlots, CountSlotsError, SlotOwner};
-pub(crate) use egress::{allowlist_hosts, compile_allowlist, egress_enforced, HostAddrs};
+pub(crate) use egress::{
+    allowlist_hosts, compile_allowlist, egress_enforced, name_dns_types, name_ports, HostAddrs,
+};
 pub(crate) use files::{AgentTarget, BuiltinProtection, CompiledFiles, BUILTIN_RULE_ID};
 pub(crate) use grants::{grant_keys, grant_value, granted_endpoint};
 pub(crate) use inode::kernel_inode;
+pub(crate) use names::{clamp_ttl, NameChange, NameGrant, ResolvedNames};
 
 use crate::engine::Engine;
+
+/// An address as the kernel's keys hold it: (`AF_INET`, the four bytes first) for IPv4 and
+/// IPv4-mapped IPv6, (`AF_INET6`, the sixteen bytes) for the rest.
+pub(crate) fn kernel_addr(addr: std::net::IpAddr) -> (u16, [u8; 16]) {
+    use secops_common::kernel::{AF_INET, AF_INET6};
+    match addr.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            (AF_INET, bytes)
+        }
+        std::net::IpAddr::V6(v6) => (AF_INET6, v6.octets()),
+    }
+}
 
 /// The file rules as the kernel holds them, and what reading the kernel's file events needs:
 /// the entries' paths and rule ids, and who each counter slot belongs to.

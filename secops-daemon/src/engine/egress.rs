@@ -10,8 +10,6 @@ use crate::policy::{Egress, EgressTarget, Unlisted};
 
 use super::ActionRequest;
 
-const DNS_PORT: u16 = 53;
-
 pub struct EgressCheck {
     pub allowlist: Egress,
     pub allow_rule: Arc<str>,
@@ -22,6 +20,9 @@ pub struct EgressCheck {
     pub ask_reason: Arc<str>,
     pub allow_reason: Arc<str>,
     pub dns_reason: Arc<str>,
+    pub name_reason: Arc<str>,
+    pub unlisted_name_reason: Arc<str>,
+    pub ask_name_reason: Arc<str>,
 }
 
 /// The egress stage's opinion, as one more matched rule.
@@ -50,11 +51,22 @@ impl EgressCheck {
                 "destination is in the egress allowlist of agent {agent}"
             )),
             dns_reason: Arc::from(format!("DNS to a resolver configured for agent {agent}")),
+            name_reason: Arc::from(format!(
+                "the name is in the egress allowlist of agent {agent}"
+            )),
+            unlisted_name_reason: Arc::from(format!(
+                "the name is not in the egress allowlist of agent {agent}"
+            )),
+            ask_name_reason: Arc::from(format!(
+                "the name is not in the egress allowlist of agent {agent}, which asks a human about such destinations"
+            )),
         }
     }
 
     /// `None` for actions egress does not judge. UDP (`net:send`) may only reach the
-    /// configured resolvers; connections may reach the allowlist or a resolver's DNS port.
+    /// configured resolvers; connections may reach the allowlist or a resolver's DNS port;
+    /// a name may be resolved (`net:dns`) when an allowlist entry names it, exactly or by a
+    /// wildcard, whatever its ports.
     pub fn judge(
         &self,
         request: &ActionRequest<'_>,
@@ -63,12 +75,15 @@ impl EgressCheck {
         let is_send = match core {
             Some(CoreAction::NetConnect) => false,
             Some(CoreAction::NetSend) => true,
+            Some(CoreAction::NetDns) => return Some(self.judge_name(request.host)),
             _ => return None,
         };
-        let to_resolver = request.port == Some(DNS_PORT)
-            && request
-                .addr
-                .is_some_and(|a| self.allowlist.dns_resolvers.contains(&a));
+        let to_resolver = request.addr.is_some_and(|a| {
+            self.allowlist
+                .dns_resolvers
+                .iter()
+                .any(|r| r.ip() == a && Some(r.port()) == request.port)
+        });
         if to_resolver {
             return Some(EgressOutcome {
                 verdict: Verdict::Allow,
@@ -99,6 +114,40 @@ impl EgressCheck {
                 reason: &self.ask_reason,
             },
         })
+    }
+
+    fn judge_name(&self, host: Option<&str>) -> EgressOutcome<'_> {
+        let listed = host.is_some_and(|h| {
+            self.allowlist
+                .allow
+                .iter()
+                .any(|entry| match &entry.target {
+                    EgressTarget::Host(pattern) => pattern.matches(h),
+                    EgressTarget::Cidr(_) => false,
+                })
+        });
+        if listed {
+            return EgressOutcome {
+                verdict: Verdict::Allow,
+                risk: RiskLevel::Low,
+                rule: &self.allow_rule,
+                reason: &self.name_reason,
+            };
+        }
+        match self.allowlist.unlisted {
+            Unlisted::Deny => EgressOutcome {
+                verdict: Verdict::Deny,
+                risk: RiskLevel::High,
+                rule: &self.deny_rule,
+                reason: &self.unlisted_name_reason,
+            },
+            Unlisted::Escalate => EgressOutcome {
+                verdict: Verdict::Escalate,
+                risk: RiskLevel::High,
+                rule: &self.ask_rule,
+                reason: &self.ask_name_reason,
+            },
+        }
     }
 
     fn allows(&self, addr: Option<IpAddr>, host: Option<&str>, port: Option<u16>) -> bool {

@@ -426,6 +426,37 @@ fn unlisted_destinations_can_ask_a_human_but_hard_rules_still_deny() {
 }
 
 #[test]
+fn names_resolve_when_an_allowlist_entry_names_them_whatever_its_ports() {
+    let e = engine(EGRESS);
+    let dns = |host: &'static str| {
+        let mut ask = Ask::new(&e, "a", "net:dns");
+        ask.host = Some(host);
+        ask.decide()
+    };
+    let d = dns("api.example.com");
+    assert_eq!(
+        (d.verdict, d.rule_id.as_deref()),
+        (Verdict::Allow, Some("egress.a"))
+    );
+    assert_eq!(dns("API.Example.com.").verdict, Verdict::Allow);
+    let d = dns("example.com");
+    assert_eq!(
+        (d.verdict, d.rule_id.as_deref()),
+        (Verdict::Deny, Some("egress.a.default-deny")),
+        "a wildcard is not its parent"
+    );
+    assert!(d.reason.contains("name is not in the egress allowlist"));
+    assert_eq!(dns("c2VjcmV0.attacker.test").verdict, Verdict::Deny);
+    let asking = engine(&EGRESS.replace(
+        "    dns_resolvers: [127.0.0.53,",
+        "    unlisted: escalate\n    dns_resolvers: [127.0.0.53,",
+    ));
+    let mut ask = Ask::new(&asking, "a", "net:dns");
+    ask.host = Some("new.test");
+    assert_eq!(ask.verdict(), Verdict::Escalate);
+}
+
+#[test]
 fn egress_allowlists_are_default_deny() {
     let e = engine(EGRESS);
     let connect = |addr: &str, port: u16| Ask::new(&e, "a", "net:connect").to(addr, port).verdict();

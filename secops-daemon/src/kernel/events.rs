@@ -10,7 +10,7 @@ use aya::maps::{Map, MapData, RingBuf};
 use secops_common::kernel::{
     Event, EventHeader, GrantKey, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT, EVENT_GRANT,
     EVENT_LSM, EVENT_NET, EVENT_RENAME, EVENT_UNLINK, GRANT_ONE_SHOT, MAP_EVENTS, NET_CONNECT,
-    NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY, VERDICT_ESCALATE,
+    NET_DNS_LISTENER, NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY, VERDICT_ESCALATE,
 };
 use secops_common::Verdict;
 use tokio::io::unix::AsyncFd;
@@ -200,6 +200,9 @@ pub enum KernelEvent {
         /// IPv4-mapped IPv6 destinations are reported as the IPv4 address.
         addr: IpAddr,
         port: u16,
+        /// The destination is one of the daemon's DNS listeners, which an agent reaches only
+        /// through the redirect of its port-53 traffic (not its allowlist).
+        dns_listener: bool,
     },
     /// A BPF LSM program denied something (the syscall got EPERM).
     Lsm { meta: EventMeta, denial: LsmDenial },
@@ -348,6 +351,7 @@ pub fn parse_event(record: &[u8]) -> Result<KernelEvent> {
                 protocol: b.protocol,
                 addr,
                 port: b.port,
+                dns_listener: b.reason == NET_DNS_LISTENER,
             }
         }
         EVENT_LSM => {
@@ -607,7 +611,9 @@ mod tests {
                 addr,
                 port,
                 protocol,
+                dns_listener,
             } => {
+                assert!(!dns_listener);
                 assert_eq!(meta.verdict, Verdict::Deny);
                 assert_eq!(hook, NetHook::Connect);
                 assert_eq!(addr, IpAddr::V4(Ipv4Addr::LOCALHOST));

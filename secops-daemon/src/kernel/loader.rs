@@ -86,6 +86,8 @@ const PROGRAMS: &[ProgramSpec] = &[
     sock(names::CONNECT6),
     sock(names::SENDMSG4),
     sock(names::SENDMSG6),
+    sock(names::RECVMSG4),
+    sock(names::RECVMSG6),
     tp("exec", names::EXEC, "sched", "sched_process_exec"),
     tp("exec", names::EXIT, "sched", "sched_process_exit"),
     tp("files", names::UNLINKAT, "syscalls", "sys_enter_unlinkat"),
@@ -588,7 +590,7 @@ impl Kernel {
             .map_err(|e| KernelError::program("finding", spec.program, e))
     }
 
-    /// Attaches the four egress programs to the secops root cgroup `root_cgroup`: every
+    /// Attaches the six egress programs (connect, sendmsg and recvmsg, v4 and v6) to the secops root cgroup `root_cgroup`: every
     /// cgroup below it is covered, and the agents map decides whose connections are judged.
     pub fn attach_egress(&mut self, root_cgroup: &Path) -> Result<Vec<(&'static str, Attached)>> {
         let result = self.attach_egress_programs(root_cgroup);

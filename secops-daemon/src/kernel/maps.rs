@@ -10,9 +10,10 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
 use aya::Pod;
 use secops_common::kernel::{
-    Agent, AncestorKey, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue,
-    EgressValue, Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS,
-    MAP_CGROUP_ANCESTORS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS,
+    Agent, AncestorKey, Config, DnsOrigin, Egress4Key, Egress6Key, EgressAllowedKey,
+    EgressAllowedValue, EgressValue, Grant, GrantKey, InodeKey, InodeRule, NameKey, NameValue,
+    AF_INET, MAPS, MAP_AGENTS, MAP_CGROUP_ANCESTORS, MAP_CONFIG, MAP_DNS_LISTENERS,
+    MAP_DNS_ORIGINS, MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EGRESS_NAMES, MAP_EVENTS,
     MAP_FILE_COUNTS, MAP_GRANTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_ROOT_CGROUP,
     MAP_STATS, STATS_LEN, STATS_SUBS,
 };
@@ -43,6 +44,8 @@ impl Contract for EgressAllowedValue {}
 impl Contract for GrantKey {}
 impl Contract for Grant {}
 impl Contract for AncestorKey {}
+impl Contract for NameKey {}
+impl Contract for NameValue {}
 
 // SAFETY: see `Contract`: plain old data, no padding the kernel would not also see.
 unsafe impl<T: Contract> Pod for P<T> {}
@@ -104,6 +107,13 @@ pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
             MapType::Hash,
             s(size_of::<GrantKey>()),
             s(size_of::<Grant>()),
+        ),
+        MAP_DNS_LISTENERS => (MapType::Hash, 2, 4),
+        MAP_DNS_ORIGINS => (MapType::LruHash, 8, s(size_of::<DnsOrigin>())),
+        MAP_EGRESS_NAMES => (
+            MapType::Hash,
+            s(size_of::<NameKey>()),
+            s(size_of::<NameValue>()),
         ),
         _ => return None,
     })
@@ -247,6 +257,7 @@ pub struct KernelMaps {
     protected_pids: HashMap<MapData, u32, u32>,
     file_counts: FileCounters,
     grants: HashMap<MapData, P<GrantKey>, P<Grant>>,
+    dns_listeners: HashMap<MapData, u16, u32>,
 }
 
 /// Allowed file operations under one counter slot (an agent and a low-risk rule), counted
@@ -381,7 +392,32 @@ impl KernelMaps {
                 .map_err(conv(MAP_PROTECTED_PIDS))?,
             file_counts: FileCounters::map(pin_dir)?,
             grants: HashMap::try_from(open_map(pin_dir, MAP_GRANTS)?).map_err(conv(MAP_GRANTS))?,
+            dns_listeners: HashMap::try_from(open_map(pin_dir, MAP_DNS_LISTENERS)?)
+                .map_err(conv(MAP_DNS_LISTENERS))?,
         })
+    }
+
+    /// The daemon's DNS listener ports agents may not address (port -> agent index), as
+    /// pinned: a restarted daemon listens on the same ports again where it can.
+    pub fn dns_listeners(&self) -> Result<Vec<(u16, u32)>> {
+        self.dns_listeners
+            .iter()
+            .map(|r| r.map_err(|e| KernelError::map(MAP_DNS_LISTENERS, "iterating", e)))
+            .collect()
+    }
+
+    /// Marks `port` as a DNS listener of the daemon (for agent `agent_index`).
+    pub fn add_dns_listener(&mut self, port: u16, agent_index: u32) -> Result<()> {
+        self.dns_listeners
+            .insert(port, agent_index, 0)
+            .map_err(|e| KernelError::map(MAP_DNS_LISTENERS, "writing", e))
+    }
+
+    pub fn remove_dns_listener(&mut self, port: u16) -> Result<()> {
+        match self.dns_listeners.remove(&port) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(KernelError::map(MAP_DNS_LISTENERS, "removing", e)),
+        }
     }
 
     /// Makes the inode entries exactly `entries`: writes every entry first (changed ones
@@ -781,4 +817,67 @@ fn drain<K: Contract, V: Contract>(map: &MapData, name: &'static str) -> Result<
         drained.push((key, value));
     }
     Ok(drained)
+}
+
+/// `secops_egress_names`, opened on its own: the DNS resolver's thread writes the addresses
+/// its answers allow without taking the lock the rest of the kernel maps are behind (a
+/// reload holds that one while it compiles file rules).
+pub struct NamesMap {
+    map: HashMap<MapData, P<NameKey>, P<NameValue>>,
+}
+
+impl std::fmt::Debug for NamesMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamesMap").finish()
+    }
+}
+
+impl NamesMap {
+    pub fn open(pin_dir: &Path) -> Result<NamesMap> {
+        check_pinned_maps(pin_dir)?;
+        let map = HashMap::try_from(open_map(pin_dir, MAP_EGRESS_NAMES)?)
+            .map_err(|e| KernelError::map(MAP_EGRESS_NAMES, "opening pinned map", e))?;
+        Ok(NamesMap { map })
+    }
+
+    pub fn set(&mut self, key: &NameKey, value: &NameValue) -> Result<()> {
+        self.map
+            .insert(P(*key), P(*value), 0)
+            .map_err(|e| KernelError::map(MAP_EGRESS_NAMES, "writing", e))
+    }
+
+    pub fn remove(&mut self, key: &NameKey) -> Result<()> {
+        match self.map.remove(&P(*key)) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(KernelError::map(MAP_EGRESS_NAMES, "removing", e)),
+        }
+    }
+
+    /// Removes every entry; returns how many there were. A starting daemon does this: it
+    /// cannot tell which name an entry an earlier daemon made came from, so it could not
+    /// take it back when the policy changes.
+    pub fn clear(&mut self) -> Result<usize> {
+        let keys: Vec<NameKey> = self
+            .map
+            .keys()
+            .map(|k| {
+                k.map(|k| k.0)
+                    .map_err(|e| KernelError::map(MAP_EGRESS_NAMES, "iterating", e))
+            })
+            .collect::<Result<_>>()?;
+        for key in &keys {
+            self.remove(key)?;
+        }
+        Ok(keys.len())
+    }
+
+    pub fn entries(&self) -> Result<Vec<(NameKey, NameValue)>> {
+        self.map
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| (k.0, v.0))
+                    .map_err(|e| KernelError::map(MAP_EGRESS_NAMES, "iterating", e))
+            })
+            .collect()
+    }
 }

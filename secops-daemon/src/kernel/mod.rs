@@ -37,5 +37,5 @@ pub use families::{verifier_error_line, Family, FamilyFailure, FamilyState};
 pub use loader::{
     unpin_all, AncestorLookup, Attached, Kernel, LoadOptions, DEFAULT_RING_BUFFER_BYTES,
 };
-pub use maps::{AllowedEgress, EgressUpdate, FileCount, KernelMaps, LostCounts};
+pub use maps::{AllowedEgress, EgressUpdate, FileCount, KernelMaps, LostCounts, NamesMap};
 pub use probe::{ancestor_helper_in_tracing, probe, Capabilities, Capability};

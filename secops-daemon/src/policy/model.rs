@@ -3,7 +3,7 @@
 
 use crate::scan::ResponsePolicy;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -176,10 +176,23 @@ impl Selectors {
 #[derive(Debug, Clone, Default)]
 pub struct Egress {
     pub allow: Vec<EgressEntry>,
-    pub dns_resolvers: Vec<IpAddr>,
+    /// Address and port (53 unless the policy says otherwise); IPv4-mapped addresses as IPv4.
+    pub dns_resolvers: Vec<SocketAddr>,
     /// Destinations outside the allowlist: denied, or escalated (denied by the kernel until
     /// a human approves that destination).
     pub unlisted: Unlisted,
+    /// The answer to a DNS query secops' resolver refuses.
+    pub dns_refusal: DnsRefusal,
+}
+
+/// How secops' resolver answers a query it will not forward.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DnsRefusal {
+    /// RCODE 5: the resolver will not answer this (the name may well exist).
+    #[default]
+    Refused,
+    /// RCODE 3: as if the name did not exist (some clients stop retrying sooner).
+    NxDomain,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -194,6 +207,8 @@ pub struct EgressEntry {
     pub target: EgressTarget,
     /// Empty: every port.
     pub ports: Vec<PortRange>,
+    /// DNS query types (their codes) the name may be asked about besides A and AAAA.
+    pub dns_types: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]

@@ -138,11 +138,15 @@ pub struct SelectorSpec {
 pub struct EgressSpec {
     #[serde(default)]
     pub allow: Vec<EgressEntrySpec>,
-    /// DNS resolvers the agent may send UDP to (port 53). All other UDP is denied.
+    /// The agent's DNS resolvers, `ADDR` (port 53) or `ADDR:PORT` (`[V6]:PORT`): the
+    /// upstreams secops' resolver forwards the agent's allowed names to (or, where the DNS
+    /// layer is not active, the only UDP destinations the agent may reach).
     #[serde(default)]
     pub dns_resolvers: Vec<String>,
     /// `deny` (default) or `escalate`: what destinations outside the allowlist get.
     pub unlisted: Option<Verdict>,
+    /// What a refused DNS query is answered with: `refused` (default) or `nxdomain`.
+    pub dns_refusal: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +156,9 @@ pub struct EgressEntrySpec {
     pub host: Option<String>,
     /// All ports when absent.
     pub ports: Option<Vec<serde_yaml::Value>>,
+    /// DNS query types the name may be asked about beyond A and AAAA (`TXT`, `MX`, ...);
+    /// host entries only.
+    pub dns_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

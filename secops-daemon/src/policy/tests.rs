@@ -169,6 +169,47 @@ fn bad_cidrs_hosts_and_ports_name_the_entry() {
         "not an IP",
     );
     assert_error(
+        &format!("{AGENT}egress:\n  coder:\n    dns_resolvers: [\"10.0.0.2:0\"]\n"),
+        6,
+        21,
+        "egress.coder.dns_resolvers[0]",
+        "an address and a port",
+    );
+    assert_error(
+        &format!("{AGENT}egress:\n  coder:\n    dns_refusal: drop\n"),
+        6,
+        18,
+        "egress.coder.dns_refusal",
+        "`refused` (the default) or `nxdomain`",
+    );
+    assert_error(
+        &format!(
+            "{AGENT}egress:\n  coder:\n    allow:\n      - {{host: x.test, dns_types: [TXT, ANY]}}\n"
+        ),
+        7,
+        41,
+        "egress.coder.allow[0].dns_types[1]",
+        "meta query",
+    );
+    assert_error(
+        &format!(
+            "{AGENT}egress:\n  coder:\n    allow:\n      - {{host: x.test, dns_types: [TXTT]}}\n"
+        ),
+        7,
+        36,
+        "egress.coder.allow[0].dns_types[0]",
+        "not a DNS record type",
+    );
+    assert_error(
+        &format!(
+            "{AGENT}egress:\n  coder:\n    allow:\n      - {{cidr: 10.0.0.0/8, dns_types: [TXT]}}\n"
+        ),
+        7,
+        39,
+        "egress.coder.allow[0].dns_types",
+        "needs a `host` entry",
+    );
+    assert_error(
         &format!("{AGENT}egress:\n  coder:\n    unlisted: allow\n"),
         6,
         15,

@@ -2,7 +2,7 @@
 //! is collected (an operator fixes a file in one pass, not one error per run).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use secops_common::{ActionRegistry, AutonomyLevel, Category, CoreAction, RiskLevel, Verdict};
 
@@ -10,8 +10,8 @@ use super::auto_lower;
 use super::error::PolicyError;
 use super::load::SourceFile;
 use super::model::{
-    Agent, AgentUser, Approvals, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule,
-    Selectors, Unlisted,
+    Agent, AgentUser, Approvals, Defaults, DnsRefusal, Egress, EgressEntry, EgressTarget, Origin,
+    Policy, Rule, Selectors, Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
 use super::schema::{EgressDefault, OnTimeout, SelectorSpec, UserSpec};
@@ -565,20 +565,54 @@ impl Validator<'_> {
                             }
                         }
                     }
+                    let mut dns_types = Vec::new();
+                    if let Some(list) = &entry.dns_types {
+                        if entry.host.is_none() {
+                            self.push(file.error(
+                                format!("{entry_at}.dns_types"),
+                                "`dns_types` needs a `host` entry: a CIDR has no name to ask about",
+                            ));
+                            ports_ok = false;
+                        }
+                        for (j, raw) in list.iter().enumerate() {
+                            match dns_type_code(raw) {
+                                Ok(code) => dns_types.push(code),
+                                Err(e) => {
+                                    self.push(file.error(format!("{entry_at}.dns_types[{j}]"), e));
+                                    ports_ok = false;
+                                }
+                            }
+                        }
+                    }
                     match target {
-                        Ok(target) if ports_ok => egress.allow.push(EgressEntry { target, ports }),
+                        Ok(target) if ports_ok => egress.allow.push(EgressEntry {
+                            target,
+                            ports,
+                            dns_types,
+                        }),
                         Ok(_) => {}
                         Err((field, e)) => self.push(file.error(field, e)),
                     }
                 }
                 for (k, raw) in spec.dns_resolvers.iter().enumerate() {
-                    match raw.parse::<IpAddr>() {
-                        Ok(addr) => egress.dns_resolvers.push(addr.to_canonical()),
-                        Err(_) => self.push(file.error(
+                    match parse_resolver(raw) {
+                        Some(addr) => egress.dns_resolvers.push(addr),
+                        None => self.push(file.error(
                             format!("{at}.dns_resolvers[{k}]"),
-                            format!("{raw:?} is not an IP address"),
+                            format!(
+                                "{raw:?} is not an IP address, or an address and a port \
+                                 (`10.0.0.2`, `10.0.0.2:5353`, `[fd00::2]:5353`)"
+                            ),
                         )),
                     }
+                }
+                match spec.dns_refusal.as_deref() {
+                    None | Some("refused") => {}
+                    Some("nxdomain") => egress.dns_refusal = DnsRefusal::NxDomain,
+                    Some(other) => self.push(file.error(
+                        format!("{at}.dns_refusal"),
+                        format!("{other:?}: use `refused` (the default) or `nxdomain`"),
+                    )),
                 }
                 match spec.unlisted {
                     None | Some(Verdict::Deny) => {}
@@ -811,4 +845,30 @@ fn check_home_glob(raw: &str) -> Result<PathPattern, String> {
         return Err("the root directory cannot be a home".to_owned());
     }
     PathPattern::parse(trimmed)
+}
+
+/// A resolver as the policy writes it: an address (port 53) or an address and a port.
+fn parse_resolver(raw: &str) -> Option<SocketAddr> {
+    let addr = match raw.parse::<IpAddr>() {
+        Ok(ip) => SocketAddr::new(ip, 53),
+        Err(_) => raw.parse::<SocketAddr>().ok()?,
+    };
+    (addr.port() != 0).then(|| SocketAddr::new(addr.ip().to_canonical(), addr.port()))
+}
+
+/// The code of a DNS query type a policy may allow for a name. Meta types (ANY, zone
+/// transfers, OPT) are not types of data: allowing them would allow everything.
+fn dns_type_code(raw: &str) -> Result<u16, String> {
+    use hickory_proto::rr::RecordType;
+    let t: RecordType = raw
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a DNS record type (`TXT`, `MX`, `SRV`, ...)"))?;
+    match t {
+        RecordType::ANY | RecordType::AXFR | RecordType::IXFR | RecordType::OPT => Err(format!(
+            "{raw:?} is a meta query, not a type of record: it cannot be allowed"
+        )),
+        RecordType::Unknown(_) => Err(format!("{raw:?} is not a DNS record type")),
+        t => Ok(u16::from(t)),
+    }
 }

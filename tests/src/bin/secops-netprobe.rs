@@ -10,6 +10,14 @@
 //!                        events; the files need not exist), then `unlinks N done MICROS`
 //!   detach               fork, setsid, fork: the rest runs in a grandchild (double fork)
 //!   sleep MS             wait
+//!   lookup NAME:PORT     getaddrinfo(NAME) (the system's resolver library and resolv.conf),
+//!                        then connect(2) over TCP to its first address on PORT:
+//!                        `lookup NAME addrs A,B connect ok|errno E` or `lookup NAME error ...`
+//!   hold ADDR:PORT MS    connect(2) over TCP, wait MS, then send a byte and read one back
+//!                        (the connection outlives what allowed it): `hold ADDR ok|errno E`
+//!   dnsq NAME TYPE SERVER udp|udp-connected|tcp
+//!                        one DNS query, built here, to SERVER (ADDR:PORT): `dnsq NAME TYPE
+//!                        rcode N answers M` or `dnsq NAME TYPE errno E` (TYPE: a number)
 
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
@@ -44,6 +52,84 @@ fn connect_mapped(target: &str) -> std::io::Result<()> {
         Duration::from_secs(3),
     )
     .map(drop)
+}
+
+fn dns_reply(reply: &[u8]) -> std::io::Result<(u8, u16)> {
+    secops_host_tests::dns::reply(0x5ec0, reply)
+        .ok_or_else(|| std::io::Error::other("not the reply to the query"))
+}
+
+fn dnsq(name: &str, qtype: u16, server: &str, mode: &str) -> std::io::Result<(u8, u16)> {
+    use std::io::Read;
+    let server: SocketAddr = server
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("{e}")))?;
+    let query = secops_host_tests::dns::query(0x5ec0, name, qtype);
+    let timeout = Some(Duration::from_secs(3));
+    match mode {
+        "tcp" => {
+            let mut stream = TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
+            stream.set_read_timeout(timeout)?;
+            let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&query);
+            stream.write_all(&framed)?;
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len)?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            stream.read_exact(&mut reply)?;
+            dns_reply(&reply)
+        }
+        _ => {
+            let bind = if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let socket = UdpSocket::bind(bind)?;
+            socket.set_read_timeout(timeout)?;
+            let mut buf = [0u8; 4096];
+            if mode == "udp-connected" {
+                socket.connect(server)?;
+                socket.send(&query)?;
+                let n = socket.recv(&mut buf)?;
+                dns_reply(&buf[..n])
+            } else {
+                socket.send_to(&query, server)?;
+                let (n, from) = socket.recv_from(&mut buf)?;
+                // What a resolver library checks: the answer comes from the server asked.
+                if from != server {
+                    return Err(std::io::Error::other(format!(
+                        "answer from {from}, not {server}"
+                    )));
+                }
+                dns_reply(&buf[..n])
+            }
+        }
+    }
+}
+
+fn lookup(target: &str) -> String {
+    use std::net::ToSocketAddrs;
+    let (name, port) = target.rsplit_once(':').unwrap_or((target, "0"));
+    let port: u16 = port.parse().unwrap_or(0);
+    match (name, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+            let connect = match addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()) {
+                Some(a) => match TcpStream::connect_timeout(a, Duration::from_secs(3)) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::EPERM) => "errno EPERM".to_owned(),
+                        _ => format!("error {e}"),
+                    },
+                },
+                None => "none".to_owned(),
+            };
+            format!("lookup {name} addrs {} connect {connect}", shown.join(","))
+        }
+        Err(e) => format!("lookup {name} error {e}"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -97,6 +183,48 @@ fn main() -> ExitCode {
                     started.elapsed().as_micros()
                 );
                 i += 3;
+            }
+            "hold" => {
+                use std::io::Read;
+                let ms: u64 = args.get(i + 2).and_then(|m| m.parse().ok()).unwrap_or(0);
+                let result = target
+                    .parse::<SocketAddr>()
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+                    .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(3)))
+                    .and_then(|mut stream| {
+                        std::thread::sleep(Duration::from_millis(ms));
+                        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+                        stream.write_all(b"x")?;
+                        let mut back = [0u8; 1];
+                        stream.read_exact(&mut back)
+                    });
+                report(op, &target, result);
+                i += 3;
+            }
+            "lookup" => {
+                let line = lookup(&target);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+                i += 2;
+            }
+            "dnsq" => {
+                let qtype: u16 = args.get(i + 2).and_then(|t| t.parse().ok()).unwrap_or(1);
+                let server = args.get(i + 3).cloned().unwrap_or_default();
+                let mode = args.get(i + 4).cloned().unwrap_or_default();
+                let line = match dnsq(&target, qtype, &server, &mode) {
+                    Ok((rcode, answers)) => {
+                        format!("dnsq {target} {qtype} rcode {rcode} answers {answers}")
+                    }
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::EPERM) => format!("dnsq {target} {qtype} errno EPERM"),
+                        _ => format!("dnsq {target} {qtype} error {e}"),
+                    },
+                };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+                i += 5;
             }
             "sleep" => {
                 std::thread::sleep(Duration::from_millis(target.parse().unwrap_or(0)));

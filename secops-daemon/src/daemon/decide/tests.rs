@@ -37,6 +37,7 @@ egress:
   coder:
     allow:
       - {cidr: 10.0.0.0/8, ports: [443]}
+      - {host: \"*.pkg.test\", ports: [443]}
 ";
 
 struct TestContext {
@@ -196,6 +197,7 @@ fn every_door_records_the_same_shape_with_its_own_source() {
             rule_id: Some(Arc::from("no-etc")),
             reason: Arc::from("ticket #1 denied by a human"),
         }),
+        Door::Dns(dns_query("A", true)),
     ];
     for door in doors {
         let mut r = request(door, delete("/etc/passwd"));
@@ -212,7 +214,8 @@ fn every_door_records_the_same_shape_with_its_own_source() {
             Source::Api,
             Source::Parked,
             Source::Kernel,
-            Source::Approval
+            Source::Approval,
+            Source::Dns
         ]
     );
     for r in &records {
@@ -242,7 +245,7 @@ fn every_door_records_the_same_shape_with_its_own_source() {
         .reason
         .starts_with("refused before the call ran"));
     let metrics = f.ctx.metrics.encode(&Default::default());
-    for source in ["api", "parked", "kernel", "approval"] {
+    for source in ["api", "parked", "kernel", "approval", "dns"] {
         assert!(
             metrics.contains(&format!("source=\"{source}\",verdict=\"deny\"")),
             "no {source} decision counted:\n{metrics}"
@@ -251,6 +254,117 @@ fn every_door_records_the_same_shape_with_its_own_source() {
     assert!(
         metrics.contains("secops_decision_latency_seconds_count{source=\"parked\"}"),
         "parked calls have a latency: {metrics}"
+    );
+}
+
+fn dns_query(qtype: &str, type_allowed: bool) -> DnsQuery {
+    DnsQuery {
+        qtype: qtype.into(),
+        type_allowed,
+        type_rule: "egress.coder.dns-types".into(),
+        may_ask: true,
+        repeat: false,
+    }
+}
+
+fn name(host: &str) -> ResolvedAction {
+    let mut action = ResolvedAction::core(CoreAction::NetDns);
+    action.host = Some(host.into());
+    action
+}
+
+#[test]
+fn the_dns_door_answers_allowed_names_refuses_the_rest_and_folds_repeats() {
+    let f = fixture();
+    let allowed = f.decide(request(
+        Door::Dns(dns_query("AAAA", true)),
+        name("a.pkg.test"),
+    ));
+    assert_eq!(allowed.verdict(), Verdict::Allow);
+    assert!(allowed
+        .judged
+        .reason
+        .starts_with("AAAA answered: the name is in"));
+    assert_eq!(allowed.judged.rule_id.as_deref(), Some("egress.coder"));
+
+    let tunnel = f.decide(request(
+        Door::Dns(dns_query("A", true)),
+        name("c2VjcmV0.evil.test"),
+    ));
+    assert_eq!(tunnel.verdict(), Verdict::Deny);
+    assert_eq!(
+        tunnel.judged.rule_id.as_deref(),
+        Some("egress.coder.default-deny")
+    );
+    assert!(tunnel.judged.reason.starts_with("A refused, not forwarded"));
+
+    let txt = f.decide(request(
+        Door::Dns(dns_query("TXT", false)),
+        name("a.pkg.test"),
+    ));
+    assert_eq!(
+        txt.verdict(),
+        Verdict::Deny,
+        "an allowed name, a type the policy does not add"
+    );
+    assert_eq!(
+        txt.judged.rule_id.as_deref(),
+        Some("egress.coder.dns-types")
+    );
+
+    let mut repeat = dns_query("A", true);
+    repeat.repeat = true;
+    let again = f.decide(request(
+        Door::Dns(repeat.clone()),
+        name("c2VjcmV0.evil.test"),
+    ));
+    assert!(
+        matches!(again.recorded, Recorded::NotNeeded),
+        "recorded with its repeats later"
+    );
+    let mut records = f.records();
+    records.retain(|r| r.body.action != "sys:autonomy");
+    assert_eq!(records.len(), 3, "the repeat has no record of its own");
+    assert!(records.iter().all(|r| r.body.source == Source::Dns));
+    assert_eq!(records[0].body.object.as_ref().unwrap().value, "a.pkg.test");
+    // Two first denials reached auto_lower's 2; the repeat was not counted.
+    assert_eq!(*lock(&f.ctx.lowered), ["coder"]);
+    f.decide(request(Door::Dns(repeat), name("c2VjcmV0.evil.test")));
+    assert_eq!(lock(&f.ctx.lowered).len(), 1);
+
+    let aggregated = tunnel.judged.repeats_record(41, 1_000, 2_000, "");
+    assert_eq!(aggregated.ts_ns, 2_000);
+    assert!(
+        aggregated.reason.contains("; 41 more between"),
+        "{}",
+        aggregated.reason
+    );
+    assert_eq!(aggregated.source, Source::Dns);
+}
+
+#[test]
+fn a_dns_escalation_asks_a_human_only_while_there_is_room() {
+    let escalate = Decision {
+        verdict: Verdict::Escalate,
+        risk: RiskLevel::High,
+        rule_id: Some(Arc::from("egress.coder.unlisted")),
+        reason: Arc::from("not listed"),
+    };
+    let (verdict, _, reason) = dns_outcome(&dns_query("A", true), &escalate);
+    assert_eq!(verdict, Verdict::Escalate);
+    assert!(reason.contains("until a human approves"));
+    let mut full = dns_query("A", true);
+    full.may_ask = false;
+    let (verdict, rule, _) = dns_outcome(&full, &escalate);
+    assert_eq!(
+        (verdict, rule.as_deref()),
+        (Verdict::Deny, Some("egress.coder.unlisted"))
+    );
+    // A type the policy does not allow is never a question for a human.
+    let (verdict, rule, _) = dns_outcome(&dns_query("TXT", false), &escalate);
+    assert_eq!(
+        (verdict, rule.as_deref()),
+        (Verdict::Deny, Some("egress.coder.dns-types"))
     );
 }
 
