@@ -49,7 +49,7 @@ fn an_agent_in_a_cgroup_namespace_is_enforced_and_others_are_not() {
         "the namespace's root is its own cgroup: {cgroups}"
     );
     let policy = "version: 1\ndefaults:\n  egress: deny\n\
-                  agents:\n  - name: boxed\n    workspace: /tmp\n    autonomy: semi\n";
+                  agents:\n  - name: boxed\n    workspace: /tmp\n    user: root\n    autonomy: semi\n";
     let daemon = Daemon::start_in_namespace(
         &Binaries {
             secops: SECOPS.into(),

@@ -412,10 +412,30 @@ fn the_state_directory_and_the_audit_log_are_the_daemons_alone() {
     let state = daemon.dir.join("state");
     let private = |daemon: &Daemon| {
         assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
-        for file in ["audit.db", "approvals.db"] {
-            let mode = std::fs::metadata(state.join(file)).unwrap().mode() & 0o777;
-            assert_eq!(mode & 0o077, 0, "{file} is {mode:o}\n{}", daemon.log());
+        // Every file the daemon wrote there: the log's segments and head, its index, the
+        // approval queue, the keys, the state files.
+        let mut dirs = vec![state.clone()];
+        let mut files = 0;
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = std::fs::symlink_metadata(&path).unwrap();
+                if meta.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                files += 1;
+                let mode = meta.mode() & 0o777;
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "{} is {mode:o}\n{}",
+                    path.display(),
+                    daemon.log()
+                );
+            }
         }
+        assert!(files >= 3, "the log, the queue and the key are there");
     };
     private(&daemon);
     // A state directory someone opened up meanwhile is made private again at the next start.

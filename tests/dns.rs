@@ -130,7 +130,7 @@ impl Setup {
         let port = echo_listeners(&[[127, 0, 0, 1], [127, 0, 0, 2], [127, 0, 0, 3]]);
         let resolver = format!("\"127.0.0.1:{}\"", upstream.port);
         let policy = format!(
-            "version: 1\nagents:\n  - {{name: a, workspace: /tmp, autonomy: semi}}\n  - {{name: b, workspace: /tmp, autonomy: semi}}\n\
+            "version: 1\nagents:\n  - {{name: a, workspace: /tmp, user: root, autonomy: semi}}\n  - {{name: b, workspace: /tmp, user: root, autonomy: semi}}\n\
              egress:\n  a:\n    allow:\n\
              \x20     - {{host: pkg.test, ports: [{port}]}}\n\
              \x20     - {{host: a-only.test, ports: [{port}]}}\n\

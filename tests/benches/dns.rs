@@ -148,7 +148,7 @@ fn main() {
         false,
     );
     let policy = format!(
-        "version: 1\nagents:\n  - {{name: bench, workspace: /tmp, autonomy: semi}}\n\
+        "version: 1\nagents:\n  - {{name: bench, workspace: /tmp, user: root, autonomy: semi}}\n\
          egress:\n  bench:\n    allow:\n      - {{host: \"*.bench.test\", ports: [443]}}\n\
          \x20   dns_resolvers: [\"127.0.0.1:{}\"]\n",
         upstream.port
