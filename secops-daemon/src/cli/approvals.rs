@@ -11,6 +11,7 @@ use crate::time::format_ns;
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
     /// Tickets, newest first (open ones unless told otherwise).
+    #[command(after_help = "Example:\n  secops approvals list --all --limit 20")]
     List {
         #[command(flatten)]
         socket: SocketArg,
@@ -24,6 +25,7 @@ pub enum ApprovalsCommand {
         json: bool,
     },
     /// One ticket, whole.
+    #[command(after_help = "Example:\n  secops approvals show 17")]
     Show {
         id: u64,
         #[command(flatten)]
@@ -33,6 +35,9 @@ pub enum ApprovalsCommand {
     },
     /// Let the agent do it: the same action on the same object passes until the approval
     /// runs out. Hard-rule denials never reach the queue and cannot be approved.
+    #[command(
+        after_help = "Example:\n  secops approvals approve 17 --for 30m --reason 'cleanup the ticket asked for'"
+    )]
     Approve {
         id: u64,
         /// How long the approval lasts (e.g. 30s, 10m, 2h; at most 24h).
@@ -49,6 +54,7 @@ pub enum ApprovalsCommand {
         socket: SocketArg,
     },
     /// Refuse: the ticket is closed and the action stays escalated.
+    #[command(after_help = "Example:\n  secops approvals deny 17 --reason 'not in this sprint'")]
     Deny {
         id: u64,
         #[arg(long)]

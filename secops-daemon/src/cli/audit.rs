@@ -18,8 +18,10 @@ pub enum AuditCommand {
     /// Check the whole log: the hash chain record by record and every signed checkpoint.
     /// Reports the first record that was altered, deleted, inserted or reordered, a
     /// truncation, or a torn tail after a crash. Exits 1 if the log does not verify.
+    #[command(after_help = "Example:\n  secops audit verify")]
     Verify,
     /// Show the newest records.
+    #[command(after_help = "Example:\n  secops audit tail -n 50 --follow --agent coder")]
     Tail {
         /// How many records.
         #[arg(short = 'n', long, default_value_t = 20)]
@@ -34,6 +36,9 @@ pub enum AuditCommand {
         filter: FilterArgs,
     },
     /// Search the log.
+    #[command(
+        after_help = "Example:\n  secops audit query --agent coder --action 'fs:*' --verdict deny --since 1h"
+    )]
     Query {
         #[command(flatten)]
         filter: FilterArgs,
@@ -45,6 +50,9 @@ pub enum AuditCommand {
         json: bool,
     },
     /// Write records out for other tools.
+    #[command(
+        after_help = "Example:\n  secops audit export --format ocsf --since 24h -o /tmp/secops-ocsf.jsonl"
+    )]
     Export {
         /// `ocsf`: OCSF 1.7 JSON lines (File System 1001, Process 1007, Network 4001, ...).
         /// `jsonl`: secops' own records with their hashes.
