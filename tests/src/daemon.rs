@@ -17,6 +17,8 @@ pub struct Daemon {
     secops: PathBuf,
     probe: PathBuf,
     extra_args: Vec<String>,
+    /// A command the daemon (only the daemon) is started under, e.g. `setpriv ... --`.
+    wrapper: Vec<String>,
 }
 
 /// The binaries under test. Cargo tells only a package's tests and benches where its binaries
@@ -36,6 +38,17 @@ impl Daemon {
 
     /// Starts a daemon with extra `secops daemon` arguments (e.g. a ring buffer size).
     pub fn start_with(binaries: &Binaries, policy: &str, daemon_args: &[&str]) -> Daemon {
+        Daemon::start_under(binaries, policy, daemon_args, &[])
+    }
+
+    /// Starts the daemon under `wrapper` (a command and its arguments, before the daemon's:
+    /// `setpriv --bounding-set ... --`); the CLI commands the test runs are not wrapped.
+    pub fn start_under(
+        binaries: &Binaries,
+        policy: &str,
+        daemon_args: &[&str],
+        wrapper: &[&str],
+    ) -> Daemon {
         let name = unique_name();
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -47,6 +60,7 @@ impl Daemon {
             secops: binaries.secops.clone(),
             probe: binaries.probe.clone(),
             extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
         };
         daemon.spawn();
         daemon
@@ -72,8 +86,16 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = self
-            .secops()
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.secops);
+                c.arg("--state-dir").arg(self.dir.join("state"));
+                c
+            }
+            None => self.secops(),
+        };
+        let child = command
             .args(["--log", "info", "daemon", "--policy"])
             .arg(self.dir.join("policy.yaml"))
             .arg("--socket")

@@ -43,6 +43,7 @@ mod pipeline;
 mod services;
 mod start;
 mod state;
+mod systemd;
 mod timeouts;
 
 use std::path::Path;

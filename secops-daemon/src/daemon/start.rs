@@ -64,7 +64,9 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     });
     let services = Services::spawn(&shared, &writer, layers.reader)?;
     tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
+    super::systemd::notify("READY=1");
     shared.stopped().await;
+    super::systemd::notify("STOPPING=1");
     tracing::info!(
         "shutting down; programs and maps stay pinned in {}",
         options.pin_dir.display()
