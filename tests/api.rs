@@ -565,7 +565,7 @@ fn metrics_count_decisions_findings_and_losses_on_the_socket_and_loopback() {
         "secops_decisions_total{source=\"api\",verdict=\"allow\",action=\"vcs:push\",agent=\"web\"} 1",
         "secops_decision_latency_seconds_bucket{",
         "secops_kernel_events_lost_total ",
-        "secops_approval_tickets_open 0",
+        "secops_approval_tickets{state=\"open\"} 0",
         "secops_scan_findings_total{category=\"aws_access_key\"} 1",
     ] {
         assert!(text.contains(want), "metrics lack {want:?}:\n{text}");

@@ -353,6 +353,28 @@ impl TicketStore {
             .map_err(|e| self.db(e))
     }
 
+    /// How many tickets the queue holds in each status (statuses without any are left out).
+    pub fn count_by_status(&self) -> Result<Vec<(TicketStatus, u64)>, TicketError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT status, count(*) FROM tickets GROUP BY status")
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.db(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (status, n) = row.map_err(|e| self.db(e))?;
+            let status = status.parse().map_err(|e| TicketError::Corrupt {
+                path: self.path.clone(),
+                id: 0,
+                why: format!("status: {e}"),
+            })?;
+            out.push((status, n as u64));
+        }
+        Ok(out)
+    }
+
     /// Records a human's decision on an open ticket.
     pub fn decide(
         &mut self,
@@ -481,6 +503,7 @@ mod tests {
         let t = s.get(a).unwrap();
         assert_eq!((t.count, t.first_seen_ns, t.last_seen_ns), (2, 10, 20));
         assert_eq!(s.open_count().unwrap(), 3);
+        assert_eq!(s.count_by_status().unwrap(), [(TicketStatus::Open, 3)]);
 
         let grant = Decided::Approve {
             grant: Duration::from_nanos(100),

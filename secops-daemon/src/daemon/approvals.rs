@@ -126,6 +126,8 @@ impl Shared {
             _ => return Err(DecideError::NotQueued),
         }
         self.decided.publish(ticket.id, ticket.status);
+        self.metrics
+            .ticket_decided(ticket.status, by.name == crate::approvals::TIMEOUT_DECIDER);
         Ok(ticket)
     }
 }

@@ -425,7 +425,7 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
             return Ok(());
         }
     }
-    let (id, _joined) = tickets.escalated(&NewTicket {
+    let (id, joined) = tickets.escalated(&NewTicket {
         agent: &agent,
         action: &action,
         object: &object,
@@ -436,6 +436,10 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
         now_ns: now,
         object_inode: judged.request.inode,
     })?;
+    drop(tickets);
+    if !joined {
+        ctx.metrics().ticket_opened(judged.request.door.source());
+    }
     judged.ticket = Some(id);
     Ok(())
 }

@@ -235,7 +235,10 @@ fn every_door_records_the_same_shape_with_its_own_source() {
         .body
         .reason
         .starts_with("refused before the call ran"));
-    let metrics = f.ctx.metrics.encode(&Default::default());
+    let metrics = f.ctx.metrics.encode(
+        &Default::default(),
+        crate::daemon::metrics::Exposition::OpenMetrics,
+    );
     for source in ["api", "parked", "kernel", "approval"] {
         assert!(
             metrics.contains(&format!("source=\"{source}\",verdict=\"deny\"")),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::super::approvals::{DecideError, Decider};
 use super::super::decide::{decide_async, Door, NoAnswer, Request};
-use super::super::metrics::Snapshot;
+use super::super::metrics::{AgentSnapshot, Exposition, Snapshot};
 use super::super::state::{lock, Shared};
 use super::body::{read_json, read_json_or_empty};
 use super::control;
@@ -574,38 +574,64 @@ fn decider(caller: &Caller) -> Decider {
     }
 }
 
-async fn metrics_admin(state: Api, Extension(caller): Who) -> Response {
+async fn metrics_admin(
+    state: Api,
+    Extension(caller): Who,
+    headers: axum::http::HeaderMap,
+) -> Response {
     if let Err(e) = caller.require_admin() {
         return e.into_response();
     }
-    metrics(state).await
+    metrics(state, headers).await
 }
 
-async fn metrics(State(state): Api) -> Response {
-    // A queue that cannot be read keeps the gauge's last value rather than reporting it empty.
-    let open_tickets = match with_tickets(&state.shared, |store| store.open_count()).await {
-        Ok(Ok(n)) => Some(n),
+async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response {
+    let format = Exposition::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    // A queue that cannot be read keeps the gauges' last values rather than reporting it
+    // empty.
+    let tickets = match with_tickets(&state.shared, |store| store.count_by_status()).await {
+        Ok(Ok(counts)) => Some(counts),
         Ok(Err(e)) => {
-            tracing::warn!("metrics: counting open tickets: {e}");
+            tracing::warn!("metrics: counting tickets: {e}");
             None
         }
         Err(e) => {
-            tracing::warn!("metrics: counting open tickets: {}", e.message);
+            tracing::warn!("metrics: counting tickets: {}", e.message);
             None
         }
     };
+    // The agents' cgroup files are read on the blocking pool, like the queue.
+    let shared = state.shared.clone();
+    let agents = tokio::task::spawn_blocking(move || shared.status().agents)
+        .await
+        .unwrap_or_default();
     let counters = &state.shared.counters;
     let snapshot = Snapshot {
         events_received: counters.received.load(std::sync::atomic::Ordering::Relaxed),
         events_lost: counters.lost.load(std::sync::atomic::Ordering::Relaxed),
-        open_tickets,
+        tickets,
+        layers: state
+            .shared
+            .capabilities
+            .iter()
+            .map(|c| (c.name.clone(), c.active))
+            .collect(),
+        agents: agents
+            .into_iter()
+            .map(|a| AgentSnapshot {
+                autonomy: a
+                    .autonomy
+                    .parse()
+                    .unwrap_or(secops_common::AutonomyLevel::Locked),
+                name: a.name,
+                frozen: a.frozen,
+                processes: a.processes,
+            })
+            .collect(),
     };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.shared.metrics.encode(&snapshot),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.shared.metrics.encode(&snapshot, format),
     )
         .into_response()
 }
