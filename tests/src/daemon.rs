@@ -95,6 +95,13 @@ impl Daemon {
             }
             None => self.secops(),
         };
+        // Its own (missing: none) notifications file unless the test gives one, never the
+        // machine's.
+        let mut notifications = Vec::new();
+        if !self.extra_args.iter().any(|a| a == "--notifications") {
+            notifications.push(std::ffi::OsString::from("--notifications"));
+            notifications.push(self.dir.join("notifications.yaml").into_os_string());
+        }
         let child = command
             .args(["--log", "info", "daemon", "--policy"])
             .arg(self.dir.join("policy.yaml"))
@@ -104,6 +111,7 @@ impl Daemon {
             .arg(self.pin_dir())
             .args(["--cgroup-root", &self.name])
             .args(&self.extra_args)
+            .args(&notifications)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -87,6 +87,13 @@ pub fn build(binary: &Path, workspace: &Path, out: &Path) -> Result<PathBuf> {
         install(&from, &dest, 0o644)?;
         conffiles.push(to);
     }
+    let notifications = PathBuf::from("/etc/secops/notifications.yaml");
+    install(
+        &packaging.join("notifications.yaml"),
+        &stage.join("etc/secops/notifications.yaml"),
+        0o644,
+    )?;
+    conffiles.push(notifications);
     install(
         &packaging.join("secops.service"),
         &stage.join("lib/systemd/system/secops.service"),

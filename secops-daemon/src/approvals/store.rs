@@ -51,7 +51,15 @@ pub struct Ticket {
     /// (kernel device encoding, inode): what a kernel grant for a file names.
     #[serde(default)]
     pub object_inode: Option<(u32, u64)>,
+    /// The command line of the process that escalated, as `/proc` showed it when the ticket
+    /// was opened (arguments joined by spaces, cut at [`MAX_COMMAND_CHARS`]); `None` when the
+    /// process had gone or the door had none.
+    #[serde(default)]
+    pub command: Option<String>,
 }
+
+/// The longest command line a ticket keeps.
+pub const MAX_COMMAND_CHARS: usize = 512;
 
 /// What an escalation says about itself.
 #[derive(Clone, Debug)]
@@ -67,6 +75,8 @@ pub struct NewTicket<'a> {
     /// The file object as resolved when it was escalated (see [`Ticket::object_inode`]); a
     /// repeat updates it, so an approval names the file the agent last tried.
     pub object_inode: Option<(u32, u64)>,
+    /// The escalating process's command line (see [`Ticket::command`]).
+    pub command: Option<&'a str>,
 }
 
 /// A human's decision.
@@ -120,7 +130,8 @@ CREATE TABLE IF NOT EXISTS tickets (
     grant_until_ns INTEGER,
     grant_once INTEGER NOT NULL DEFAULT 0,
     object_dev INTEGER,
-    object_ino INTEGER
+    object_ino INTEGER,
+    command TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket
     ON tickets (agent, action, object) WHERE status = 'open';
@@ -130,13 +141,14 @@ CREATE INDEX IF NOT EXISTS grants
 
 const COLUMNS: &str = "id, agent, action, object, risk, rule_id, reason, source, status, \
     first_seen_ns, last_seen_ns, count, decided_by, decided_at_ns, decision_reason, grant_until_ns, \
-    grant_once, object_dev, object_ino";
+    grant_once, object_dev, object_ino, command";
 
 /// Columns added after the first release, for queues made by an older daemon.
 const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("grant_once", "INTEGER NOT NULL DEFAULT 0"),
     ("object_dev", "INTEGER"),
     ("object_ino", "INTEGER"),
+    ("command", "TEXT"),
 ];
 
 impl TicketStore {
@@ -211,8 +223,9 @@ impl TicketStore {
             None => {
                 tx.execute(
                     "INSERT INTO tickets (agent, action, object, risk, rule_id, reason, source,
-                         status, first_seen_ns, last_seen_ns, count, object_dev, object_ino)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, 1, ?9, ?10)",
+                         status, first_seen_ns, last_seen_ns, count, object_dev, object_ino,
+                         command)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, 1, ?9, ?10, ?11)",
                     params![
                         t.agent,
                         t.action,
@@ -223,7 +236,8 @@ impl TicketStore {
                         t.source.as_str(),
                         t.now_ns,
                         t.object_inode.map(|(dev, _)| dev),
-                        t.object_inode.map(|(_, ino)| ino as i64)
+                        t.object_inode.map(|(_, ino)| ino as i64),
+                        t.command
                     ],
                 )
                 .map_err(|e| TicketError::Db {
@@ -457,6 +471,7 @@ impl TicketStore {
             grant_until_ns: r.get(15).map_err(|e| self.db(e))?,
             grant_once: r.get(16).map_err(|e| self.db(e))?,
             object_inode,
+            command: r.get(19).map_err(|e| self.db(e))?,
         })
     }
 }
@@ -476,6 +491,7 @@ mod tests {
             source: Source::Api,
             now_ns,
             object_inode: None,
+            command: Some("git push --force"),
         }
     }
 

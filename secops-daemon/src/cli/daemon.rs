@@ -79,6 +79,15 @@ pub struct DaemonArgs {
     /// address, e.g. 127.0.0.1:9464. On the socket, /metrics is for admins.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Webhooks told when an approval ticket is opened or decided (YAML: `webhooks: [{url,
+    /// format: json|slack, secret_file, events, timeout, retries, backoff}]`). Read at start;
+    /// none when the file does not exist; one that does not parse stops the daemon.
+    #[arg(
+        long,
+        env = "SECOPS_NOTIFICATIONS",
+        default_value = "/etc/secops/notifications.yaml"
+    )]
+    pub notifications: PathBuf,
     #[command(flatten)]
     pub kernel: KernelPlaceArgs,
     /// Size of the event ring buffer in KiB (a power of two, at least 4). An adopted, pinned
@@ -163,6 +172,7 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
             max_scan_bytes: args.api_max_scan_bytes,
         },
         metrics_listen: args.metrics_listen,
+        notifications: args.notifications,
         pin_dir: args.kernel.pin_dir,
         cgroup_root: args.kernel.cgroup_root,
         ring_buffer_bytes,

@@ -25,6 +25,7 @@ use secops_common::{CoreAction, RiskLevel, Verdict};
 
 use super::control::ControlError;
 use super::metrics::Metrics;
+use super::process::command_line;
 use super::state::{lock, Shared};
 use crate::api::action::ResolvedAction;
 use crate::api::AutonomyChange;
@@ -32,6 +33,7 @@ use crate::approvals::{NewTicket, TicketError, TicketStore};
 use crate::audit::{AuditObject, AuditWriter, CommitTicket, NewRecord, ObjectKind, Source};
 use crate::enforce::BUILTIN_RULE_ID;
 use crate::engine::{Decision, Engine};
+use crate::notify::{EventKind, TicketEvent};
 use crate::time::now_ns;
 
 /// What the decision path needs from the daemon: the engine in force, the approval queue, the
@@ -45,6 +47,8 @@ pub(crate) trait Context: Send + Sync + 'static {
     fn note_denial(&self, agent: &str) -> bool;
     /// Lowers `agent` one step, in the engine and the kernel. Blocking.
     fn auto_lower(&self, agent: &str) -> Result<Option<AutonomyChange>, ControlError>;
+    /// Tells the people watching that a ticket was opened or decided. Never blocks.
+    fn notify(&self, event: TicketEvent);
 }
 
 impl Context for Shared {
@@ -66,6 +70,10 @@ impl Context for Shared {
 
     fn auto_lower(&self, agent: &str) -> Result<Option<AutonomyChange>, ControlError> {
         Shared::auto_lower(self, agent)
+    }
+
+    fn notify(&self, event: TicketEvent) {
+        self.notifier.send(&event);
     }
 }
 
@@ -435,10 +443,21 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
         source: judged.request.door.source(),
         now_ns: now,
         object_inode: judged.request.inode,
+        command: command_line(judged.request.actor.pid).as_deref(),
     })?;
+    // A new ticket is announced once, here, whichever door opened it.
+    let opened = (!joined).then(|| tickets.get(id));
     drop(tickets);
-    if !joined {
-        ctx.metrics().ticket_opened(judged.request.door.source());
+    match opened {
+        Some(Ok(ticket)) => {
+            ctx.metrics().ticket_opened(judged.request.door.source());
+            ctx.notify(TicketEvent {
+                kind: EventKind::Opened,
+                ticket,
+            });
+        }
+        Some(Err(e)) => tracing::error!(ticket = id, "reading the ticket just opened: {e}"),
+        None => {}
     }
     judged.ticket = Some(id);
     Ok(())

@@ -98,6 +98,11 @@ struct TicketDecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceOnly {
     source: &'static str,
 }
@@ -130,6 +135,8 @@ pub(crate) struct Snapshot {
     /// Each layer's name and whether it is active.
     pub(crate) layers: Vec<(String, bool)>,
     pub(crate) agents: Vec<AgentSnapshot>,
+    /// Webhook notifications by result (delivered, retried, failed, dropped).
+    pub(crate) notifications: Vec<(&'static str, u64)>,
 }
 
 /// How `/metrics` is written.
@@ -176,6 +183,7 @@ pub(crate) struct Metrics {
     agent_processes: Family<AgentLabel, Gauge>,
     kill_switch: Family<KillSwitchLabels, Counter>,
     autonomy_changes: Family<AutonomyChangeLabels, Counter>,
+    notifications: Family<ResultLabel, Counter>,
     /// Serializes reads: copying the snapshot in and encoding must not interleave.
     encode_lock: Mutex<()>,
 }
@@ -292,6 +300,12 @@ impl Metrics {
             "Autonomy changes, by agent and by whom (person, automatic)",
             autonomy_changes.clone(),
         );
+        let notifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Webhook notifications of tickets, by result: delivered, retried (an attempt failed and is tried again), failed (given up), dropped (the queue was full)",
+            notifications.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -310,6 +324,7 @@ impl Metrics {
             agent_processes,
             kill_switch,
             autonomy_changes,
+            notifications,
             encode_lock: Mutex::new(()),
         }
     }
@@ -418,6 +433,12 @@ impl Metrics {
                     })
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
+        }
+        for (result, n) in &snapshot.notifications {
+            catch_up(
+                &self.notifications.get_or_create(&ResultLabel { result }),
+                *n,
+            );
         }
         self.layers.clear();
         for (layer, active) in &snapshot.layers {

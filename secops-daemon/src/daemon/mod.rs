@@ -40,6 +40,7 @@ mod metrics;
 mod options;
 mod parked;
 mod pipeline;
+mod process;
 mod services;
 mod start;
 mod state;

@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) denials: Mutex<autonomy::DenialWindows>,
     pub(crate) shutdown: AtomicBool,
     pub(crate) shutdown_notify: Notify,
+    /// Where people hear of tickets (webhooks).
+    pub(crate) notifier: crate::notify::Notifier,
 }
 
 #[derive(Default)]

@@ -10,6 +10,7 @@ use crate::approvals::{Decided, TicketStatus};
 use crate::audit::{AuditPaths, AuditReader, CheckpointPolicy, QueryFilter, Record, WriterOptions};
 use crate::daemon::autonomy::DenialWindows;
 use crate::engine::NormalizedPath;
+use crate::notify::EventKind;
 use crate::policy::parse_policy_str;
 
 const POLICY: &str = "\
@@ -45,6 +46,7 @@ struct TestContext {
     metrics: Metrics,
     denials: Mutex<DenialWindows>,
     lowered: Mutex<Vec<String>>,
+    notified: Mutex<Vec<(EventKind, u64)>>,
 }
 
 impl Context for TestContext {
@@ -74,6 +76,10 @@ impl Context for TestContext {
             reason: "lowered automatically: 2 denials within 1m".into(),
         }))
     }
+
+    fn notify(&self, event: TicketEvent) {
+        lock(&self.notified).push((event.kind, event.ticket.id));
+    }
 }
 
 struct Fixture {
@@ -99,6 +105,7 @@ fn fixture() -> Fixture {
             metrics: Metrics::new(),
             denials: Mutex::new(DenialWindows::default()),
             lowered: Mutex::new(Vec::new()),
+            notified: Mutex::new(Vec::new()),
         }),
         writer: Arc::new(writer),
         dir,
@@ -330,6 +337,14 @@ fn escalations_open_one_ticket_per_object_with_the_door_as_source() {
         .judged;
     assert_eq!(full.verdict, Verdict::Deny, "no room to wait: refused");
     assert_eq!(full.ticket, None);
+    // Each ticket is announced once, when it opens; the repeat that joined it is not.
+    assert_eq!(
+        *lock(&f.ctx.notified),
+        [
+            (EventKind::Opened, id),
+            (EventKind::Opened, parked_ticket.id)
+        ]
+    );
 }
 
 #[test]

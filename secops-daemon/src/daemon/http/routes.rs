@@ -628,6 +628,7 @@ async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response 
                 processes: a.processes,
             })
             .collect(),
+        notifications: state.shared.notifier.delivery.counts().to_vec(),
     };
     (
         [(header::CONTENT_TYPE, format.content_type())],
