@@ -134,7 +134,7 @@ fn the_debian_package_installs_runs_under_its_units_limits_and_purges() {
         "/etc/secops/common/credentials.yaml",
         UNIT,
         "/usr/share/man/man1/secops.1.gz",
-        "/usr/share/man/man1/secops-approvals-list.1.gz",
+        "/usr/share/man/man1/secops-approvals-watch.1.gz",
         "/usr/share/bash-completion/completions/secops",
         "/usr/share/zsh/vendor-completions/_secops",
         "/usr/share/secops/grafana/secops-dashboard.json",

@@ -11,7 +11,7 @@ pub use types::{
     ActionObject, AgentStatus, AskAccepted, AskRequest, AutonomyChange, AutonomyOverride,
     CapabilityStatus, CheckRequest, CheckResponse, ControlRequest, ErrorBody, EventCounters,
     Registered, Reloaded, Role, ScanRequest, ScanResponse, SetAutonomyRequest, StatusReport,
-    StopAll, Whoami, MAX_SUMMARY_CHARS,
+    StopAll, Whoami, MAX_SUMMARY_CHARS, MAX_WAIT,
 };
 
 /// Where the daemon listens unless told otherwise.

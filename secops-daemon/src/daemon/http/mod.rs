@@ -261,24 +261,28 @@ async fn serve_connection<IO>(
         }
         let router = router.clone();
         let state = state.clone();
-        async move {
-            let response = match tokio::time::timeout(
-                limits.request_timeout,
-                router.oneshot(request.map(Body::new)),
-            )
-            .await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request was not complete within {} ms",
-                        limits.request_timeout.as_millis()
-                    ),
-                )
-                .into_response(),
+        // The routes that may wait for a human get that long on top; their bodies keep the
+        // usual limit (the check handler times its body alone).
+        let limit = limits.request_timeout
+            + if may_wait(&request) {
+                crate::api::MAX_WAIT
+            } else {
+                Duration::ZERO
             };
+        async move {
+            let response =
+                match tokio::time::timeout(limit, router.oneshot(request.map(Body::new))).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request was not complete within {} ms",
+                            limit.as_millis()
+                        ),
+                    )
+                    .into_response(),
+                };
             state
                 .shared
                 .metrics
@@ -310,6 +314,14 @@ async fn serve_connection<IO>(
     if let Err(e) = result {
         tracing::debug!("API connection: {e}");
     }
+}
+
+/// Whether a request is one that can wait for a ticket's decision: a check (whose body may
+/// ask for it) or a ticket read (a GET, no body).
+fn may_wait<B>(request: &Request<B>) -> bool {
+    let path = request.uri().path();
+    (request.method() == axum::http::Method::POST && path == "/v1/check")
+        || (request.method() == axum::http::Method::GET && path.starts_with("/v1/tickets/"))
 }
 
 /// Writes a 408 on a connection whose client did not send a request's headers in time, and
