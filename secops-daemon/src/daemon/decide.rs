@@ -353,16 +353,24 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
             with_detail(decision.reason.to_string()),
         ),
         // Where the kernel only observed, the record says what happened (allow) and what the
-        // policy would have decided, so nobody reads an unenforced deny as enforced.
-        (_, _) => (
-            Verdict::Allow,
-            rule,
-            with_detail(format!(
-                "observed, not blocked (no synchronous enforcement for this on this kernel): \
-                 policy says {}: {}",
-                decision.verdict, decision.reason
-            )),
-        ),
+        // policy would have decided, so nobody reads an unenforced deny as enforced. The rule
+        // is named in the reason, not as the record's rule: `allow ... rule=X` would read as
+        // allowed by X.
+        (_, _) => {
+            let would = match &decision.rule_id {
+                Some(id) => format!("rule {id} would {}", decision.verdict),
+                None => format!("the policy would {}", decision.verdict),
+            };
+            (
+                Verdict::Allow,
+                None,
+                with_detail(format!(
+                    "observed only, NOT blocked (no synchronous enforcement for this on this \
+                     kernel): {would}: {}",
+                    decision.reason
+                )),
+            )
+        }
     }
 }
 

@@ -267,8 +267,15 @@ fn kernel_verdicts_are_what_the_kernel_did_and_the_reason_says_what_the_policy_s
     };
     let observed = f.decide(request(tracepoint, delete("/etc/hosts"))).judged;
     assert_eq!(observed.verdict, Verdict::Allow, "observed, not blocked");
-    assert!(observed.reason.starts_with("observed, not blocked"));
-    assert_eq!(observed.rule_id.as_deref(), Some("no-etc"));
+    assert!(
+        observed
+            .reason
+            .starts_with("observed only, NOT blocked (no synchronous enforcement"),
+        "{}",
+        observed.reason
+    );
+    assert!(observed.reason.contains("rule no-etc would deny: "));
+    assert_eq!(observed.rule_id, None, "an allow that names a rule reads as allowed by it");
 
     let mut connect = ResolvedAction::core(CoreAction::NetConnect);
     connect.addr = Some(IpAddr::from([10, 1, 2, 3]));
