@@ -13,6 +13,8 @@ use yaml_rust2::scanner::Marker;
 #[derive(Debug, Default)]
 pub struct LocationIndex {
     positions: HashMap<String, (usize, usize)>,
+    /// Where each mapping key is written, by the path of its value (for unknown keys).
+    keys: HashMap<String, (usize, usize)>,
 }
 
 enum Frame {
@@ -97,6 +99,16 @@ impl LocationIndex {
         }) = stack.last()
         {
             let mapping = path.clone();
+            if let Some(key) = &scalar {
+                let key_path = if mapping == "." {
+                    key.clone()
+                } else {
+                    format!("{mapping}.{key}")
+                };
+                self.keys
+                    .entry(key_path)
+                    .or_insert((marker.line(), marker.col() + 1));
+            }
             self.record(mapping, marker);
         }
         let path = self.node_path(stack, scalar)?;
@@ -138,6 +150,15 @@ impl LocationIndex {
             },
         };
         Some(path)
+    }
+
+    /// Where the key of the value at `path` is written (an unknown key is reported there),
+    /// else [`position`](Self::position).
+    pub fn key_position(&self, path: &str) -> (usize, usize) {
+        match self.keys.get(path) {
+            Some(&position) => position,
+            None => self.position(path),
+        }
     }
 
     /// The line and column (1-based) where the value at `path` starts, or of its nearest

@@ -275,7 +275,10 @@ fn kernel_verdicts_are_what_the_kernel_did_and_the_reason_says_what_the_policy_s
         observed.reason
     );
     assert!(observed.reason.contains("rule no-etc would deny: "));
-    assert_eq!(observed.rule_id, None, "an allow that names a rule reads as allowed by it");
+    assert_eq!(
+        observed.rule_id, None,
+        "an allow that names a rule reads as allowed by it"
+    );
 
     let mut connect = ResolvedAction::core(CoreAction::NetConnect);
     connect.addr = Some(IpAddr::from([10, 1, 2, 3]));
