@@ -48,6 +48,13 @@ pub enum AuditCommand {
         /// One JSON object per record.
         #[arg(long)]
         json: bool,
+        /// Wait until the log holds record N (the `audit_seq` a durable check answered).
+        #[arg(long, value_name = "N")]
+        wait_seq: Option<u64>,
+        /// Wait up to this long (e.g. 5s) for the first matching record (and record N, with
+        /// --wait-seq; 10s there by default): a record the daemon is still writing is found.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
     },
     /// Write records out for other tools.
     #[command(
@@ -159,12 +166,17 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
             filter,
             limit,
             json,
+            wait_seq,
+            wait,
         } => {
             let reader = AuditReader::open(&paths)?;
             let filter = QueryFilter {
                 limit,
                 ..filter.to_filter()?
             };
+            if wait_seq.is_some() || wait.is_some() {
+                wait_for_records(&reader, &filter, wait_seq, wait)?;
+            }
             let mut out = BufWriter::new(io::stdout().lock());
             for record in reader.iter(&filter)? {
                 print_record(&mut out, &record?, json)?;
@@ -219,6 +231,55 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
     }
 }
 
+/// Waits (polling) until record `seq` is in the log and, with `wait` given, a record matches
+/// `filter`; gives up quietly when the time is up (the query then shows what there is).
+fn wait_for_records(
+    reader: &AuditReader,
+    filter: &QueryFilter,
+    seq: Option<u64>,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + wait.unwrap_or(Duration::from_secs(10));
+    let has = |f: &QueryFilter| -> anyhow::Result<bool> {
+        Ok(reader.iter(f)?.next().transpose()?.is_some())
+    };
+    loop {
+        let seq_there = match seq {
+            Some(n) => has(&QueryFilter {
+                after_seq: Some(n.saturating_sub(1)),
+                limit: Some(1),
+                ..QueryFilter::default()
+            })?,
+            None => true,
+        };
+        let match_there = wait.is_none() || has(filter)?;
+        if (seq_there && match_there) || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A field as one line: newlines, tabs and other control characters written as escapes, so
+/// every record is one line whatever an argv or a path held.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Result<()> {
     if json {
         serde_json::to_writer(&mut *out, record)?;
@@ -232,13 +293,13 @@ fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Re
         seq = record.seq,
         time = format_ns(b.ts_ns),
         source = b.source.as_str(),
-        agent = b.agent.as_deref().unwrap_or("-"),
+        agent = one_line(b.agent.as_deref().unwrap_or("-")),
         action = b.action,
-        object = b.object.as_ref().map_or("-", |o| o.value.as_str()),
+        object = one_line(b.object.as_ref().map_or("-", |o| o.value.as_str())),
         verdict = b.verdict,
         risk = b.risk,
-        rule = b.rule_id.as_deref().unwrap_or("-"),
-        reason = b.reason,
+        rule = one_line(b.rule_id.as_deref().unwrap_or("-")),
+        reason = one_line(&b.reason),
     )?;
     Ok(())
 }
@@ -248,4 +309,16 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_field_with_newlines_stays_on_one_line() {
+        assert_eq!(super::one_line("rm -rf /x"), "rm -rf /x");
+        assert_eq!(
+            super::one_line("bash -c 'a\nb'\t\u{1b}[31m"),
+            "bash -c 'a\\nb'\\t\\u{1b}[31m"
+        );
+    }
 }
