@@ -28,10 +28,12 @@ fn binaries() -> Binaries {
 const POLICY: &str = "version: 1
 agents:
   - name: web
-    workspace: /tmp/secops-api-web
+    workspace: /tmp
+    user: root
     autonomy: semi
   - name: vault
-    workspace: /tmp/secops-api-vault
+    workspace: /tmp
+    user: root
     autonomy: semi
     output_scan: withhold
 rules:
@@ -580,4 +582,71 @@ fn metrics_count_decisions_findings_and_losses_on_the_socket_and_loopback() {
         reply.starts_with("HTTP/1.1 200") && reply.contains("secops_decisions_total"),
         "{reply}"
     );
+}
+
+#[test]
+fn an_agent_holding_hundreds_of_connections_cannot_starve_the_admins_or_other_agents() {
+    if !need_root(
+        "an_agent_holding_hundreds_of_connections_cannot_starve_the_admins_or_other_agents",
+    ) {
+        return;
+    }
+    let daemon = start(&["--api-agent-queue", "200"]);
+    // 600 kept-busy connections from one agent: 64 served, 200 waiting, the rest refused.
+    let mut holder = daemon
+        .agent_program("web", Path::new(APIPROBE), &["hold"])
+        .arg(daemon.socket())
+        .args(["600", "6"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert_eq!(first.trim(), "holding 600");
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The admins' routes and the kill switch answer at once, and so does another agent.
+    let started = std::time::Instant::now();
+    let (status, _) = admin_request(&daemon, "GET", "/v1/status", "", "/v1/status");
+    assert_eq!(status, 200);
+    let (status, _) = admin_request(&daemon, "GET", "/v1/approvals", "", "/v1/approvals");
+    assert_eq!(status, 200);
+    let (status, body) = admin_request(
+        &daemon,
+        "POST",
+        "/v1/agents/vault/freeze",
+        "",
+        "/v1/agents/{name}/freeze",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = admin_request(
+        &daemon,
+        "POST",
+        "/v1/agents/vault/thaw",
+        "",
+        "/v1/agents/{name}/thaw",
+    );
+    assert_eq!(status, 200);
+    let check = json!({"action": "vcs:push"}).to_string();
+    let (status, _) = agent_request(&daemon, "vault", "POST", "/v1/check", &check, "/v1/check");
+    assert_eq!(status, 200, "another agent has its own budget");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "admins waited {took:?}");
+
+    let rest: String = std::io::Read::bytes(out)
+        .map(|b| b.unwrap() as char)
+        .collect();
+    assert!(holder.wait().unwrap().success());
+    let tally: std::collections::BTreeMap<&str, usize> = rest
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k, v.parse().unwrap()))
+        .collect();
+    assert_eq!(
+        tally.get("429"),
+        Some(&336),
+        "600 - 64 served - 200 waiting: {rest}"
+    );
+    assert_eq!(tally.get("200"), Some(&64), "{rest}");
 }

@@ -17,7 +17,8 @@ const APIPROBE: &str = env!("CARGO_BIN_EXE_secops-apiprobe");
 
 const RULES: &str = "agents:
   - name: web
-    workspace: /tmp/secops-timeouts-web
+    workspace: /tmp
+    user: root
     autonomy: semi
 rules:
   - id: ask-low

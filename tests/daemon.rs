@@ -39,7 +39,7 @@ fn listener() -> (TcpListener, u16) {
 fn policy(allowed_ports: &[u16]) -> String {
     let ports: Vec<String> = allowed_ports.iter().map(u16::to_string).collect();
     format!(
-        "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    autonomy: semi\n\
+        "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    user: root\n    autonomy: semi\n\
          egress:\n  web:\n    allow:\n      - cidr: 127.0.0.1/32\n        ports: [{}]\n    dns_resolvers: [127.0.0.53]\n",
         ports.join(", ")
     )
@@ -273,6 +273,42 @@ fn sighup_reloads_the_allowlist_and_a_broken_policy_changes_nothing() {
         [format!("tcp {f} ok"), format!("tcp {s} ok")],
         "the previous policy stays in force"
     );
+
+    // Every reload is audited: what set it off, and the policy's hash old -> new.
+    let reloads: Vec<Value> = daemon
+        .records()
+        .into_iter()
+        .filter(|r| r["action"] == "sys:policy")
+        .collect();
+    let applied = reloads
+        .iter()
+        .find(|r| r["verdict"] == "allow")
+        .unwrap_or_else(|| panic!("no reload record: {reloads:#?}"));
+    let reason = applied["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("policy reloaded (SIGHUP)")
+            || reason.starts_with("policy reloaded (a policy file changed)"),
+        "{reason}"
+    );
+    let hashes: Vec<&str> = reason
+        .split_once("sha256 ")
+        .map(|(_, rest)| rest.split(';').next().unwrap().split(" -> ").collect())
+        .unwrap_or_default();
+    assert_eq!(hashes.len(), 2, "{reason}");
+    assert_ne!(hashes[0], hashes[1], "{reason}");
+    assert!(hashes.iter().all(|h| h.len() == 64), "{reason}");
+    let refused = reloads
+        .iter()
+        .find(|r| r["verdict"] == "deny")
+        .unwrap_or_else(|| panic!("no refused reload: {reloads:#?}"));
+    assert!(
+        refused["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stays: the new policy is not valid"),
+        "{refused}"
+    );
+    assert_eq!(refused["source"], "daemon");
 }
 
 #[test]
@@ -319,7 +355,7 @@ fn host_names_in_allowlists_are_resolved_into_the_kernel() {
     let daemon = Daemon::start(
         &binaries(),
         &format!(
-            "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n\
+            "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    user: root\n\
              egress:\n  web:\n    allow:\n      - host: localhost\n        ports: [{allowed}]\n"
         ),
     );
@@ -366,4 +402,56 @@ fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn the_state_directory_and_the_audit_log_are_the_daemons_alone() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !need_root("the_state_directory_and_the_audit_log_are_the_daemons_alone") {
+        return;
+    }
+    let mut daemon = Daemon::start_with(&binaries(), &policy(&[8080]), &[]);
+    let state = daemon.dir.join("state");
+    let private = |daemon: &Daemon| {
+        assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+        for file in ["audit.db", "approvals.db"] {
+            let mode = std::fs::metadata(state.join(file)).unwrap().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{file} is {mode:o}\n{}", daemon.log());
+        }
+    };
+    private(&daemon);
+    // A state directory someone opened up meanwhile is made private again at the next start.
+    daemon.kill_and_wait();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    daemon.spawn();
+    private(&daemon);
+    assert!(daemon.log().contains("it is 0700 now"), "{}", daemon.log());
+    daemon.kill_and_wait();
+
+    // One that another user owns is refused before anything is loaded or pinned.
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let name = secops_host_tests::kernel::unique_name();
+    let out = std::process::Command::new(SECOPS)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["daemon", "--policy"])
+        .arg(daemon.dir.join("policy.yaml"))
+        .arg("--socket")
+        .arg(daemon.dir.join("other.sock"))
+        .args([
+            "--pin-dir",
+            &format!("/sys/fs/bpf/{name}"),
+            "--cgroup-root",
+            &name,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("owned by uid 65534"), "{stderr}");
+    assert!(
+        !std::path::Path::new(&format!("/sys/fs/bpf/{name}")).exists(),
+        "nothing was pinned"
+    );
+    std::os::unix::fs::chown(&state, Some(0), Some(0)).unwrap();
 }

@@ -23,7 +23,7 @@ fn binaries() -> Binaries {
 
 fn policy(allowed: u16) -> String {
     format!(
-        "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    autonomy: semi\n\
+        "version: 1\nagents:\n  - name: web\n    workspace: /tmp\n    user: root\n    autonomy: semi\n\
          egress:\n  web:\n    allow:\n      - cidr: 127.0.0.1/32\n        ports: [{allowed}]\n\
          \x20   dns_resolvers: [127.0.0.53]\n    unlisted: escalate\n"
     )

@@ -7,10 +7,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
 
-use secops_common::kernel::{Agent, Config, EVENT_EXIT, EVENT_UNLINK};
+use secops_common::kernel::{Agent, EVENT_EXIT, EVENT_UNLINK};
 use secops_common::Verdict;
-use secops_daemon::kernel::{fs as kfs, split_wait_status, Kernel, KernelEvent, LoadOptions};
-use secops_host_tests::kernel::{need_root, run_child, Op, TestCgroup, TestPinDir};
+use secops_daemon::kernel::{
+    fs as kfs, split_wait_status, AncestorLookup, Kernel, KernelEvent, LoadOptions,
+};
+use secops_host_tests::kernel::{make_agent, need_root, run_child, Op, TestCgroup, TestPinDir};
 
 const AGENT_INDEX: u32 = 3;
 
@@ -23,22 +25,15 @@ fn load_tagging(pins: &TestPinDir, cgroups: &TestCgroup, options: &LoadOptions) 
     kernel
         .attach_tracepoints()
         .unwrap_or_else(|e| panic!("attach_tracepoints: {e}"));
-    let agent_dir = cgroups.child("agent");
-    let maps = kernel.maps_mut();
-    maps.set_config(&Config {
-        root_cgroup_id: kfs::cgroup_id(&cgroups.path).unwrap_or_else(|e| panic!("{e}")),
-        agent_level: kfs::cgroup_level(&agent_dir).unwrap_or_else(|e| panic!("{e}")),
-        flags: 0,
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    maps.upsert_agent(
-        kfs::cgroup_id(&agent_dir).unwrap_or_else(|e| panic!("{e}")),
-        &Agent {
+    make_agent(
+        kernel.maps_mut(),
+        &cgroups.path,
+        &cgroups.child("agent"),
+        Agent {
             agent_index: AGENT_INDEX,
             ..Agent::default()
         },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    );
     kernel
 }
 
@@ -172,6 +167,74 @@ fn agent_exec_exit_unlink_rename_are_reported() {
             "exec".into(),
             "exit".into()
         ]
+    );
+    kernel.detach_and_unpin().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The walk that kernels without `bpf_get_current_ancestor_cgroup_id` in tracing programs
+/// (5.10) use instead of the helper finds the same agent: a task in a cgroup below the
+/// agent's is the agent (with the agent cgroup's id), one beside it is nobody, and each
+/// cgroup's answer is cached under its own id.
+#[test]
+fn the_cgroup_walk_finds_the_agent_of_tasks_below_it() {
+    if !need_root("the_cgroup_walk_finds_the_agent_of_tasks_below_it") {
+        return;
+    }
+    let scratch = Scratch::new();
+    let victim = scratch.0.join("victim");
+    let bystander = scratch.0.join("bystander");
+    std::fs::write(&victim, "x").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&bystander, "x").unwrap_or_else(|e| panic!("{e}"));
+    let cgroups = TestCgroup::new(&["agent", "agent/tool", "agent/tool/deeper", "other"]);
+    let pins = TestPinDir::new();
+    let options = LoadOptions {
+        egress: false,
+        ancestor_lookup: AncestorLookup::Walk,
+        ..LoadOptions::default()
+    };
+    let kernel = load_tagging(&pins, &cgroups, &options);
+    let mut reader = kernel.event_reader().unwrap_or_else(|e| panic!("{e}"));
+
+    let outside = run_child(
+        Some(&cgroups.child("other")),
+        &[Op::Unlink(cstr(&bystander))],
+    );
+    assert_eq!(outside.results, [0]);
+    let agent = run_child(
+        Some(&cgroups.child("agent/tool/deeper")),
+        &[Op::Unlink(cstr(&victim))],
+    );
+    assert_eq!(agent.results, [0]);
+    let events = reader
+        .collect_until(Duration::from_secs(5), |evs| {
+            evs.iter().any(|e| matches!(e, KernelEvent::Exit { .. }))
+        })
+        .unwrap_or_else(|e| panic!("reading events: {e}"));
+    let agent_id = kfs::cgroup_id(&cgroups.child("agent")).unwrap_or_else(|e| panic!("{e}"));
+    let victim_s = victim.to_string_lossy().into_owned();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, KernelEvent::Unlink { path, .. } if *path == victim_s)),
+        "the agent's unlink from two cgroups below it: {events:?}"
+    );
+    for event in &events {
+        assert_eq!(event.meta().tgid, agent.pid, "only the agent: {event:?}");
+        assert_eq!(event.meta().agent_index, AGENT_INDEX);
+        assert_eq!(event.meta().cgroup_id, agent_id, "the agent cgroup's id");
+    }
+    let cached = kernel
+        .maps()
+        .cgroup_ancestors()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let id_of = |name: &str| kfs::cgroup_id(&cgroups.child(name)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        cached.contains(&(id_of("agent/tool/deeper"), agent_id)),
+        "the deeper cgroup's ancestor is cached: {cached:?}"
+    );
+    assert!(
+        cached.contains(&(id_of("other"), id_of("other"))),
+        "`other` is its own ancestor at the agent level, and no agent: {cached:?}"
     );
     kernel.detach_and_unpin().unwrap_or_else(|e| panic!("{e}"));
 }

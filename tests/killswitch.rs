@@ -20,13 +20,16 @@ const APIPROBE: &str = env!("CARGO_BIN_EXE_secops-apiprobe");
 const POLICY: &str = "version: 1
 agents:
   - name: spin
-    workspace: /tmp/secops-ks-spin
+    workspace: /tmp
+    user: root
     autonomy: semi
   - name: idle
-    workspace: /tmp/secops-ks-idle
+    workspace: /tmp
+    user: root
     autonomy: semi
   - name: clumsy
-    workspace: /tmp/secops-ks-clumsy
+    workspace: /tmp
+    user: root
     autonomy: full
     auto_lower: {denials: 3, within: 1m}
 rules:

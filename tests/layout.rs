@@ -57,6 +57,7 @@ fn rust_records() -> Vec<RustRecord> {
     vec![
         record!("secops_config", struct Config { root_cgroup_id, agent_level, flags }),
         record!("secops_agent", struct Agent { agent_index, autonomy, flags, pad }),
+        record!("secops_ancestor_key", struct AncestorKey { cgroup_id, level, pad }),
         record!("secops_port_range", struct PortRange { lo, hi, protocols, pad }),
         record!("secops_egress4_key", struct Egress4Key { prefixlen, agent_index, addr }),
         record!("secops_egress6_key", struct Egress6Key { prefixlen, agent_index, addr }),

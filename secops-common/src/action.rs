@@ -142,6 +142,9 @@ core_actions! {
     // Not a kernel event: the audit type of a change to an agent's autonomy, by a human
     // (`secops agents set-autonomy`) or by secops after repeated denials.
     SysAutonomy => (Sys, "autonomy"),
+    // Not a kernel event either: the audit type of a policy reload (or a refused one), with
+    // what triggered it and the policy's content hash old -> new.
+    SysPolicy => (Sys, "policy"),
     CodeExec => (Code, "exec"),
     CodeEdit => (Code, "edit"),
     VcsCommit => (Vcs, "commit"),

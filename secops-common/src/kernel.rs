@@ -118,7 +118,9 @@ pub const MAP_INODES: &str = "secops_inodes";
 pub const MAP_PROTECTED_PIDS: &str = "secops_protected_pids";
 pub const MAP_FILE_COUNTS: &str = "secops_file_counts";
 pub const MAP_GRANTS: &str = "secops_grants";
-pub const MAPS: [&str; 12] = [
+pub const MAP_CGROUP_ANCESTORS: &str = "secops_cgroup_ancestors";
+pub const MAP_ROOT_CGROUP: &str = "secops_root_cgroup";
+pub const MAPS: [&str; 14] = [
     MAP_CONFIG,
     MAP_AGENTS,
     MAP_EGRESS4,
@@ -131,6 +133,8 @@ pub const MAPS: [&str; 12] = [
     MAP_PROTECTED_PIDS,
     MAP_FILE_COUNTS,
     MAP_GRANTS,
+    MAP_CGROUP_ANCESTORS,
+    MAP_ROOT_CGROUP,
 ];
 
 /// `struct secops_config`, the one entry of `secops_config`.
@@ -142,6 +146,17 @@ pub struct Config {
     /// cgroup2 level of agent cgroups (children of the root); 0: programs ignore everyone.
     pub agent_level: u32,
     pub flags: u32,
+}
+
+/// `struct secops_ancestor_key`, the key of `secops_cgroup_ancestors` (value: the `u64` id
+/// of the ancestor at `level`, 0 if the cgroup is not that deep). The programs alone write
+/// it, on kernels whose tracing programs lack `bpf_get_current_ancestor_cgroup_id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AncestorKey {
+    pub cgroup_id: u64,
+    pub level: u32,
+    pub pad: u32,
 }
 
 /// `struct secops_agent`, the value of `secops_agents` (key: the agent cgroup's id, `u64`).

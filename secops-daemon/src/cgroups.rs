@@ -248,12 +248,11 @@ impl CgroupDir {
         Path::new("/").join(rel)
     }
 
-    /// Depth below the mount: 0 for the mount's root cgroup.
-    pub fn level(&self) -> usize {
-        self.path
-            .strip_prefix(&self.mount)
-            .map(|rel| rel.components().count())
-            .unwrap_or(0)
+    /// Whether this is the mount's root cgroup. (Its level in the hierarchy, which the
+    /// kernel programs need, is `kernel::fs::cgroup_level`: the mount need not show the
+    /// hierarchy's root.)
+    pub fn is_mount_root(&self) -> bool {
+        self.path == self.mount
     }
 
     /// The cgroup id: what `bpf_get_current_cgroup_id()` returns for a task in this cgroup.
@@ -531,7 +530,7 @@ impl CgroupDir {
     }
 
     fn refuse_root(&self, what: &'static str) -> Result<()> {
-        if self.level() == 0 {
+        if self.is_mount_root() {
             return Err(CgroupError::RootCgroup {
                 path: self.path.clone(),
                 what,
@@ -778,18 +777,18 @@ mod tests {
     }
 
     #[test]
-    fn relative_path_and_level() {
+    fn relative_path_and_mount_root() {
         let dir = CgroupDir {
             mount: PathBuf::from("/sys/fs/cgroup/unified"),
             path: PathBuf::from("/sys/fs/cgroup/unified/secops/coder"),
         };
         assert_eq!(dir.relative_path(), PathBuf::from("/secops/coder"));
-        assert_eq!(dir.level(), 2);
+        assert!(!dir.is_mount_root());
         let root = CgroupDir {
             mount: PathBuf::from("/sys/fs/cgroup/unified"),
             path: PathBuf::from("/sys/fs/cgroup/unified"),
         };
         assert_eq!(root.relative_path(), PathBuf::from("/"));
-        assert_eq!(root.level(), 0);
+        assert!(root.is_mount_root());
     }
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use secops_daemon::cgroups::{is_cgroup2, process_cgroup, CgroupDir, TestCgroup};
+use secops_daemon::kernel::fs::cgroup_level;
 use secops_daemon::launcher::{self, BLOCKED_SYSCALLS};
 
 const ROLE_FLAG: &str = "--secops-launcher-test-role=";
@@ -86,7 +87,12 @@ fn role_launch(rest: &[OsString]) -> i32 {
     // whether the launcher restores it for the command.
     // SAFETY: changing a signal disposition in a single-threaded process.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    launcher::run_in_agent_or_exit(Path::new(cgroup), cmd, args, None)
+    launcher::run_in_agent_or_exit(
+        &launcher::Launch::in_cgroup(Path::new(cgroup)),
+        cmd,
+        args,
+        None,
+    )
 }
 
 /// Prints `key=value` lines: where the probe runs, its confinement, and the outcome of each
@@ -1239,12 +1245,12 @@ fn tree_api_create_level_procs_and_remove() {
     assert!(!ok("is_cgroup2", is_cgroup2(&std::env::temp_dir())));
     assert!(is_cgroup2(Path::new("/nonexistent/secops")).is_err());
 
-    assert_eq!(cg.level(), 1);
+    assert_eq!(ok("level", cgroup_level(cg.path())), 1);
     let a = ok("create a", CgroupDir::create(&cg, "a"));
     let again = ok("create a again", CgroupDir::create(&cg, "a"));
     assert_eq!(a, again);
     let b = ok("create b", CgroupDir::create(&a, "b"));
-    assert_eq!(b.level(), 3);
+    assert_eq!(ok("level", cgroup_level(b.path())), 3);
     assert_eq!(b.relative_path(), cg.relative_path().join("a").join("b"));
     assert_eq!(ok("open_path", CgroupDir::open_path(b.path())), b);
     assert_eq!(ok("open", CgroupDir::open(cg.mount(), b.path())), b);

@@ -7,6 +7,7 @@
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
+#include "ancestry.h"
 #include "maps.h"
 #include "secops.h"
 
@@ -17,8 +18,7 @@
  * config) no task is an agent.
  *
  * Descendants of an agent cgroup are the same agent: the agent cgroup is the task's
- * ancestor at agent_level. bpf_get_current_ancestor_cgroup_id is available to tracepoint
- * (bpf_tracing_func_proto) and cgroup sock_addr programs on every kernel since 5.7.
+ * ancestor at agent_level (ancestry.h).
  */
 static __always_inline const struct secops_agent *secops_current_agent(__u64 *agent_cgroup)
 {
@@ -26,13 +26,7 @@ static __always_inline const struct secops_agent *secops_current_agent(__u64 *ag
 	const struct secops_config *cfg = bpf_map_lookup_elem(&secops_config, &zero);
 	if (!cfg || cfg->agent_level == 0)
 		return NULL;
-	__u64 id = bpf_get_current_ancestor_cgroup_id(cfg->agent_level);
-	if (id == 0)
-		return NULL;
-	const struct secops_agent *agent = bpf_map_lookup_elem(&secops_agents, &id);
-	if (agent)
-		*agent_cgroup = id;
-	return agent;
+	return secops_agent_at(cfg->agent_level, agent_cgroup);
 }
 
 static __always_inline void secops_count_lost(__u32 kind, __u32 sub)

@@ -55,6 +55,27 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_egress_allowed SEC(".maps");
 
+/* A cache of agent-level ancestors, where no helper gives them (see ancestry.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct secops_ancestor_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_cgroup_ancestors SEC(".maps");
+
+/*
+ * The secops root cgroup (index 0, set by the daemon), for bpf_current_task_under_cgroup
+ * where that walk is used: a task outside it is no agent, found in one cheap helper call.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_root_cgroup SEC(".maps");
+
 /* The policy compiled to file objects (see struct secops_inode_rule). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

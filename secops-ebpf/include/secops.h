@@ -170,6 +170,19 @@ struct secops_config {
 	__u32 flags;
 };
 
+/*
+ * LRU_HASH secops_cgroup_ancestors, value __u64: the id of `cgroup_id`'s ancestor at
+ * `level` (itself at its own level), 0 when the cgroup is not that deep. Only kernels
+ * whose tracing programs lack bpf_get_current_ancestor_cgroup_id fill it (see ancestry.h).
+ * An entry never goes stale: a cgroup's ancestors never change and cgroup ids are never
+ * reused; the level is in the key because the daemon sets agent_level.
+ */
+struct secops_ancestor_key {
+	__u64 cgroup_id;
+	__u32 level;
+	__u32 pad;
+};
+
 /* HASH secops_agents: key __u64 cgroup id of an agent cgroup. */
 struct secops_agent {
 	__u32 agent_index;

@@ -28,7 +28,29 @@ struct signal_struct {
 	atomic_t live; /* threads still running; 0 once the last one is in do_exit */
 };
 
+/* The cgroup2 hierarchy, for a task's ancestor cgroups (ancestry.h). */
+struct kernfs_node {
+	__u64 id;
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+	int level; /* the hierarchy's root is 0 */
+	struct cgroup *ancestors[]; /* from 6.0: every ancestor, itself at [level] */
+};
+
+/* Before 6.0 the cgroup kept its ancestors' ids instead of pointers. */
+struct cgroup___ancestor_ids {
+	int level;
+	__u64 ancestor_ids[];
+};
+
+struct css_set {
+	struct cgroup *dfl_cgrp; /* the task's cgroup on the default (v2) hierarchy */
+};
+
 struct task_struct {
+	struct css_set *cgroups;
 	struct mm_struct *mm;
 	struct signal_struct *signal;
 	int exit_code;

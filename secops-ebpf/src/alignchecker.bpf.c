@@ -8,6 +8,7 @@
 
 struct secops_config secops_check_config;
 struct secops_agent secops_check_agent;
+struct secops_ancestor_key secops_check_ancestor_key;
 struct secops_port_range secops_check_port_range;
 struct secops_egress4_key secops_check_egress4_key;
 struct secops_egress6_key secops_check_egress6_key;

@@ -8,6 +8,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+/* cgroup sock_addr programs have bpf_get_current_ancestor_cgroup_id on every kernel. */
+#define SECOPS_ANCESTOR_HELPER_ONLY
 #include "egress.h"
 
 static __always_inline __u16 dest_port(const struct bpf_sock_addr *ctx)

@@ -34,6 +34,10 @@ pub const LSM: &[u8] = object!("lsm.bpf.o");
 /// `lsm/file_open` doing nothing, for the capability probe (declares no maps).
 pub const PROBE_LSM: &[u8] = object!("probe_lsm.bpf.o");
 
+/// `raw_tp` program run once with BPF_PROG_TEST_RUN: the caller's cgroup level counted
+/// from the hierarchy's real root (declares no maps).
+pub const CGROUP_LEVEL: &[u8] = object!("cgroup_level.bpf.o");
+
 /// Never loaded: its BTF describes every shared type, for the layout test.
 pub const ALIGNCHECKER: &[u8] = object!("alignchecker.bpf.o");
 
@@ -47,6 +51,7 @@ pub const PROGRAM_OBJECTS: &[(&str, &[u8])] = &[
 
 /// The names of the programs (the C functions) in the objects above.
 pub mod programs {
+    pub const CGROUP_LEVEL: &str = "secops_cgroup_level";
     pub const CONNECT4: &str = "secops_connect4";
     pub const CONNECT6: &str = "secops_connect6";
     pub const SENDMSG4: &str = "secops_sendmsg4";

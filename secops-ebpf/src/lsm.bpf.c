@@ -39,6 +39,45 @@
 #define CGROUP_SUPER_MAGIC 0x27e0eb
 #define CGROUP2_SUPER_MAGIC 0x63677270
 
+#define MAX_ERRNO 4095
+
+/*
+ * What an LSM program returns must be provably 0 or an errno ([-4095, 0]): kernels from
+ * 6.12.117 on refuse the program otherwise. Two kinds of value are not provable as written:
+ *
+ * - the previous program's verdict (the hook's last argument), an arbitrary u64 to the
+ *   verifier: lsm_verdict() bounds it (sign-extended behind a barrier, so clang keeps the
+ *   check), and anything out of range (no kernel passes that) is a denial;
+ * - `denied ? -EPERM : 0`, which clang computes as a NEG whose range older verifiers do not
+ *   track: eperm_if() makes the choice a branch between two constants, in asm so that clang
+ *   cannot turn it back into arithmetic.
+ *
+ * Every other return is a constant. Both run only where needed: a task outside every agent
+ * pays for neither (the overhead target outside agents is 1.05x).
+ */
+static __always_inline int lsm_verdict(int verdict)
+{
+	long ret = verdict;
+	asm volatile("" : "+r"(ret));
+	if (ret > 0 || ret < -MAX_ERRNO)
+		return -EPERM;
+	return (int)ret;
+}
+
+_Static_assert(EPERM == 1, "eperm_if returns -1 for -EPERM");
+
+static __always_inline int eperm_if(bool denied)
+{
+	int ret;
+	int cond = denied;
+	asm volatile("%[ret] = 0;"
+		     "if %[cond] == 0 goto +1;"
+		     "%[ret] = -1;" /* -EPERM */
+		     : [ret] "=&r"(ret)
+		     : [cond] "r"(cond));
+	return ret;
+}
+
 /* A walk's answer: the verdict, the rule behind it, and where it was found. */
 struct decision {
 	__u32 verdict; /* enum secops_rule_verdict */
@@ -247,7 +286,7 @@ static __noinline int judge_file(const struct secops_agent *agent, __u64 agent_c
 		fill_names(&ev->body.lsm, dentry, d.anchor_ino ? d.depth : SECOPS_NAME_SLOTS);
 		bpf_ringbuf_submit(ev, 0);
 	}
-	return denied ? -EPERM : 0;
+	return eperm_if(denied);
 }
 
 /*
@@ -292,11 +331,18 @@ static __always_inline int deny_other(const struct secops_agent *agent, __u64 ag
 	return -EPERM;
 }
 
-#define AGENT_OR_PASS(ret)                                                                   \
+/*
+ * The start of every program: a verdict an earlier BPF LSM program gave stands; a task
+ * outside every agent is let through at once.
+ */
+#define AGENT_OR_PASS(previous)                                                              \
+	int previous_verdict = (previous);                                                   \
+	if (previous_verdict)                                                                \
+		return lsm_verdict(previous_verdict);                                        \
 	__u64 agent_cgroup = 0;                                                              \
 	const struct secops_agent *agent = secops_current_agent(&agent_cgroup);             \
-	if (!agent || (ret))                                                                 \
-		return (ret)
+	if (!agent)                                                                          \
+		return 0
 
 /* int path_unlink(const struct path *dir, struct dentry *dentry) */
 SEC("lsm/path_unlink")
@@ -368,7 +414,10 @@ int secops_lsm_truncate(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[1]);
 	const struct path *path = (const struct path *)ctx[0];
-	return judge_file(agent, agent_cgroup, path->dentry,
+	struct dentry *dentry = path->dentry;
+	if (!dentry)
+		return 0; /* no file: nothing to truncate */
+	return judge_file(agent, agent_cgroup, dentry,
 			  CHECK(SECOPS_OP_TRUNCATE, SECOPS_LSM_TRUNCATE, 0));
 }
 
@@ -391,11 +440,14 @@ int secops_lsm_file_open(unsigned long long *ctx)
 	AGENT_OR_PASS((int)ctx[1]);
 	struct file *file = (struct file *)ctx[0];
 	struct dentry *dentry = file->f_path.dentry;
+	struct inode *inode = file->f_inode;
 	unsigned int mode = file->f_mode;
+	if (!dentry || !inode)
+		return 0; /* not a file with a name (the kernel opens none such through here) */
 
 	/* Agents stay in their cgroup: no writes to any cgroup file (cgroup.procs, ...). */
 	if (mode & FMODE_WRITE) {
-		unsigned long magic = file->f_inode->i_sb->s_magic;
+		unsigned long magic = inode->i_sb->s_magic;
 		if (magic == CGROUP2_SUPER_MAGIC || magic == CGROUP_SUPER_MAGIC) {
 			struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY,
 							    SECOPS_LSM_CGROUP_WRITE, 0);
@@ -442,8 +494,11 @@ int secops_lsm_exec(unsigned long long *ctx)
 	AGENT_OR_PASS((int)ctx[1]);
 	struct linux_binprm *bprm = (struct linux_binprm *)ctx[0];
 	struct file *file = bprm->file;
+	if (!file)
+		return -EPERM; /* nothing to judge the exec by: fail closed */
 	struct dentry *dentry = file->f_path.dentry;
-	if (file->f_inode->i_nlink == 0)
+	struct inode *inode = file->f_inode;
+	if (!dentry || !inode || inode->i_nlink == 0)
 		return judge_fileless(agent, agent_cgroup, dentry);
 	return judge_file(agent, agent_cgroup, dentry, CHECK(SECOPS_OP_EXEC, SECOPS_LSM_EXEC, 0));
 }
@@ -466,6 +521,8 @@ int secops_lsm_mmap(unsigned long long *ctx)
 	if (BPF_CORE_READ(task, mm, exe_file) == file)
 		return 0;
 	struct inode *inode = file->f_inode;
+	if (!inode)
+		return 0;
 	struct secops_inode_key key = {
 		.agent_index = agent->agent_index,
 		.dev = inode->i_sb->s_dev,
@@ -503,11 +560,13 @@ int secops_lsm_socket_create(unsigned long long *ctx)
 SEC("lsm/socket_connect")
 int secops_lsm_socket_connect(unsigned long long *ctx)
 {
+	int previous_verdict = (int)ctx[3];
+	if (previous_verdict)
+		return lsm_verdict(previous_verdict);
 	__u64 agent_cgroup = 0;
 	const struct secops_agent *agent = enforced_agent(&agent_cgroup);
-	int ret = (int)ctx[3];
-	if (!agent || ret)
-		return ret;
+	if (!agent)
+		return 0;
 	struct socket *sock = (struct socket *)ctx[0];
 	struct inet_addr addr = {};
 	if (bpf_probe_read_kernel(&addr, sizeof(addr), (const void *)ctx[1]) < 0)
@@ -516,7 +575,9 @@ int secops_lsm_socket_connect(unsigned long long *ctx)
 		return 0;
 	if ((int)ctx[2] < (addr.family == AF_INET ? 8 : 24))
 		return 0; /* too short: the kernel refuses it with EINVAL itself */
-	__u16 protocol = sock->sk->sk_protocol;
+	/* A socket without its sock has no protocol: judged with none, which nothing allows. */
+	struct sock *sk = sock->sk;
+	__u16 protocol = sk ? sk->sk_protocol : 0;
 	__u16 port = bpf_ntohs(addr.port);
 	int verdict;
 	if (addr.family == AF_INET)
@@ -525,7 +586,7 @@ int secops_lsm_socket_connect(unsigned long long *ctx)
 	else
 		verdict = judge6(agent, agent_cgroup, addr.v6, port, protocol,
 				 connect_proto_bit(protocol), SECOPS_NET_CONNECT, false);
-	return verdict == SOCK_ALLOW ? 0 : -EPERM;
+	return eperm_if(verdict != SOCK_ALLOW);
 }
 
 /* Judges an AF_UNIX connect by the inode of the socket file the peer is bound to. */
@@ -563,7 +624,10 @@ int secops_lsm_unix_may_send(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	struct socket *other = (struct socket *)ctx[1];
-	return judge_unix_peer(agent, agent_cgroup, other->sk);
+	struct sock *peer = other->sk;
+	if (!peer)
+		return 0; /* no peer: no socket file to protect */
+	return judge_unix_peer(agent, agent_cgroup, peer);
 }
 
 /*

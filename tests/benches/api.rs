@@ -36,7 +36,8 @@ const DURABLE_COUNT: &str = "2000";
 const POLICY: &str = "version: 1
 agents:
   - name: bench
-    workspace: /tmp/secops-bench
+    workspace: /tmp
+    user: root
     autonomy: semi
 rules:
   - id: pushes-are-fine

@@ -172,7 +172,7 @@ fn connect_overhead() {
 }
 
 fn policy() -> String {
-    "version: 1\nagents:\n  - name: burst\n    workspace: /tmp\n    autonomy: semi\n".to_owned()
+    "version: 1\nagents:\n  - name: burst\n    workspace: /tmp\n    user: root\n    autonomy: semi\n".to_owned()
 }
 
 /// Runs a 50,000-unlink burst in an agent and returns (seconds the burst took, fs:delete

@@ -17,6 +17,8 @@ pub struct Daemon {
     secops: PathBuf,
     probe: PathBuf,
     extra_args: Vec<String>,
+    /// Set: the daemon and every `secops` command run inside this cgroup namespace.
+    namespace: Option<crate::namespace::Entry>,
     /// A command the daemon (only the daemon) is started under, e.g. `setpriv ... --`.
     wrapper: Vec<String>,
 }
@@ -38,7 +40,7 @@ impl Daemon {
 
     /// Starts a daemon with extra `secops daemon` arguments (e.g. a ring buffer size).
     pub fn start_with(binaries: &Binaries, policy: &str, daemon_args: &[&str]) -> Daemon {
-        Daemon::start_under(binaries, policy, daemon_args, &[])
+        Daemon::start_full(binaries, policy, daemon_args, None, &[])
     }
 
     /// Starts the daemon under `wrapper` (a command and its arguments, before the daemon's:
@@ -47,6 +49,26 @@ impl Daemon {
         binaries: &Binaries,
         policy: &str,
         daemon_args: &[&str],
+        wrapper: &[&str],
+    ) -> Daemon {
+        Daemon::start_full(binaries, policy, daemon_args, None, wrapper)
+    }
+
+    /// A daemon inside a cgroup namespace (secops in a container): it, `secops run` and
+    /// the agents see the namespace's cgroup2 mount, whose root is not the hierarchy's.
+    pub fn start_in_namespace(
+        binaries: &Binaries,
+        policy: &str,
+        namespace: crate::namespace::Entry,
+    ) -> Daemon {
+        Daemon::start_full(binaries, policy, &[], Some(namespace), &[])
+    }
+
+    fn start_full(
+        binaries: &Binaries,
+        policy: &str,
+        daemon_args: &[&str],
+        namespace: Option<crate::namespace::Entry>,
         wrapper: &[&str],
     ) -> Daemon {
         let name = unique_name();
@@ -60,6 +82,7 @@ impl Daemon {
             secops: binaries.secops.clone(),
             probe: binaries.probe.clone(),
             extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            namespace,
             wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
         };
         daemon.spawn();
@@ -75,7 +98,10 @@ impl Daemon {
     }
 
     pub fn secops(&self) -> Command {
-        let mut c = Command::new(&self.secops);
+        let mut c = match &self.namespace {
+            Some(ns) => ns.command(&self.secops),
+            None => Command::new(&self.secops),
+        };
         c.arg("--state-dir").arg(self.dir.join("state"));
         c
     }
@@ -333,8 +359,12 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill_and_wait();
         // Agents this test started may still run: kill them by the pids in the cgroups.
-        if let Ok(mount) = secops_daemon::kernel::fs::cgroup2_mount() {
-            let root = mount.join(&self.name);
+        let parent = match &self.namespace {
+            Some(ns) => Ok(ns.host_cgroup().to_path_buf()),
+            None => secops_daemon::kernel::fs::cgroup2_mount(),
+        };
+        if let Ok(parent) = parent {
+            let root = parent.join(&self.name);
             if let Ok(dir) = secops_daemon::cgroups::CgroupDir::open_path(&root) {
                 for pid in dir.procs().unwrap_or_default() {
                     // SAFETY: kill(2) on a pid inside this test's own cgroup.

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use secops_daemon::kernel::{fs as kfs, unpin_all};
+use secops_common::kernel::{Agent, Config};
+use secops_daemon::kernel::{fs as kfs, unpin_all, KernelMaps};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -26,6 +27,24 @@ pub fn unique_name() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Makes the cgroup `agent_dir` (below the secops root `root`) the agent `agent` for the
+/// programs: the config (root id, the agents' level) and the agents map entry.
+pub fn make_agent(maps: &mut KernelMaps, root: &Path, agent_dir: &Path, agent: Agent) {
+    maps.set_config(&Config {
+        root_cgroup_id: kfs::cgroup_id(root).unwrap_or_else(|e| panic!("{e}")),
+        agent_level: kfs::cgroup_level(agent_dir).unwrap_or_else(|e| panic!("{e}")),
+        flags: 0,
+    })
+    .unwrap_or_else(|e| panic!("set_config: {e}"));
+    maps.set_root_cgroup(root)
+        .unwrap_or_else(|e| panic!("set_root_cgroup: {e}"));
+    maps.upsert_agent(
+        kfs::cgroup_id(agent_dir).unwrap_or_else(|e| panic!("{e}")),
+        &agent,
+    )
+    .unwrap_or_else(|e| panic!("upsert_agent: {e}"));
 }
 
 /// True when the test can load BPF; otherwise prints why it is skipped.

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 pub mod btf;
 pub mod daemon;
 pub mod kernel;
+pub mod namespace;
 pub mod openapi;
 
 /// The repository's top directory.

@@ -2,7 +2,7 @@
 //!
 //! - `test`: everything CI runs: formatting, clippy with warnings denied, the release
 //!   Debian package, every unit and host integration test (the package test installs that
-//!   package), then the VM tests (`vm-test`).
+//!   package), then the VM tests on all four kernels (`vm-test --all-kernels`).
 //! - `run`: builds secops and runs the daemon with `policies/default.yaml`, state in
 //!   `/var/lib/secops` (installing missing Debian packages first when root).
 //! - `bench`: the criterion benchmarks (engine decisions, audit appends).
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             eprintln!("usage: cargo xtask <test | run [DAEMON ARGS] | bench | deps [--install] | package [--out DIR] | vm-test [OPTIONS]>");
             eprintln!("  run    build, then run `secops daemon` with policies/default.yaml (state in /var/lib/secops)");
             eprintln!(
-                "  test   fmt check, clippy -D warnings, cargo test --workspace, vm-test (what CI runs)"
+                "  test   fmt check, clippy -D warnings, cargo test --workspace, vm-test --all-kernels (what CI runs)"
             );
             eprintln!("  bench  criterion benchmarks: engine decisions and audit appends");
             eprintln!(
@@ -118,7 +118,9 @@ fn test() -> anyhow::Result<()> {
     let deb = package::built_deb(&target_dir()?)?;
     std::env::set_var("SECOPS_DEB", &deb);
     cargo(&["test", "--workspace"])?;
-    vm::vm_test(&[], &target_dir()?, is_root())
+    // Every scenario on each suite's newest kernel: a Debian kernel update that breaks a
+    // program fails CI the day it is published.
+    vm::vm_test(&["--all-kernels".to_owned()], &target_dir()?, is_root())
 }
 
 fn cargo(args: &[&str]) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ pub mod types;
 pub use types::{
     ActionObject, AgentStatus, AskAccepted, AskRequest, AutonomyChange, AutonomyOverride,
     CapabilityStatus, CheckRequest, CheckResponse, ControlRequest, ErrorBody, EventCounters,
-    Registered, Reloaded, Role, ScanRequest, ScanResponse, SetAutonomyRequest, StatusReport,
+    Registered, Reloaded, Role, RunAs, ScanRequest, ScanResponse, SetAutonomyRequest, StatusReport,
     StopAll, Whoami, MAX_SUMMARY_CHARS, MAX_WAIT,
 };
 

@@ -118,12 +118,33 @@ pub enum Role {
     User,
 }
 
-/// `POST /v1/agents/{name}/register`.
+/// `POST /v1/agents/{name}/register`: where the agent's cgroup is, and how `secops run`
+/// must start it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registered {
     pub agent: String,
     pub cgroup: PathBuf,
     pub cgroup_id: u64,
+    /// Its working directory.
+    pub workspace: PathBuf,
+    /// Make a missing workspace (owned by `run_as`); else a missing one is an error.
+    pub create_workspace: bool,
+    pub run_as: RunAs,
+    /// False when the agent runs as root and no kernel layer keeps it in its cgroup (BPF
+    /// LSM is not active): it could leave its cgroup and become an admin on the socket.
+    pub identity_enforced: bool,
+}
+
+/// The account an agent runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    /// As the policy names it (a name, or `uid N`).
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the primary one among them).
+    pub groups: Vec<u32>,
+    pub home: Option<PathBuf>,
 }
 
 /// `POST /v1/ask`: an agent process hands over the listener of its `--ask` seccomp filter.
@@ -192,6 +213,10 @@ pub struct AgentStatus {
     pub processes: usize,
     /// The agent's cgroup is frozen (`secops agents freeze`, `secops stop-all`).
     pub frozen: bool,
+    /// The account `secops run` starts it as, as the policy names it.
+    pub user: Option<String>,
+    /// Why its identity or confinement is weaker than it looks (root without BPF LSM).
+    pub warning: Option<String>,
 }
 
 /// Who set an agent's autonomy away from the policy's, when and why.
@@ -294,8 +319,9 @@ impl std::fmt::Display for StatusReport {
         for a in &self.agents {
             writeln!(
                 f,
-                "  {:<16} autonomy {:<22} egress {:<12} processes {:<4}{} cgroup {} (id {})",
+                "  {:<16} user {:<10} autonomy {:<22} egress {:<12} processes {:<4}{} cgroup {} (id {})",
                 a.name,
+                a.user.as_deref().unwrap_or("(none)"),
                 a.autonomy_text(),
                 if a.egress_enforced {
                     "enforced"
@@ -307,6 +333,9 @@ impl std::fmt::Display for StatusReport {
                 a.cgroup.display(),
                 a.cgroup_id
             )?;
+            if let Some(warning) = &a.warning {
+                writeln!(f, "  {:<16} WARNING: {warning}", "")?;
+            }
         }
         write!(
             f,

@@ -19,6 +19,9 @@ pub enum Source {
     Parked,
     /// A decision on an approval ticket: a human's, or the timeout policy's.
     Approval,
+    /// The daemon itself, for what no caller asked: a policy reloaded because its file
+    /// changed or on SIGHUP.
+    Daemon,
 }
 
 /// What kind of thing an action was done to.
@@ -112,5 +115,5 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::E
     s.serialize_str(&hex::encode(bytes))
 }
 
-secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Parked => "parked", Approval => "approval");
+secops_common::named_enum!(Source, "source", Kernel => "kernel", Api => "api", Parked => "parked", Approval => "approval", Daemon => "daemon");
 secops_common::named_enum!(ObjectKind, "object kind", Path => "path", Endpoint => "endpoint", Binary => "binary", Target => "target");

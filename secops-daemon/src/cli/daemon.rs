@@ -12,7 +12,7 @@ use crate::api::client::{Client, ClientError, Connected};
 use crate::api::{Registered, StatusReport, DEFAULT_SOCKET};
 use crate::daemon::{self, ApiLimits, DaemonOptions};
 use crate::kernel::DEFAULT_RING_BUFFER_BYTES;
-use crate::launcher::{run_in_agent_or_exit, AskHandoff, EXIT_LAUNCH_FAILED};
+use crate::launcher::{run_in_agent_or_exit, Account, AskHandoff, Launch, EXIT_LAUNCH_FAILED};
 
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/secops";
 const DEFAULT_CGROUP_ROOT: &str = "secops";
@@ -59,9 +59,27 @@ pub struct DaemonArgs {
     /// admins: status, reload, approvals, agents, audit and metrics routes.
     #[arg(long, default_value = "0", value_parser = group_id)]
     pub admin_gid: u32,
-    /// API connections served at once; more wait in the socket's backlog.
+    /// API connections served at once for all callers but the admins together; more wait
+    /// for a turn (up to --api-agent-queue per agent).
     #[arg(long, default_value_t = ApiLimits::default().max_connections)]
     pub api_max_connections: usize,
+    /// API connections served at once for one agent (or one non-admin user), so one agent
+    /// cannot take the connections the others need.
+    #[arg(long, default_value_t = ApiLimits::default().agent_connections)]
+    pub api_agent_connections: usize,
+    /// Connections of one agent (or non-admin user) accepted and waiting for a turn; further
+    /// ones are answered 429 and closed at once.
+    #[arg(long, default_value_t = ApiLimits::default().agent_queue)]
+    pub api_agent_queue: usize,
+    /// API connections reserved for admins (root or --admin-gid, outside every agent
+    /// cgroup): status, approvals and the kill switch answer however busy the agents keep
+    /// the API.
+    #[arg(long, default_value_t = ApiLimits::default().admin_connections)]
+    pub api_admin_connections: usize,
+    /// Requests a second one agent (or non-admin user) may make, with bursts of twice as
+    /// many; past that requests are answered 429 with retry-after.
+    #[arg(long, default_value_t = ApiLimits::default().agent_rate)]
+    pub api_agent_rate: u32,
     /// Time a client has to send a request's headers (and the idle limit of a kept-alive
     /// connection), e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
@@ -166,6 +184,10 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
         admin_gid: args.admin_gid,
         api: ApiLimits {
             max_connections: args.api_max_connections.max(1),
+            agent_connections: args.api_agent_connections.max(1),
+            agent_queue: args.api_agent_queue,
+            admin_connections: args.api_admin_connections.max(1),
+            agent_rate: args.api_agent_rate.max(1),
             header_timeout: args.api_header_timeout,
             request_timeout: args.api_request_timeout,
             max_body_bytes: args.api_max_body_bytes,
@@ -212,12 +234,34 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     let path = format!("/v1/agents/{}/register", args.agent);
     let registered: Result<Registered, _> =
         args.socket.client().post(&path, &serde_json::json!({}));
-    let cgroup = match registered {
-        Ok(registered) => registered.cgroup,
+    let registered = match registered {
+        Ok(registered) => registered,
         Err(e) => {
             eprintln!("secops run: {e}");
             return Ok(EXIT_LAUNCH_FAILED as u8);
         }
+    };
+    if !registered.identity_enforced {
+        eprintln!(
+            "secops run: warning: agent {} runs as root and no kernel layer (BPF LSM) holds it \
+             in its cgroup on this host: its identity is not enforceable (it could leave its \
+             cgroup and act as an admin). Give it its own `user:` in the policy.",
+            registered.agent
+        );
+    }
+    let run_as = &registered.run_as;
+    let account = Account {
+        name: run_as.user.clone(),
+        uid: run_as.uid,
+        gid: run_as.gid,
+        groups: run_as.groups.clone(),
+        home: run_as.home.clone(),
+    };
+    let launch = Launch {
+        cgroup: &registered.cgroup,
+        account: Some(&account),
+        workspace: Some(&registered.workspace),
+        create_workspace: registered.create_workspace,
     };
     let (cmd, rest) = args
         .command
@@ -229,7 +273,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
         connection: None,
     };
     let ask = args.ask.then_some(&mut handoff as &mut dyn AskHandoff);
-    run_in_agent_or_exit(&cgroup, cmd, rest, ask)
+    run_in_agent_or_exit(&launch, cmd, rest, ask)
 }
 
 /// `--ask`: the listener goes to the daemon, which takes it from this process by pidfd (only

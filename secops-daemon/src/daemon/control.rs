@@ -65,7 +65,13 @@ impl Shared {
 
     pub(crate) fn agent_status_of(&self, name: &str) -> Result<AgentStatus, ControlError> {
         let view = lock(&self.live).view();
-        Ok(agent_status(&self.slot_or_404(name)?, &view))
+        let engine = self.engine();
+        Ok(agent_status(
+            &self.slot_or_404(name)?,
+            &view,
+            engine.policy(),
+            self.bpf_lsm_enforcing(),
+        ))
     }
 
     /// Freezes, thaws or kills one agent's cgroup and waits until the kernel says it is done

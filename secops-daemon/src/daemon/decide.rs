@@ -18,6 +18,7 @@
 //! the API thread runs them on the blocking pool ([`decide_async`]); the other doors run on
 //! threads of their own and call [`decide`].
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
@@ -34,6 +35,7 @@ use crate::audit::{AuditObject, AuditWriter, CommitTicket, NewRecord, ObjectKind
 use crate::enforce::BUILTIN_RULE_ID;
 use crate::engine::{Decision, Engine};
 use crate::notify::{EventKind, TicketEvent};
+use crate::scan::{redact, Category, Scanner};
 use crate::time::now_ns;
 
 /// What the decision path needs from the daemon: the engine in force, the approval queue, the
@@ -41,6 +43,8 @@ use crate::time::now_ns;
 /// daemon's; the unit tests have their own, over a real queue and audit log.
 pub(crate) trait Context: Send + Sync + 'static {
     fn engine(&self) -> Arc<Engine>;
+    /// The output scanner, which every record passes before it is stored.
+    fn scanner(&self) -> &Scanner;
     fn tickets(&self) -> MutexGuard<'_, TicketStore>;
     fn metrics(&self) -> &Metrics;
     /// Counts a denial of `agent`; true when it reaches the agent's `auto_lower` threshold.
@@ -54,6 +58,10 @@ pub(crate) trait Context: Send + Sync + 'static {
 impl Context for Shared {
     fn engine(&self) -> Arc<Engine> {
         Shared::engine(self)
+    }
+
+    fn scanner(&self) -> &Scanner {
+        &self.scanner
     }
 
     fn tickets(&self) -> MutexGuard<'_, TicketStore> {
@@ -288,6 +296,16 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
         Door::Kernel { verdict, check } => (*verdict, check),
     };
     match kernel_verdict {
+        (Verdict::Allow, KernelCheck::Lsm { rule: entry_rule }) => {
+            // Allowed by the entry's rule, or (no entry decided) by no rule at all: the record
+            // names the rule that allowed it, never the built-in protection's.
+            let rule = entry_rule.as_deref().map(str::to_owned).or(rule);
+            (
+                Verdict::Allow,
+                rule,
+                format!("allowed by BPF LSM ({detail})"),
+            )
+        }
         (verdict, KernelCheck::Lsm { rule: entry_rule }) => {
             // The compiled entry's rule; for the built-in checks, the policy's rule for the
             // action if one denies it.
@@ -297,11 +315,10 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
                 (None, _, _) => BUILTIN_RULE_ID.to_owned(),
             };
             let reason = match verdict {
-                Verdict::Allow => format!("allowed by BPF LSM ({detail})"),
-                Verdict::Deny => format!("denied by BPF LSM, rule {rule} ({detail})"),
                 Verdict::Escalate => {
                     format!("denied by BPF LSM until a human approves, rule {rule} ({detail})")
                 }
+                _ => format!("denied by BPF LSM, rule {rule} ({detail})"),
             };
             (verdict, Some(rule), reason)
         }
@@ -484,7 +501,11 @@ pub(crate) fn account(
     let recorded = if matches!(door, Door::Parked { .. }) && judged.verdict == Verdict::Allow {
         Recorded::NotNeeded
     } else {
-        let record = judged.record();
+        let mut record = judged.record();
+        let found = redact_record(ctx.scanner(), &mut record);
+        if !found.is_empty() {
+            ctx.metrics().redacted(&found);
+        }
         match mode {
             AuditMode::Enqueue => match writer.enqueue(record) {
                 true => Recorded::Queued,
@@ -512,6 +533,43 @@ pub(crate) fn account(
         && door.counts_denials()
         && agent.is_some_and(|a| ctx.note_denial(a));
     (Outcome { judged, recorded }, lower)
+}
+
+/// What an agent wrote (argv, paths, tool arguments) can hold a credential: the record's
+/// texts pass the output scanner's redaction before they are stored, and the reason says
+/// what was redacted (the categories and counts, never the text). Returns the counts.
+pub(crate) fn redact_record(
+    scanner: &Scanner,
+    record: &mut NewRecord,
+) -> BTreeMap<Category, usize> {
+    let mut found = BTreeMap::new();
+    let mut clean = |text: &mut String| {
+        let findings = scanner.scan(text);
+        if findings.is_empty() {
+            return;
+        }
+        for (category, n) in Scanner::count(&findings) {
+            *found.entry(category).or_insert(0) += n;
+        }
+        // Offsets that do not fit the text are the scanner's bug: nothing of it is kept.
+        *text = redact(text, &findings)
+            .unwrap_or_else(|_| "[REDACTED: the scanner could not place its findings]".into());
+    };
+    clean(&mut record.reason);
+    if let Some(object) = record.object.as_mut() {
+        clean(&mut object.value);
+    }
+    if let Some(exe) = record.exe.as_mut() {
+        clean(exe);
+    }
+    if !found.is_empty() {
+        let counts: Vec<String> = found.iter().map(|(c, n)| format!("{n} {c}")).collect();
+        record.reason.push_str(&format!(
+            "; redacted before it was stored: {}",
+            counts.join(", ")
+        ));
+    }
+    found
 }
 
 /// Step 5: lowers the agent one step after its denials reached the threshold, and audits

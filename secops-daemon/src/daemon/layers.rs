@@ -4,6 +4,9 @@
 use crate::api::CapabilityStatus;
 use crate::kernel::Capabilities;
 
+/// The name of the BPF LSM layer in the capability report.
+pub(crate) const BPF_LSM_LAYER: &str = "synchronous file/exec deny (BPF LSM)";
+
 /// What each kernel layer does here, as the daemon runs it.
 pub(crate) fn capability_report(
     probed: &Capabilities,
@@ -47,7 +50,7 @@ pub(crate) fn capability_report(
             probed.ring_buffer.reason.clone(),
         ),
         layer(
-            "synchronous file/exec deny (BPF LSM)",
+            BPF_LSM_LAYER,
             lsm_attached,
             if lsm_attached {
                 "file deletes/renames/links/truncates/writes, secret reads, exec (by inode), raw \

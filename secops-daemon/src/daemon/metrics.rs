@@ -170,6 +170,7 @@ pub(crate) struct Metrics {
     decisions: Family<DecisionLabels, Counter>,
     latency: Family<SourceLabel, Histogram>,
     findings: Family<CategoryLabel, Counter>,
+    redacted: Family<CategoryLabel, Counter>,
     scans: Family<ScanLabels, Counter>,
     api_responses: Family<StatusLabel, Counter>,
     events_received: Counter,
@@ -207,6 +208,7 @@ impl Metrics {
         let latency =
             Family::<SourceLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         let findings = Family::<CategoryLabel, Counter>::default();
+        let redacted = Family::<CategoryLabel, Counter>::default();
         let scans = Family::<ScanLabels, Counter>::default();
         let api_responses = Family::<StatusLabel, Counter>::default();
         let events_received = Counter::default();
@@ -225,6 +227,11 @@ impl Metrics {
             "scan_findings",
             "Sensitive items the output scanner found, by category",
             findings.clone(),
+        );
+        registry.register(
+            "audit_redactions",
+            "Sensitive items redacted out of audit records (argv, paths, tool arguments) before they were stored, by category",
+            redacted.clone(),
         );
         registry.register(
             "scans",
@@ -311,6 +318,7 @@ impl Metrics {
             decisions,
             latency,
             findings,
+            redacted,
             scans,
             api_responses,
             events_received,
@@ -362,6 +370,17 @@ impl Metrics {
             .inc();
         for (category, &n) in findings {
             self.findings
+                .get_or_create(&CategoryLabel {
+                    category: category.as_str(),
+                })
+                .inc_by(n as u64);
+        }
+    }
+
+    /// Findings redacted out of audit records before they were stored.
+    pub(crate) fn redacted(&self, findings: &std::collections::BTreeMap<Category, usize>) {
+        for (category, &n) in findings {
+            self.redacted
                 .get_or_create(&CategoryLabel {
                     category: category.as_str(),
                 })

@@ -24,6 +24,7 @@
 //! On shutdown the programs and maps stay pinned, so enforcement holds while the daemon is
 //! down; the next daemon adopts them.
 
+mod accounts;
 mod agents;
 mod approvals;
 mod autonomy;

@@ -30,10 +30,20 @@ pub(crate) struct DaemonOptions {
     pub(crate) host_refresh: Duration,
 }
 
-/// The API's limits; `secops daemon --help` names the flags.
+/// The API's limits; `secops daemon --help` names the flags. How the connection limits
+/// share the API between callers: `daemon/http/admission.rs`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ApiLimits {
+    /// Connections served at once for everyone but the admins, together.
     pub(crate) max_connections: usize,
+    /// Connections served at once for one agent (or one non-admin uid).
+    pub(crate) agent_connections: usize,
+    /// Connections of one agent accepted and waiting for a turn; more are refused (429).
+    pub(crate) agent_queue: usize,
+    /// Connections served at once for the admins, which no agent can take.
+    pub(crate) admin_connections: usize,
+    /// Requests a second one agent (or non-admin uid) may make; a burst of twice as many.
+    pub(crate) agent_rate: u32,
     pub(crate) header_timeout: Duration,
     pub(crate) request_timeout: Duration,
     /// Largest body of every route but `/v1/scan`.
@@ -46,6 +56,10 @@ impl Default for ApiLimits {
     fn default() -> Self {
         ApiLimits {
             max_connections: 512,
+            agent_connections: 64,
+            agent_queue: 1024,
+            admin_connections: 32,
+            agent_rate: 5000,
             header_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 64 << 10,

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::enforcement::{reload_in_time, ReloadTrigger};
 use super::state::Shared;
+use crate::audit::AuditWriter;
 
-pub(crate) async fn watch_signals(shared: Arc<Shared>) {
+pub(crate) async fn watch_signals(shared: Arc<Shared>, writer: Arc<AuditWriter>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
@@ -22,8 +24,7 @@ pub(crate) async fn watch_signals(shared: Arc<Shared>) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the policy");
-                let shared = shared.clone();
-                let _ = tokio::task::spawn_blocking(move || shared.reload()).await;
+                let _ = reload_in_time(&shared, &writer, ReloadTrigger::Sighup).await;
             }
             _ = term.recv() => { shared.request_shutdown(); return; }
             _ = int.recv() => { shared.request_shutdown(); return; }
@@ -39,7 +40,7 @@ fn modified_times(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
 }
 
 /// Reloads when any file of the policy (the top-level one or an include) changes.
-pub(crate) async fn watch_policy_files(shared: Arc<Shared>) {
+pub(crate) async fn watch_policy_files(shared: Arc<Shared>, writer: Arc<AuditWriter>) {
     let mut files = shared.engine().policy().files.clone();
     let mut seen = modified_times(&files);
     loop {
@@ -53,8 +54,7 @@ pub(crate) async fn watch_policy_files(shared: Arc<Shared>) {
         if now != seen {
             seen = now;
             tracing::info!("policy file changed: reloading");
-            let s = shared.clone();
-            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+            let _ = reload_in_time(&shared, &writer, ReloadTrigger::FileChanged).await;
         }
     }
 }

@@ -3,7 +3,7 @@
 //! programs attached), then the services that run until SIGTERM (event pipeline, API,
 //! timeout sweeper, watchers), which are stopped in the reverse order.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{anyhow, Context};
@@ -39,6 +39,11 @@ pub(crate) fn run(options: DaemonOptions) -> anyhow::Result<()> {
 }
 
 async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
+    // Nothing the daemon writes is anyone else's to read: the audit log and its WAL, the
+    // approval queue, the keys, the state files. (The socket's mode is set when it is bound.)
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o077) };
+    private_state_dir(&options.state_dir)?;
     let live = load_live(&options)?;
     let writer = Arc::new(open_audit_log(&options)?);
     let tickets = open_tickets(&options)?;
@@ -53,8 +58,10 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         root: layers.root,
         capabilities: layers.capabilities,
         last_reload_error: Mutex::new(None),
+        reload_generation: AtomicU64::new(0),
         counters: Counters::default(),
         metrics: Metrics::new(),
+        scanner: crate::scan::Scanner::new(),
         tickets: Mutex::new(tickets),
         decided: Default::default(),
         live: Mutex::new(live),
@@ -78,6 +85,41 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     match Arc::try_unwrap(writer) {
         Ok(writer) => writer.close().context("closing the audit log")?,
         Err(_) => tracing::warn!("audit writer still shared at shutdown; it closes when dropped"),
+    }
+    Ok(())
+}
+
+/// Makes the state directory (created if missing) this daemon's alone: mode 0700. One that
+/// another user owns is refused, since its owner could rename the log away or swap the keys.
+fn private_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating the state directory {}", dir.display()))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .with_context(|| format!("reading the state directory {}", dir.display()))?;
+    // SAFETY: geteuid(2) cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        anyhow::bail!(
+            "the state directory {} is {} uid {}, not a directory of this daemon's user (uid {me}): \
+             refused, since whoever owns it can replace the audit log or its keys; give the \
+             daemon a directory of its own (--state-dir)",
+            dir.display(),
+            if meta.is_dir() { "owned by" } else { "not a directory but a file of" },
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (mode 0700)", dir.display()))?;
+        tracing::warn!(
+            dir = %dir.display(),
+            "the state directory was readable or writable by others ({:o}); it is 0700 now",
+            meta.mode() & 0o777
+        );
     }
     Ok(())
 }
@@ -161,18 +203,25 @@ impl KernelLayers {
             exec: probed.tracepoints.active,
             files: probed.tracepoints.active && !probed.bpf_lsm.active,
             lsm: probed.bpf_lsm.active,
+            ancestor_lookup: kernel::AncestorLookup::Probe,
         };
         let mut kernel =
             Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
         let config = secops_common::kernel::Config {
             root_cgroup_id: root.id()?,
-            agent_level: u32::try_from(root.level() + 1).context("cgroup level")?,
+            agent_level: kernel::fs::cgroup_level(root.path())
+                .context("the secops root cgroup's level")?
+                + 1,
             flags: 0,
         };
         kernel
             .maps_mut()
             .set_config(&config)
             .context("writing the kernel config")?;
+        kernel
+            .maps_mut()
+            .set_root_cgroup(root.path())
+            .context("writing the secops root cgroup into the kernel")?;
 
         // Host names in allowlists start unresolved (they allow nothing) and are resolved in
         // the background, so a slow or unreachable DNS server cannot hold up enforcement.
@@ -275,7 +324,6 @@ impl Services {
         let api = Arc::new(http::ApiState {
             shared: shared.clone(),
             writer: writer.clone(),
-            scanner: crate::scan::Scanner::new(),
             limits: options.api,
             admin_gid: options.admin_gid,
         });
@@ -283,8 +331,8 @@ impl Services {
         let server = http::Server::start(listener, metrics_listener, api)?;
         let sweeper = timeouts::spawn(shared.clone(), writer.clone())?;
         let tasks = vec![
-            tokio::spawn(services::watch_signals(shared.clone())),
-            tokio::spawn(services::watch_policy_files(shared.clone())),
+            tokio::spawn(services::watch_signals(shared.clone(), writer.clone())),
+            tokio::spawn(services::watch_policy_files(shared.clone(), writer.clone())),
             tokio::spawn(hosts::refresh_hosts(shared.clone())),
         ];
         Ok(Services {

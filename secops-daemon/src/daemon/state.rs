@@ -23,6 +23,8 @@ use crate::cgroups::CgroupDir;
 use crate::enforce::{FileRules, HostAddrs};
 use crate::engine::Engine;
 use crate::kernel::Kernel;
+use crate::policy::Policy;
+use crate::scan::Scanner;
 
 /// State shared by the daemon's tasks.
 pub(crate) struct Shared {
@@ -34,8 +36,12 @@ pub(crate) struct Shared {
     pub(crate) root: CgroupDir,
     pub(crate) capabilities: Vec<CapabilityStatus>,
     pub(crate) last_reload_error: Mutex<Option<String>>,
+    /// Counts reloads started (and given up): only the newest may put its policy in force.
+    pub(crate) reload_generation: AtomicU64,
     pub(crate) counters: Counters,
     pub(crate) metrics: Metrics,
+    /// The output scanner: `/v1/scan`, and every audit record before it is stored.
+    pub(crate) scanner: Scanner,
     /// The approval queue. Held only in blocking tasks, never across an await.
     pub(crate) tickets: Mutex<TicketStore>,
     /// The file rules as compiled into the kernel's inode entries (for reading LSM events).
@@ -109,7 +115,10 @@ impl Shared {
             cgroup_root: self.root.path().to_path_buf(),
             pin_dir: self.options.pin_dir.clone(),
             capabilities: self.capabilities.clone(),
-            agents: agents.slots().map(|s| agent_status(s, &autonomy)).collect(),
+            agents: agents
+                .slots()
+                .map(|s| agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing()))
+                .collect(),
             events: EventCounters {
                 received: self.counters.received.load(Ordering::Relaxed),
                 audited: self.counters.audited.load(Ordering::Relaxed),
@@ -118,16 +127,40 @@ impl Shared {
         }
     }
 
+    /// Whether the BPF LSM layer is attached and enforcing (it denies agents cgroup writes,
+    /// so an agent running as root still cannot leave its cgroup).
+    pub(crate) fn bpf_lsm_enforcing(&self) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| c.name == super::layers::BPF_LSM_LAYER && c.active)
+    }
+
     /// Every agent the daemon runs, by name.
     pub(crate) fn agent_names(&self) -> Vec<String> {
         read(&self.agents).slots().map(|s| s.name.clone()).collect()
     }
 }
 
-/// One agent as `secops agents list` and `secops status` show it.
-pub(crate) fn agent_status(slot: &AgentSlot, autonomy: &autonomy::View) -> AgentStatus {
+/// One agent as `secops agents list` and `secops status` show it. `lsm`: BPF LSM enforces
+/// here (it keeps even a root agent in its cgroup).
+pub(crate) fn agent_status(
+    slot: &AgentSlot,
+    autonomy: &autonomy::View,
+    policy: &Policy,
+    lsm: bool,
+) -> AgentStatus {
     let cgroup = CgroupDir::open_path(&slot.cgroup).ok();
     let (policy_autonomy, autonomy_override) = autonomy.of(&slot.name);
+    let user = policy.agent(&slot.name).and_then(|a| a.user.clone());
+    let warning = match &user {
+        Some(u) if u.is_root() && !lsm => Some(
+            "runs as root and no kernel layer (BPF LSM) holds it in its cgroup here: its \
+             identity is not enforceable (it could leave its cgroup and act as an admin)"
+                .to_owned(),
+        ),
+        None => Some("the policy names no `user:`; secops run will not start it".to_owned()),
+        _ => None,
+    };
     AgentStatus {
         name: slot.name.clone(),
         cgroup: slot.cgroup.clone(),
@@ -145,5 +178,7 @@ pub(crate) fn agent_status(slot: &AgentSlot, autonomy: &autonomy::View) -> Agent
             .as_ref()
             .and_then(|c| c.events().ok())
             .is_some_and(|e| e.frozen),
+        user: user.map(|u| u.to_string()),
+        warning,
     }
 }

@@ -25,6 +25,9 @@ pub enum KernelError {
     #[error("{} is not below the cgroup2 mount {}", path.display(), mount.display())]
     NotInCgroup2 { path: PathBuf, mount: PathBuf },
 
+    #[error("the cgroup level of {}: {reason}", path.display())]
+    CgroupLevel { path: PathBuf, reason: String },
+
     #[error("mounting {fstype} at {}: {source}", target.display())]
     Mount {
         fstype: &'static str,
@@ -45,6 +48,12 @@ pub enum KernelError {
 
     #[error("reading the kernel's BTF (needed by LSM programs): {0}")]
     Btf(#[source] Box<aya::BtfError>),
+
+    #[error("{family} of secops could not be used on this kernel: {failure}\n{}", failure.detail)]
+    Family {
+        family: super::families::Family,
+        failure: super::families::FamilyFailure,
+    },
 
     #[error("BPF object {object} has no program {program}")]
     MissingProgram {

@@ -38,22 +38,31 @@ pub fn cgroup2_mount_info() -> Result<Cgroup2Mount> {
     parse_cgroup2_mount(&text).ok_or(KernelError::NoCgroup2Mount)
 }
 
-/// The first cgroup2 entry of a mountinfo text. Format (proc(5)): `id parent major:minor
-/// root mount-point options [optional fields...] - fstype source super-options`.
+/// The first cgroup2 entry of a mountinfo text that no later mount hides (a container's
+/// runtime may mount a fresh cgroup2 over the one it inherited at the same mount point).
+/// Format (proc(5)): `id parent major:minor root mount-point options [optional fields...] -
+/// fstype source super-options`.
 pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<Cgroup2Mount> {
-    mountinfo.lines().find_map(|line| {
-        let (before, after) = line.split_once(" - ")?;
-        if after.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        let mut fields = before.split(' ');
-        let root = fields.nth(3)?;
-        let mount_point = fields.next()?;
-        Some(Cgroup2Mount {
+    let mounts: Vec<(&str, &str, &str)> = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (before, after) = line.split_once(" - ")?;
+            let fstype = after.split(' ').next()?;
+            let mut fields = before.split(' ');
+            let root = fields.nth(3)?;
+            let mount_point = fields.next()?;
+            Some((fstype, root, mount_point))
+        })
+        .collect();
+    mounts
+        .iter()
+        .enumerate()
+        .filter(|(_, (fstype, _, _))| *fstype == "cgroup2")
+        .find(|(i, (_, _, point))| !mounts[i + 1..].iter().any(|(_, _, p)| p == point))
+        .map(|(_, (_, root, mount_point))| Cgroup2Mount {
             mount_point: PathBuf::from(unescape_mountinfo(mount_point)),
             root: PathBuf::from(unescape_mountinfo(root)),
         })
-    })
 }
 
 /// Every mount point of this process's mount namespace, from /proc/self/mountinfo.
@@ -103,29 +112,7 @@ pub fn cgroup_id(cgroup_dir: &Path) -> Result<u64> {
     Ok(meta.ino())
 }
 
-/// The cgroup2 level of a cgroup directory (the hierarchy's root is level 0).
-///
-/// Counted from the mount's root within the hierarchy plus the path below the mount point.
-/// Inside a cgroup namespace the mount's root is relative to the namespace, so the level
-/// would come out too small: secops runs in the host's cgroup namespace.
-pub fn cgroup_level(cgroup_dir: &Path) -> Result<u32> {
-    let mount = cgroup2_mount_info()?;
-    let canonical =
-        fs::canonicalize(cgroup_dir).map_err(|e| KernelError::io("resolving", cgroup_dir, e))?;
-    let below =
-        canonical
-            .strip_prefix(&mount.mount_point)
-            .map_err(|_| KernelError::NotInCgroup2 {
-                path: canonical.clone(),
-                mount: mount.mount_point.clone(),
-            })?;
-    let depth = |p: &Path| {
-        p.components()
-            .filter(|c| matches!(c, std::path::Component::Normal(_)))
-            .count()
-    };
-    Ok((depth(&mount.root) + depth(below)) as u32)
-}
+pub use super::cgroup_level::cgroup_level;
 
 fn is_fs(path: &Path, magic: i64) -> bool {
     sys::statfs_type(path).is_ok_and(|t| t == magic)
@@ -202,6 +189,14 @@ mod tests {
     fn finds_cgroup2_in_hybrid_mode_with_optional_fields() {
         let m = parse_cgroup2_mount(HYBRID).expect("found");
         assert_eq!(m.mount_point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(m.root, Path::new("/"));
+    }
+
+    #[test]
+    fn a_cgroup2_mount_hidden_by_a_later_one_is_skipped() {
+        let text = "41 31 0:38 /.. /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+                    90 41 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let m = parse_cgroup2_mount(text).expect("found");
         assert_eq!(m.root, Path::new("/"));
     }
 

@@ -16,6 +16,7 @@ use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use aya::programs::links::FdLink;
+use aya::programs::trace_point::TracePointLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, Lsm, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use secops_common::kernel::{MAPS, MAP_EVENTS};
@@ -23,6 +24,7 @@ use secops_ebpf::programs as names;
 
 use super::error::{KernelError, Result};
 use super::events::EventReader;
+use super::families::{Family, FamilyFailure, FamilyState};
 use super::fs;
 use super::maps::{check_pinned_maps, KernelMaps};
 use super::sys;
@@ -110,6 +112,23 @@ const PROGRAMS: &[ProgramSpec] = &[
     lsm(names::LSM_TASK_KILL, "task_kill"),
 ];
 
+/// How the tracing programs (tracepoints, LSM) find a task's agent cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AncestorLookup {
+    /// The helper where this kernel allows it (a probe), else the walk.
+    #[default]
+    Probe,
+    /// `bpf_get_current_ancestor_cgroup_id`.
+    Helper,
+    /// The task's cgroup read through CO-RE, cached per cgroup (`ancestry.h`): what kernels
+    /// without the helper in tracing programs (5.10) run. Tests choose it to check the walk
+    /// on a kernel that has the helper.
+    Walk,
+}
+
+/// The global in each tracing object that selects the helper (1) or the walk (0).
+const ANCESTOR_HELPER_GLOBAL: &str = "secops_ancestor_helper";
+
 /// Which program families to load, and the ring buffer's size.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -124,6 +143,7 @@ pub struct LoadOptions {
     pub files: bool,
     /// The BPF LSM programs (only where the probe found that LSM programs load).
     pub lsm: bool,
+    pub ancestor_lookup: AncestorLookup,
 }
 
 impl Default for LoadOptions {
@@ -134,6 +154,7 @@ impl Default for LoadOptions {
             exec: true,
             files: true,
             lsm: false,
+            ancestor_lookup: AncestorLookup::Probe,
         }
     }
 }
@@ -150,6 +171,10 @@ pub enum Attached {
     /// A pinned tracepoint link ran another program: the new one was attached, then the old
     /// link removed.
     Replaced,
+    /// Attached for this daemon's lifetime only, unpinned: kernels before 5.15 attach
+    /// tracepoint programs through perf events without a bpf_link, which cannot be pinned.
+    /// (Observation only: the tracepoints report nothing while no daemon runs anyway.)
+    Held,
 }
 
 struct Object {
@@ -171,6 +196,11 @@ pub struct Kernel {
     links: Vec<HeldLink>,
     maps: KernelMaps,
     ring_buffer_bytes: u32,
+    families: Vec<(Family, FamilyState)>,
+    /// What was pinned before this load, for [`Kernel::abandon_start`].
+    pins_before: PinSnapshot,
+    /// Tracepoint links this kernel cannot pin (see [`Attached::Held`]).
+    held_tracepoints: Vec<TracePointLink>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -188,6 +218,125 @@ impl std::fmt::Debug for Kernel {
             .field("ring_buffer_bytes", &self.ring_buffer_bytes)
             .finish()
     }
+}
+
+impl LoadOptions {
+    fn wants(&self, family: Family) -> bool {
+        match family {
+            Family::Egress => self.egress,
+            Family::Exec => self.exec,
+            Family::Files => self.files,
+            Family::Lsm => self.lsm,
+        }
+    }
+}
+
+/// Loads one family's object (its maps pinned by name in `pin_dir`, shared with the other
+/// objects) and every program in it. A program the verifier refuses fails the family.
+fn load_family(
+    family: Family,
+    pin_dir: &Path,
+    ring_buffer_bytes: u32,
+    ancestor_helper: u32,
+) -> Result<Ebpf> {
+    let name = family.object();
+    let bytes = object_bytes(name).ok_or(KernelError::MissingProgram {
+        object: name,
+        program: "(object not built)",
+    })?;
+    let btf = match family {
+        Family::Lsm => Some(Btf::from_sys_fs().map_err(|e| KernelError::Btf(Box::new(e)))?),
+        _ => None,
+    };
+    let mut loader = EbpfLoader::new();
+    loader
+        .default_map_pin_directory(pin_dir)
+        .map_max_entries(MAP_EVENTS, ring_buffer_bytes);
+    // cgroup sock_addr programs always have the helper and carry no such global.
+    if family != Family::Egress {
+        loader.override_global(ANCESTOR_HELPER_GLOBAL, &ancestor_helper, true);
+    }
+    let mut ebpf = loader.load(bytes).map_err(|e| KernelError::LoadObject {
+        object: name,
+        source: Box::new(e),
+    })?;
+    for spec in PROGRAMS.iter().filter(|s| s.object == name) {
+        let program = ebpf
+            .program_mut(spec.program)
+            .ok_or(KernelError::MissingProgram {
+                object: name,
+                program: spec.program,
+            })?;
+        let loaded = match (spec.hook, &btf) {
+            (Hook::CgroupSockAddr, _) => {
+                <&mut CgroupSockAddr>::try_from(program).and_then(|p| p.load())
+            }
+            (Hook::TracePoint { .. }, _) => {
+                <&mut TracePoint>::try_from(program).and_then(|p| p.load())
+            }
+            (Hook::Lsm { hook }, Some(btf)) => {
+                <&mut Lsm>::try_from(program).and_then(|p| p.load(hook, btf))
+            }
+            (Hook::Lsm { .. }, None) => unreachable!("the LSM family always reads BTF"),
+        };
+        loaded.map_err(|e| KernelError::program("loading", spec.program, e))?;
+    }
+    Ok(ebpf)
+}
+
+/// Which of secops' pins were in a pin directory at one moment (and whether the directory
+/// was), so that a failed start can remove exactly what it added.
+#[derive(Clone, Debug)]
+struct PinSnapshot {
+    pin_dir: PathBuf,
+    dir_existed: bool,
+    pins: Vec<PathBuf>,
+}
+
+impl PinSnapshot {
+    fn take(pin_dir: &Path) -> PinSnapshot {
+        PinSnapshot {
+            pin_dir: pin_dir.to_path_buf(),
+            dir_existed: pin_dir.exists(),
+            pins: secops_pins(pin_dir).filter(|p| p.exists()).collect(),
+        }
+    }
+
+    /// Unpins every secops pin that is there now and was not then (links before maps, as
+    /// in `unpin_all`), and the directory if it was made since and is empty.
+    fn remove_new_pins(&self) {
+        for pin in secops_pins(&self.pin_dir) {
+            if self.pins.contains(&pin) {
+                continue;
+            }
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {
+                    tracing::info!(pin = %pin.display(), "unpinned what the failed start pinned")
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!(pin = %pin.display(), "could not unpin after the failed start: {e}")
+                }
+            }
+        }
+        if !self.dir_existed {
+            let _ = std::fs::remove_dir(&self.pin_dir);
+        }
+    }
+}
+
+/// Every path secops pins in `pin_dir`: each program's link (and its staging name), then
+/// the maps.
+fn secops_pins(pin_dir: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    PROGRAMS
+        .iter()
+        .flat_map(move |spec| {
+            [
+                link_pin(pin_dir, spec.program),
+                staging_pin(pin_dir, spec.program),
+            ]
+        })
+        .chain(MAPS.iter().map(move |name| pin_dir.join(name)))
 }
 
 fn object_bytes(name: &str) -> Option<&'static [u8]> {
@@ -241,79 +390,144 @@ fn open_pinned(path: &Path) -> io::Result<OwnedFd> {
 }
 
 impl Kernel {
-    /// Loads every enabled object with its maps in `pin_dir` (a directory on bpffs, made
+    /// Loads every enabled family with its maps in `pin_dir` (a directory on bpffs, made
     /// if missing; bpffs is mounted at its parent if needed). Maps already pinned there are
     /// adopted, after checking their layout against this build. Programs are loaded into
-    /// the kernel (so verifier errors surface here) but not attached.
+    /// the kernel (so verifier errors surface here) but not attached. Every requested
+    /// family must load: the first that does not is the error, and whatever this call
+    /// pinned is unpinned again. [`Kernel::load_available`] keeps the families that load.
     pub fn load(pin_dir: &Path, options: &LoadOptions) -> Result<Kernel> {
+        let kernel = Kernel::load_available(pin_dir, options)?;
+        let failed = kernel
+            .families
+            .iter()
+            .find_map(|(family, state)| match state {
+                FamilyState::Failed(failure) => Some((*family, failure.clone())),
+                _ => None,
+            });
+        match failed {
+            None => Ok(kernel),
+            Some((family, failure)) => {
+                kernel.abandon_start();
+                Err(KernelError::Family { family, failure })
+            }
+        }
+    }
+
+    /// Like [`Kernel::load`], but a family this kernel refuses is left out and recorded
+    /// ([`Kernel::families`]) instead of failing the load; the others load as usual. Errors
+    /// that are no family's (the pin directory, pinned maps of another layout, no family
+    /// at all) fail it, and leave nothing pinned that was not pinned before.
+    pub fn load_available(pin_dir: &Path, options: &LoadOptions) -> Result<Kernel> {
         // SAFETY: sysconf has no preconditions.
         let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let bytes = options.ring_buffer_bytes;
         if !bytes.is_power_of_two() || !bytes.is_multiple_of(page) {
             return Err(KernelError::RingBufferSize { bytes, page });
         }
+        let before = PinSnapshot::take(pin_dir);
         fs::ensure_pin_dir(pin_dir)?;
-        let ring_buffer_bytes = check_pinned_maps(pin_dir)?.unwrap_or(bytes);
-
-        let wanted = [
-            ("egress", options.egress),
-            ("exec", options.exec),
-            ("files", options.files),
-            ("lsm", options.lsm),
-        ];
-        let btf = if options.lsm {
-            Some(Btf::from_sys_fs().map_err(|e| KernelError::Btf(Box::new(e)))?)
-        } else {
-            None
-        };
-        let mut objects = Vec::new();
-        for (name, enabled) in wanted {
-            if !enabled {
-                continue;
-            }
-            let bytes = object_bytes(name).ok_or(KernelError::MissingProgram {
-                object: name,
-                program: "(object not built)",
-            })?;
-            let mut ebpf = EbpfLoader::new()
-                .default_map_pin_directory(pin_dir)
-                .map_max_entries(MAP_EVENTS, ring_buffer_bytes)
-                .load(bytes)
-                .map_err(|e| KernelError::LoadObject {
-                    object: name,
-                    source: Box::new(e),
-                })?;
-            for spec in PROGRAMS.iter().filter(|s| s.object == name) {
-                let program =
-                    ebpf.program_mut(spec.program)
-                        .ok_or(KernelError::MissingProgram {
-                            object: name,
-                            program: spec.program,
-                        })?;
-                let loaded = match spec.hook {
-                    Hook::CgroupSockAddr => {
-                        <&mut CgroupSockAddr>::try_from(program).and_then(|p| p.load())
-                    }
-                    Hook::TracePoint { .. } => {
-                        <&mut TracePoint>::try_from(program).and_then(|p| p.load())
-                    }
-                    Hook::Lsm { hook } => match &btf {
-                        Some(btf) => <&mut Lsm>::try_from(program).and_then(|p| p.load(hook, btf)),
-                        None => continue,
-                    },
-                };
-                loaded.map_err(|e| KernelError::program("loading", spec.program, e))?;
-            }
-            objects.push(Object { name, ebpf });
+        let loaded = Kernel::load_families(pin_dir, options, bytes);
+        if loaded.is_err() {
+            before.remove_new_pins();
         }
-        let maps = KernelMaps::open(pin_dir)?;
+        let (objects, families, maps, ring_buffer_bytes) = loaded?;
         Ok(Kernel {
             pin_dir: pin_dir.to_path_buf(),
             objects,
             links: Vec::new(),
             maps,
             ring_buffer_bytes,
+            families,
+            pins_before: before,
+            held_tracepoints: Vec::new(),
         })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn load_families(
+        pin_dir: &Path,
+        options: &LoadOptions,
+        bytes: u32,
+    ) -> Result<(Vec<Object>, Vec<(Family, FamilyState)>, KernelMaps, u32)> {
+        let ring_buffer_bytes = check_pinned_maps(pin_dir)?.unwrap_or(bytes);
+        let ancestor_helper = u32::from(match options.ancestor_lookup {
+            AncestorLookup::Probe => super::probe::ancestor_helper_in_tracing(),
+            AncestorLookup::Helper => true,
+            AncestorLookup::Walk => false,
+        });
+        let mut objects = Vec::new();
+        let mut families = Vec::new();
+        for family in Family::ALL {
+            let state = if !options.wants(family) {
+                FamilyState::NotRequested
+            } else {
+                match load_family(family, pin_dir, ring_buffer_bytes, ancestor_helper) {
+                    Ok(ebpf) => {
+                        objects.push(Object {
+                            name: family.object(),
+                            ebpf,
+                        });
+                        FamilyState::Loaded
+                    }
+                    Err(e) => {
+                        let failure = FamilyFailure::new("loading", &e);
+                        tracing::error!(%family, "{failure}; the other families are not affected\n{e}");
+                        FamilyState::Failed(failure)
+                    }
+                }
+            };
+            families.push((family, state));
+        }
+        let maps = KernelMaps::open(pin_dir)?;
+        Ok((objects, families, maps, ring_buffer_bytes))
+    }
+
+    /// Every family and where it stands: what `secops status` reports per layer.
+    pub fn families(&self) -> &[(Family, FamilyState)] {
+        &self.families
+    }
+
+    pub fn family_state(&self, family: Family) -> &FamilyState {
+        self.families
+            .iter()
+            .find(|(f, _)| *f == family)
+            .map(|(_, s)| s)
+            .unwrap_or(&FamilyState::NotRequested)
+    }
+
+    fn set_family_state(&mut self, family: Family, state: FamilyState) {
+        if let Some(slot) = self.families.iter_mut().find(|(f, _)| *f == family) {
+            slot.1 = state;
+        }
+    }
+
+    /// Records how attaching `family` went, and hands the result on. A family that never
+    /// loaded keeps its loading failure.
+    fn record_attach<T>(&mut self, family: Family, result: Result<T>) -> Result<T> {
+        match self.family_state(family) {
+            FamilyState::Loaded | FamilyState::Attached => {}
+            _ => return result,
+        }
+        let state = match &result {
+            Ok(_) => FamilyState::Attached,
+            Err(e) => {
+                let failure = FamilyFailure::new("attaching", e);
+                tracing::error!(%family, "{failure}; the other families are not affected");
+                FamilyState::Failed(failure)
+            }
+        };
+        self.set_family_state(family, state);
+        result
+    }
+
+    /// Removes every pin this daemon's start made (maps, links) and the pin directory if
+    /// this start made it, leaving what was pinned before (an earlier daemon's enforcement)
+    /// as it was. For a start that failed: it must not leave half a kernel layer behind.
+    pub fn abandon_start(self) {
+        let before = self.pins_before.clone();
+        drop(self);
+        before.remove_new_pins();
     }
 
     /// Keeps a link's fd for the daemon's lifetime (the pin keeps it after that).
@@ -377,6 +591,21 @@ impl Kernel {
     /// Attaches the four egress programs to the secops root cgroup `root_cgroup`: every
     /// cgroup below it is covered, and the agents map decides whose connections are judged.
     pub fn attach_egress(&mut self, root_cgroup: &Path) -> Result<Vec<(&'static str, Attached)>> {
+        let result = self.attach_egress_programs(root_cgroup);
+        self.record_attach(Family::Egress, result)
+    }
+
+    fn attach_egress_programs(
+        &mut self,
+        root_cgroup: &Path,
+    ) -> Result<Vec<(&'static str, Attached)>> {
+        if !self
+            .objects
+            .iter()
+            .any(|o| o.name == Family::Egress.object())
+        {
+            return Ok(Vec::new());
+        }
         let cgroup = File::open(root_cgroup)
             .map_err(|e| KernelError::io("opening cgroup", root_cgroup, e))?;
         let cgroup_id = fs::cgroup_id(root_cgroup)?;
@@ -425,27 +654,36 @@ impl Kernel {
     /// Attaches the exec/exit and file tracepoint programs (those loaded), mounting tracefs
     /// first if needed. They report only tasks of agents.
     pub fn attach_tracepoints(&mut self) -> Result<Vec<(&'static str, Attached)>> {
-        fs::mount_tracefs_if_needed()?;
-        self.attach_unupdatable(|hook| matches!(hook, Hook::TracePoint { .. }))
+        let mut report = Vec::new();
+        let mut first_error = None;
+        for family in [Family::Exec, Family::Files] {
+            let result =
+                fs::mount_tracefs_if_needed().and_then(|_| self.attach_unupdatable(family));
+            match self.record_attach(family, result) {
+                Ok(links) => report.extend(links),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(report), Err)
     }
 
     /// Attaches the BPF LSM programs (if loaded). They judge only tasks of agents.
     pub fn attach_lsm(&mut self) -> Result<Vec<(&'static str, Attached)>> {
-        self.attach_unupdatable(|hook| matches!(hook, Hook::Lsm { .. }))
+        let result = self.attach_unupdatable(Family::Lsm);
+        self.record_attach(Family::Lsm, result)
     }
 
-    /// Attaches the loaded programs whose hook `wanted` selects, for hooks whose links
+    /// Attaches the programs of `family` (if it loaded), for hooks whose links
     /// BPF_LINK_UPDATE cannot switch (perf-event and tracing links): a pinned link running
     /// the same program is kept; one running another program is replaced new-first.
-    fn attach_unupdatable(
-        &mut self,
-        wanted: fn(&Hook) -> bool,
-    ) -> Result<Vec<(&'static str, Attached)>> {
+    fn attach_unupdatable(&mut self, family: Family) -> Result<Vec<(&'static str, Attached)>> {
         let mut report = Vec::new();
         let loaded: Vec<&'static str> = self.objects.iter().map(|o| o.name).collect();
         for spec in PROGRAMS
             .iter()
-            .filter(|s| loaded.contains(&s.object) && wanted(&s.hook))
+            .filter(|s| loaded.contains(&s.object) && s.object == family.object())
         {
             let path = link_pin(&self.pin_dir, spec.program);
             let pin_dir = self.pin_dir.clone();
@@ -459,6 +697,21 @@ impl Kernel {
                 .map_err(|e| KernelError::program("reading info of", spec.program, e))?
                 .tag();
             let link_err = |action| link_error(&path, spec.program, action);
+
+            if let Hook::TracePoint { category, name } = spec.hook {
+                if !aya::features().bpf_perf_link() {
+                    let program: &mut TracePoint = self.program(spec)?;
+                    let id = program
+                        .attach(category, name)
+                        .map_err(|e| KernelError::program("attaching", spec.program, e))?;
+                    let link = program
+                        .take_link(id)
+                        .map_err(|e| KernelError::program("taking link of", spec.program, e))?;
+                    self.held_tracepoints.push(link);
+                    report.push((spec.program, Attached::Held));
+                    continue;
+                }
+            }
 
             let old = if path.exists() {
                 let fd = open_pinned(&path).map_err(link_err("opening pinned"))?;
@@ -575,16 +828,7 @@ pub fn unpin_all(pin_dir: &Path) -> Result<()> {
         return Ok(());
     }
     let mut first_error = None;
-    let pins = PROGRAMS
-        .iter()
-        .flat_map(|spec| {
-            [
-                link_pin(pin_dir, spec.program),
-                staging_pin(pin_dir, spec.program),
-            ]
-        })
-        .chain(MAPS.iter().map(|name| pin_dir.join(name)));
-    for path in pins {
+    for path in secops_pins(pin_dir) {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

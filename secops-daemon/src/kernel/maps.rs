@@ -10,10 +10,11 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, MapType, PerCpuArray};
 use aya::Pod;
 use secops_common::kernel::{
-    Agent, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue, EgressValue,
-    Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS, MAP_CONFIG, MAP_EGRESS4,
-    MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS, MAP_FILE_COUNTS, MAP_GRANTS, MAP_HEARTBEAT,
-    MAP_INODES, MAP_PROTECTED_PIDS, MAP_STATS, STATS_LEN, STATS_SUBS,
+    Agent, AncestorKey, Config, Egress4Key, Egress6Key, EgressAllowedKey, EgressAllowedValue,
+    EgressValue, Grant, GrantKey, InodeKey, InodeRule, AF_INET, MAPS, MAP_AGENTS,
+    MAP_CGROUP_ANCESTORS, MAP_CONFIG, MAP_EGRESS4, MAP_EGRESS6, MAP_EGRESS_ALLOWED, MAP_EVENTS,
+    MAP_FILE_COUNTS, MAP_GRANTS, MAP_HEARTBEAT, MAP_INODES, MAP_PROTECTED_PIDS, MAP_ROOT_CGROUP,
+    MAP_STATS, STATS_LEN, STATS_SUBS,
 };
 use secops_common::kernel::{COUNT_SLOTS, FS_OPS};
 
@@ -41,6 +42,7 @@ impl Contract for EgressAllowedKey {}
 impl Contract for EgressAllowedValue {}
 impl Contract for GrantKey {}
 impl Contract for Grant {}
+impl Contract for AncestorKey {}
 
 // SAFETY: see `Contract`: plain old data, no padding the kernel would not also see.
 unsafe impl<T: Contract> Pod for P<T> {}
@@ -95,6 +97,8 @@ pub(crate) fn expected_layout(name: &str) -> Option<(MapType, u32, u32)> {
             s(size_of::<InodeRule>()),
         ),
         MAP_PROTECTED_PIDS => (MapType::Hash, 4, 4),
+        MAP_CGROUP_ANCESTORS => (MapType::LruHash, s(size_of::<AncestorKey>()), 8),
+        MAP_ROOT_CGROUP => (MapType::CgroupArray, 4, 4),
         MAP_FILE_COUNTS => (MapType::Array, 4, 8),
         MAP_GRANTS => (
             MapType::Hash,
@@ -636,6 +640,39 @@ impl KernelMaps {
         self.heartbeat
             .set(0, value, 0)
             .map_err(|e| KernelError::map(MAP_HEARTBEAT, "writing", e))
+    }
+
+    /// The secops root cgroup (the parent of every agent cgroup), for the programs that
+    /// find agents without `bpf_get_current_ancestor_cgroup_id` (ancestry.h): tasks outside
+    /// it are told apart in one helper call. Set it with the config.
+    pub fn set_root_cgroup(&mut self, root: &Path) -> Result<()> {
+        let name = MAP_ROOT_CGROUP;
+        let dir = std::fs::File::open(root).map_err(|e| KernelError::io("opening", root, e))?;
+        let mut map: aya::maps::CgroupArray<MapData> =
+            aya::maps::CgroupArray::try_from(open_map(&self.pin_dir, name)?)
+                .map_err(|e| KernelError::map(name, "opening pinned map", e))?;
+        map.set(0, std::os::fd::AsRawFd::as_raw_fd(&dir), 0)
+            .map_err(|e| KernelError::map(name, "writing", e))
+    }
+
+    /// What the programs' cgroup walk has cached (`secops_cgroup_ancestors`; empty where the
+    /// kernel has the helper): (a task's cgroup id, its ancestor's id at the configured agent
+    /// level, 0 if it is not that deep).
+    pub fn cgroup_ancestors(&self) -> Result<Vec<(u64, u64)>> {
+        let name = MAP_CGROUP_ANCESTORS;
+        let map: HashMap<MapData, P<AncestorKey>, u64> =
+            HashMap::try_from(open_map(&self.pin_dir, name)?)
+                .map_err(|e| KernelError::map(name, "opening pinned map", e))?;
+        let level = self.config()?.agent_level;
+        map.iter()
+            .filter_map(|entry| match entry {
+                Ok((key, ancestor)) if key.0.level == level => {
+                    Some(Ok((key.0.cgroup_id, ancestor)))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(KernelError::map(name, "reading", e))),
+            })
+            .collect()
     }
 
     pub fn lost_counts(&self) -> Result<LostCounts> {

@@ -14,9 +14,11 @@
 //! The contract with the programs is `secops-ebpf/include/secops.h`, mirrored by
 //! `secops_common::kernel`. Every program ignores tasks outside agent cgroups.
 
+mod cgroup_level;
 mod egress;
 mod error;
 mod events;
+mod families;
 pub mod fs;
 mod loader;
 mod maps;
@@ -31,6 +33,9 @@ pub use events::{
     parse_event, split_wait_status, AsyncEventReader, EventMeta, EventReader, KernelEvent,
     LsmDenial, LsmOp, NetHook,
 };
-pub use loader::{unpin_all, Attached, Kernel, LoadOptions, DEFAULT_RING_BUFFER_BYTES};
+pub use families::{verifier_error_line, Family, FamilyFailure, FamilyState};
+pub use loader::{
+    unpin_all, AncestorLookup, Attached, Kernel, LoadOptions, DEFAULT_RING_BUFFER_BYTES,
+};
 pub use maps::{AllowedEgress, EgressUpdate, FileCount, KernelMaps, LostCounts};
-pub use probe::{probe, Capabilities, Capability};
+pub use probe::{ancestor_helper_in_tracing, probe, Capabilities, Capability};

@@ -96,18 +96,6 @@ fn probe_tracepoints() -> Capability {
     if let Err(why) = program_type(ProgramType::TracePoint, "tracepoint") {
         return Capability::no(why);
     }
-    match is_helper_supported(
-        ProgramType::TracePoint,
-        BpfHelper::BPF_FUNC_get_current_ancestor_cgroup_id,
-    ) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Capability::no(
-                "tracepoint programs cannot call bpf_get_current_ancestor_cgroup_id (kernel < 5.7)",
-            )
-        }
-        Err(e) => return Capability::no(format!("probing helpers failed: {}", errno_name(&e))),
-    }
     let tracefs = match fs::mount_tracefs_if_needed() {
         Ok(p) => p,
         Err(e) => return Capability::no(format!("tracefs unavailable: {e}")),
@@ -189,6 +177,20 @@ fn load_trivial_lsm() -> Result<(), String> {
         .try_into()
         .map_err(|e: ProgramError| e.to_string())?;
     program.load("file_open", &btf).map_err(|e| errno_name(&e))
+}
+
+/// Whether tracing programs (tracepoints, LSM) may call
+/// `bpf_get_current_ancestor_cgroup_id` here. Where they may not (Debian 11's 5.10), the
+/// programs find a task's agent cgroup by reading its cgroup through CO-RE instead
+/// (`secops-ebpf/include/ancestry.h`).
+pub fn ancestor_helper_in_tracing() -> bool {
+    matches!(
+        is_helper_supported(
+            ProgramType::TracePoint,
+            BpfHelper::BPF_FUNC_get_current_ancestor_cgroup_id,
+        ),
+        Ok(true)
+    )
 }
 
 /// Probes every layer. Needs root (CAP_BPF and CAP_SYS_ADMIN) to say anything but "no".

@@ -13,6 +13,7 @@ const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
 /// `BPF_LINK_TYPE_CGROUP` and `BPF_LINK_TYPE_PERF_EVENT` from `enum bpf_link_type`.
 pub const BPF_LINK_TYPE_CGROUP: u32 = 3;
@@ -197,4 +198,34 @@ pub fn mount_pseudo(fstype: &str, target: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+}
+
+/// `BPF_PROG_TEST_RUN` of a raw tracepoint program without context (5.10+): it runs once,
+/// in the calling thread; returns the program's return value.
+pub fn prog_test_run_raw_tp(prog: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(attr.retval)
 }

@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::account::{become_account, identity_env, Account, AccountError};
 use super::privileges::{set_no_new_privs, PrivilegeError};
 use super::seccomp::{SeccompBaseline, SeccompError};
 use crate::cgroups::{self, CgroupDir, CgroupError};
@@ -38,6 +39,16 @@ pub enum LaunchError {
 
     #[error("no_new_privs: {0}")]
     Privileges(#[from] PrivilegeError),
+
+    #[error("becoming {user}: {source}")]
+    Account {
+        user: String,
+        #[source]
+        source: AccountError,
+    },
+
+    #[error("workspace {path}: {why}")]
+    Workspace { path: PathBuf, why: String },
 
     #[error("seccomp baseline: {0}")]
     Seccomp(#[from] SeccompError),
@@ -73,9 +84,36 @@ pub trait AskHandoff {
     fn hand_over(&mut self, listener: OwnedFd) -> Result<(), String>;
 }
 
-/// Moves the calling process into the agent cgroup at `cgroup`, confirms the kernel agrees,
-/// sets no_new_privs, applies the seccomp baseline and execs `cmd` with `args` (searching
-/// `PATH` when `cmd` has no `/`). On success it never returns: the process *is* the command,
+/// Where and as whom an agent's command starts.
+#[derive(Clone, Debug)]
+pub struct Launch<'a> {
+    /// The agent's cgroup.
+    pub cgroup: &'a Path,
+    /// Become this account, with no capabilities left. `None`: stay who the caller is
+    /// (for tests of the other layers).
+    pub account: Option<&'a Account>,
+    /// The working directory (the agent's workspace); `None`: stay where the caller is.
+    pub workspace: Option<&'a Path>,
+    /// A missing workspace is made, owned by the account; else it is an error.
+    pub create_workspace: bool,
+}
+
+impl<'a> Launch<'a> {
+    /// Into `cgroup`, as the caller, where the caller is.
+    pub fn in_cgroup(cgroup: &'a Path) -> Launch<'a> {
+        Launch {
+            cgroup,
+            account: None,
+            workspace: None,
+            create_workspace: false,
+        }
+    }
+}
+
+/// Moves the calling process into the agent cgroup, confirms the kernel agrees, becomes the
+/// agent's account (groups, gid, uid; no capabilities), enters its workspace, sets
+/// no_new_privs, applies the seccomp baseline and execs `cmd` with `args` (searching `PATH`
+/// when `cmd` has no `/`). On success it never returns: the process *is* the command,
 /// so its exit status is the command's, and everything it starts inherits the cgroup (children,
 /// double forks and setsid cannot leave it) and the filter.
 ///
@@ -86,7 +124,7 @@ pub trait AskHandoff {
 /// [`ASKED_SYSCALLS`](super::ASKED_SYSCALLS)) to the daemon, and the command is not started
 /// unless the daemon took the listener.
 pub fn run_in_agent(
-    cgroup: &Path,
+    launch: &Launch<'_>,
     cmd: &OsStr,
     args: &[OsString],
     ask: Option<&mut dyn AskHandoff>,
@@ -102,15 +140,39 @@ pub fn run_in_agent(
     if ask.is_some() {
         baseline = baseline.with_asked_calls()?;
     }
-    let dir = CgroupDir::open_path(cgroup)?;
+    if let Some(workspace) = launch.workspace {
+        ensure_workspace(workspace, launch.create_workspace, launch.account)?;
+    }
+    let dir = CgroupDir::open_path(launch.cgroup)?;
 
     dir.add_self()?;
     verify_in_cgroup(&dir)?;
+    // The connection an --ask hand-over needs is made while the launcher may still reach
+    // the socket as itself.
+    let mut ask = ask;
+    if let Some(handoff) = ask.as_mut() {
+        handoff.prepare().map_err(LaunchError::Ask)?;
+    }
+    if let Some(account) = launch.account {
+        become_account(account).map_err(|source| LaunchError::Account {
+            user: account.name.clone(),
+            source,
+        })?;
+        for (key, value) in identity_env(account) {
+            std::env::set_var(key, value);
+        }
+    }
+    if let Some(workspace) = launch.workspace {
+        std::env::set_current_dir(workspace).map_err(|e| LaunchError::Workspace {
+            path: workspace.to_path_buf(),
+            why: format!("cannot enter it as the agent's user: {e}"),
+        })?;
+        std::env::set_var("PWD", workspace);
+    }
     set_no_new_privs()?;
     restore_sigpipe();
     match ask {
         Some(handoff) => {
-            handoff.prepare().map_err(LaunchError::Ask)?;
             baseline.apply()?;
             handoff
                 .hand_over(baseline.notify_fd()?)
@@ -127,15 +189,59 @@ pub fn run_in_agent(
     Err(exec_error(cmd, io::Error::last_os_error()))
 }
 
+/// A workspace that is missing is made (owned by the account, mode 0750) when the policy
+/// says so, else it is an error: an agent must not start somewhere else than it was meant to.
+fn ensure_workspace(
+    path: &Path,
+    create: bool,
+    account: Option<&Account>,
+) -> Result<(), LaunchError> {
+    let failed = |why: String| LaunchError::Workspace {
+        path: path.to_path_buf(),
+        why,
+    };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => return Err(failed("exists but is not a directory".into())),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(failed(e.to_string())),
+        Err(_) if !create => {
+            return Err(failed(
+                "does not exist; make it (owned by the agent's user), or set \
+                 `create_workspace: true` for the agent in the policy"
+                    .into(),
+            ))
+        }
+        Err(_) => {}
+    }
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    // Directories above it stay as any new directory is (traversable); the workspace
+    // itself is the agent's: 0750, owned by its account.
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| failed(format!("creating {}: {e}", parent.display())))?;
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o750)
+        .create(path)
+        .map_err(|e| failed(format!("creating it: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o750))
+        .map_err(|e| failed(format!("chmod 0750: {e}")))?;
+    if let Some(account) = account {
+        std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid))
+            .map_err(|e| failed(format!("chown to {}: {e}", account.name)))?;
+    }
+    Ok(())
+}
+
 /// For the `secops run` command: [`run_in_agent`], and on failure print why and exit with
 /// [`LaunchError::exit_code`].
 pub fn run_in_agent_or_exit(
-    cgroup: &Path,
+    launch: &Launch<'_>,
     cmd: &OsStr,
     args: &[OsString],
     ask: Option<&mut dyn AskHandoff>,
 ) -> ! {
-    match run_in_agent(cgroup, cmd, args, ask) {
+    match run_in_agent(launch, cmd, args, ask) {
         Ok(never) => match never {},
         Err(e) => {
             eprintln!("secops run: {e}");
@@ -232,7 +338,7 @@ mod tests {
     #[test]
     fn nul_in_argument_fails_before_anything_changes() {
         let r = run_in_agent(
-            Path::new("/nonexistent"),
+            &Launch::in_cgroup(Path::new("/nonexistent")),
             OsStr::new("true"),
             &[OsString::from("a\0b")],
             None,

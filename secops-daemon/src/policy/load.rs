@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 use super::error::{PolicyError, PolicyErrors};
 use super::location::LocationIndex;
 use super::model::Policy;
@@ -21,6 +23,8 @@ pub struct SourceFile {
     pub index: LocationIndex,
     pub doc: PolicyFile,
     pub is_root: bool,
+    /// SHA-256 of the file's text.
+    pub digest: [u8; 32],
 }
 
 impl SourceFile {
@@ -167,19 +171,142 @@ impl Loader {
     }
 }
 
+/// Reads a policy file, at most [`MAX_FILE_BYTES`] of it, from a regular file on a real
+/// filesystem. The size is counted while reading: `/proc` and `/sys` files report size 0 and
+/// can be endless (`/proc/self/pagemap`), and a FIFO would block a reload forever, so the
+/// file is opened without blocking and judged by what was opened, not by its name.
 fn read_bounded(path: &Path) -> Result<String, String> {
-    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
     if !metadata.is_file() {
         return Err("not a regular file".into());
     }
-    if metadata.len() > MAX_FILE_BYTES {
-        return Err(format!("larger than {} MiB", MAX_FILE_BYTES >> 20));
+    if let Some(kind) = pseudo_filesystem(&file) {
+        return Err(format!("a file of {kind}, not a policy"));
     }
-    std::fs::read_to_string(path).map_err(|e| e.to_string())
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(format!(
+            "larger than {} MiB, the most a policy file may hold; split it with `include:`",
+            MAX_FILE_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
+}
+
+/// Where `[` and `{` (outside quotes and comments) first nest deeper than [`MAX_NESTING`],
+/// as (line, column), both from 1.
+fn flow_too_deep(source: &str) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut previous = '\n';
+    for c in source.chars() {
+        column += 1;
+        match (quote, c) {
+            (_, '\n') => {
+                line += 1;
+                column = 0;
+                comment = false;
+            }
+            _ if comment => {}
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '#') if previous.is_whitespace() => comment = true,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some((line, column));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    None
+}
+
+/// The kernel's pseudo-filesystems, whose files are views of kernel state, not documents.
+fn pseudo_filesystem(file: &std::fs::File) -> Option<&'static str> {
+    use std::os::fd::AsRawFd;
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs writes one statfs into the buffer given, for an open descriptor.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return None;
+    }
+    const PROC: i64 = 0x9fa0;
+    const SYSFS: i64 = 0x6265_6572;
+    const DEBUGFS: i64 = 0x6462_6720;
+    const TRACEFS: i64 = 0x7472_6163;
+    const SECURITYFS: i64 = 0x7363_6673;
+    const BPFFS: i64 = 0xcafe_4a11;
+    const CGROUP2: i64 = 0x6367_7270;
+    match fs.f_type as i64 {
+        PROC => Some("/proc"),
+        SYSFS => Some("sysfs"),
+        DEBUGFS | TRACEFS => Some("a kernel tracing filesystem"),
+        SECURITYFS => Some("securityfs"),
+        BPFFS => Some("bpffs"),
+        CGROUP2 => Some("cgroupfs"),
+        _ => None,
+    }
+}
+
+/// Mappings and lists nest at most this deep: no policy needs more, and each level costs
+/// every later step (the position index, serde) more.
+const MAX_NESTING: usize = 32;
+
+/// Refuses a document nested deeper than [`MAX_NESTING`] before anything else reads it,
+/// naming where it went too deep. One pass over the parser's events, so 80 KB of brackets
+/// cost milliseconds, not the seconds (or, on reload, the hang) a full parse of them took.
+fn check_nesting(path: &Path, source: &str) -> Result<(), PolicyError> {
+    use yaml_rust2::parser::{Event, Parser};
+    let too_deep = |line: usize, column: usize| PolicyError {
+        file: path.to_owned(),
+        line,
+        column,
+        field: ".".into(),
+        message: format!(
+            "mappings and lists nest deeper than {MAX_NESTING} levels here; no policy needs that"
+        ),
+    };
+    // Flow collections (`[`, `{`) first, byte by byte: the YAML scanner's time grows with
+    // the square of their depth before it reports its first event.
+    if let Some((line, column)) = flow_too_deep(source) {
+        return Err(too_deep(line, column));
+    }
+    let mut parser = Parser::new_from_str(source);
+    let mut depth = 0usize;
+    while let Ok((event, marker)) = parser.next_token() {
+        match event {
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(too_deep(marker.line(), marker.col() + 1));
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            Event::StreamEnd => break,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Parses one file; every structural mistake in it is reported (see `structure`).
 fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, Vec<PolicyError>> {
+    check_nesting(path, source).map_err(|e| vec![e])?;
     let index = LocationIndex::build(source);
     // serde_yaml reads an empty document as a policy with nothing in it; an empty policy file
     // is far more likely a mistake than a wish for built-in defaults only.
@@ -202,5 +329,6 @@ fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, Ve
         index,
         doc,
         is_root,
+        digest: sha2::Sha256::digest(source.as_bytes()).into(),
     })
 }

@@ -15,8 +15,8 @@ pub use auto_lower::AutoLower;
 pub use error::{PolicyError, PolicyErrors};
 pub use load::{load_policy, parse_policy_str};
 pub use model::{
-    Agent, Approvals, Egress, EgressDefault, EgressEntry, EgressTarget, OnTimeout, Policy, Rule,
-    Selectors, Unlisted,
+    Agent, AgentUser, Approvals, Egress, EgressDefault, EgressEntry, EgressTarget, OnTimeout,
+    Policy, Rule, Selectors, Unlisted,
 };
 pub use pattern::compile_glob;
 pub use validate::{builtin_default_risk, DEFAULT_AUTONOMY, DEFAULT_HOMES};

@@ -26,6 +26,9 @@ pub struct Policy {
     pub default_risk: Vec<Option<RiskLevel>>,
     /// Every file the policy was read from, the top-level one first.
     pub files: Vec<PathBuf>,
+    /// SHA-256 (hex) over every file's path and content, in `files` order: what audit
+    /// records of reloads name, so a policy in force can be matched to its files.
+    pub content_hash: String,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ pub struct Defaults {
     pub output_scan: ResponsePolicy,
     /// When agents without their own `auto_lower` lose autonomy; `None` is `off`.
     pub auto_lower: Option<AutoLower>,
+    /// The account agents without their own `user` run as.
+    pub user: Option<AgentUser>,
 }
 
 /// What happens to approval tickets nobody decides.
@@ -91,6 +96,35 @@ pub struct Agent {
     /// When repeated denials lower this agent's autonomy (its own, else the default); `None`
     /// is `off`.
     pub auto_lower: Option<AutoLower>,
+    /// Who `secops run` starts the agent as (its own, else the default); `None`: the policy
+    /// names nobody, and `secops run` refuses to start the agent.
+    pub user: Option<AgentUser>,
+    /// `secops run` makes a missing workspace, owned by the agent's user.
+    pub create_workspace: bool,
+}
+
+/// An account as the policy names it; resolved to ids when an agent is started, so an
+/// account made after the policy loaded is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentUser {
+    Name(String),
+    Id(u32),
+}
+
+impl AgentUser {
+    /// Whether this is the superuser (by name or by id).
+    pub fn is_root(&self) -> bool {
+        matches!(self, AgentUser::Id(0)) || matches!(self, AgentUser::Name(n) if n == "root")
+    }
+}
+
+impl std::fmt::Display for AgentUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentUser::Name(name) => f.write_str(name),
+            AgentUser::Id(uid) => write!(f, "uid {uid}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

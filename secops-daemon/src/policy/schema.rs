@@ -57,6 +57,16 @@ pub struct DefaultsSpec {
     /// `off` or `{denials: N, within: DURATION}`; read raw so each mistake is placed exactly
     /// (see `policy::auto_lower`).
     pub auto_lower: Option<serde_yaml::Value>,
+    /// The account agents without their own `user` run as.
+    pub user: Option<UserSpec>,
+}
+
+/// A user account, by name or by number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UserSpec {
+    Id(u32),
+    Name(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -79,6 +89,11 @@ pub struct AgentSpec {
     pub output_scan: Option<ResponsePolicy>,
     /// Overrides `defaults.auto_lower` for this agent.
     pub auto_lower: Option<serde_yaml::Value>,
+    /// The account `secops run` starts the agent as (over `defaults.user`).
+    pub user: Option<UserSpec>,
+    /// `secops run` makes a missing workspace, owned by the agent's user (default: a missing
+    /// workspace is an error).
+    pub create_workspace: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -676,3 +676,72 @@ fn auto_lower_is_inherited_overridden_or_off_and_mistakes_are_placed() {
         "expected `off` or {denials: N, within: DURATION}",
     );
 }
+
+#[test]
+fn deep_nesting_is_refused_at_once_and_where_it_happens() {
+    let deep = format!("rules: {}{}\n", "[".repeat(40_000), "]".repeat(40_000));
+    let started = std::time::Instant::now();
+    let errors = parse_policy_str(Path::new("deep.yaml"), &deep).unwrap_err();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let shown = errors.to_string();
+    assert!(shown.starts_with("deep.yaml:1:"), "{shown}");
+    assert!(shown.contains("nest deeper than 32 levels"), "{shown}");
+}
+
+#[test]
+fn includes_must_be_bounded_regular_files_of_a_real_filesystem() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, include) in [
+        ("proc.yaml", "/proc/self/pagemap"),
+        ("sys.yaml", "/sys/kernel/mm/transparent_hugepage/enabled"),
+        ("dev.yaml", "/dev/zero"),
+    ] {
+        let top = dir.path().join(name);
+        std::fs::write(&top, format!("include: [\"{include}\"]\nagents: []\n")).unwrap();
+        if !Path::new(include).exists() {
+            continue;
+        }
+        let shown = load_policy(&top).unwrap_err().to_string();
+        assert!(
+            shown.contains("a file of /proc")
+                || shown.contains("a file of sysfs")
+                || shown.contains("not a regular file"),
+            "{include}: {shown}"
+        );
+        assert!(
+            shown.contains("include[0]"),
+            "placed at the include: {shown}"
+        );
+    }
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let top = dir.path().join("fifo.yaml");
+    std::fs::write(&top, "include: [fifo]\nagents: []\n").unwrap();
+    let shown = load_policy(&top).unwrap_err().to_string();
+    assert!(
+        shown.contains("not a regular file"),
+        "a FIFO does not block: {shown}"
+    );
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, format!("# {}\nagents: []\n", "x".repeat(5 << 20))).unwrap();
+    let shown = load_policy(&big).unwrap_err().to_string();
+    assert!(shown.contains("larger than 4 MiB"), "{shown}");
+}
+
+#[test]
+fn a_list_item_folded_into_the_one_before_it_is_an_error() {
+    let source = "agents:\n  - {name: a, workspace: /w}\nrules:\n  - id: dotfiles\n    actions: [fs:write]\n    paths:\n      - '~/.bashrc - ~/.bash_profile'\n    verdict: deny\n    risk: high\n";
+    let shown = parse_policy_str(Path::new("p.yaml"), source)
+        .unwrap_err()
+        .to_string();
+    assert!(shown.contains("rules[0].paths[0]"), "{shown}");
+    assert!(shown.contains("two list items folded"), "{shown}");
+    let fine = source.replace("'~/.bashrc - ~/.bash_profile'", "'/srv/a?-?b'");
+    assert!(parse_policy_str(Path::new("p.yaml"), &fine).is_ok());
+}

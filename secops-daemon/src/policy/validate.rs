@@ -10,11 +10,11 @@ use super::auto_lower;
 use super::error::PolicyError;
 use super::load::SourceFile;
 use super::model::{
-    Agent, Approvals, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule, Selectors,
-    Unlisted,
+    Agent, AgentUser, Approvals, Defaults, Egress, EgressEntry, EgressTarget, Origin, Policy, Rule,
+    Selectors, Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
-use super::schema::{EgressDefault, OnTimeout, SelectorSpec};
+use super::schema::{EgressDefault, OnTimeout, SelectorSpec, UserSpec};
 use crate::scan::ResponsePolicy;
 
 /// The autonomy of agents that do not name one: a human is asked before anything risky.
@@ -39,7 +39,7 @@ pub fn builtin_default_risk(action: CoreAction) -> RiskLevel {
         FsDelete | FsTruncate | VcsForcePush | VcsBranchDelete | DeployRelease | DeployRollback
         | DbMigrate => High,
         ProcPtrace | SecretRead | SysBpf | SysMount | SysModule | SysNamespace | SysCgroup
-        | SysAutonomy | DbDrop => Critical,
+        | SysAutonomy | SysPolicy | DbDrop => Critical,
     }
 }
 
@@ -108,6 +108,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         egress: EgressDefault::Deny,
         output_scan: ResponsePolicy::default(),
         auto_lower: None,
+        user: None,
     };
     if let Some((file, spec)) = defaults_spec {
         defaults.autonomy = spec.autonomy.unwrap_or(DEFAULT_AUTONOMY);
@@ -126,6 +127,12 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
                         v.push(file.error(sub_field("defaults.auto_lower", e.field), e.message));
                     }
                 }
+            }
+        }
+        if let Some(user) = &spec.user {
+            match check_user(user) {
+                Ok(user) => defaults.user = Some(user),
+                Err(e) => v.push(file.error("defaults.user", e)),
             }
         }
         if let Some(homes) = &spec.homes {
@@ -162,6 +169,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         approvals,
         default_risk,
         files: files.iter().rev().map(|f| f.path.clone()).collect(),
+        content_hash: content_hash(files.iter().rev()),
     }
 }
 
@@ -250,6 +258,15 @@ impl Validator<'_> {
                     }
                     None => defaults.auto_lower,
                 };
+                let user = match spec.user.as_ref().map(check_user) {
+                    Some(Ok(user)) => Some(user),
+                    Some(Err(e)) => {
+                        self.push(file.error(at("user"), e));
+                        ok = false;
+                        None
+                    }
+                    None => defaults.user.clone(),
+                };
                 if ok {
                     first_seen.insert(spec.name.clone(), here.clone());
                     cgroups.insert(cgroup.clone(), here);
@@ -261,6 +278,8 @@ impl Validator<'_> {
                         autonomy: spec.autonomy.unwrap_or(defaults.autonomy),
                         output_scan,
                         auto_lower,
+                        user,
+                        create_workspace: spec.create_workspace.unwrap_or(false),
                     });
                 }
             }
@@ -398,9 +417,11 @@ impl Validator<'_> {
             }
         };
         each("paths", &spec.paths, self.errors, &mut |raw| {
+            not_folded(raw)?;
             PathPattern::parse(raw).map(|p| out.paths.push(p))
         });
         each("binaries", &spec.binaries, self.errors, &mut |raw| {
+            not_folded(raw)?;
             PathPattern::parse(raw).map(|p| out.binaries.push(p))
         });
         each("cidrs", &spec.cidrs, self.errors, &mut |raw| {
@@ -704,6 +725,63 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
         return Err("the root directory cannot be a workspace or home".to_owned());
     }
     Ok(trimmed.to_owned())
+}
+
+/// A user name as `useradd` accepts them (or a number): it is looked up when the agent starts.
+fn check_user(spec: &UserSpec) -> Result<AgentUser, String> {
+    match spec {
+        UserSpec::Id(uid) => Ok(AgentUser::Id(*uid)),
+        UserSpec::Name(name) => {
+            let valid = name.len() <= 32
+                && name
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-.".contains(c));
+            if valid {
+                Ok(AgentUser::Name(name.clone()))
+            } else {
+                Err(format!(
+                    "{name:?} is not a user name (lowercase letters, digits, `_`, `-`, `.`, \
+                     starting with a letter or `_`) or a uid"
+                ))
+            }
+        }
+    }
+}
+
+/// SHA-256 over each file's path and the digest of its text, in order.
+fn content_hash<'a>(files: impl Iterator<Item = &'a SourceFile>) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for f in files {
+        let path = f.path.to_string_lossy();
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path.as_bytes());
+        hash.update(f.digest);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// A list item that holds ` - ` before something path-like is almost always two items YAML
+/// folded into one string (a continuation line indented past the dash), which would
+/// silently match neither. A path that really holds ` - ` can say so with `?` for the spaces.
+fn not_folded(raw: &str) -> Result<(), String> {
+    let folded = raw.match_indices(" - ").any(|(at, _)| {
+        raw[at + 3..]
+            .chars()
+            .next()
+            .is_some_and(|c| matches!(c, '/' | '~' | '$' | '*'))
+    });
+    if folded {
+        return Err(format!(
+            "{raw:?} looks like two list items folded into one string (check the indentation \
+             of the line after it); a path that really holds \" - \" can write it as \"?-?\""
+        ));
+    }
+    Ok(())
 }
 
 fn check_home_glob(raw: &str) -> Result<(), String> {

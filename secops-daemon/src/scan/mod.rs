@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use response::{Applied, PolicyError, ResponsePolicy, ScanOutcome, TierPolicy};
+pub use response::{redact, Applied, PolicyError, ResponsePolicy, ScanOutcome, TierPolicy};
 
 /// What kind of sensitive data a finding is. The snake_case names are stable: they appear
 /// in audit records and in redaction markers.

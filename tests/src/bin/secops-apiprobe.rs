@@ -15,6 +15,11 @@
 //!                                       POST /v1/check (or GET GET_PATH) at a fixed rate on
 //!                                       one kept-alive connection; prints latency
 //!                                       percentiles in µs
+//!   hold SOCKET N SECS                  opens N connections and keeps each busy (a GET
+//!                                       /v1/whoami every second, never closing) for SECS;
+//!                                       prints `holding N` once all are open, then how
+//!                                       many got each status (`429 17`), `none` for those
+//!                                       still waiting for a turn
 //!   serve SOCKET                        a minimal blocking HTTP/1.1 server on SOCKET that
 //!                                       answers every request with one fixed small JSON
 //!                                       body, until killed: the floor a `rate` run over a
@@ -142,6 +147,31 @@ fn print_response(r: Option<(u16, String)>) {
     }
 }
 
+/// Holds `n` connections open and busy for `secs`, then tallies the first answer of each.
+fn hold(socket: &str, n: usize, secs: u64) {
+    let whoami = request_bytes("GET", "/v1/whoami", "", false);
+    let mut streams: Vec<UnixStream> = (0..n).map(|_| connect(socket)).collect();
+    println!("holding {n}");
+    let _ = std::io::stdout().flush();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        for s in &mut streams {
+            // A refused connection is closed; its writes fail, which is fine.
+            let _ = s.write_all(&whoami);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let mut tally: BTreeMap<String, usize> = BTreeMap::new();
+    for s in &mut streams {
+        s.set_read_timeout(Some(Duration::from_millis(50))).ok();
+        let status = read_response(s).map_or_else(|| "none".to_owned(), |(st, _)| st.to_string());
+        *tally.entry(status).or_default() += 1;
+    }
+    for (k, v) in tally {
+        println!("{k} {v}");
+    }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -187,6 +217,11 @@ fn main() -> ExitCode {
                 println!("{k} {v}");
             }
         }
+        "hold" => hold(
+            socket,
+            arg(2).parse().expect("N"),
+            arg(3).parse().expect("SECS"),
+        ),
         "slow-headers" => {
             let mut s = connect(socket);
             let started = Instant::now();

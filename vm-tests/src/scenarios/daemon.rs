@@ -11,6 +11,8 @@ version: 1
 agents:
   - name: smoke
     workspace: /tmp/secops-vm/workspace
+    user: 0
+    create_workspace: true
     autonomy: semi
 egress:
   smoke:
@@ -19,7 +21,7 @@ egress:
         ports: [8080]
 ";
 
-/// Layers the daemon must report active on a kernel with BPF LSM.
+/// Layers the daemon must report active on every kernel with BPF LSM.
 const MUST_BE_ACTIVE: &[&str] = &[
     "egress allowlist",
     "event tagging",
@@ -41,13 +43,6 @@ pub fn run() -> Result<String, String> {
     Ok(format!("{layers}; stopped cleanly on SIGTERM"))
 }
 
-/// The running kernel's (major, minor) version.
-fn kernel_release() -> Option<(u32, u32)> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-    let mut parts = release.trim().split(['.', '-']);
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
 fn check_status(daemon: &Daemon) -> Result<String, String> {
     let status = daemon.status()?;
     let layers = status["capabilities"]
@@ -59,17 +54,16 @@ fn check_status(daemon: &Daemon) -> Result<String, String> {
             .find(|l| l["name"] == name)
             .map(|l| l["active"] == true)
     };
-    // Older kernels may lack a layer (5.10's tracepoints cannot call
-    // bpf_get_current_ancestor_cgroup_id): there the daemon must say so and carry on. From
-    // 6.1, Debian 12's kernel, every layer must be active.
-    let lenient = kernel_release().is_some_and(|(major, minor)| (major, minor) < (6, 1));
+    // Every kernel secops supports (Debian 11's 5.10 to the newest) runs every layer.
     let inactive: Vec<String> = MUST_BE_ACTIVE
         .iter()
         .filter(|name| active(name) != Some(true))
-        .filter(|name| !(lenient && active(name) == Some(false) && *name != &"egress allowlist"))
-        .map(|name| match active(name) {
-            None => format!("{name} (not reported)"),
-            Some(_) => (*name).to_owned(),
+        .map(|name| {
+            let layer = layers.iter().find(|l| l["name"] == *name);
+            match layer {
+                None => format!("{name} (not reported)"),
+                Some(l) => format!("{name} ({})", l["detail"].as_str().unwrap_or("?")),
+            }
         })
         .collect();
     if !inactive.is_empty() {

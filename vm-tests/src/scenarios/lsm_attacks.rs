@@ -41,6 +41,7 @@ defaults:
 agents:
   - name: {AGENT}
     workspace: {WORKSPACE}
+    user: 0
     autonomy: semi
 rules:
   - id: workspace.files

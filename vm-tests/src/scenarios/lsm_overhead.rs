@@ -19,10 +19,10 @@
 //! guest's clock counts instructions, so the ratios repeat exactly; without it, TCG's
 //! wall-clock noise is larger than the effect.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::fixtures::{describe, join_cgroup_before_exec, Daemon, LsmPrograms};
+use crate::fixtures::{describe, join_cgroup_before_exec, secops, Daemon, LsmPrograms};
 use crate::loops;
 
 const AGENT: &str = "bench";
@@ -43,6 +43,7 @@ defaults:
 agents:
   - name: {AGENT}
     workspace: {WORKSPACE}
+    user: 0
     autonomy: semi
 rules:
   - id: workspace.files
@@ -133,10 +134,8 @@ fn describe_ratios(label: &str, ratios: &Ratios, target: f64) -> String {
     )
 }
 
-pub fn run() -> Result<String, String> {
-    for dir in [WORKSPACE, OUTSIDE] {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
-    }
+/// A stopped daemon: its pins keep its programs attached and enforcing.
+fn stopped_daemon() -> Result<(PathBuf, PathBuf), String> {
     let daemon = Daemon::start(&policy())?;
     let cgroup = daemon.agent_cgroup(AGENT)?;
     let pin_dir = daemon.pin_dir();
@@ -145,18 +144,78 @@ pub fn run() -> Result<String, String> {
     if !stopped.success() {
         return Err(format!("the daemon exited {stopped}\ndaemon log:\n{log}"));
     }
-    let mut programs = LsmPrograms::take_over(&pin_dir)?;
+    Ok((pin_dir, cgroup))
+}
+
+/// `secops teardown` of a stopped daemon's pins and cgroups.
+fn teardown(pin_dir: &Path) -> Result<(), String> {
+    let name = pin_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("a pin directory without a name")?;
+    let pins = pin_dir
+        .to_str()
+        .ok_or("a pin directory that is not UTF-8")?;
+    let out = secops(&["teardown", "--pin-dir", pins, "--cgroup-root", name])?;
+    if !out.status.success() {
+        return Err(format!("secops teardown failed\n{}", describe(&out)));
+    }
+    Ok(())
+}
+
+/// One round: attached (inside, outside), then detached in mirrored order.
+fn round(
+    cgroup: &Path,
+    inside: &mut Ratios,
+    outside: &mut Ratios,
+    detach: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
+    let inside_attached = loops_in(Some(cgroup), WORKSPACE)?;
+    let outside_attached = loops_in(None, OUTSIDE)?;
+    detach()?;
+    outside.push(outside_attached, loops_in(None, OUTSIDE)?);
+    inside.push(inside_attached, loops_in(Some(cgroup), WORKSPACE)?);
+    Ok(())
+}
+
+pub fn run() -> Result<String, String> {
+    for dir in [WORKSPACE, OUTSIDE] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+    }
+    let (pin_dir, cgroup) = stopped_daemon()?;
     let mut inside = Ratios::default();
     let mut outside = Ratios::default();
-    for _ in 0..ROUNDS {
-        let inside_attached = loops_in(Some(&cgroup), WORKSPACE)?;
-        let outside_attached = loops_in(None, OUTSIDE)?;
-        programs.detach();
-        outside.push(outside_attached, loops_in(None, OUTSIDE)?);
-        inside.push(inside_attached, loops_in(Some(&cgroup), WORKSPACE)?);
-        programs.attach()?;
-    }
-    let attached = programs.count();
+    let (attached, how) = match LsmPrograms::take_over(&pin_dir)? {
+        Some(mut programs) => {
+            for _ in 0..ROUNDS {
+                round(&cgroup, &mut inside, &mut outside, || {
+                    programs.detach();
+                    Ok(())
+                })?;
+                programs.attach()?;
+            }
+            (programs.count(), "re-attached in place")
+        }
+        // Before 5.13 a detached LSM program cannot be attached again: each round's
+        // attached side is a daemon started afresh (stopped, its pins attached), and
+        // detaching is unpinning its LSM links.
+        None => {
+            teardown(&pin_dir)?;
+            let mut count = 0;
+            for _ in 0..ROUNDS {
+                let (pin_dir, cgroup) = stopped_daemon()?;
+                count = LsmPrograms::pinned(&pin_dir);
+                round(&cgroup, &mut inside, &mut outside, || {
+                    LsmPrograms::unpin(&pin_dir)
+                })?;
+                teardown(&pin_dir)?;
+            }
+            (
+                count,
+                "a fresh daemon per round: this kernel cannot attach an LSM program again",
+            )
+        }
+    };
     // Under emulation the clock source decides what a timestamp costs (an HPET read is
     // an emulated MMIO access): say which one the numbers were taken with.
     let clocksource =
@@ -164,7 +223,7 @@ pub fn run() -> Result<String, String> {
             .map(|s| s.trim().to_owned())
             .unwrap_or_else(|_| "unknown".to_owned());
     Ok(format!(
-        "{}; {}; {attached} LSM programs, {ROUNDS} rounds, clocksource {clocksource}",
+        "{}; {}; {attached} LSM programs, {ROUNDS} rounds ({how}), clocksource {clocksource}",
         describe_ratios("agent cgroup", &inside, TARGET_INSIDE),
         describe_ratios("outside", &outside, TARGET_OUTSIDE)
     ))

@@ -26,6 +26,7 @@ defaults:
 agents:
   - name: {AGENT}
     workspace: {WORKSPACE}
+    user: 0
     autonomy: semi
 rules:
   - id: workspace.files
@@ -150,7 +151,14 @@ pub fn run() -> Result<String, String> {
 fn scenario(daemon: &Daemon, approved: &str, first: &str, second: &str) -> Result<String, String> {
     // 1. Parked, then approved: the delete goes through.
     let mut rm = asked_rm(daemon, approved)?;
-    let ticket = ticket_for(daemon, approved)?;
+    let ticket = match ticket_for(daemon, approved) {
+        Ok(ticket) => ticket,
+        Err(why) => {
+            let _ = rm.kill();
+            let out = rm.wait_with_output().map_err(|e| e.to_string())?;
+            return Err(format!("{why}\nthe asked rm:\n{}", describe(&out)));
+        }
+    };
     if ticket["source"] != "parked" {
         return Err(format!("the ticket is not from a parked call: {ticket}"));
     }

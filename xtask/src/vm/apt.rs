@@ -9,6 +9,36 @@ use anyhow::{bail, Context, Result};
 
 const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
+/// How old a private suite's package lists may be before a run fetches them again.
+pub const LISTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Suites that are never released, so they have no `-updates` or `-security`.
+const DEVELOPMENT_SUITES: &[&str] = &["sid", "unstable", "experimental"];
+
+/// Where the host's apt sources fetch from: the main mirror, and the security mirror when
+/// they name one; each with the keyring its entry names by path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HostMirrors {
+    main: (String, Option<PathBuf>),
+    security: Option<(String, Option<PathBuf>)>,
+}
+
+/// The (mirror, suite, keyring) entries a private list for `suite` holds.
+fn suite_sources(suite: &str, host: &HostMirrors) -> Vec<(String, String, Option<PathBuf>)> {
+    let (uri, keyring) = host.main.clone();
+    let mut sources = vec![(uri.clone(), suite.to_owned(), keyring.clone())];
+    if DEVELOPMENT_SUITES.contains(&suite) {
+        return sources;
+    }
+    sources.push((uri.clone(), format!("{suite}-updates"), keyring.clone()));
+    let (security, security_keyring) = host
+        .security
+        .clone()
+        .unwrap_or_else(|| (format!("{}-security", uri.trim_end_matches('/')), keyring));
+    sources.push((security, format!("{suite}-security"), security_keyring));
+    sources
+}
+
 pub struct Apt {
     /// `-o` options that point apt at the private lists, if any.
     options: Vec<String>,
@@ -42,33 +72,45 @@ impl Apt {
         }
     }
 
-    /// apt with its own sources list, lists and caches in `dir`, for `suite` from `mirror`
-    /// (by default the Debian mirror the host's apt sources use).
+    /// apt with its own sources list, lists and caches in `dir`, for `suite` from `mirror`.
+    /// Without `mirror`: the Debian mirror the host's apt sources use, with the suite's
+    /// `-updates` and `-security` (where Debian's kernel updates arrive first) beside it, so
+    /// the candidate is the suite's newest kernel. The lists are fetched again when they are
+    /// older than [`LISTS_MAX_AGE`], so a run sees a kernel update the day it is published.
     pub fn private_suite(suite: &str, mirror: Option<&str>, dir: &Path, root: bool) -> Result<Apt> {
         if suite.is_empty() || !suite.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             bail!("--suite {suite:?} is not a Debian suite name");
         }
-        let (uri, keyring) = match mirror {
-            Some(uri) => (uri.to_owned(), None),
-            None => host_mirror()?,
+        let sources = match mirror {
+            Some(uri) => vec![(uri.to_owned(), suite.to_owned(), None)],
+            None => {
+                let host = host_mirror()?;
+                suite_sources(suite, &host)
+            }
         };
-        let keyring = keyring.or_else(|| {
-            Path::new(DEBIAN_KEYRING)
-                .exists()
-                .then(|| PathBuf::from(DEBIAN_KEYRING))
-        });
         for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("creating {}", dir.join(sub).display()))?;
         }
-        let signed_by = keyring
-            .map(|k| format!("[signed-by={}] ", k.display()))
-            .unwrap_or_default();
         let list = dir.join("sources.list");
-        std::fs::write(&list, format!("deb {signed_by}{uri} {suite} main\n"))
-            .with_context(|| format!("writing {}", list.display()))?;
+        let text: String = sources
+            .iter()
+            .map(|(uri, suite, keyring)| {
+                let keyring = keyring.clone().or_else(|| {
+                    Path::new(DEBIAN_KEYRING)
+                        .exists()
+                        .then(|| PathBuf::from(DEBIAN_KEYRING))
+                });
+                let signed_by = keyring
+                    .map(|k| format!("[signed-by={}] ", k.display()))
+                    .unwrap_or_default();
+                format!("deb {signed_by}{uri} {suite} main\n")
+            })
+            .collect();
+        let changed = std::fs::read_to_string(&list).ok().as_deref() != Some(text.as_str());
+        std::fs::write(&list, &text).with_context(|| format!("writing {}", list.display()))?;
         let option = |key: &str, value: &Path| format!("{key}={}", value.display());
-        Ok(Apt {
+        let apt = Apt {
             options: vec![
                 option("Dir::Etc::SourceList", &list),
                 option("Dir::Etc::SourceParts", &dir.join("sources.list.d")),
@@ -77,9 +119,28 @@ impl Apt {
                 // Package lists are all a kernel lookup needs.
                 "Acquire::Languages=none".into(),
             ],
-            label: format!("suite {suite} from {uri} (lists in {})", dir.display()),
+            label: format!(
+                "suite {suite} from {} (lists in {})",
+                sources
+                    .iter()
+                    .map(|(uri, suite, _)| format!("{uri} {suite}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dir.display()
+            ),
             root,
-        })
+        };
+        let stamp = dir.join("updated");
+        let fresh = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < LISTS_MAX_AGE);
+        if changed || !fresh {
+            apt.update()?;
+            std::fs::write(&stamp, b"").with_context(|| format!("writing {}", stamp.display()))?;
+        }
+        Ok(apt)
     }
 
     fn command(&self, tool: &str) -> Command {
@@ -120,9 +181,14 @@ impl Apt {
         Ok(())
     }
 
-    /// The candidate version of `name`, or `None` when these sources do not have it.
-    pub fn show(&self, name: &str) -> Result<Option<Package>> {
-        let out = self.run("apt-cache", &["show", "--no-all-versions", name], None)?;
+    /// `version` of `name` (its candidate version when `None`), or `None` when these
+    /// sources do not have it.
+    pub fn show(&self, name: &str, version: Option<&str>) -> Result<Option<Package>> {
+        let wanted = match version {
+            Some(v) => format!("{name}={v}"),
+            None => name.to_owned(),
+        };
+        let out = self.run("apt-cache", &["show", "--no-all-versions", &wanted], None)?;
         if !out.status.success() {
             return Ok(None);
         }
@@ -205,39 +271,48 @@ fn parse_show(text: &str) -> Option<Package> {
     })
 }
 
-/// The Debian mirror (and its keyring, when the source names one by path) from the host's
-/// apt sources: the first `deb` entry of a plain suite (not -security, -updates, ...).
-fn host_mirror() -> Result<(String, Option<PathBuf>)> {
+/// The Debian mirrors (and their keyrings, when a source names one by path) from the host's
+/// apt sources: the first `deb` entry of a plain suite (not -security, -updates, ...), and
+/// the first of a `-security` suite.
+fn host_mirror() -> Result<HostMirrors> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         let mut parts: Vec<PathBuf> = dir.filter_map(|e| e.ok().map(|e| e.path())).collect();
         parts.sort();
         files.extend(parts);
     }
+    let mut main = None;
+    let mut security = None;
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        let found = match file.extension().and_then(|e| e.to_str()) {
-            Some("sources") => mirror_from_deb822(&text),
-            Some("list") => mirror_from_one_line(&text),
+        let find = |wanted: fn(&str) -> bool| match file.extension().and_then(|e| e.to_str()) {
+            Some("sources") => mirror_from_deb822(&text, wanted),
+            Some("list") => mirror_from_one_line(&text, wanted),
             _ => None,
         };
-        if let Some(found) = found {
-            return Ok(found);
-        }
+        main = main.or_else(|| find(plain_suite));
+        security = security.or_else(|| find(security_suite));
     }
-    bail!(
-        "no Debian `deb` source for a plain suite in /etc/apt/sources.list{{,.d/}}; \
-         give the mirror with --mirror URI"
-    )
+    match main {
+        Some(main) => Ok(HostMirrors { main, security }),
+        None => bail!(
+            "no Debian `deb` source for a plain suite in /etc/apt/sources.list{{,.d/}}; \
+             give the mirror with --mirror URI"
+        ),
+    }
+}
+
+fn security_suite(suite: &str) -> bool {
+    suite.strip_suffix("-security").is_some_and(plain_suite)
 }
 
 fn plain_suite(suite: &str) -> bool {
     !suite.is_empty() && !suite.contains(['-', '/'])
 }
 
-fn mirror_from_deb822(text: &str) -> Option<(String, Option<PathBuf>)> {
+fn mirror_from_deb822(text: &str, wanted: fn(&str) -> bool) -> Option<(String, Option<PathBuf>)> {
     text.split("\n\n").find_map(|stanza| {
         let field = |key: &str| {
             stanza.lines().find_map(|l| {
@@ -249,7 +324,7 @@ fn mirror_from_deb822(text: &str) -> Option<(String, Option<PathBuf>)> {
         };
         let deb = field("Types")?.split_whitespace().any(|t| t == "deb");
         let enabled = field("Enabled").is_none_or(|e| e != "no");
-        let plain = field("Suites")?.split_whitespace().any(plain_suite);
+        let plain = field("Suites")?.split_whitespace().any(wanted);
         let uri = field("URIs")?.split_whitespace().next()?.to_owned();
         let keyring = field("Signed-By")
             .filter(|k| k.starts_with('/'))
@@ -258,7 +333,7 @@ fn mirror_from_deb822(text: &str) -> Option<(String, Option<PathBuf>)> {
     })
 }
 
-fn mirror_from_one_line(text: &str) -> Option<(String, Option<PathBuf>)> {
+fn mirror_from_one_line(text: &str, wanted: fn(&str) -> bool) -> Option<(String, Option<PathBuf>)> {
     text.lines().find_map(|line| {
         let line = line.split('#').next()?.trim();
         let rest = line.strip_prefix("deb ")?.trim_start();
@@ -268,7 +343,7 @@ fn mirror_from_one_line(text: &str) -> Option<(String, Option<PathBuf>)> {
         };
         let mut words = rest.split_whitespace();
         let uri = words.next()?.to_owned();
-        if !plain_suite(words.next()?) {
+        if !wanted(words.next()?) {
             return None;
         }
         let keyring = options
@@ -329,7 +404,7 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 ";
         assert_eq!(
-            mirror_from_deb822(deb822),
+            mirror_from_deb822(deb822, plain_suite),
             Some((
                 "http://mirror.invalid/debian".into(),
                 Some(PathBuf::from(DEBIAN_KEYRING))
@@ -340,11 +415,50 @@ deb http://mirror.invalid/debian-security bookworm-security main
 deb [arch=amd64 signed-by=/k.gpg] http://mirror.invalid/debian bookworm main
 ";
         assert_eq!(
-            mirror_from_one_line(one_line),
+            mirror_from_one_line(one_line, plain_suite),
             Some((
                 "http://mirror.invalid/debian".into(),
                 Some(PathBuf::from("/k.gpg"))
             ))
+        );
+        assert_eq!(
+            mirror_from_deb822(deb822, security_suite).map(|(uri, _)| uri),
+            Some("http://mirror.invalid/debian-security".into())
+        );
+        assert_eq!(
+            mirror_from_one_line(one_line, security_suite).map(|(uri, _)| uri),
+            Some("http://mirror.invalid/debian-security".into())
+        );
+    }
+
+    #[test]
+    fn released_suites_get_updates_and_security_and_sid_gets_neither() {
+        let host = HostMirrors {
+            main: ("http://m.invalid/debian".into(), None),
+            security: Some(("http://s.invalid/debian-security".into(), None)),
+        };
+        let suites = |suite| -> Vec<String> {
+            suite_sources(suite, &host)
+                .into_iter()
+                .map(|(uri, suite, _)| format!("{uri} {suite}"))
+                .collect()
+        };
+        assert_eq!(
+            suites("trixie"),
+            [
+                "http://m.invalid/debian trixie",
+                "http://m.invalid/debian trixie-updates",
+                "http://s.invalid/debian-security trixie-security"
+            ]
+        );
+        assert_eq!(suites("sid"), ["http://m.invalid/debian sid"]);
+        let no_security = HostMirrors {
+            security: None,
+            ..host.clone()
+        };
+        assert_eq!(
+            suite_sources("bullseye", &no_security)[2].0,
+            "http://m.invalid/debian-security"
         );
     }
 }

@@ -31,14 +31,24 @@ use results::Report;
 
 const DEFAULT_TIMEOUT_SECS: u64 = 240;
 
+/// The suites `--all-kernels` boots, oldest first: Debian 11, 12, 13 and the development
+/// suite, each with its newest cloud kernel.
+pub const ALL_SUITES: &[&str] = &["bullseye", "bookworm", "trixie", "sid"];
+
 pub const USAGE: &str = "\
-usage: cargo xtask vm-test [--kernel-package NAME] [--suite SUITE [--mirror URI]]
+usage: cargo xtask vm-test [--all-kernels | [--kernel-package NAME[=VERSION]] [--suite SUITE [--mirror URI]]]
                            [--timeout SECS] [--only SCENARIO[,SCENARIO...]] [--append PARAMS]
                            [--icount SHIFT] [--verbose]
-  --kernel-package  a Debian linux-image-* package or metapackage (default linux-image-cloud-amd64)
-  --suite           look the package up in another Debian suite (bullseye, trixie, ...) through a
-                    private sources list under <target>/vm/apt/SUITE/; the host's apt is untouched
-  --mirror          the Debian mirror for --suite (default: the one the host's apt sources use)
+  --all-kernels     every scenario on the newest cloud kernel of each of bullseye, bookworm, trixie
+                    and sid (kernels fetched in parallel, one build); a failure names kernel and
+                    scenario
+  --kernel-package  a Debian linux-image-* package or metapackage (default linux-image-cloud-amd64),
+                    =VERSION for that version instead of the newest
+  --suite           look the package up in another Debian suite (bullseye, trixie, sid, ...) through a
+                    private sources list under <target>/vm/apt/SUITE/ (with SUITE-updates and
+                    SUITE-security, refreshed when older than an hour); the host's apt is untouched
+  --mirror          the Debian mirror for --suite (default: the one the host's apt sources use,
+                    and its security mirror)
   --timeout         seconds before qemu is killed and the run fails (default 240)
   --only            run only these scenarios (`secops-vm-runner --list` names them)
   --append          extra kernel parameters (e.g. `loglevel=7`, or an `lsm=` list to try)
@@ -49,7 +59,9 @@ usage: cargo xtask vm-test [--kernel-package NAME] [--suite SUITE [--mirror URI]
   --verbose         copy the guest console to stderr as it runs";
 
 struct Options {
-    package: String,
+    package: kernel::Request,
+    /// Set: each of these suites in turn (`--all-kernels`); else `suite` alone.
+    all_suites: bool,
     suite: Option<String>,
     mirror: Option<String>,
     timeout: Duration,
@@ -61,7 +73,8 @@ struct Options {
 
 fn parse(args: &[String]) -> Result<Options> {
     let mut o = Options {
-        package: kernel::DEFAULT_PACKAGE.to_owned(),
+        package: kernel::Request::default_package(),
+        all_suites: false,
         suite: None,
         mirror: None,
         timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
@@ -83,7 +96,8 @@ fn parse(args: &[String]) -> Result<Options> {
                 .with_context(|| format!("{flag} needs a value\n{USAGE}"))
         };
         match flag {
-            "--kernel-package" => o.package = value()?,
+            "--kernel-package" => o.package = kernel::Request::parse(&value()?)?,
+            "--all-kernels" => o.all_suites = true,
             "--suite" => o.suite = Some(value()?),
             "--mirror" => o.mirror = Some(value()?),
             "--timeout" => {
@@ -115,10 +129,37 @@ fn parse(args: &[String]) -> Result<Options> {
     if o.mirror.is_some() && o.suite.is_none() {
         bail!("--mirror goes with --suite");
     }
+    if o.all_suites && (o.suite.is_some() || o.package != kernel::Request::default_package()) {
+        bail!("--all-kernels picks the kernels itself: no --suite or --kernel-package with it");
+    }
     if let Some(bad) = o.only.iter().find(|n| !protocol::valid_name(n)) {
         bail!("--only {bad:?}: scenario names are letters, digits, - and _");
     }
     Ok(o)
+}
+
+/// One kernel to boot: which suite's (None: the host's apt sources) and the kernel itself.
+struct Target {
+    suite: Option<String>,
+    kernel: Kernel,
+}
+
+impl Target {
+    /// How a result line names this kernel: its release, and the suite it came from.
+    fn label(&self) -> String {
+        match &self.suite {
+            Some(suite) => format!("{} ({suite})", self.kernel.release),
+            None => self.kernel.release.clone(),
+        }
+    }
+
+    /// The console log of this kernel's run.
+    fn log(&self, vm_dir: &Path) -> PathBuf {
+        match &self.suite {
+            Some(suite) => vm_dir.join(format!("last-console-{suite}.log")),
+            None => vm_dir.join("last-console.log"),
+        }
+    }
 }
 
 pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
@@ -128,7 +169,12 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
     std::fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
 
     let step = Instant::now();
-    let kernel = fetch_kernel(&options, &vm_dir, is_root)?;
+    let suites: Vec<Option<String>> = if options.all_suites {
+        ALL_SUITES.iter().map(|s| Some((*s).to_owned())).collect()
+    } else {
+        vec![options.suite.clone()]
+    };
+    let targets = fetch_kernels(&options, &suites, &vm_dir, is_root)?;
     let kernel_time = step.elapsed();
 
     let step = Instant::now();
@@ -138,57 +184,170 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
     let step = Instant::now();
     let image = build_image(&binaries, &vm_dir)?;
     let image_time = step.elapsed();
+    eprintln!(
+        "vm-test: kernel fetch {} | cargo build {} | initramfs {}",
+        secs(kernel_time),
+        secs(build_time),
+        secs(image_time),
+    );
 
+    let mut failures = Vec::new();
+    let mut summary = Vec::new();
+    for t in &targets {
+        let outcome = boot_and_judge(t, &image, &options, &vm_dir)?;
+        summary.push(format!(
+            "{}: {} passed, {} failed",
+            t.label(),
+            outcome.passed,
+            outcome.failed
+        ));
+        failures.extend(outcome.failures);
+    }
+    let passed: usize = targets.len()
+        - failures
+            .iter()
+            .map(|(k, _)| k)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+    if targets.len() > 1 {
+        eprintln!("vm-test: per kernel:");
+        for line in &summary {
+            eprintln!("  {line}");
+        }
+    }
+    eprintln!(
+        "vm-test: {} kernel(s), {passed} passed, {} failed; total {}",
+        targets.len(),
+        targets.len() - passed,
+        secs(started.elapsed())
+    );
+    if failures.is_empty() {
+        return Ok(());
+    }
+    for (kernel, what) in &failures {
+        eprintln!("vm-test: FAILED on {kernel}: {what}");
+    }
+    bail!(
+        "vm-test failed on {} of {} kernel(s): {}",
+        targets.len() - passed,
+        targets.len(),
+        failures
+            .iter()
+            .map(|(kernel, what)| format!("{kernel}: {what}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+/// What one kernel's boot gave: counts, and each failure (a scenario, or a problem of the
+/// run) with the kernel's label.
+struct KernelOutcome {
+    passed: usize,
+    failed: usize,
+    failures: Vec<(String, String)>,
+}
+
+fn boot_and_judge(
+    t: &Target,
+    image: &initramfs::Built,
+    options: &Options,
+    vm_dir: &Path,
+) -> Result<KernelOutcome> {
     let vm = Vm {
-        kernel: kernel.vmlinuz.clone(),
+        kernel: t.kernel.vmlinuz.clone(),
         initrd: image.path.clone(),
-        append: kernel_command_line(&kernel, &options.only, &options.append),
+        append: kernel_command_line(&t.kernel, &options.only, &options.append),
         memory_mib: 1024,
         cpus: if options.icount.is_some() { 1 } else { 2 },
         icount: options.icount,
         timeout: options.timeout,
-        log: vm_dir.join("last-console.log"),
+        log: t.log(vm_dir),
         echo: options.verbose,
     };
-    eprintln!("xtask: booting: {}", describe_command(&vm));
+    eprintln!("xtask: booting {}: {}", t.label(), describe_command(&vm));
     let boot = vm.boot()?;
     let report = results::evaluate(&boot.console, boot.timed_out, options.timeout.as_secs());
 
     print_table(&report);
     eprintln!(
-        "vm-test: kernel {} | kernel fetch {} | cargo build {} | initramfs {} | boot to results {} | qemu {} | total {}",
-        kernel.release,
-        secs(kernel_time),
-        secs(build_time),
-        secs(image_time),
+        "vm-test: kernel {} | boot to results {} | qemu {}",
+        t.label(),
         boot.results_after.map(secs).unwrap_or_else(|| "-".into()),
         secs(boot.elapsed),
-        secs(started.elapsed()),
     );
     if let Some(status) = boot.exit.filter(|s| !s.success()) {
         eprintln!("xtask: qemu exited with {status}");
     }
     let (passed, failed) = report.counts();
-    eprintln!("vm-test: {passed} passed, {failed} failed");
-    if report.passed() {
-        return Ok(());
+    eprintln!("vm-test: {}: {passed} passed, {failed} failed", t.label());
+    let mut failures: Vec<(String, String)> = report
+        .failed_scenarios()
+        .into_iter()
+        .map(|name| (t.label(), format!("scenario {name}")))
+        .chain(report.problems.iter().map(|p| (t.label(), p.clone())))
+        .collect();
+    if !report.passed() && failures.is_empty() {
+        failures.push((t.label(), "the run failed".into()));
     }
-    eprintln!(
-        "--- last 40 console lines ({}) ---\n{}\n---",
-        vm.log.display(),
-        qemu::tail(&boot.console, 40)
-    );
-    for problem in &report.problems {
-        eprintln!("vm-test: {problem}");
+    if !failures.is_empty() {
+        eprintln!(
+            "--- {}: last 40 console lines ({}) ---\n{}\n---",
+            t.label(),
+            vm.log.display(),
+            qemu::tail(&boot.console, 40)
+        );
+        for problem in &report.problems {
+            eprintln!("vm-test: {}: {problem}", t.label());
+        }
     }
-    bail!(
-        "vm-test failed; the whole console is in {}",
-        vm.log.display()
-    )
+    Ok(KernelOutcome {
+        passed,
+        failed,
+        failures,
+    })
 }
 
-fn fetch_kernel(options: &Options, vm_dir: &Path, is_root: bool) -> Result<Kernel> {
-    let apt = match &options.suite {
+/// Each suite's kernel, fetched in parallel (package lists and downloads are network-bound).
+fn fetch_kernels(
+    options: &Options,
+    suites: &[Option<String>],
+    vm_dir: &Path,
+    is_root: bool,
+) -> Result<Vec<Target>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = suites
+            .iter()
+            .map(|suite| {
+                scope.spawn(move || {
+                    fetch_kernel(options, suite.as_deref(), vm_dir, is_root)
+                        .map(|kernel| Target {
+                            suite: suite.clone(),
+                            kernel,
+                        })
+                        .with_context(|| match suite {
+                            Some(suite) => format!("fetching the {suite} kernel"),
+                            None => "fetching the kernel".to_owned(),
+                        })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a kernel fetch thread panicked"))?
+            })
+            .collect()
+    })
+}
+
+fn fetch_kernel(
+    options: &Options,
+    suite: Option<&str>,
+    vm_dir: &Path,
+    is_root: bool,
+) -> Result<Kernel> {
+    let apt = match suite {
         Some(suite) => Apt::private_suite(
             suite,
             options.mirror.as_deref(),
@@ -199,8 +358,9 @@ fn fetch_kernel(options: &Options, vm_dir: &Path, is_root: bool) -> Result<Kerne
     };
     let kernel = kernel::fetch(&apt, &options.package, &vm_dir.join("kernels"))?;
     eprintln!(
-        "xtask: kernel {} ({} {}, {}); {}",
+        "xtask: kernel {}{} ({} {}, {}); {}",
         kernel.release,
+        suite.map(|s| format!(" from {s}")).unwrap_or_default(),
         kernel.package.name,
         kernel.package.version,
         if kernel.downloaded {
@@ -214,7 +374,10 @@ fn fetch_kernel(options: &Options, vm_dir: &Path, is_root: bool) -> Result<Kerne
         }
     );
     for missing in kernel.missing_builtins() {
-        eprintln!("xtask: warning: {missing}; scenarios that need it will fail");
+        eprintln!(
+            "xtask: warning: {}: {missing}; scenarios that need it will fail",
+            kernel.release
+        );
     }
     Ok(kernel)
 }
@@ -341,7 +504,8 @@ mod tests {
     #[test]
     fn options_have_defaults_and_take_both_value_forms() {
         let o = parse(&[]).unwrap();
-        assert_eq!(o.package, kernel::DEFAULT_PACKAGE);
+        assert_eq!(o.package, kernel::Request::default_package());
+        assert!(!o.all_suites);
         assert_eq!(o.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
         let o = parse(&args(&[
             "--suite=trixie",
@@ -356,6 +520,16 @@ mod tests {
         assert_eq!(o.timeout, Duration::from_secs(60));
         assert_eq!(o.only, ["mounts", "bpf-lsm-loads"]);
         assert!(o.verbose);
+        let o = parse(&args(&[
+            "--kernel-package=linux-image-cloud-amd64=6.1.192-3",
+        ]))
+        .unwrap();
+        assert_eq!(o.package.version.as_deref(), Some("6.1.192-3"));
+        assert!(
+            parse(&args(&["--all-kernels", "--only", "daemon-starts"]))
+                .unwrap()
+                .all_suites
+        );
     }
 
     #[test]
@@ -366,6 +540,9 @@ mod tests {
             &["--mirror", "http://mirror.invalid/debian"],
             &["--only", "no spaces"],
             &["--frobnicate"],
+            &["--all-kernels", "--suite", "sid"],
+            &["--all-kernels", "--kernel-package", "linux-image-amd64"],
+            &["--kernel-package", "linux image"],
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }

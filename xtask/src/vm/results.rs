@@ -22,6 +22,15 @@ impl Report {
             && self.outcomes.iter().all(|o| o.passed)
     }
 
+    /// The scenarios that reported a failure (those that never reported are `problems`).
+    pub fn failed_scenarios(&self) -> Vec<&str> {
+        self.outcomes
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| o.name.as_str())
+            .collect()
+    }
+
     /// (passed, failed) for the closing line: a scenario without a result counts as failed,
     /// and a broken run (a panic after every result, say) counts at least one failure, so
     /// the line never says "0 failed" for a run that failed.
@@ -198,6 +207,7 @@ SECOPS-VM-END 2\r
             "a failed scenario is not a run problem"
         );
         assert_eq!(r.counts(), (1, 1));
+        assert_eq!(r.failed_scenarios(), ["bpf-lsm-loads"]);
         assert!(r.outcomes[1].detail.contains("inactive"));
     }
 

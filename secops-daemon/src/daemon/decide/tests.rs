@@ -42,6 +42,7 @@ egress:
 
 struct TestContext {
     engine: Arc<Engine>,
+    scanner: Scanner,
     tickets: Mutex<TicketStore>,
     metrics: Metrics,
     denials: Mutex<DenialWindows>,
@@ -52,6 +53,10 @@ struct TestContext {
 impl Context for TestContext {
     fn engine(&self) -> Arc<Engine> {
         self.engine.clone()
+    }
+
+    fn scanner(&self) -> &Scanner {
+        &self.scanner
     }
 
     fn tickets(&self) -> MutexGuard<'_, TicketStore> {
@@ -101,6 +106,7 @@ fn fixture() -> Fixture {
     Fixture {
         ctx: Arc::new(TestContext {
             engine: Arc::new(Engine::new(Arc::new(policy))),
+            scanner: Scanner::new(),
             tickets: Mutex::new(tickets),
             metrics: Metrics::new(),
             denials: Mutex::new(DenialWindows::default()),
@@ -301,6 +307,15 @@ fn kernel_verdicts_are_what_the_kernel_did_and_the_reason_says_what_the_policy_s
     };
     let protected = f.decide(request(builtin, delete("/srv/coder/x"))).judged;
     assert_eq!(protected.rule_id.as_deref(), Some(BUILTIN_RULE_ID));
+    let allowed = Door::Kernel {
+        verdict: Verdict::Allow,
+        check: KernelCheck::Lsm { rule: None },
+    };
+    let outside = f.decide(request(allowed, delete("/tmp/scratch"))).judged;
+    assert_eq!(
+        outside.rule_id, None,
+        "an allowed delete no rule decided is not the self-protection's"
+    );
 }
 
 #[test]
@@ -494,5 +509,44 @@ fn a_durable_api_decision_waits_for_its_commit_and_lowers_before_it_answers() {
         seqs.len(),
         4,
         "two denials, the lowering, the allowed delete"
+    );
+}
+
+#[test]
+fn credentials_in_what_an_agent_wrote_are_redacted_before_the_record_is_stored() {
+    let f = fixture();
+    let token = "ghp_R7mP2vQ9xK4tL8wN3bY6cJ1hF5dS0aZ2eG7i";
+    let mut exec = ResolvedAction::core(CoreAction::ProcExec);
+    exec.binary = Some(NormalizedPath::new("/usr/bin/env").unwrap());
+    let mut r = request(
+        Door::Kernel {
+            verdict: Verdict::Allow,
+            check: KernelCheck::Tracepoint,
+        },
+        exec,
+    );
+    r.detail = format!("argv: env GITHUB_TOKEN={token} git push");
+    r.note = format!("; arguments \"--token {token}\"");
+    f.decide(r);
+    let stored = f.records().remove(0).body;
+    assert!(!stored.reason.contains(token), "{}", stored.reason);
+    assert!(
+        stored
+            .reason
+            .contains("GITHUB_TOKEN=[REDACTED:github_token]"),
+        "{}",
+        stored.reason
+    );
+    assert!(
+        stored
+            .reason
+            .ends_with("; redacted before it was stored: 2 github_token"),
+        "{}",
+        stored.reason
+    );
+    let metrics = f.ctx.metrics.encode(&Default::default());
+    assert!(
+        metrics.contains("secops_audit_redactions_total{category=\"github_token\"} 2"),
+        "{metrics}"
     );
 }

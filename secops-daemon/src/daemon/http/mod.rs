@@ -7,6 +7,7 @@
 //! `request_timeout` (408), bodies up to a per-route size (413). Each connection's caller is
 //! placed once, from its peer credentials, when it is accepted.
 
+mod admission;
 mod body;
 mod control;
 mod error;
@@ -30,14 +31,13 @@ use axum::response::IntoResponse;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use super::options::ApiLimits;
 use super::state::Shared;
 use crate::audit::AuditWriter;
-use crate::scan::Scanner;
+use admission::{Admission, TooMany};
 pub(crate) use error::ApiError;
 pub(crate) use identity::Caller;
 pub use routes::ROUTES as API_ROUTES;
@@ -46,7 +46,6 @@ pub use routes::ROUTES as API_ROUTES;
 pub(crate) struct ApiState {
     pub(crate) shared: Arc<Shared>,
     pub(crate) writer: Arc<AuditWriter>,
-    pub(crate) scanner: Scanner,
     pub(crate) limits: ApiLimits,
     pub(crate) admin_gid: u32,
 }
@@ -175,7 +174,7 @@ impl Drop for Server {
 /// Serves the API until the task is aborted; aborting it also aborts every connection.
 async fn serve(listener: UnixListener, state: Arc<ApiState>) {
     let router = routes::router(state.clone());
-    let max = state.limits.max_connections;
+    let admission = Arc::new(Admission::new(state.limits));
     let place = |stream: &tokio::net::UnixStream, state: &ApiState| {
         Some(Arc::new(identity::identify(
             stream.peer_cred().ok(),
@@ -187,7 +186,7 @@ async fn serve(listener: UnixListener, state: Arc<ApiState>) {
         async || listener.accept().await.map(|(s, _)| s),
         place,
         router,
-        max,
+        admission,
         state,
     )
     .await;
@@ -197,27 +196,31 @@ async fn serve(listener: UnixListener, state: Arc<ApiState>) {
 async fn serve_metrics(listener: TcpListener, state: Arc<ApiState>) {
     let router = routes::metrics_router(state.clone());
     let accept = async || listener.accept().await.map(|(s, _)| s);
-    accept_loop(accept, |_, _| None, router, 16, state).await;
+    // Anyone who can reach the port is one class: a few connections, a short queue.
+    let admission = Arc::new(Admission::new(ApiLimits {
+        max_connections: 16,
+        agent_connections: 16,
+        agent_queue: 64,
+        agent_rate: 200,
+        ..state.limits
+    }));
+    accept_loop(accept, |_, _| None, router, admission, state).await;
 }
 
-/// Accepts connections and serves each on its own task, at most `max` at once. A permit is
-/// taken before accepting: past the limit, connections wait in the kernel's backlog instead
-/// of each costing a task. `place` says who the peer is (None: nobody in particular).
+/// Accepts connections as fast as they come and serves each on its own task once
+/// `admission` gives it its turn (or refuses it with a 429). `place` says who the peer is
+/// (None: nobody in particular).
 async fn accept_loop<IO>(
     mut accept: impl AsyncFnMut() -> std::io::Result<IO>,
     place: impl Fn(&IO, &ApiState) -> Option<Arc<Caller>>,
     router: Router,
-    max: usize,
+    admission: Arc<Admission>,
     state: Arc<ApiState>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsFd + Unpin + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(max.max(1)));
     let mut connections = JoinSet::new();
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
         let stream = match accept().await {
             Ok(stream) => stream,
             Err(e) => {
@@ -230,9 +233,21 @@ async fn accept_loop<IO>(
         let router = router.clone();
         let limits = state.limits;
         let state = state.clone();
+        let admission = admission.clone();
         connections.spawn(async move {
-            serve_connection(stream, router, caller, limits, state).await;
-            drop(permit);
+            let turn = match admission.admit(caller.as_deref()).await {
+                Ok(turn) => turn,
+                Err(TooMany(why)) => {
+                    tracing::warn!("API connection refused: {why}");
+                    state.shared.metrics.api_response(429);
+                    if let Ok(raw) = stream.as_fd().try_clone_to_owned() {
+                        answer_and_close(raw, "429 Too Many Requests", &why);
+                    }
+                    return;
+                }
+            };
+            serve_connection(stream, router, caller, limits, admission, state).await;
+            drop(turn);
         });
         // Finished connections are reaped here, so the set holds at most the live ones and
         // one more.
@@ -245,6 +260,7 @@ async fn serve_connection<IO>(
     router: Router,
     caller: Option<Arc<Caller>>,
     limits: ApiLimits,
+    admission: Arc<Admission>,
     state: Arc<ApiState>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + AsFd + Unpin + Send + 'static,
@@ -261,6 +277,7 @@ async fn serve_connection<IO>(
         }
         let router = router.clone();
         let state = state.clone();
+        let over_budget = admission.request(caller.as_deref()).err();
         // The routes that may wait for a human get that long on top; their bodies keep the
         // usual limit (the check handler times its body alone).
         let limit = limits.request_timeout
@@ -270,19 +287,29 @@ async fn serve_connection<IO>(
                 Duration::ZERO
             };
         async move {
-            let response =
-                match tokio::time::timeout(limit, router.oneshot(request.map(Body::new))).await {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(never)) => match never {},
-                    Err(_) => ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "the request was not complete within {} ms",
-                            limit.as_millis()
-                        ),
-                    )
-                    .into_response(),
-                };
+            if let Some(TooMany(why)) = over_budget {
+                state.shared.metrics.api_response(429);
+                let mut response =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, why).into_response();
+                response
+                    .headers_mut()
+                    .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                return Ok::<Response<Body>, Infallible>(response);
+            }
+            let response = match tokio::time::timeout(limit, router.oneshot(request.map(Body::new)))
+                .await
+            {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request was not complete within {} ms",
+                        limit.as_millis()
+                    ),
+                )
+                .into_response(),
+            };
             state
                 .shared
                 .metrics
@@ -305,7 +332,11 @@ async fn serve_connection<IO>(
                 connection.await
             } else {
                 if let Some(raw) = raw {
-                    answer_header_timeout(raw, limits.header_timeout);
+                    let why = format!(
+                        "the request headers were not complete within {} ms",
+                        limits.header_timeout.as_millis()
+                    );
+                    answer_and_close(raw, "408 Request Timeout", &why);
                 }
                 return;
             }
@@ -324,19 +355,16 @@ fn may_wait<B>(request: &Request<B>) -> bool {
         || (request.method() == axum::http::Method::GET && path.starts_with("/v1/tickets/"))
 }
 
-/// Writes a 408 on a connection whose client did not send a request's headers in time, and
-/// shuts it down. The answer is small enough for an empty socket buffer; if it does not fit,
-/// the client was not reading anyway.
-fn answer_header_timeout(raw: std::os::fd::OwnedFd, timeout: Duration) {
+/// Writes a whole error response on a connection that will not be served (headers that did
+/// not come in time, a class over its budget), and shuts it down. The answer is small enough
+/// for an empty socket buffer; if it does not fit, the client was not reading anyway.
+fn answer_and_close(raw: std::os::fd::OwnedFd, status: &str, why: &str) {
     let body = serde_json::to_string(&crate::api::ErrorBody {
-        error: format!(
-            "the request headers were not complete within {} ms",
-            timeout.as_millis()
-        ),
+        error: why.to_owned(),
     })
     .unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );

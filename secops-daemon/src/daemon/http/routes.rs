@@ -1,6 +1,7 @@
 //! The routes. Every handler states who may call it first: agents check and scan for
 //! themselves; admins (root or the admin group, outside every agent cgroup) reach the rest.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -12,8 +13,10 @@ use axum::{Extension, Json, Router};
 use secops_common::{RiskLevel, Verdict};
 use serde::{Deserialize, Serialize};
 
+use super::super::accounts;
 use super::super::approvals::{DecideError, Decider};
 use super::super::decide::{decide_async, Door, NoAnswer, Request};
+use super::super::enforcement::{reload_in_time, ReloadTrigger};
 use super::super::metrics::{AgentSnapshot, Exposition, Snapshot};
 use super::super::state::{lock, Shared};
 use super::body::{read_json, read_json_or_empty};
@@ -298,9 +301,10 @@ async fn scan(State(state): Api, Extension(caller): Who, body: Body) -> ApiResul
         );
     let text = request.output;
     let worker = state.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || worker.scanner.respond(&text, &policy, autonomy))
-            .await?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        worker.shared.scanner.respond(&text, &policy, autonomy)
+    })
+    .await?;
     state.shared.metrics.scanned(
         caller.agent.as_deref().unwrap_or(""),
         outcome.action,
@@ -391,9 +395,9 @@ async fn agents(
 
 async fn reload(State(state): Api, Extension(caller): Who) -> ApiResult<Reloaded> {
     caller.require_admin()?;
-    let shared = state.shared.clone();
-    let files = tokio::task::spawn_blocking(move || shared.reload())
-        .await?
+    let trigger = ReloadTrigger::Api(caller.actor(), caller.describe());
+    let files = reload_in_time(&state.shared, &state.writer, trigger)
+        .await
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
     Ok(Json(Reloaded {
         policy_files: files,
@@ -429,10 +433,27 @@ async fn register(
             let slot = shared.agent_slot(&agent).ok_or_else(|| {
                 ApiError::internal(format!("agent {agent} vanished during registration"))
             })?;
+            let engine = shared.engine();
+            let spec = engine.policy().agent(&agent).ok_or_else(|| {
+                ApiError::not_found(format!("the policy defines no agent named {agent:?}"))
+            })?;
+            let (name, user) = (agent.clone(), spec.user.clone());
+            let run_as =
+                tokio::task::spawn_blocking(move || accounts::run_as(&name, user.as_ref()))
+                    .await?
+                    .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+            let identity_enforced = run_as.uid != 0 || shared.bpf_lsm_enforcing();
+            if !identity_enforced {
+                tracing::warn!(%agent, "agent starts as root without BPF LSM: its identity is not enforceable (it could leave its cgroup)");
+            }
             Ok(Json(Registered {
                 agent,
                 cgroup: slot.cgroup,
                 cgroup_id: slot.cgroup_id,
+                workspace: PathBuf::from(&spec.workspace),
+                create_workspace: spec.create_workspace,
+                run_as,
+                identity_enforced,
             }))
         }
         _ => Err(ApiError::not_found(format!(
