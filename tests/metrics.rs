@@ -18,7 +18,8 @@ const APIPROBE: &str = env!("CARGO_BIN_EXE_secops-apiprobe");
 const POLICY: &str = "version: 1
 agents:
   - name: web
-    workspace: /tmp/secops-metrics-web
+    workspace: /tmp
+    user: root
     autonomy: semi
 rules:
   - id: pushes-are-fine

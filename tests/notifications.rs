@@ -19,7 +19,8 @@ const APIPROBE: &str = env!("CARGO_BIN_EXE_secops-apiprobe");
 const POLICY: &str = "version: 1
 agents:
   - name: web
-    workspace: /tmp/secops-notify-web
+    workspace: /tmp
+    user: root
     autonomy: semi
 rules:
   - id: ask-before-release

@@ -84,6 +84,19 @@ impl Drop for Installed {
     }
 }
 
+/// Removes a directory this test made, at the end.
+struct RemoveAfter(PathBuf);
+
+impl Drop for RemoveAfter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(parent) = self.0.parent() {
+            // Only if empty: /srv/agents may hold other agents' workspaces.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
 /// `CapabilityBoundingSet=CAP_BPF CAP_PERFMON ...` as setpriv's `-all,+bpf,+perfmon,...`.
 fn bounding_set(unit: &str) -> String {
     let line = unit
@@ -125,6 +138,10 @@ fn the_debian_package_installs_runs_under_its_units_limits_and_purges() {
         String::from_utf8_lossy(&lint.stderr)
     );
 
+    // The default policy's agent makes its workspace when it first runs; this test removes
+    // what it made.
+    let workspace = Path::new("/srv/agents/coder");
+    let _workspace = (!workspace.exists()).then(|| RemoveAfter(workspace.to_path_buf()));
     let _purge = Installed;
     run(Command::new("dpkg").arg("-i").arg(&deb));
     assert!(installed());

@@ -18,7 +18,8 @@ const NETPROBE: &str = env!("CARGO_BIN_EXE_secops-netprobe");
 const POLICY: &str = "version: 1
 agents:
   - name: web
-    workspace: /tmp/secops-python-web
+    workspace: /tmp
+    user: root
     autonomy: semi
 rules:
   - id: no-force-push

@@ -41,7 +41,9 @@ pub(crate) fn run_as(agent: &str, user: Option<&AgentUser>) -> Result<RunAs, Acc
     // /etc/passwd says ENOENT).
     let found = match found {
         Ok(found) => found,
-        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH | nix::errno::Errno::EBADF) => None,
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH | nix::errno::Errno::EBADF) => {
+            None
+        }
         Err(e) => return Err(lookup_failed(e.to_string())),
     };
     let Some(found) = found else {

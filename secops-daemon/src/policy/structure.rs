@@ -46,10 +46,14 @@ pub(super) fn read(
     source: &str,
     index: &LocationIndex,
 ) -> Result<PolicyFile, Vec<PolicyError>> {
-    let value: Value = serde_yaml::from_str(source).map_err(|e| vec![syntax_error(path, &e)])?;
-    if let Ok(doc) = serde_yaml::from_value::<PolicyFile>(value.clone()) {
-        return Ok(doc);
-    }
+    let typed = match serde_yaml::from_str::<PolicyFile>(source) {
+        Ok(doc) => return Ok(doc),
+        Err(e) => e,
+    };
+    // Not YAML at all: the parser's own error, where the typed read placed it.
+    let Ok(value) = serde_yaml::from_str::<Value>(source) else {
+        return Err(vec![syntax_error(path, &typed)]);
+    };
     let mut found = Vec::new();
     let mut rest = value;
     if let Value::Mapping(map) = &mut rest {

@@ -544,7 +544,10 @@ fn credentials_in_what_an_agent_wrote_are_redacted_before_the_record_is_stored()
         "{}",
         stored.reason
     );
-    let metrics = f.ctx.metrics.encode(&Default::default());
+    let metrics = f.ctx.metrics.encode(
+        &Default::default(),
+        crate::daemon::metrics::Exposition::OpenMetrics,
+    );
     assert!(
         metrics.contains("secops_audit_redactions_total{category=\"github_token\"} 2"),
         "{metrics}"

@@ -296,20 +296,19 @@ async fn serve_connection<IO>(
                     .insert("retry-after", axum::http::HeaderValue::from_static("1"));
                 return Ok::<Response<Body>, Infallible>(response);
             }
-            let response = match tokio::time::timeout(limit, router.oneshot(request.map(Body::new)))
-                .await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request was not complete within {} ms",
-                        limit.as_millis()
-                    ),
-                )
-                .into_response(),
-            };
+            let response =
+                match tokio::time::timeout(limit, router.oneshot(request.map(Body::new))).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request was not complete within {} ms",
+                            limit.as_millis()
+                        ),
+                    )
+                    .into_response(),
+                };
             state
                 .shared
                 .metrics
