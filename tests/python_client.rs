@@ -66,8 +66,10 @@ fn the_python_package_installs_type_checks_and_runs_the_readme_example_as_an_age
         .args(["-m", "venv"])
         .arg(&venv));
     let python: PathBuf = venv.join("bin/python");
-    // A build the way a user's pip does it (setuptools fetched into an isolated build env);
-    // pip's work files stay in the test's directory.
+    // A build the way a user's pip does it (setuptools fetched into an isolated build env),
+    // from a copy: setuptools writes build/ and *.egg-info into the tree it builds.
+    let copy = work.join("secops-client");
+    run(Command::new("cp").arg("-r").arg(&source).arg(&copy));
     run(Command::new(&python)
         .args([
             "-m",
@@ -76,7 +78,7 @@ fn the_python_package_installs_type_checks_and_runs_the_readme_example_as_an_age
             "--quiet",
             "--disable-pip-version-check",
         ])
-        .arg(&source)
+        .arg(&copy)
         .env("TMPDIR", &work));
     let installed =
         run(Command::new(&python)
