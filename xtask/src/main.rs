@@ -140,16 +140,8 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 fn run(daemon_args: &[String]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     deps(is_root())?;
-    cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "secops-daemon",
-        "--bin",
-        "secops",
-    ])?;
+    let secops = release_secops()?;
     let root = workspace_root()?;
-    let secops = target_dir()?.join("release/secops");
     let policy = root.join("policies/default.yaml");
     eprintln!(
         "xtask: {} --log info daemon --policy {} {}",
@@ -163,6 +155,19 @@ fn run(daemon_args: &[String]) -> anyhow::Result<()> {
         .args(daemon_args)
         .exec();
     Err(anyhow::Error::new(err).context(format!("starting {}", secops.display())))
+}
+
+/// Builds the release `secops` (what ships) and says where it is.
+fn release_secops() -> anyhow::Result<std::path::PathBuf> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "secops-daemon",
+        "--bin",
+        "secops",
+    ])?;
+    Ok(target_dir()?.join("release/secops"))
 }
 
 fn vm_test(args: &[String]) -> anyhow::Result<()> {

@@ -33,17 +33,7 @@ pub fn package(args: &[String], workspace: &Path, target: &Path) -> Result<()> {
     }
     let binary = match binary {
         Some(binary) => binary,
-        None => {
-            crate::cargo(&[
-                "build",
-                "--release",
-                "--package",
-                "secops-daemon",
-                "--bin",
-                "secops",
-            ])?;
-            target.join("release/secops")
-        }
+        None => crate::release_secops()?,
     };
     let deb = build(&binary, workspace, &out)?;
     println!("{}", deb.display());
