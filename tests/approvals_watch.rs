@@ -266,7 +266,7 @@ fn a_person_approves_and_denies_with_one_key_while_the_agent_waits() {
         lines
             .next()
             .unwrap()
-            .starts_with("ID     STATUS    AGE   AGENT"),
+            .starts_with("ID     STATUS             AGE   AGENT        RISK"),
         "{list}"
     );
     let rows: Vec<&str> = lines.collect();

@@ -96,24 +96,25 @@ pub(super) fn age(ns: i64, now_ns: i64) -> String {
 
 /// The table's header, aligned with [`ticket_row`].
 pub(super) const HEADER: &str =
-    "ID     STATUS    AGE   AGENT        RISK      ACTION          OBJECT                     COMMAND";
+    "ID     STATUS             AGE   AGENT        RISK      ACTION          \
+     OBJECT                     COMMAND";
 
 /// One ticket as one line (the command last, cut to fit `width` characters when given).
 pub(super) fn ticket_row(t: &Ticket, now_ns: i64, width: Option<usize>) -> String {
     // A decision nobody made must not read like a human's.
     let status = if t.decided_by.as_deref() == Some(TIMEOUT_DECIDER) {
-        format!("{}*", t.status)
+        format!("{} (timed out)", t.status)
     } else {
         t.status.to_string()
     };
     let object = if t.object.is_empty() { "-" } else { &t.object };
     let mut row = format!(
-        "#{:<5} {:<9} {:<5} {:<12} {:<9} {:<15} {:<26} {}",
+        "#{:<5} {:<18} {:<5} {:<12} {:<9} {:<15} {:<26} {}",
         t.id,
         status,
         age(t.first_seen_ns, now_ns),
         t.agent,
-        t.risk,
+        t.risk.as_str(),
         t.action,
         object,
         t.command.as_deref().unwrap_or("-"),
@@ -174,13 +175,6 @@ pub fn run(command: ApprovalsCommand) -> anyhow::Result<u8> {
             } else {
                 println!("{HEADER}");
                 list.tickets.iter().for_each(print_ticket);
-                if list
-                    .tickets
-                    .iter()
-                    .any(|t| t.decided_by.as_deref() == Some(TIMEOUT_DECIDER))
-                {
-                    println!("(* closed by the timeout policy, not by a person)");
-                }
             }
         }
         ApprovalsCommand::Show { id, socket, json } => {

@@ -193,7 +193,11 @@ async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResu
         match state.shared.decided.wait_async(ticket, wait).await {
             // Decided with what the approval makes of the check (its grant), and recorded.
             Some(TicketStatus::Approved) => {
-                let (again, seq) = decided(decision_request).await.map_err(no_answer)?;
+                let again = Request {
+                    at_ns: now_ns(),
+                    ..decision_request
+                };
+                let (again, seq) = decided(again).await.map_err(no_answer)?;
                 judged = again.judged;
                 audit_seq = seq;
             }
