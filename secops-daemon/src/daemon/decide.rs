@@ -444,6 +444,8 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
     let action = judged.request.action.action_name.clone();
     let object = judged.ticket_object().to_owned();
     let now = now_ns();
+    // Read before the queue is locked: /proc is not the queue's business.
+    let command = command_line(judged.request.actor.pid);
     let mut tickets = ctx.tickets();
     if judged.request.door.engine_holds_the_verdict() {
         if let Some(t) = tickets.use_grant(&agent, &action, &object, now)? {
@@ -468,7 +470,7 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
         source: judged.request.door.source(),
         now_ns: now,
         object_inode: judged.request.inode,
-        command: command_line(judged.request.actor.pid).as_deref(),
+        command: command.as_deref(),
     })?;
     // A new ticket is announced once, here, whichever door opened it.
     let opened = (!joined).then(|| tickets.get(id));
