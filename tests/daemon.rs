@@ -181,7 +181,9 @@ fn exec_and_unlink_in_an_agent_are_audited() {
     // Observation, not enforcement, on this kernel: the record says what the policy would do.
     let reason = deletes[0]["reason"].as_str().unwrap();
     assert!(
-        deletes[0]["verdict"] == "allow" && reason.contains("observed, not blocked"),
+        deletes[0]["verdict"] == "allow"
+            && reason.contains("observed only, NOT blocked")
+            && deletes[0]["rule_id"].is_null(),
         "{reason}"
     );
 }

@@ -39,3 +39,24 @@ fn the_default_policy_defines_an_agent_and_default_deny_egress() {
         "the default policy has hard rules"
     );
 }
+
+/// The README's policy example is a policy the parser takes as it stands (its include pointed
+/// at the source tree's copy of what the package installs in /etc/secops/common).
+#[test]
+fn the_readme_policy_example_validates() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let section = &readme[readme.find("\n## Policy\n").expect("a Policy section")..];
+    let start = section.find("```yaml\n").expect("a YAML example") + "```yaml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let common = workspace_root().join("policies/common/");
+    let example = example.replace("/etc/secops/common/", common.to_str().unwrap());
+    let dir = std::env::temp_dir().join(secops_host_tests::kernel::unique_name());
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policy.yaml");
+    std::fs::write(&file, &example).unwrap();
+    let loaded = load_policy(&file);
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(errors) = loaded {
+        panic!("the README's example does not validate:\n{errors}\n{example}");
+    }
+}

@@ -12,6 +12,7 @@ pub(crate) mod enforce;
 pub mod engine;
 pub mod kernel;
 pub mod launcher;
+pub mod notify;
 pub mod policy;
 pub mod scan;
 pub mod time;

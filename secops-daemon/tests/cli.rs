@@ -415,3 +415,32 @@ fn a_policy_over_the_file_limit_names_the_limit_and_how_to_raise_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn every_record_is_one_line_and_a_query_can_wait_for_a_record() {
+    let s = Secops::new();
+    let (code, out) = s.check(&[
+        "--agent",
+        "coder",
+        "--action",
+        "fs:delete",
+        "--path",
+        "/srv/agents/coder/a\nb\tc",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let seq = serde_json::from_str::<serde_json::Value>(&out).unwrap()["audit_seq"]
+        .as_u64()
+        .unwrap();
+    let tail = s.stdout(&["audit", "tail"]);
+    assert_eq!(tail.lines().count(), 1, "{tail}");
+    assert!(tail.contains("/srv/agents/coder/a\\nb\\tc"), "{tail}");
+    let started = std::time::Instant::now();
+    let found = s.stdout(&["audit", "query", "--wait-seq", &seq.to_string(), "--json"]);
+    assert_eq!(found.lines().count(), 1, "{found}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // A record that never comes: the wait ends when told, and the query shows what there is.
+    let started = std::time::Instant::now();
+    let none = s.stdout(&["audit", "query", "--agent", "nobody", "--wait", "300ms"]);
+    assert!(none.is_empty() && started.elapsed() >= std::time::Duration::from_millis(300));
+}

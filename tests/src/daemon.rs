@@ -19,6 +19,8 @@ pub struct Daemon {
     extra_args: Vec<String>,
     /// Set: the daemon and every `secops` command run inside this cgroup namespace.
     namespace: Option<crate::namespace::Entry>,
+    /// A command the daemon (only the daemon) is started under, e.g. `setpriv ... --`.
+    wrapper: Vec<String>,
 }
 
 /// The binaries under test. Cargo tells only a package's tests and benches where its binaries
@@ -38,7 +40,18 @@ impl Daemon {
 
     /// Starts a daemon with extra `secops daemon` arguments (e.g. a ring buffer size).
     pub fn start_with(binaries: &Binaries, policy: &str, daemon_args: &[&str]) -> Daemon {
-        Daemon::start_full(binaries, policy, daemon_args, None)
+        Daemon::start_full(binaries, policy, daemon_args, None, &[])
+    }
+
+    /// Starts the daemon under `wrapper` (a command and its arguments, before the daemon's:
+    /// `setpriv --bounding-set ... --`); the CLI commands the test runs are not wrapped.
+    pub fn start_under(
+        binaries: &Binaries,
+        policy: &str,
+        daemon_args: &[&str],
+        wrapper: &[&str],
+    ) -> Daemon {
+        Daemon::start_full(binaries, policy, daemon_args, None, wrapper)
     }
 
     /// A daemon inside a cgroup namespace (secops in a container): it, `secops run` and
@@ -48,7 +61,7 @@ impl Daemon {
         policy: &str,
         namespace: crate::namespace::Entry,
     ) -> Daemon {
-        Daemon::start_full(binaries, policy, &[], Some(namespace))
+        Daemon::start_full(binaries, policy, &[], Some(namespace), &[])
     }
 
     fn start_full(
@@ -56,6 +69,7 @@ impl Daemon {
         policy: &str,
         daemon_args: &[&str],
         namespace: Option<crate::namespace::Entry>,
+        wrapper: &[&str],
     ) -> Daemon {
         let name = unique_name();
         let dir = std::env::temp_dir().join(&name);
@@ -69,6 +83,7 @@ impl Daemon {
             probe: binaries.probe.clone(),
             extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
             namespace,
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
         };
         daemon.spawn();
         daemon
@@ -97,8 +112,23 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .unwrap();
-        let child = self
-            .secops()
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&self.secops);
+                c.arg("--state-dir").arg(self.dir.join("state"));
+                c
+            }
+            None => self.secops(),
+        };
+        // Its own (missing: none) notifications file unless the test gives one, never the
+        // machine's.
+        let mut notifications = Vec::new();
+        if !self.extra_args.iter().any(|a| a == "--notifications") {
+            notifications.push(std::ffi::OsString::from("--notifications"));
+            notifications.push(self.dir.join("notifications.yaml").into_os_string());
+        }
+        let child = command
             .args(["--log", "info", "daemon", "--policy"])
             .arg(self.dir.join("policy.yaml"))
             .arg("--socket")
@@ -107,6 +137,7 @@ impl Daemon {
             .arg(self.pin_dir())
             .args(["--cgroup-root", &self.name])
             .args(&self.extra_args)
+            .args(&notifications)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

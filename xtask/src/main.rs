@@ -1,15 +1,19 @@
 //! Developer tasks for secops: `cargo xtask <task>`.
 //!
-//! - `test`: everything CI runs: formatting, clippy with warnings denied, every unit and
-//!   host integration test, then the VM tests on all four kernels (`vm-test --all-kernels`).
+//! - `test`: everything CI runs: formatting, clippy with warnings denied, the release
+//!   Debian package, every unit and host integration test (the package test installs that
+//!   package), then the VM tests on all four kernels (`vm-test --all-kernels`).
 //! - `run`: builds secops and runs the daemon with `policies/default.yaml`, state in
 //!   `/var/lib/secops` (installing missing Debian packages first when root).
 //! - `bench`: the criterion benchmarks (engine decisions, audit appends).
 //! - `deps`: checks the tools the build needs and says which Debian packages provide them;
 //!   as root, `deps --install` installs what is missing.
+//! - `package`: the Debian package (`target/debian/secops_VERSION_ARCH.deb`); see
+//!   `package.rs`.
 //! - `vm-test`: boots a Debian kernel with BPF LSM under qemu and runs the in-guest
 //!   scenarios (`vm-tests/`); see `vm/mod.rs` and `vm-tests/README.md`.
 
+mod package;
 mod vm;
 
 use std::process::{Command, ExitCode};
@@ -39,11 +43,32 @@ const NEEDS: &[(Need, &str)] = &[
     (Need::Command("ldd"), "libc-bin"),
     // The audit witness tests send checkpoints to a real rsyslogd they start.
     (Need::File("/usr/sbin/rsyslogd"), "rsyslog"),
+    // package: building the .deb, and what its tests check it with (lintian, the unit with
+    // systemd-analyze, the installed daemon under exactly the unit's capabilities).
+    (Need::Command("dpkg-shlibdeps"), "dpkg-dev"),
+    (Need::Command("strip"), "binutils"),
+    (Need::Command("lintian"), "lintian"),
+    (Need::Command("systemd-analyze"), "systemd"),
+    (Need::Command("addgroup"), "adduser"),
+    (Need::Command("setpriv"), "util-linux"),
+    (Need::Command("man"), "man-db"),
+    // metrics: promtool checks the Prometheus text format, Python's prometheus_client the
+    // OpenMetrics one.
+    (Need::Command("promtool"), "prometheus"),
+    (
+        Need::Package("python3-prometheus-client"),
+        "python3-prometheus-client",
+    ),
+    // the Python client: installed with pip into a fresh venv, type-checked with mypy.
+    (Need::Package("python3-venv"), "python3-venv"),
+    (Need::Command("mypy"), "mypy"),
 ];
 
 enum Need {
     Command(&'static str),
     File(&'static str),
+    /// A Debian package that is there by name (a Python module, a package of packages).
+    Package(&'static str),
 }
 
 fn main() -> ExitCode {
@@ -54,8 +79,10 @@ fn main() -> ExitCode {
         Some("bench") => cargo(&["bench", "--workspace"]),
         Some("deps") => deps(args.iter().any(|a| a == "--install")),
         Some("vm-test") => vm_test(&args[1..]),
+        Some("package") => deps(is_root())
+            .and_then(|()| package::package(&args[1..], workspace_root()?, &target_dir()?)),
         _ => {
-            eprintln!("usage: cargo xtask <test | run [DAEMON ARGS] | bench | deps [--install] | vm-test [OPTIONS]>");
+            eprintln!("usage: cargo xtask <test | run [DAEMON ARGS] | bench | deps [--install] | package [--out DIR] | vm-test [OPTIONS]>");
             eprintln!("  run    build, then run `secops daemon` with policies/default.yaml (state in /var/lib/secops)");
             eprintln!(
                 "  test   fmt check, clippy -D warnings, cargo test --workspace, vm-test --all-kernels (what CI runs)"
@@ -63,6 +90,9 @@ fn main() -> ExitCode {
             eprintln!("  bench  criterion benchmarks: engine decisions and audit appends");
             eprintln!(
                 "  deps   check build tools; --install installs missing Debian packages (root)"
+            );
+            eprintln!(
+                "  package  build the Debian package (target/debian/secops_VERSION_ARCH.deb)"
             );
             eprintln!("  vm-test  boot a Debian kernel with BPF LSM under qemu and run the VM scenarios (--help)");
             return ExitCode::from(2);
@@ -88,6 +118,11 @@ fn test() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ])?;
+    // The release package first: the package test installs exactly what ships, and the VM
+    // tests reuse the release build.
+    package::package(&[], workspace_root()?, &target_dir()?)?;
+    let deb = package::built_deb(&target_dir()?)?;
+    std::env::set_var("SECOPS_DEB", &deb);
     cargo(&["test", "--workspace"])?;
     // Every scenario on each suite's newest kernel: a Debian kernel update that breaks a
     // program fails CI the day it is published.
@@ -111,16 +146,8 @@ fn cargo(args: &[&str]) -> anyhow::Result<()> {
 fn run(daemon_args: &[String]) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     deps(is_root())?;
-    cargo(&[
-        "build",
-        "--release",
-        "--package",
-        "secops-daemon",
-        "--bin",
-        "secops",
-    ])?;
+    let secops = release_secops()?;
     let root = workspace_root()?;
-    let secops = target_dir()?.join("release/secops");
     let policy = root.join("policies/default.yaml");
     eprintln!(
         "xtask: {} --log info daemon --policy {} {}",
@@ -134,6 +161,19 @@ fn run(daemon_args: &[String]) -> anyhow::Result<()> {
         .args(daemon_args)
         .exec();
     Err(anyhow::Error::new(err).context(format!("starting {}", secops.display())))
+}
+
+/// Builds the release `secops` (what ships) and says where it is.
+fn release_secops() -> anyhow::Result<std::path::PathBuf> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "secops-daemon",
+        "--bin",
+        "secops",
+    ])?;
+    Ok(target_dir()?.join("release/secops"))
 }
 
 fn vm_test(args: &[String]) -> anyhow::Result<()> {
@@ -169,6 +209,10 @@ fn have(need: &Need) -> bool {
             .output()
             .is_ok_and(|o| o.status.success()),
         Need::File(path) => std::path::Path::new(path).exists(),
+        Need::Package(name) => Command::new("dpkg-query")
+            .args(["-W", "-f=${Status}", name])
+            .output()
+            .is_ok_and(|o| o.stdout.ends_with(b" installed")),
     }
 }
 

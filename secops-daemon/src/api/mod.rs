@@ -11,7 +11,7 @@ pub use types::{
     ActionObject, AgentStatus, AskAccepted, AskRequest, AutonomyChange, AutonomyOverride,
     CapabilityStatus, CheckRequest, CheckResponse, ControlRequest, DnsAgentStatus, DnsStatus,
     ErrorBody, EventCounters, Registered, Reloaded, Role, RunAs, ScanRequest, ScanResponse,
-    SetAutonomyRequest, StatusReport, StopAll, Whoami, MAX_SUMMARY_CHARS,
+    SetAutonomyRequest, StatusReport, StopAll, Whoami, MAX_SUMMARY_CHARS, MAX_WAIT,
 };
 
 /// Where the daemon listens unless told otherwise.

@@ -32,7 +32,13 @@ pub struct CheckRequest {
     /// answer comes as soon as the record is queued, in order, for the next commit.
     #[serde(default)]
     pub durable: bool,
+    /// When the check escalates: wait this long (e.g. `30s`, at most [`MAX_WAIT`]) for a
+    /// human to decide the ticket, and answer with what the decision makes of the check.
+    pub wait: Option<String>,
 }
+
+/// The longest a request may wait for a ticket's decision.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The object of an action; which fields matter depends on the action type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,9 @@
 
 mod store;
 
-pub use store::{Decided, NewTicket, Ticket, TicketError, TicketStatus, TicketStore};
+pub use store::{
+    Decided, NewTicket, Ticket, TicketError, TicketStatus, TicketStore, MAX_COMMAND_CHARS,
+};
 
 /// Where the tickets live, next to the audit log.
 pub fn db_path(state_dir: &std::path::Path) -> std::path::PathBuf {

@@ -51,7 +51,15 @@ pub struct Ticket {
     /// (kernel device encoding, inode): what a kernel grant for a file names.
     #[serde(default)]
     pub object_inode: Option<(u32, u64)>,
+    /// The command line of the process that escalated, as `/proc` showed it when the ticket
+    /// was opened (arguments joined by spaces, cut at [`MAX_COMMAND_CHARS`]); `None` when the
+    /// process had gone or the door had none.
+    #[serde(default)]
+    pub command: Option<String>,
 }
+
+/// The longest command line a ticket keeps.
+pub const MAX_COMMAND_CHARS: usize = 512;
 
 /// What an escalation says about itself.
 #[derive(Clone, Debug)]
@@ -67,6 +75,8 @@ pub struct NewTicket<'a> {
     /// The file object as resolved when it was escalated (see [`Ticket::object_inode`]); a
     /// repeat updates it, so an approval names the file the agent last tried.
     pub object_inode: Option<(u32, u64)>,
+    /// The escalating process's command line (see [`Ticket::command`]).
+    pub command: Option<&'a str>,
 }
 
 /// A human's decision.
@@ -120,7 +130,8 @@ CREATE TABLE IF NOT EXISTS tickets (
     grant_until_ns INTEGER,
     grant_once INTEGER NOT NULL DEFAULT 0,
     object_dev INTEGER,
-    object_ino INTEGER
+    object_ino INTEGER,
+    command TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_ticket
     ON tickets (agent, action, object) WHERE status = 'open';
@@ -130,13 +141,14 @@ CREATE INDEX IF NOT EXISTS grants
 
 const COLUMNS: &str = "id, agent, action, object, risk, rule_id, reason, source, status, \
     first_seen_ns, last_seen_ns, count, decided_by, decided_at_ns, decision_reason, grant_until_ns, \
-    grant_once, object_dev, object_ino";
+    grant_once, object_dev, object_ino, command";
 
 /// Columns added after the first release, for queues made by an older daemon.
 const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("grant_once", "INTEGER NOT NULL DEFAULT 0"),
     ("object_dev", "INTEGER"),
     ("object_ino", "INTEGER"),
+    ("command", "TEXT"),
 ];
 
 impl TicketStore {
@@ -220,8 +232,9 @@ impl TicketStore {
             None => {
                 tx.execute(
                     "INSERT INTO tickets (agent, action, object, risk, rule_id, reason, source,
-                         status, first_seen_ns, last_seen_ns, count, object_dev, object_ino)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, 1, ?9, ?10)",
+                         status, first_seen_ns, last_seen_ns, count, object_dev, object_ino,
+                         command)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?8, 1, ?9, ?10, ?11)",
                     params![
                         t.agent,
                         t.action,
@@ -232,7 +245,8 @@ impl TicketStore {
                         t.source.as_str(),
                         t.now_ns,
                         t.object_inode.map(|(dev, _)| dev),
-                        t.object_inode.map(|(_, ino)| ino as i64)
+                        t.object_inode.map(|(_, ino)| ino as i64),
+                        t.command
                     ],
                 )
                 .map_err(|e| TicketError::Db {
@@ -362,6 +376,28 @@ impl TicketStore {
             .map_err(|e| self.db(e))
     }
 
+    /// How many tickets the queue holds in each status (statuses without any are left out).
+    pub fn count_by_status(&self) -> Result<Vec<(TicketStatus, u64)>, TicketError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT status, count(*) FROM tickets GROUP BY status")
+            .map_err(|e| self.db(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.db(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (status, n) = row.map_err(|e| self.db(e))?;
+            let status = status.parse().map_err(|e| TicketError::Corrupt {
+                path: self.path.clone(),
+                id: 0,
+                why: format!("status: {e}"),
+            })?;
+            out.push((status, n as u64));
+        }
+        Ok(out)
+    }
+
     /// Records a human's decision on an open ticket.
     pub fn decide(
         &mut self,
@@ -444,6 +480,7 @@ impl TicketStore {
             grant_until_ns: r.get(15).map_err(|e| self.db(e))?,
             grant_once: r.get(16).map_err(|e| self.db(e))?,
             object_inode,
+            command: r.get(19).map_err(|e| self.db(e))?,
         })
     }
 }
@@ -463,6 +500,7 @@ mod tests {
             source: Source::Api,
             now_ns,
             object_inode: None,
+            command: Some("git push --force"),
         }
     }
 
@@ -490,6 +528,7 @@ mod tests {
         let t = s.get(a).unwrap();
         assert_eq!((t.count, t.first_seen_ns, t.last_seen_ns), (2, 10, 20));
         assert_eq!(s.open_count().unwrap(), 3);
+        assert_eq!(s.count_by_status().unwrap(), [(TicketStatus::Open, 3)]);
 
         let grant = Decided::Approve {
             grant: Duration::from_nanos(100),

@@ -13,6 +13,7 @@ use crate::api::{AgentStatus, AutonomyChange, StopAll};
 pub enum AgentsCommand {
     /// The agents the daemon runs: cgroup, autonomy (and whether it is overridden), process
     /// count, frozen or not.
+    #[command(after_help = "Example:\n  secops agents list")]
     List {
         #[command(flatten)]
         socket: SocketArg,
@@ -20,15 +21,21 @@ pub enum AgentsCommand {
         json: bool,
     },
     /// Freeze every process of the agent (cgroup.freeze); new ones start frozen too.
+    #[command(after_help = "Example:\n  secops agents freeze coder --reason 'looping on deletes'")]
     Freeze(ControlArgs),
     /// Let a frozen agent run again.
+    #[command(after_help = "Example:\n  secops agents thaw coder")]
     Thaw(ControlArgs),
     /// SIGKILL every process of the agent (cgroup.kill) and wait until none is left. A frozen
     /// agent stays frozen (thaw it to start it again).
+    #[command(after_help = "Example:\n  secops agents kill coder --reason 'runaway'")]
     Kill(ControlArgs),
     /// Set the agent's autonomy now, over what the policy file says, until changed again
     /// (survives reloads and restarts). LEVEL is full, semi, supervised, locked, or `policy`
     /// to drop the override.
+    #[command(
+        after_help = "Example:\n  secops agents set-autonomy coder supervised --reason 'new repository'"
+    )]
     SetAutonomy {
         name: String,
         level: String,

@@ -6,11 +6,13 @@ use serde::Deserialize;
 
 use super::daemon::SocketArg;
 use crate::approvals::{Ticket, TIMEOUT_DECIDER};
-use crate::time::format_ns;
+use crate::time::{format_ns, now_ns};
 
 #[derive(Debug, Subcommand)]
 pub enum ApprovalsCommand {
-    /// Tickets, newest first (open ones unless told otherwise).
+    /// Tickets, newest first (open ones unless told otherwise): id, status, age, agent, risk,
+    /// action, object and the command line that asked; `--json` has every field.
+    #[command(after_help = "Example:\n  secops approvals list --all --limit 20")]
     List {
         #[command(flatten)]
         socket: SocketArg,
@@ -24,6 +26,7 @@ pub enum ApprovalsCommand {
         json: bool,
     },
     /// One ticket, whole.
+    #[command(after_help = "Example:\n  secops approvals show 17")]
     Show {
         id: u64,
         #[command(flatten)]
@@ -33,6 +36,9 @@ pub enum ApprovalsCommand {
     },
     /// Let the agent do it: the same action on the same object passes until the approval
     /// runs out. Hard-rule denials never reach the queue and cannot be approved.
+    #[command(
+        after_help = "Example:\n  secops approvals approve 17 --for 30m --reason 'cleanup the ticket asked for'"
+    )]
     Approve {
         id: u64,
         /// How long the approval lasts (e.g. 30s, 10m, 2h; at most 24h).
@@ -48,7 +54,21 @@ pub enum ApprovalsCommand {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Watch the open tickets live and decide them with one key: `a` approve (for `--for`),
+    /// `o` approve once, `d` deny, `j`/`k` or the arrow keys to choose, `q` to quit.
+    #[command(after_help = "Example:\n  secops approvals watch --for 30m")]
+    Watch {
+        /// How long an approval made here lasts.
+        #[arg(long = "for", default_value = "10m")]
+        grant_for: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1)]
+        interval: u64,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Refuse: the ticket is closed and the action stays escalated.
+    #[command(after_help = "Example:\n  secops approvals deny 17 --reason 'not in this sprint'")]
     Deny {
         id: u64,
         #[arg(long)]
@@ -63,29 +83,64 @@ struct TicketList {
     tickets: Vec<Ticket>,
 }
 
-fn print_ticket(t: &Ticket) {
+/// How long ago `ns` was, for a person: `42s`, `5m`, `3h`, `2d`.
+pub(super) fn age(ns: i64, now_ns: i64) -> String {
+    let secs = (now_ns - ns).max(0) / 1_000_000_000;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The table's header, aligned with [`ticket_row`].
+pub(super) const HEADER: &str =
+    "ID     STATUS             AGE   AGENT        RISK      ACTION          \
+     OBJECT                     COMMAND";
+
+/// One ticket as one line (the command last, cut to fit `width` characters when given).
+pub(super) fn ticket_row(t: &Ticket, now_ns: i64, width: Option<usize>) -> String {
     // A decision nobody made must not read like a human's.
-    let timed_out = if t.decided_by.as_deref() == Some(TIMEOUT_DECIDER) {
-        "  (timed out: closed by the timeout policy)"
+    let status = if t.decided_by.as_deref() == Some(TIMEOUT_DECIDER) {
+        format!("{} (timed out)", t.status)
     } else {
-        ""
+        t.status.to_string()
     };
-    println!(
-        "#{:<5} {:<9} {:<12} {:<14} {:<8} x{:<4} {}  {}{timed_out}",
+    let object = if t.object.is_empty() { "-" } else { &t.object };
+    let mut row = format!(
+        "#{:<5} {:<18} {:<5} {:<12} {:<9} {:<15} {:<26} {}",
         t.id,
-        t.status,
+        status,
+        age(t.first_seen_ns, now_ns),
         t.agent,
+        t.risk.as_str(),
         t.action,
-        t.risk,
-        t.count,
-        if t.object.is_empty() { "-" } else { &t.object },
-        t.rule_id.as_deref().unwrap_or("-")
+        object,
+        t.command.as_deref().unwrap_or("-"),
     );
+    if let Some(width) = width {
+        if row.chars().count() > width {
+            row = row.chars().take(width.saturating_sub(1)).collect();
+            row.push('…');
+        }
+    }
+    row
+}
+
+fn print_ticket(t: &Ticket) {
+    println!("{}", ticket_row(t, now_ns(), None));
 }
 
 fn print_ticket_long(t: &Ticket) {
+    println!("{HEADER}");
     print_ticket(t);
     println!("  reason:     {}", t.reason);
+    println!("  rule:       {}", t.rule_id.as_deref().unwrap_or("-"));
+    println!("  repeats:    {}", t.count);
+    if let Some(command) = &t.command {
+        println!("  command:    {command}");
+    }
     println!("  source:     {}", t.source);
     println!("  first seen: {}", format_ns(t.first_seen_ns));
     println!("  last seen:  {}", format_ns(t.last_seen_ns));
@@ -118,6 +173,7 @@ pub fn run(command: ApprovalsCommand) -> anyhow::Result<u8> {
             } else if list.tickets.is_empty() {
                 println!("no {}tickets", if all { "" } else { "open " });
             } else {
+                println!("{HEADER}");
                 list.tickets.iter().for_each(print_ticket);
             }
         }
@@ -142,6 +198,11 @@ pub fn run(command: ApprovalsCommand) -> anyhow::Result<u8> {
                 .post(&format!("/v1/approvals/{id}/approve"), &body)?;
             print_ticket_long(&t);
         }
+        ApprovalsCommand::Watch {
+            grant_for,
+            interval,
+            socket,
+        } => return super::watch::run(&socket, &grant_for, interval),
         ApprovalsCommand::Deny { id, reason, socket } => {
             let body = serde_json::json!({ "reason": reason });
             let t: Ticket = socket

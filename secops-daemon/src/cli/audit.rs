@@ -24,10 +24,12 @@ pub enum AuditCommand {
     /// rotation, the head file, and what witnesses saw. Reports the first record that was
     /// altered, deleted, inserted or reordered, and every witnessed checkpoint the log no
     /// longer holds (truncated, rolled back, rewritten, re-signed). Exits 1 on any problem.
+    #[command(after_help = "Examples:\n  secops audit verify\n  secops audit verify --public-key /etc/secops/audit-key.pub --witness http://witness.example:8470/secops")]
     Verify(VerifyArgs),
     /// After an operator checked why the log is behind or other than its head file says
     /// (restored from a backup, replaced on purpose): record what was found and who accepted
     /// it, so appenders (the daemon, `secops check`) write to it again.
+    #[command(after_help = "Example:\n  secops audit accept-rewind --reason \"restored from the 02:00 backup after disk loss\"")]
     AcceptRewind {
         /// Why this is accepted; goes into the audit record.
         #[arg(long)]
@@ -36,6 +38,7 @@ pub enum AuditCommand {
     /// Close the open segment (with a checkpoint) so the log goes on in a new one; with
     /// `--archive`, move closed segments out of the live log into DIR (oldest first, each
     /// copied, synced, read back and recorded in the log before it leaves).
+    #[command(after_help = "Example:\n  secops audit rotate --archive /srv/audit-archive --keep-age 30d")]
     Rotate {
         /// Where closed segments go.
         #[arg(long)]
@@ -50,10 +53,12 @@ pub enum AuditCommand {
     /// Hand the log to a new signing key: the old key seals what is there and signs a
     /// statement naming the new one, so `verify --public-key OLD` still accepts the log and a
     /// key replaced without such a statement is a finding.
+    #[command(after_help = "Example:\n  secops audit rotate-key")]
     RotateKey,
     /// Serve an HTTP witness: keeps every checkpoint line POSTed to it in FILE (appended and
     /// synced, signatures checked) and answers GET with them, for `verify --witness URL`.
     /// Run it on another machine, or at least as another user.
+    #[command(after_help = "Example:\n  secops audit witness-serve --listen 127.0.0.1:8470 --file /var/lib/secops-witness/checkpoints")]
     WitnessServe {
         /// Where to listen, e.g. 127.0.0.1:8470.
         #[arg(long)]
@@ -63,6 +68,7 @@ pub enum AuditCommand {
         file: PathBuf,
     },
     /// Show the newest records.
+    #[command(after_help = "Example:\n  secops audit tail -n 50 --follow --agent coder")]
     Tail {
         /// How many records.
         #[arg(short = 'n', long, default_value_t = 20)]
@@ -77,6 +83,9 @@ pub enum AuditCommand {
         filter: FilterArgs,
     },
     /// Search the log.
+    #[command(
+        after_help = "Example:\n  secops audit query --agent coder --action 'fs:*' --verdict deny --since 1h"
+    )]
     Query {
         #[command(flatten)]
         filter: FilterArgs,
@@ -86,8 +95,18 @@ pub enum AuditCommand {
         /// One JSON object per record.
         #[arg(long)]
         json: bool,
+        /// Wait until the log holds record N (the `audit_seq` a durable check answered).
+        #[arg(long, value_name = "N")]
+        wait_seq: Option<u64>,
+        /// Wait up to this long (e.g. 5s) for the first matching record (and record N, with
+        /// --wait-seq; 10s there by default): a record the daemon is still writing is found.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
     },
     /// Write records out for other tools.
+    #[command(
+        after_help = "Example:\n  secops audit export --format ocsf --since 24h -o /tmp/secops-ocsf.jsonl"
+    )]
     Export {
         /// `ocsf`: OCSF 1.7 JSON lines (File System 1001, Process 1007, Network 4001, ...).
         /// `jsonl`: secops' own records with their hashes.
@@ -287,12 +306,17 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
             filter,
             limit,
             json,
+            wait_seq,
+            wait,
         } => {
             let reader = AuditReader::open(&paths)?;
             let filter = QueryFilter {
                 limit,
                 ..filter.to_filter()?
             };
+            if wait_seq.is_some() || wait.is_some() {
+                wait_for_records(&reader, &filter, wait_seq, wait)?;
+            }
             let mut out = BufWriter::new(io::stdout().lock());
             for record in reader.iter(&filter)? {
                 print_record(&mut out, &record?, json)?;
@@ -347,6 +371,55 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
     }
 }
 
+/// Waits (polling) until record `seq` is in the log and, with `wait` given, a record matches
+/// `filter`; gives up quietly when the time is up (the query then shows what there is).
+fn wait_for_records(
+    reader: &AuditReader,
+    filter: &QueryFilter,
+    seq: Option<u64>,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + wait.unwrap_or(Duration::from_secs(10));
+    let has = |f: &QueryFilter| -> anyhow::Result<bool> {
+        Ok(reader.iter(f)?.next().transpose()?.is_some())
+    };
+    loop {
+        let seq_there = match seq {
+            Some(n) => has(&QueryFilter {
+                after_seq: Some(n.saturating_sub(1)),
+                limit: Some(1),
+                ..QueryFilter::default()
+            })?,
+            None => true,
+        };
+        let match_there = wait.is_none() || has(filter)?;
+        if (seq_there && match_there) || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A field as one line: newlines, tabs and other control characters written as escapes, so
+/// every record is one line whatever an argv or a path held.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Result<()> {
     if json {
         serde_json::to_writer(&mut *out, record)?;
@@ -360,13 +433,13 @@ fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Re
         seq = record.seq,
         time = format_ns(b.ts_ns),
         source = b.source.as_str(),
-        agent = b.agent.as_deref().unwrap_or("-"),
+        agent = one_line(b.agent.as_deref().unwrap_or("-")),
         action = b.action,
-        object = b.object.as_ref().map_or("-", |o| o.value.as_str()),
+        object = one_line(b.object.as_ref().map_or("-", |o| o.value.as_str())),
         verdict = b.verdict,
         risk = b.risk,
-        rule = b.rule_id.as_deref().unwrap_or("-"),
-        reason = b.reason,
+        rule = one_line(b.rule_id.as_deref().unwrap_or("-")),
+        reason = one_line(&b.reason),
     )?;
     Ok(())
 }
@@ -376,4 +449,16 @@ fn hostname() -> Option<String> {
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_field_with_newlines_stays_on_one_line() {
+        assert_eq!(super::one_line("rm -rf /x"), "rm -rf /x");
+        assert_eq!(
+            super::one_line("bash -c 'a\nb'\t\u{1b}[31m"),
+            "bash -c 'a\\nb'\\t\\u{1b}[31m"
+        );
+    }
 }

@@ -56,14 +56,14 @@ pub struct DaemonArgs {
     pub audit_witness: Vec<crate::audit::witness::WitnessSpec>,
     #[command(flatten)]
     pub socket: SocketArg,
-    /// The group allowed to connect to the API socket (numeric gid; the socket is mode 0660).
-    /// Agents that use the API must run as users in it. Identity and rights come from the
-    /// caller's cgroup and credentials, not from being able to connect.
-    #[arg(long, default_value_t = 0)]
+    /// The group allowed to connect to the API socket (a name or a gid; the socket is mode
+    /// 0660). Agents that use the API must run as users in it. Identity and rights come from
+    /// the caller's cgroup and credentials, not from being able to connect.
+    #[arg(long, default_value = "0", value_parser = group_id)]
     pub socket_gid: u32,
-    /// Callers outside every agent cgroup that are root or in this group (numeric gid) are
+    /// Callers outside every agent cgroup that are root or in this group (a name or a gid) are
     /// admins: status, reload, approvals, agents, audit and metrics routes.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value = "0", value_parser = group_id)]
     pub admin_gid: u32,
     /// API connections served at once for all callers but the admins together; more wait
     /// for a turn (up to --api-agent-queue per agent).
@@ -103,6 +103,15 @@ pub struct DaemonArgs {
     /// address, e.g. 127.0.0.1:9464. On the socket, /metrics is for admins.
     #[arg(long)]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Webhooks told when an approval ticket is opened or decided (YAML: `webhooks: [{url,
+    /// format: json|slack, secret_file, events, timeout, retries, backoff}]`). Read at start;
+    /// none when the file does not exist; one that does not parse stops the daemon.
+    #[arg(
+        long,
+        env = "SECOPS_NOTIFICATIONS",
+        default_value = "/etc/secops/notifications.yaml"
+    )]
+    pub notifications: PathBuf,
     #[command(flatten)]
     pub kernel: KernelPlaceArgs,
     /// Size of the event ring buffer in KiB (a power of two, at least 4). An adopted, pinned
@@ -134,6 +143,39 @@ pub struct RunArgs {
     pub command: Vec<OsString>,
 }
 
+/// A group by gid or by name (the package's `secops` group), looked up through NSS.
+fn group_id(text: &str) -> Result<u32, String> {
+    if let Ok(gid) = text.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(text).map_err(|_| format!("{text:?} is not a group name"))?;
+    // SAFETY: `group` is plain old data, for which all zeroes is a valid value.
+    let mut group: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    let mut buffer = vec![0 as libc::c_char; 16 << 10];
+    // SAFETY: getgrnam_r writes only into `group` and `buffer` (whose length it is given) and
+    // sets `found` to `&group` or null.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut group,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "looking up group {text:?}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ));
+    }
+    if found.is_null() {
+        return Err(format!("no group named {text:?}"));
+    }
+    Ok(group.gr_gid)
+}
+
 pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
     let ring_buffer_bytes = args
         .ring_buffer_kib
@@ -158,6 +200,7 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
             max_scan_bytes: args.api_max_scan_bytes,
         },
         metrics_listen: args.metrics_listen,
+        notifications: args.notifications,
         pin_dir: args.kernel.pin_dir,
         cgroup_root: args.kernel.cgroup_root,
         ring_buffer_bytes,
@@ -278,4 +321,17 @@ pub fn teardown(kernel: &KernelPlaceArgs) -> anyhow::Result<u8> {
         kernel.cgroup_root
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn groups_are_given_by_number_or_name() {
+        assert_eq!(super::group_id("0"), Ok(0));
+        assert_eq!(super::group_id("root"), Ok(0));
+        assert_eq!(super::group_id("1234567"), Ok(1234567));
+        assert!(super::group_id("no-such-group-here")
+            .unwrap_err()
+            .contains("no group named"));
+    }
 }

@@ -15,6 +15,7 @@ use crate::approvals::{Decided, Ticket, TicketError};
 use crate::audit::{AuditError, AuditObject, AuditWriter, ObjectKind};
 use crate::enforce::{grant_keys, grant_value, granted_endpoint};
 use crate::engine::Decision;
+use crate::notify::{EventKind, TicketEvent};
 use crate::time::{format_ns, now_ns, Clock};
 
 /// Who decided, as the ticket and the audit record name them.
@@ -126,6 +127,12 @@ impl Shared {
             _ => return Err(DecideError::NotQueued),
         }
         self.decided.publish(ticket.id, ticket.status);
+        self.metrics
+            .ticket_decided(ticket.status, by.name == crate::approvals::TIMEOUT_DECIDER);
+        self.notifier.send(&TicketEvent {
+            kind: EventKind::Decided,
+            ticket: ticket.clone(),
+        });
         Ok(ticket)
     }
 }

@@ -95,6 +95,7 @@ impl Shared {
         }
         .map_err(|e| failed(e.into()))?;
         tracing::warn!(agent = name, "agent {}", what.past());
+        self.metrics.kill_switch(name, what.as_str());
         self.agent_status_of(name)
     }
 
@@ -124,6 +125,7 @@ impl Shared {
         });
         let change = self.change_autonomy(&mut live, name, value, "set autonomy of", reason)?;
         lock(&self.denials).reset(name);
+        self.metrics.autonomy_changed(name, false);
         tracing::warn!(agent = name, from = %change.from, to = %change.to, by = set_by, "autonomy changed");
         Ok(change)
     }
@@ -160,6 +162,7 @@ impl Shared {
         };
         let change =
             self.change_autonomy(&mut live, agent, Some(value), "lower autonomy of", &reason)?;
+        self.metrics.autonomy_changed(agent, true);
         tracing::warn!(agent, from = %change.from, to = %change.to, "autonomy lowered automatically: {rule}");
         Ok(Some(change))
     }

@@ -26,6 +26,7 @@ use secops_common::{CoreAction, RiskLevel, Verdict};
 
 use super::control::ControlError;
 use super::metrics::Metrics;
+use super::process::command_line;
 use super::state::{lock, Shared};
 use crate::api::action::ResolvedAction;
 use crate::api::AutonomyChange;
@@ -33,6 +34,7 @@ use crate::approvals::{NewTicket, TicketError, TicketStore};
 use crate::audit::{AuditObject, AuditWriter, CommitTicket, NewRecord, ObjectKind, Source};
 use crate::enforce::BUILTIN_RULE_ID;
 use crate::engine::{Decision, Engine};
+use crate::notify::{EventKind, TicketEvent};
 use crate::scan::{redact, Category, Scanner};
 use crate::time::now_ns;
 
@@ -49,6 +51,8 @@ pub(crate) trait Context: Send + Sync + 'static {
     fn note_denial(&self, agent: &str) -> bool;
     /// Lowers `agent` one step, in the engine and the kernel. Blocking.
     fn auto_lower(&self, agent: &str) -> Result<Option<AutonomyChange>, ControlError>;
+    /// Tells the people watching that a ticket was opened or decided. Never blocks.
+    fn notify(&self, event: TicketEvent);
 }
 
 impl Context for Shared {
@@ -74,6 +78,10 @@ impl Context for Shared {
 
     fn auto_lower(&self, agent: &str) -> Result<Option<AutonomyChange>, ControlError> {
         Shared::auto_lower(self, agent)
+    }
+
+    fn notify(&self, event: TicketEvent) {
+        self.notifier.send(&event);
     }
 }
 
@@ -409,16 +417,24 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
             with_detail(decision.reason.to_string()),
         ),
         // Where the kernel only observed, the record says what happened (allow) and what the
-        // policy would have decided, so nobody reads an unenforced deny as enforced.
-        (_, _) => (
-            Verdict::Allow,
-            rule,
-            with_detail(format!(
-                "observed, not blocked (no synchronous enforcement for this on this kernel): \
-                 policy says {}: {}",
-                decision.verdict, decision.reason
-            )),
-        ),
+        // policy would have decided, so nobody reads an unenforced deny as enforced. The rule
+        // is named in the reason, not as the record's rule: `allow ... rule=X` would read as
+        // allowed by X.
+        (_, _) => {
+            let would = match &decision.rule_id {
+                Some(id) => format!("rule {id} would {}", decision.verdict),
+                None => format!("the policy would {}", decision.verdict),
+            };
+            (
+                Verdict::Allow,
+                None,
+                with_detail(format!(
+                    "observed only, NOT blocked (no synchronous enforcement for this on this \
+                     kernel): {would}: {}",
+                    decision.reason
+                )),
+            )
+        }
     }
 }
 
@@ -544,6 +560,8 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
     let action = judged.request.action.action_name.clone();
     let object = judged.ticket_object().to_owned();
     let now = now_ns();
+    // Read before the queue is locked: /proc is not the queue's business.
+    let command = command_line(judged.request.actor.pid);
     let mut tickets = ctx.tickets();
     if judged.request.door.engine_holds_the_verdict() {
         if let Some(t) = tickets.use_grant(&agent, &action, &object, now)? {
@@ -558,7 +576,7 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
             return Ok(());
         }
     }
-    let (id, _joined) = tickets.escalated(&NewTicket {
+    let (id, joined) = tickets.escalated(&NewTicket {
         agent: &agent,
         action: &action,
         object: &object,
@@ -568,7 +586,22 @@ pub(crate) fn escalate(ctx: &impl Context, judged: &mut Judged) -> Result<(), Ti
         source: judged.request.door.source(),
         now_ns: now,
         object_inode: judged.request.inode,
+        command: command.as_deref(),
     })?;
+    // A new ticket is announced once, here, whichever door opened it.
+    let opened = (!joined).then(|| tickets.get(id));
+    drop(tickets);
+    match opened {
+        Some(Ok(ticket)) => {
+            ctx.metrics().ticket_opened(judged.request.door.source());
+            ctx.notify(TicketEvent {
+                kind: EventKind::Opened,
+                ticket,
+            });
+        }
+        Some(Err(e)) => tracing::error!(ticket = id, "reading the ticket just opened: {e}"),
+        None => {}
+    }
     judged.ticket = Some(id);
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! Prometheus metrics: what the daemon decided, how fast, what the kernel lost, what waits
-//! for a human, and what the output scanner found. Served at `/metrics` on the API socket
-//! (admins only) and, if configured, on a loopback TCP port.
+//! for a human and what became of it, what the output scanner found, which layers are
+//! active, and what people (and automatic lowering) did to agents. Served at `/metrics` on
+//! the API socket (admins only) and, if configured, on a loopback TCP port, as OpenMetrics
+//! to a scraper that asks for it and as Prometheus text 0.0.4 otherwise.
 //!
 //! Label values come only from bounded sets: verdicts, the policy's action types (a request
 //! with an unknown type is refused before it is counted), the policy's agents, the scanner's
-//! categories, HTTP status codes. A caller cannot grow the label space.
+//! categories, HTTP status codes, the daemon's layers. A caller cannot grow the label space.
+//! Families read when scraped (layers, agents, tickets by state) are rebuilt at each scrape,
+//! so an agent gone from the policy is gone from them.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -16,8 +20,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use secops_common::Verdict;
 
+use secops_common::{AutonomyLevel, Verdict};
+
+use crate::approvals::TicketStatus;
 use crate::audit::Source;
 use crate::scan::{Applied, Category};
 
@@ -50,6 +56,57 @@ struct StatusLabel {
     status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LayerLabel {
+    layer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabel {
+    agent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLevelLabels {
+    agent: String,
+    level: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KillSwitchLabels {
+    agent: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AutonomyChangeLabels {
+    agent: String,
+    /// `person` or `automatic`.
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TicketDecisionLabels {
+    decision: &'static str,
+    /// `person` or `timeout`.
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceOnly {
+    source: &'static str,
+}
+
 fn applied_name(applied: Applied) -> &'static str {
     match applied {
         Applied::Clean => "clean",
@@ -59,13 +116,53 @@ fn applied_name(applied: Applied) -> &'static str {
     }
 }
 
+/// One agent as the scrape sees it.
+pub(crate) struct AgentSnapshot {
+    pub(crate) name: String,
+    pub(crate) autonomy: AutonomyLevel,
+    pub(crate) frozen: bool,
+    pub(crate) processes: usize,
+}
+
 /// Values other parts of the daemon keep, copied in when the metrics are read.
 #[derive(Default)]
 pub(crate) struct Snapshot {
     pub(crate) events_received: u64,
     pub(crate) events_lost: u64,
-    /// `None` when the queue could not be read: the gauge keeps its last value.
-    pub(crate) open_tickets: Option<u64>,
+    /// Tickets in the queue by status; `None` when the queue could not be read: the gauges
+    /// keep their last values.
+    pub(crate) tickets: Option<Vec<(TicketStatus, u64)>>,
+    /// Each layer's name and whether it is active.
+    pub(crate) layers: Vec<(String, bool)>,
+    pub(crate) agents: Vec<AgentSnapshot>,
+    /// Webhook notifications by result (delivered, retried, failed, dropped).
+    pub(crate) notifications: Vec<(&'static str, u64)>,
+}
+
+/// How `/metrics` is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Exposition {
+    /// `text/plain; version=0.0.4`, what Prometheus and promtool read by default.
+    PrometheusText,
+    /// `application/openmetrics-text; version=1.0.0`, for a scraper that asks for it.
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// The format a request's `Accept` header asks for: OpenMetrics only when named.
+    pub(crate) fn negotiate(accept: Option<&str>) -> Exposition {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Exposition::OpenMetrics,
+            _ => Exposition::PrometheusText,
+        }
+    }
+
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Exposition::PrometheusText => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
 }
 
 pub(crate) struct Metrics {
@@ -78,7 +175,16 @@ pub(crate) struct Metrics {
     api_responses: Family<StatusLabel, Counter>,
     events_received: Counter,
     events_lost: Counter,
-    open_tickets: Gauge,
+    tickets: Family<StateLabel, Gauge>,
+    tickets_opened: Family<SourceOnly, Counter>,
+    ticket_decisions: Family<TicketDecisionLabels, Counter>,
+    layers: Family<LayerLabel, Gauge>,
+    agent_autonomy: Family<AgentLevelLabels, Gauge>,
+    agent_frozen: Family<AgentLabel, Gauge>,
+    agent_processes: Family<AgentLabel, Gauge>,
+    kill_switch: Family<KillSwitchLabels, Counter>,
+    autonomy_changes: Family<AutonomyChangeLabels, Counter>,
+    notifications: Family<ResultLabel, Counter>,
     /// Serializes reads: copying the snapshot in and encoding must not interleave.
     encode_lock: Mutex<()>,
 }
@@ -107,7 +213,6 @@ impl Metrics {
         let api_responses = Family::<StatusLabel, Counter>::default();
         let events_received = Counter::default();
         let events_lost = Counter::default();
-        let open_tickets = Gauge::default();
         registry.register(
             "decisions",
             "Decisions made, by source (kernel, api, parked, approval, dns), verdict, action type and agent",
@@ -148,10 +253,65 @@ impl Metrics {
             "Events the kernel could not put in the ring buffer (each loss is also audited)",
             events_lost.clone(),
         );
+        let tickets = Family::<StateLabel, Gauge>::default();
         registry.register(
-            "approval_tickets_open",
-            "Approval tickets waiting for a human",
-            open_tickets.clone(),
+            "approval_tickets",
+            "Tickets in the approval queue by state (open: waiting for a human)",
+            tickets.clone(),
+        );
+        let tickets_opened = Family::<SourceOnly, Counter>::default();
+        registry.register(
+            "approval_tickets_opened",
+            "Approval tickets opened, by the door the escalation came through (repeats that joined an open ticket are not counted)",
+            tickets_opened.clone(),
+        );
+        let ticket_decisions = Family::<TicketDecisionLabels, Counter>::default();
+        registry.register(
+            "approval_decisions",
+            "Tickets decided, by decision (approved, denied) and by whom (person, timeout)",
+            ticket_decisions.clone(),
+        );
+        let layers = Family::<LayerLabel, Gauge>::default();
+        registry.register(
+            "layer_active",
+            "Whether each enforcement layer is active on this kernel (1) or not (0)",
+            layers.clone(),
+        );
+        let agent_autonomy = Family::<AgentLevelLabels, Gauge>::default();
+        registry.register(
+            "agent_autonomy",
+            "The autonomy level in force for each agent (1 for its level, 0 for the others)",
+            agent_autonomy.clone(),
+        );
+        let agent_frozen = Family::<AgentLabel, Gauge>::default();
+        registry.register(
+            "agent_frozen",
+            "Whether the agent's cgroup is frozen by the kill switch (1) or running (0)",
+            agent_frozen.clone(),
+        );
+        let agent_processes = Family::<AgentLabel, Gauge>::default();
+        registry.register(
+            "agent_processes",
+            "Processes in the agent's cgroup",
+            agent_processes.clone(),
+        );
+        let kill_switch = Family::<KillSwitchLabels, Counter>::default();
+        registry.register(
+            "kill_switch_actions",
+            "Kill switch actions done, by agent and action (freeze, thaw, kill)",
+            kill_switch.clone(),
+        );
+        let autonomy_changes = Family::<AutonomyChangeLabels, Counter>::default();
+        registry.register(
+            "autonomy_changes",
+            "Autonomy changes, by agent and by whom (person, automatic)",
+            autonomy_changes.clone(),
+        );
+        let notifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Webhook notifications of tickets, by result: delivered, retried (an attempt failed and is tried again), failed (given up), dropped (the queue was full)",
+            notifications.clone(),
         );
         Metrics {
             registry,
@@ -163,7 +323,16 @@ impl Metrics {
             api_responses,
             events_received,
             events_lost,
-            open_tickets,
+            tickets,
+            tickets_opened,
+            ticket_decisions,
+            layers,
+            agent_autonomy,
+            agent_frozen,
+            agent_processes,
+            kill_switch,
+            autonomy_changes,
+            notifications,
             encode_lock: Mutex::new(()),
         }
     }
@@ -225,20 +394,151 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition format, with the snapshot's values brought up to date.
-    pub(crate) fn encode(&self, snapshot: &Snapshot) -> String {
+    /// A new ticket (not a repeat joining an open one).
+    pub(crate) fn ticket_opened(&self, source: Source) {
+        self.tickets_opened
+            .get_or_create(&SourceOnly {
+                source: source.as_str(),
+            })
+            .inc();
+    }
+
+    /// A ticket decided; `by_timeout`: by the timeout policy rather than a person.
+    pub(crate) fn ticket_decided(&self, status: TicketStatus, by_timeout: bool) {
+        self.ticket_decisions
+            .get_or_create(&TicketDecisionLabels {
+                decision: status.as_str(),
+                by: if by_timeout { "timeout" } else { "person" },
+            })
+            .inc();
+    }
+
+    pub(crate) fn kill_switch(&self, agent: &str, action: &'static str) {
+        self.kill_switch
+            .get_or_create(&KillSwitchLabels {
+                agent: agent.to_owned(),
+                action,
+            })
+            .inc();
+    }
+
+    pub(crate) fn autonomy_changed(&self, agent: &str, automatic: bool) {
+        self.autonomy_changes
+            .get_or_create(&AutonomyChangeLabels {
+                agent: agent.to_owned(),
+                by: if automatic { "automatic" } else { "person" },
+            })
+            .inc();
+    }
+
+    /// The exposition, with the snapshot's values brought up to date.
+    pub(crate) fn encode(&self, snapshot: &Snapshot, format: Exposition) -> String {
         let _guard = super::locks::lock(&self.encode_lock);
         catch_up(&self.events_received, snapshot.events_received);
         catch_up(&self.events_lost, snapshot.events_lost);
-        if let Some(n) = snapshot.open_tickets {
-            self.open_tickets.set(i64::try_from(n).unwrap_or(i64::MAX));
+        if let Some(counts) = &snapshot.tickets {
+            for status in [
+                TicketStatus::Open,
+                TicketStatus::Approved,
+                TicketStatus::Denied,
+            ] {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                self.tickets
+                    .get_or_create(&StateLabel {
+                        state: status.as_str(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        for (result, n) in &snapshot.notifications {
+            catch_up(
+                &self.notifications.get_or_create(&ResultLabel { result }),
+                *n,
+            );
+        }
+        self.layers.clear();
+        for (layer, active) in &snapshot.layers {
+            self.layers
+                .get_or_create(&LayerLabel {
+                    layer: layer.clone(),
+                })
+                .set(i64::from(*active));
+        }
+        self.agent_autonomy.clear();
+        self.agent_frozen.clear();
+        self.agent_processes.clear();
+        for agent in &snapshot.agents {
+            for level in AutonomyLevel::ALL {
+                self.agent_autonomy
+                    .get_or_create(&AgentLevelLabels {
+                        agent: agent.name.clone(),
+                        level: level.as_str(),
+                    })
+                    .set(i64::from(level == agent.autonomy));
+            }
+            let label = AgentLabel {
+                agent: agent.name.clone(),
+            };
+            self.agent_frozen
+                .get_or_create(&label)
+                .set(i64::from(agent.frozen));
+            self.agent_processes
+                .get_or_create(&label)
+                .set(i64::try_from(agent.processes).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
-        out
+        match format {
+            Exposition::OpenMetrics => out,
+            Exposition::PrometheusText => prometheus_text(&out),
+        }
     }
+}
+
+/// OpenMetrics (what prometheus-client writes) as Prometheus text 0.0.4: a counter family's
+/// HELP and TYPE name its samples' name (`x_total`, where OpenMetrics names the family `x`),
+/// and there are no `# UNIT` or `# EOF` lines.
+fn prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let lines: Vec<&str> = open_metrics.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            i += 1;
+            continue;
+        }
+        // A family starts with its HELP line, its TYPE line next.
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            let (name, text) = help.split_once(' ').unwrap_or((help, ""));
+            let kind = lines
+                .get(i + 1)
+                .and_then(|l| l.strip_prefix("# TYPE "))
+                .and_then(|t| t.split_once(' '))
+                .filter(|(n, _)| *n == name)
+                .map(|(_, kind)| kind);
+            let sample_name = match kind {
+                Some("counter") => format!("{name}_total"),
+                _ => name.to_owned(),
+            };
+            out.push_str(&format!("# HELP {sample_name} {text}\n"));
+            if let Some(kind) = kind {
+                out.push_str(&format!("# TYPE {sample_name} {kind}\n"));
+                i += 1;
+            }
+            i += 1;
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        i += 1;
+    }
+    out
 }
 
 /// Counters only go up: raise `counter` to `value` (kept elsewhere) if it is behind.
@@ -246,5 +546,82 @@ fn catch_up(counter: &Counter<u64, AtomicU64>, value: u64) {
     let current = counter.get();
     if value > current {
         counter.inc_by(value - current);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_counter_families_by_their_samples_and_drops_eof() {
+        let open_metrics = "# HELP secops_decisions Decisions made.\n\
+            # TYPE secops_decisions counter\n\
+            secops_decisions_total{verdict=\"allow\"} 2\n\
+            # HELP secops_approval_tickets Tickets.\n\
+            # TYPE secops_approval_tickets gauge\n\
+            secops_approval_tickets{state=\"open\"} 1\n\
+            # HELP secops_latency_seconds Latency.\n\
+            # TYPE secops_latency_seconds histogram\n\
+            # UNIT secops_latency_seconds seconds\n\
+            secops_latency_seconds_sum 0.5\n\
+            # EOF\n";
+        assert_eq!(
+            prometheus_text(open_metrics),
+            "# HELP secops_decisions_total Decisions made.\n\
+             # TYPE secops_decisions_total counter\n\
+             secops_decisions_total{verdict=\"allow\"} 2\n\
+             # HELP secops_approval_tickets Tickets.\n\
+             # TYPE secops_approval_tickets gauge\n\
+             secops_approval_tickets{state=\"open\"} 1\n\
+             # HELP secops_latency_seconds Latency.\n\
+             # TYPE secops_latency_seconds histogram\n\
+             secops_latency_seconds_sum 0.5\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_only_when_the_scraper_names_it() {
+        assert_eq!(Exposition::negotiate(None), Exposition::PrometheusText);
+        assert_eq!(
+            Exposition::negotiate(Some("text/plain;version=0.0.4;q=1,*/*;q=0.1")),
+            Exposition::PrometheusText
+        );
+        assert_eq!(
+            Exposition::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
+            Exposition::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_and_scrape_time_families_follow_the_snapshot() {
+        let metrics = Metrics::new();
+        let agent = |name: &str| AgentSnapshot {
+            name: name.to_owned(),
+            autonomy: AutonomyLevel::Semi,
+            frozen: false,
+            processes: 1,
+        };
+        let snapshot = Snapshot {
+            layers: vec![("egress allowlist".into(), true)],
+            agents: vec![agent("a"), agent("b")],
+            ..Snapshot::default()
+        };
+        metrics.kill_switch("a", "freeze");
+        let text = metrics.encode(&snapshot, Exposition::PrometheusText);
+        let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(types, helps);
+        assert!(types >= 7, "{text}");
+        assert!(text.contains("secops_agent_frozen{agent=\"b\"} 0"));
+        let only_a = Snapshot {
+            agents: vec![agent("a")],
+            ..Snapshot::default()
+        };
+        let text = metrics.encode(&only_a, Exposition::PrometheusText);
+        assert!(!text.contains("agent=\"b\""), "{text}");
+        assert!(text.contains("secops_kill_switch_actions_total{agent=\"a\",action=\"freeze\"} 1"));
     }
 }

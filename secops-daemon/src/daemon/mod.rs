@@ -44,9 +44,11 @@ mod metrics;
 mod options;
 mod parked;
 mod pipeline;
+mod process;
 mod services;
 mod start;
 mod state;
+mod systemd;
 mod timeouts;
 
 use std::path::Path;

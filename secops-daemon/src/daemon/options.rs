@@ -14,6 +14,8 @@ pub(crate) struct DaemonOptions {
     /// Callers outside every agent cgroup with this group (or root) are admins.
     pub(crate) admin_gid: u32,
     pub(crate) api: ApiLimits,
+    /// The notifications file (webhooks); none when it does not exist.
+    pub(crate) notifications: PathBuf,
     /// A loopback address to serve `/metrics` on, besides the socket.
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     /// The bpffs directory for pinned programs and maps.

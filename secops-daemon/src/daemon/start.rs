@@ -48,6 +48,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     let live = load_live(&options)?;
     let writer = Arc::new(open_audit_log(&options)?);
     let tickets = open_tickets(&options)?;
+    let notifier = start_notifier(&options)?;
     let layers = KernelLayers::start(&options, &live)?;
     let shared = Arc::new(Shared {
         engine: RwLock::new(layers.engine),
@@ -69,11 +70,14 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         dns: layers.dns,
         shutdown: AtomicBool::new(false),
         shutdown_notify: Notify::new(),
+        notifier,
         options: options.clone(),
     });
     let services = Services::spawn(&shared, &writer, layers.reader)?;
     tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
+    super::systemd::notify("READY=1");
     shared.stopped().await;
+    super::systemd::notify("STOPPING=1");
     tracing::info!(
         "shutting down; programs and maps stay pinned in {}",
         options.pin_dir.display()
@@ -150,6 +154,15 @@ fn open_audit_log(options: &DaemonOptions) -> anyhow::Result<AuditWriter> {
         },
     )
     .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))
+}
+
+/// The webhooks of the notifications file; a file that is there but wrong stops the start.
+fn start_notifier(options: &DaemonOptions) -> anyhow::Result<crate::notify::Notifier> {
+    let webhooks = crate::notify::load(&options.notifications)?;
+    for w in &webhooks {
+        tracing::info!(url = %w.url, format = ?w.format, signed = w.secret.is_some(), "notifying a webhook of approval tickets");
+    }
+    crate::notify::Notifier::start(webhooks).context("starting the webhook threads")
 }
 
 fn open_tickets(options: &DaemonOptions) -> anyhow::Result<TicketStore> {

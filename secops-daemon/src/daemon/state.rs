@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) dns: DnsLayer,
     pub(crate) shutdown: AtomicBool,
     pub(crate) shutdown_notify: Notify,
+    /// Where people hear of tickets (webhooks).
+    pub(crate) notifier: crate::notify::Notifier,
 }
 
 #[derive(Default)]

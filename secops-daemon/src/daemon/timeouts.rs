@@ -171,6 +171,7 @@ mod tests {
             grant_until_ns: None,
             grant_once: false,
             object_inode: None,
+            command: None,
         }
     }
 

@@ -171,6 +171,7 @@ mod tests {
             grant_until_ns: Some(0),
             grant_once: false,
             object_inode: None,
+            command: None,
         }
     }
 

@@ -11,7 +11,7 @@ use super::error::{PolicyError, PolicyErrors};
 use super::location::LocationIndex;
 use super::model::Policy;
 use super::schema::PolicyFile;
-use super::validate;
+use super::{structure, validate};
 
 /// Includes nest at most this deep, so that a runaway chain is an error rather than a hang.
 const MAX_INCLUDE_DEPTH: usize = 16;
@@ -80,7 +80,7 @@ pub fn parse_policy_str(name: &Path, source: &str) -> Result<Policy, PolicyError
     let mut errors = Vec::new();
     let file = match parse_file(name, source, true) {
         Ok(file) => file,
-        Err(error) => return Err(PolicyErrors(vec![error])),
+        Err(errors) => return Err(PolicyErrors(errors)),
     };
     if !file.doc.include.is_empty() {
         return Err(PolicyErrors(vec![
@@ -122,10 +122,18 @@ impl Loader {
         let canonical = match path.canonicalize() {
             Ok(canonical) => canonical,
             Err(e) => {
+                // An include copied from an example often points where nothing is.
+                let hint = if site.is_some() && e.kind() == std::io::ErrorKind::NotFound {
+                    " (an include is relative to the file that includes it, or absolute; the \
+                     shared files are in /etc/secops/common/ where the package is installed, \
+                     policies/common/ in the source tree)"
+                } else {
+                    ""
+                };
                 return self.errors.push(fail(format!(
-                    "cannot read policy file {}: {e}",
+                    "cannot read policy file {}: {e}{hint}",
                     path.display()
-                )))
+                )));
             }
         };
         if self.stack.contains(&canonical) {
@@ -153,7 +161,7 @@ impl Loader {
         };
         let file = match parse_file(path, &source, site.is_none()) {
             Ok(file) => file,
-            Err(error) => return self.errors.push(error),
+            Err(errors) => return self.errors.extend(errors),
         };
         self.stack.push(canonical);
         let base = path.parent().unwrap_or(Path::new("."));
@@ -316,8 +324,9 @@ fn check_nesting(path: &Path, source: &str) -> Result<(), PolicyError> {
     Ok(())
 }
 
-fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, PolicyError> {
-    check_nesting(path, source)?;
+/// Parses one file; every structural mistake in it is reported (see `structure`).
+fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, Vec<PolicyError>> {
+    check_nesting(path, source).map_err(|e| vec![e])?;
     let index = LocationIndex::build(source);
     // serde_yaml reads an empty document as a policy with nothing in it; an empty policy file
     // is far more likely a mistake than a wish for built-in defaults only.
@@ -330,18 +339,15 @@ fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, Po
         )
     {
         let message = "the file holds no policy (it is empty or only comments)";
-        return Err(PolicyError {
+        return Err(vec![PolicyError {
             file: path.to_owned(),
             line: 1,
             column: 1,
             field: ".".into(),
             message: message.into(),
-        });
+        }]);
     }
-    let doc = match serde_yaml::from_str::<PolicyFile>(source) {
-        Ok(doc) => doc,
-        Err(e) => return Err(yaml_error(path, &e)),
-    };
+    let doc = structure::read(path, source, &index)?;
     Ok(SourceFile {
         path: path.to_owned(),
         index,
@@ -349,36 +355,4 @@ fn parse_file(path: &Path, source: &str, is_root: bool) -> Result<SourceFile, Po
         is_root,
         digest: sha2::Sha256::digest(source.as_bytes()).into(),
     })
-}
-
-/// Turns a serde_yaml error into `file:line:column: field: message`. serde_yaml puts the
-/// field path first and the position last in its message; both are moved to their places.
-fn yaml_error(path: &Path, error: &serde_yaml::Error) -> PolicyError {
-    let (line, column) = error
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((0, 0));
-    let mut message = error.to_string();
-    if let Some(at) = message.rfind(" at line ") {
-        message.truncate(at);
-    }
-    let mut field = ".".to_owned();
-    if let Some((prefix, rest)) = message.split_once(": ") {
-        let looks_like_path = !prefix.is_empty()
-            && !prefix.contains(' ')
-            && prefix
-                .chars()
-                .all(|c| c.is_alphanumeric() || "_.[]-".contains(c));
-        if looks_like_path {
-            field = prefix.to_owned();
-            message = rest.to_owned();
-        }
-    }
-    PolicyError {
-        file: path.to_owned(),
-        line,
-        column,
-        field,
-        message,
-    }
 }

@@ -19,6 +19,8 @@ type PathHash = u64;
 #[derive(Debug, Default)]
 pub struct LocationIndex {
     positions: HashMap<PathHash, (usize, usize), NoHash>,
+    /// Where each mapping key is written, by the path of its value (for unknown keys).
+    keys: HashMap<PathHash, (usize, usize), NoHash>,
     /// The first document is missing, or is a bare null (`~`, `null` or nothing).
     empty: bool,
 }
@@ -85,6 +87,7 @@ impl LocationIndex {
         let mut b = Builder {
             index: LocationIndex {
                 positions: HashMap::default(),
+                keys: HashMap::default(),
                 empty: true,
             },
             stack: Vec::new(),
@@ -153,6 +156,15 @@ impl LocationIndex {
         b.index
     }
 
+    /// Where the key of the value at `path` is written (an unknown key is reported there),
+    /// else [`position`](Self::position).
+    pub fn key_position(&self, path: &str) -> (usize, usize) {
+        match self.keys.get(&hash_path(path)) {
+            Some(&position) => position,
+            None => self.position(path),
+        }
+    }
+
     /// Whether the first document is missing or a bare null: a policy file with nothing in it.
     pub fn is_empty_document(&self) -> bool {
         self.empty
@@ -206,6 +218,19 @@ impl Builder {
     }
 
     fn scalar(&mut self, value: Option<String>, marker: Marker) {
+        if let (Some(Frame::Mapping { pending_key: None, .. }), Some(key)) =
+            (self.stack.last(), &value)
+        {
+            let key_path = if self.path.is_empty() {
+                key.clone()
+            } else {
+                format!("{}.{key}", self.path)
+            };
+            self.index
+                .keys
+                .entry(hash_path(&key_path))
+                .or_insert((marker.line(), marker.col() + 1));
+        }
         self.key_position(marker);
         if self.enter_child(value) {
             self.record(marker);

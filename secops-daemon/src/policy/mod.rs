@@ -9,6 +9,7 @@ mod location;
 pub mod model;
 pub mod pattern;
 mod schema;
+mod structure;
 mod validate;
 
 pub use auto_lower::AutoLower;

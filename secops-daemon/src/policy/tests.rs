@@ -40,21 +40,21 @@ const AGENT: &str = "agents:\n  - name: coder\n    workspace: /ws\n";
 
 #[test]
 fn unknown_keys_are_errors_with_their_position() {
-    assert_error("versoin: 1\n", 1, 1, ".", "unknown field `versoin`");
+    assert_error("versoin: 1\n", 1, 1, "versoin", "unknown field `versoin`");
     assert_error(
         &format!(
             "{AGENT}rules:\n  - id: a\n    actions: [fs:read]\n    risk: low\n    verdit: deny\n"
         ),
         8,
         5,
-        "rules[0]",
+        "rules[0].verdit",
         "unknown field `verdit`",
     );
     assert_error(
         &format!("{AGENT}    worksapce: /x\n"),
         4,
         5,
-        "agents[0]",
+        "agents[0].worksapce",
         "unknown field `worksapce`",
     );
 }
@@ -613,14 +613,14 @@ mod approvals {
             &format!("{AGENT}approvals:\n  on_timeout:\n    severe: deny\n"),
             6,
             5,
-            "approvals.on_timeout",
+            "approvals.on_timeout.severe",
             "unknown field `severe`",
         );
         assert_error(
             &format!("{AGENT}approvals:\n  timout: 5m\n"),
             5,
             3,
-            "approvals",
+            "approvals.timout",
             "unknown field `timout`",
         );
         assert_error(

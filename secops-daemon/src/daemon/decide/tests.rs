@@ -10,6 +10,7 @@ use crate::approvals::{Decided, TicketStatus};
 use crate::audit::{AuditPaths, AuditReader, CheckpointPolicy, QueryFilter, Record, WriterOptions};
 use crate::daemon::autonomy::DenialWindows;
 use crate::engine::NormalizedPath;
+use crate::notify::EventKind;
 use crate::policy::parse_policy_str;
 
 const POLICY: &str = "\
@@ -47,6 +48,7 @@ struct TestContext {
     metrics: Metrics,
     denials: Mutex<DenialWindows>,
     lowered: Mutex<Vec<String>>,
+    notified: Mutex<Vec<(EventKind, u64)>>,
 }
 
 impl Context for TestContext {
@@ -80,6 +82,10 @@ impl Context for TestContext {
             reason: "lowered automatically: 2 denials within 1m".into(),
         }))
     }
+
+    fn notify(&self, event: TicketEvent) {
+        lock(&self.notified).push((event.kind, event.ticket.id));
+    }
 }
 
 struct Fixture {
@@ -106,6 +112,7 @@ fn fixture() -> Fixture {
             metrics: Metrics::new(),
             denials: Mutex::new(DenialWindows::default()),
             lowered: Mutex::new(Vec::new()),
+            notified: Mutex::new(Vec::new()),
         }),
         writer: Arc::new(writer),
         dir,
@@ -244,7 +251,10 @@ fn every_door_records_the_same_shape_with_its_own_source() {
         .body
         .reason
         .starts_with("refused before the call ran"));
-    let metrics = f.ctx.metrics.encode(&Default::default());
+    let metrics = f.ctx.metrics.encode(
+        &Default::default(),
+        crate::daemon::metrics::Exposition::OpenMetrics,
+    );
     for source in ["api", "parked", "kernel", "approval", "dns"] {
         assert!(
             metrics.contains(&format!("source=\"{source}\",verdict=\"deny\"")),
@@ -377,8 +387,18 @@ fn kernel_verdicts_are_what_the_kernel_did_and_the_reason_says_what_the_policy_s
     };
     let observed = f.decide(request(tracepoint, delete("/etc/hosts"))).judged;
     assert_eq!(observed.verdict, Verdict::Allow, "observed, not blocked");
-    assert!(observed.reason.starts_with("observed, not blocked"));
-    assert_eq!(observed.rule_id.as_deref(), Some("no-etc"));
+    assert!(
+        observed
+            .reason
+            .starts_with("observed only, NOT blocked (no synchronous enforcement"),
+        "{}",
+        observed.reason
+    );
+    assert!(observed.reason.contains("rule no-etc would deny: "));
+    assert_eq!(
+        observed.rule_id, None,
+        "an allow that names a rule reads as allowed by it"
+    );
 
     let mut connect = ResolvedAction::core(CoreAction::NetConnect);
     connect.addr = Some(IpAddr::from([10, 1, 2, 3]));
@@ -456,6 +476,14 @@ fn escalations_open_one_ticket_per_object_with_the_door_as_source() {
         .judged;
     assert_eq!(full.verdict, Verdict::Deny, "no room to wait: refused");
     assert_eq!(full.ticket, None);
+    // Each ticket is announced once, when it opens; the repeat that joined it is not.
+    assert_eq!(
+        *lock(&f.ctx.notified),
+        [
+            (EventKind::Opened, id),
+            (EventKind::Opened, parked_ticket.id)
+        ]
+    );
 }
 
 #[test]
@@ -630,7 +658,10 @@ fn credentials_in_what_an_agent_wrote_are_redacted_before_the_record_is_stored()
         "{}",
         stored.reason
     );
-    let metrics = f.ctx.metrics.encode(&Default::default());
+    let metrics = f.ctx.metrics.encode(
+        &Default::default(),
+        crate::daemon::metrics::Exposition::OpenMetrics,
+    );
     assert!(
         metrics.contains("secops_audit_redactions_total{category=\"github_token\"} 2"),
         "{metrics}"

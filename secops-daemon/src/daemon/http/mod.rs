@@ -278,6 +278,14 @@ async fn serve_connection<IO>(
         let router = router.clone();
         let state = state.clone();
         let over_budget = admission.request(caller.as_deref()).err();
+        // The routes that may wait for a human get that long on top; their bodies keep the
+        // usual limit (the check handler times its body alone).
+        let limit = limits.request_timeout
+            + if may_wait(&request) {
+                crate::api::MAX_WAIT
+            } else {
+                Duration::ZERO
+            };
         async move {
             if let Some(TooMany(why)) = over_budget {
                 state.shared.metrics.api_response(429);
@@ -288,23 +296,19 @@ async fn serve_connection<IO>(
                     .insert("retry-after", axum::http::HeaderValue::from_static("1"));
                 return Ok::<Response<Body>, Infallible>(response);
             }
-            let response = match tokio::time::timeout(
-                limits.request_timeout,
-                router.oneshot(request.map(Body::new)),
-            )
-            .await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request was not complete within {} ms",
-                        limits.request_timeout.as_millis()
-                    ),
-                )
-                .into_response(),
-            };
+            let response =
+                match tokio::time::timeout(limit, router.oneshot(request.map(Body::new))).await {
+                    Ok(Ok(response)) => response,
+                    Ok(Err(never)) => match never {},
+                    Err(_) => ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request was not complete within {} ms",
+                            limit.as_millis()
+                        ),
+                    )
+                    .into_response(),
+                };
             state
                 .shared
                 .metrics
@@ -340,6 +344,14 @@ async fn serve_connection<IO>(
     if let Err(e) = result {
         tracing::debug!("API connection: {e}");
     }
+}
+
+/// Whether a request is one that can wait for a ticket's decision: a check (whose body may
+/// ask for it) or a ticket read (a GET, no body).
+fn may_wait<B>(request: &Request<B>) -> bool {
+    let path = request.uri().path();
+    (request.method() == axum::http::Method::POST && path == "/v1/check")
+        || (request.method() == axum::http::Method::GET && path.starts_with("/v1/tickets/"))
 }
 
 /// Writes a whole error response on a connection that will not be served (headers that did

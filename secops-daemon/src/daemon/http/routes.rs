@@ -17,7 +17,7 @@ use super::super::accounts;
 use super::super::approvals::{DecideError, Decider};
 use super::super::decide::{decide_async, Door, NoAnswer, Request};
 use super::super::enforcement::{reload_in_time, ReloadTrigger};
-use super::super::metrics::Snapshot;
+use super::super::metrics::{AgentSnapshot, Exposition, Snapshot};
 use super::super::state::{lock, Shared};
 use super::body::{read_json, read_json_or_empty};
 use super::control;
@@ -28,7 +28,7 @@ use super::ApiState;
 use crate::api::action::{ResolvedAction, API_FIELDS};
 use crate::api::{
     AskAccepted, AskRequest, CheckRequest, CheckResponse, Registered, Reloaded, ScanRequest,
-    ScanResponse, MAX_SUMMARY_CHARS,
+    ScanResponse, MAX_SUMMARY_CHARS, MAX_WAIT,
 };
 use crate::approvals::{self, Decided, Ticket, TicketError, TicketStatus, TicketStore};
 use crate::audit::{
@@ -59,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit"),
     ("GET", "/v1/approvals"),
     ("GET", "/v1/approvals/{id}"),
+    ("GET", "/v1/tickets/{id}"),
     ("POST", "/v1/approvals/{id}/approve"),
     ("POST", "/v1/approvals/{id}/deny"),
     ("GET", "/metrics"),
@@ -82,6 +83,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/approvals", get(approvals_list))
         .route("/v1/approvals/{id}", get(approvals_show))
+        .route("/v1/tickets/{id}", get(ticket_wait))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
         .route("/metrics", get(metrics_admin))
@@ -149,7 +151,14 @@ fn context_note(
 
 async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult<CheckResponse> {
     caller.require_agent()?;
-    let request: CheckRequest = read_json(body, state.limits.max_body_bytes).await?;
+    // This route's time limit leaves room for a wait; its body still has the usual one.
+    let request: CheckRequest = tokio::time::timeout(
+        state.limits.request_timeout,
+        read_json(body, state.limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| body_timeout(state.limits.request_timeout))??;
+    let wait = request.wait.as_deref().map(wait_time).transpose()?;
     let engine = state.shared.engine();
     let action = ResolvedAction::new(&engine, &request.action, &request.object, &API_FIELDS)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -176,18 +185,33 @@ async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResu
         detail: String::new(),
         note,
     };
-    let (outcome, audit_seq) = decide_async(
-        &state.shared,
-        &state.writer,
-        decision_request,
-        request.durable,
-    )
-    .await
-    .map_err(|e| match e {
-        NoAnswer::Join(_) => ApiError::internal(e.to_string()),
-        _ => ApiError::unavailable(e.to_string()),
-    })?;
-    let judged = outcome.judged;
+    let durable = request.durable;
+    let decided = |request| decide_async(&state.shared, &state.writer, request, durable);
+    let (outcome, mut audit_seq) = decided(decision_request.clone()).await.map_err(no_answer)?;
+    let mut judged = outcome.judged;
+    if let (Some(wait), Some(ticket)) = (wait, judged.ticket) {
+        match state.shared.decided.wait_async(ticket, wait).await {
+            // Decided with what the approval makes of the check (its grant), and recorded.
+            Some(TicketStatus::Approved) => {
+                let again = Request {
+                    at_ns: now_ns(),
+                    ..decision_request
+                };
+                let (again, seq) = decided(again).await.map_err(no_answer)?;
+                judged = again.judged;
+                audit_seq = seq;
+            }
+            // The human's denial, already in the log through the ticket's decision.
+            Some(TicketStatus::Denied) => {
+                judged.verdict = Verdict::Deny;
+                judged.reason = format!(
+                    "ticket #{ticket} was denied by a human (the policy says escalate: {})",
+                    judged.reason
+                );
+            }
+            Some(TicketStatus::Open) | None => {}
+        }
+    }
     Ok(Json(CheckResponse {
         verdict: judged.verdict,
         risk: judged.decision.risk,
@@ -197,6 +221,70 @@ async fn check(State(state): Api, Extension(caller): Who, body: Body) -> ApiResu
         ticket: judged.ticket,
         audit_seq,
     }))
+}
+
+fn no_answer(e: NoAnswer) -> ApiError {
+    match e {
+        NoAnswer::Join(_) => ApiError::internal(e.to_string()),
+        _ => ApiError::unavailable(e.to_string()),
+    }
+}
+
+fn body_timeout(limit: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        format!(
+            "the request was not complete within {} ms",
+            limit.as_millis()
+        ),
+    )
+}
+
+/// A `wait` of a check or a ticket: a duration up to [`MAX_WAIT`].
+fn wait_time(text: &str) -> Result<std::time::Duration, ApiError> {
+    let wait = humantime::parse_duration(text)
+        .map_err(|e| ApiError::bad_request(format!("field `wait`: {text:?}: {e}")))?;
+    if wait > MAX_WAIT {
+        return Err(ApiError::bad_request(format!(
+            "field `wait`: at most {}",
+            humantime::format_duration(MAX_WAIT)
+        )));
+    }
+    Ok(wait)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicketQuery {
+    wait: Option<String>,
+}
+
+/// A ticket, for the agent it belongs to (or an admin); with `?wait=30s`, answered once it is
+/// decided or the wait is over, whichever comes first.
+async fn ticket_wait(
+    State(state): Api,
+    Extension(caller): Who,
+    Path(id): Path<String>,
+    query: Result<Query<TicketQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Ticket> {
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request(format!("query string: {}", e.body_text())))?;
+    let id = ticket_id(&id)?;
+    let wait = q.wait.as_deref().map(wait_time).transpose()?;
+    let read = || with_tickets(&state.shared, move |store| store.get(id));
+    let ticket = read().await?.map_err(ticket_error)?;
+    // An agent sees its own tickets only; another's is as good as missing.
+    let admin = caller.require_admin().is_ok();
+    if !admin && caller.agent.as_deref() != Some(ticket.agent.as_str()) {
+        return Err(ApiError::not_found(format!("no ticket #{id}")));
+    }
+    match wait {
+        Some(wait) if ticket.status == TicketStatus::Open => {
+            state.shared.decided.wait_async(id, wait).await;
+            Ok(Json(read().await?.map_err(ticket_error)?))
+        }
+        _ => Ok(Json(ticket)),
+    }
 }
 
 async fn scan(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult<ScanResponse> {
@@ -595,38 +683,65 @@ fn decider(caller: &Caller) -> Decider {
     }
 }
 
-async fn metrics_admin(state: Api, Extension(caller): Who) -> Response {
+async fn metrics_admin(
+    state: Api,
+    Extension(caller): Who,
+    headers: axum::http::HeaderMap,
+) -> Response {
     if let Err(e) = caller.require_admin() {
         return e.into_response();
     }
-    metrics(state).await
+    metrics(state, headers).await
 }
 
-async fn metrics(State(state): Api) -> Response {
-    // A queue that cannot be read keeps the gauge's last value rather than reporting it empty.
-    let open_tickets = match with_tickets(&state.shared, |store| store.open_count()).await {
-        Ok(Ok(n)) => Some(n),
+async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response {
+    let format = Exposition::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    // A queue that cannot be read keeps the gauges' last values rather than reporting it
+    // empty.
+    let tickets = match with_tickets(&state.shared, |store| store.count_by_status()).await {
+        Ok(Ok(counts)) => Some(counts),
         Ok(Err(e)) => {
-            tracing::warn!("metrics: counting open tickets: {e}");
+            tracing::warn!("metrics: counting tickets: {e}");
             None
         }
         Err(e) => {
-            tracing::warn!("metrics: counting open tickets: {}", e.message);
+            tracing::warn!("metrics: counting tickets: {}", e.message);
             None
         }
     };
+    // The agents' cgroup files are read on the blocking pool, like the queue.
+    let shared = state.shared.clone();
+    let agents = tokio::task::spawn_blocking(move || shared.status().agents)
+        .await
+        .unwrap_or_default();
     let counters = &state.shared.counters;
     let snapshot = Snapshot {
         events_received: counters.received.load(std::sync::atomic::Ordering::Relaxed),
         events_lost: counters.lost.load(std::sync::atomic::Ordering::Relaxed),
-        open_tickets,
+        tickets,
+        layers: state
+            .shared
+            .capabilities
+            .iter()
+            .map(|c| (c.name.clone(), c.active))
+            .collect(),
+        agents: agents
+            .into_iter()
+            .map(|a| AgentSnapshot {
+                autonomy: a
+                    .autonomy
+                    .parse()
+                    .unwrap_or(secops_common::AutonomyLevel::Locked),
+                name: a.name,
+                frozen: a.frozen,
+                processes: a.processes,
+            })
+            .collect(),
+        notifications: state.shared.notifier.delivery.counts().to_vec(),
     };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.shared.metrics.encode(&snapshot),
+        [(header::CONTENT_TYPE, format.content_type())],
+        state.shared.metrics.encode(&snapshot, format),
     )
         .into_response()
 }
