@@ -24,12 +24,16 @@ pub enum AuditCommand {
     /// rotation, the head file, and what witnesses saw. Reports the first record that was
     /// altered, deleted, inserted or reordered, and every witnessed checkpoint the log no
     /// longer holds (truncated, rolled back, rewritten, re-signed). Exits 1 on any problem.
-    #[command(after_help = "Examples:\n  secops audit verify\n  secops audit verify --public-key /etc/secops/audit-key.pub --witness http://witness.example:8470/secops")]
+    #[command(
+        after_help = "Examples:\n  secops audit verify\n  secops audit verify --public-key /etc/secops/audit-key.pub --witness http://witness.example:8470/secops"
+    )]
     Verify(VerifyArgs),
     /// After an operator checked why the log is behind or other than its head file says
     /// (restored from a backup, replaced on purpose): record what was found and who accepted
     /// it, so appenders (the daemon, `secops check`) write to it again.
-    #[command(after_help = "Example:\n  secops audit accept-rewind --reason \"restored from the 02:00 backup after disk loss\"")]
+    #[command(
+        after_help = "Example:\n  secops audit accept-rewind --reason \"restored from the 02:00 backup after disk loss\""
+    )]
     AcceptRewind {
         /// Why this is accepted; goes into the audit record.
         #[arg(long)]
@@ -38,7 +42,9 @@ pub enum AuditCommand {
     /// Close the open segment (with a checkpoint) so the log goes on in a new one; with
     /// `--archive`, move closed segments out of the live log into DIR (oldest first, each
     /// copied, synced, read back and recorded in the log before it leaves).
-    #[command(after_help = "Example:\n  secops audit rotate --archive /srv/audit-archive --keep-age 30d")]
+    #[command(
+        after_help = "Example:\n  secops audit rotate --archive /srv/audit-archive --keep-age 30d"
+    )]
     Rotate {
         /// Where closed segments go.
         #[arg(long)]
@@ -58,7 +64,9 @@ pub enum AuditCommand {
     /// Serve an HTTP witness: keeps every checkpoint line POSTed to it in FILE (appended and
     /// synced, signatures checked) and answers GET with them, for `verify --witness URL`.
     /// Run it on another machine, or at least as another user.
-    #[command(after_help = "Example:\n  secops audit witness-serve --listen 127.0.0.1:8470 --file /var/lib/secops-witness/checkpoints")]
+    #[command(
+        after_help = "Example:\n  secops audit witness-serve --listen 127.0.0.1:8470 --file /var/lib/secops-witness/checkpoints"
+    )]
     WitnessServe {
         /// Where to listen, e.g. 127.0.0.1:8470.
         #[arg(long)]

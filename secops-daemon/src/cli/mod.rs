@@ -242,9 +242,10 @@ mod tests {
         fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
             for sub in command.get_subcommands() {
                 let path = format!("{path} {}", sub.get_name());
-                let example = sub
-                    .get_after_help()
-                    .is_some_and(|h| h.to_string().starts_with("Example:\n  secops "));
+                let example = sub.get_after_help().is_some_and(|h| {
+                    let h = h.to_string();
+                    h.starts_with("Example:\n  secops ") || h.starts_with("Examples:\n  secops ")
+                });
                 if !example {
                     missing.push(path.clone());
                 }

@@ -218,8 +218,12 @@ impl Builder {
     }
 
     fn scalar(&mut self, value: Option<String>, marker: Marker) {
-        if let (Some(Frame::Mapping { pending_key: None, .. }), Some(key)) =
-            (self.stack.last(), &value)
+        if let (
+            Some(Frame::Mapping {
+                pending_key: None, ..
+            }),
+            Some(key),
+        ) = (self.stack.last(), &value)
         {
             let key_path = if self.path.is_empty() {
                 key.clone()
