@@ -89,6 +89,34 @@ impl Daemon {
         daemon
     }
 
+    /// Starts a daemon that must refuse to start: waits up to 30 s for it to exit and
+    /// returns how it exited, its log, and the daemon (not running; dropping it still tears
+    /// down whatever the failed start left). Panics if it comes up instead.
+    pub fn start_refused(binaries: &Binaries, policy: &str) -> (std::process::ExitStatus, Daemon) {
+        let name = unique_name();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+        let mut daemon = Daemon {
+            dir,
+            name,
+            child: None,
+            secops: binaries.secops.clone(),
+            probe: binaries.probe.clone(),
+            extra_args: Vec::new(),
+            namespace: None,
+            wrapper: Vec::new(),
+        };
+        daemon.child = Some(daemon.command().spawn().unwrap());
+        match daemon.wait_exit(Duration::from_secs(30)) {
+            Some(status) => (status, daemon),
+            None => panic!(
+                "the daemon did not refuse to start (still running after 30 s):\n{}",
+                daemon.log()
+            ),
+        }
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         PathBuf::from("/sys/fs/bpf").join(&self.name)
     }
@@ -107,6 +135,24 @@ impl Daemon {
     }
 
     pub fn spawn(&mut self) {
+        let child = self.command().spawn().unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while self.status().is_none() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("the daemon exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the daemon did not come up:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `secops daemon` with this daemon's own paths, its stderr appended to `daemon.log`.
+    fn command(&self) -> Command {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -128,7 +174,7 @@ impl Daemon {
             notifications.push(std::ffi::OsString::from("--notifications"));
             notifications.push(self.dir.join("notifications.yaml").into_os_string());
         }
-        let child = command
+        command
             .args(["--log", "info", "daemon", "--policy"])
             .arg(self.dir.join("policy.yaml"))
             .arg("--socket")
@@ -139,22 +185,8 @@ impl Daemon {
             .args(&self.extra_args)
             .args(&notifications)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let started = Instant::now();
-        while self.status().is_none() {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("the daemon exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the daemon did not come up:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .stderr(log);
+        command
     }
 
     pub fn log(&self) -> String {

@@ -41,6 +41,29 @@ fn main() -> ExitCode {
             }
         };
     }
+    if std::env::args().nth(1).as_deref() == Some("--connect") {
+        // What an agent's connect(2) gets: scenarios run this inside agent cgroups.
+        let target = std::env::args().nth(2).unwrap_or_default();
+        return match target.parse::<std::net::SocketAddr>() {
+            Ok(addr) => {
+                let timeout = std::time::Duration::from_secs(5);
+                match std::net::TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(_) => println!("connect {addr} ok"),
+                    Err(e) => println!(
+                        "connect {addr} errno {}",
+                        e.raw_os_error()
+                            .map(errno_name)
+                            .unwrap_or_else(|| e.to_string())
+                    ),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("--connect {target:?}: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if std::env::var_os(GUEST_MARKER).is_none() {
         eprintln!(
             "secops-vm-runner runs inside the VM that `cargo xtask vm-test` boots, not here \
@@ -98,6 +121,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn errno_name(errno: i32) -> String {
+    match errno {
+        libc::EPERM => "EPERM".into(),
+        libc::EACCES => "EACCES".into(),
+        libc::ECONNREFUSED => "ECONNREFUSED".into(),
+        libc::ETIMEDOUT => "ETIMEDOUT".into(),
+        other => format!("{other}"),
+    }
+}
+
 /// One whole line per write, flushed, so kernel messages on the same console can only fall
 /// between our lines, never inside them.
 fn say(line: &str) {
@@ -138,7 +171,7 @@ fn plan(only: Option<&[String]>) -> Vec<(&str, Option<&'static Scenario>)> {
     match only {
         None => SCENARIOS
             .iter()
-            .filter(|s| !s.bench)
+            .filter(|s| !s.named_only)
             .map(|s| (s.name, Some(s)))
             .collect(),
         Some(names) => names

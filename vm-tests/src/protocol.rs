@@ -25,6 +25,10 @@ pub const END: &str = "SECOPS-VM-END";
 /// harness's `--only`). Dotted, so the kernel ignores it instead of passing it to init.
 pub const ONLY_PARAM: &str = "secops_vm.only";
 
+/// The scenario that needs a boot with `bpf` left out of the kernel's `lsm=` list: the host
+/// (`cargo xtask vm-test`) boots one kernel a second time for it.
+pub const DEGRADED_LSM: &str = "degraded-lsm";
+
 /// One protocol line, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Line {

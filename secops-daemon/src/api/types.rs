@@ -223,6 +223,10 @@ pub struct DnsAgentStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapabilityStatus {
     pub name: String,
+    /// The layer's key as a policy's `require:` names it (`lsm`, `egress`, `events`, `dns`),
+    /// or a part no policy can require (`ring-buffer`).
+    #[serde(default)]
+    pub key: String,
     pub active: bool,
     /// What it does when active; why not when not.
     pub detail: String,

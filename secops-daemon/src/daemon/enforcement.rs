@@ -14,6 +14,7 @@ use secops_common::{CoreAction, RiskLevel, Verdict};
 use super::agents::AgentTable;
 use super::autonomy;
 use super::decide::Actor;
+use super::layers::{describe_missing, missing_layers};
 use super::options::DaemonOptions;
 use super::state::{lock, write, Shared};
 use crate::audit::{AuditObject, AuditWriter, NewRecord, ObjectKind, Source};
@@ -144,6 +145,14 @@ impl Shared {
                 anyhow!("the new policy is not valid, the previous one stays in force:\n{errors}")
             })
             .and_then(|policy| {
+                let missing = missing_layers(&self.capabilities, &policy.defaults.require);
+                if !missing.is_empty() {
+                    anyhow::bail!(
+                        "the new policy requires layers that are not active on this kernel \
+                         (defaults.require): {}; the previous one stays in force",
+                        describe_missing(&missing)
+                    );
+                }
                 let hash = policy.content_hash.clone();
                 self.apply(policy, generation).map(|files| (hash, files))
             });

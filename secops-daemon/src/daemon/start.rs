@@ -14,7 +14,7 @@ use super::autonomy;
 use super::dns::{self, DnsLayer};
 use super::enforcement::file_rules;
 use super::http;
-use super::layers::capability_report;
+use super::layers::{capability_report, describe_missing, missing_layers};
 use super::metrics::Metrics;
 use super::options::DaemonOptions;
 use super::state::{Counters, Shared};
@@ -25,7 +25,7 @@ use crate::audit::{AuditPaths, AuditWriter, CheckpointPolicy, WriterOptions};
 use crate::cgroups::CgroupDir;
 use crate::enforce::{FileRules, HostAddrs};
 use crate::engine::Engine;
-use crate::kernel::{self, EventReader, Kernel, LoadOptions};
+use crate::kernel::{self, EventReader, Family, Kernel, LoadOptions, StartGuard};
 use crate::policy::load_policy;
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -50,6 +50,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     let tickets = open_tickets(&options)?;
     let notifier = start_notifier(&options)?;
     let layers = KernelLayers::start(&options, &live)?;
+    let start_guard = layers.start_guard;
     let shared = Arc::new(Shared {
         engine: RwLock::new(layers.engine),
         files: RwLock::new(Arc::new(layers.files)),
@@ -74,6 +75,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         options: options.clone(),
     });
     let services = Services::spawn(&shared, &writer, layers.reader)?;
+    start_guard.disarm();
     tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
     super::systemd::notify("READY=1");
     shared.stopped().await;
@@ -182,6 +184,8 @@ struct KernelLayers {
     capabilities: Vec<CapabilityStatus>,
     reader: EventReader,
     dns: DnsLayer,
+    /// Unpins what this start pinned if the daemon does not get to ready.
+    start_guard: StartGuard,
 }
 
 impl KernelLayers {
@@ -198,21 +202,22 @@ impl KernelLayers {
                     mount.join(&options.cgroup_root).display()
                 )
             })?;
-        // A layer the probe found this kernel cannot run is not loaded at all: its verifier
-        // rejection would otherwise stop the daemon and take the other layers with it.
-        // With BPF LSM, the LSM programs report deletes and renames (allowed ones too), with
-        // the kernel's real verdict: the syscall tracepoints, which can only see attempts,
-        // are then not loaded.
+        // A layer the probe found this kernel cannot run is not loaded at all, and a family
+        // the verifier refuses is left out (said in the log and in `secops status`): the
+        // other layers keep working. The file tracepoints are loaded even with BPF LSM but
+        // attached only where the LSM programs are not, since those report deletes and
+        // renames with the kernel's real verdict and the tracepoints only see attempts.
         let load_options = LoadOptions {
             ring_buffer_bytes: options.ring_buffer_bytes,
             egress: probed.cgroup_sock_addr.active,
             exec: probed.tracepoints.active,
-            files: probed.tracepoints.active && !probed.bpf_lsm.active,
+            files: probed.tracepoints.active,
             lsm: probed.bpf_lsm.active,
             ancestor_lookup: kernel::AncestorLookup::Probe,
         };
-        let mut kernel =
-            Kernel::load(&options.pin_dir, &load_options).context("loading the BPF programs")?;
+        let mut kernel = Kernel::load_available(&options.pin_dir, &load_options)
+            .context("loading the BPF programs")?;
+        let start_guard = kernel.start_guard();
         let config = secops_common::kernel::Config {
             root_cgroup_id: root.id()?,
             agent_level: kernel::fs::cgroup_level(root.path())
@@ -235,7 +240,11 @@ impl KernelLayers {
         let policy = live.effective();
         // Agents' DNS is redirected by the egress programs: without them there is nothing to
         // redirect with.
-        let dns_off = (!load_options.egress).then(|| probed.cgroup_sock_addr.reason.clone());
+        let dns_off = match kernel.family_state(Family::Egress) {
+            kernel::FamilyState::Loaded | kernel::FamilyState::Attached => None,
+            kernel::FamilyState::Failed(failure) => Some(format!("the egress programs: {failure}")),
+            kernel::FamilyState::NotRequested => Some(probed.cgroup_sock_addr.reason.clone()),
+        };
         let previous_ports = kernel.maps().dns_listeners().unwrap_or_default();
         let dns = DnsLayer::new(dns_off, previous_ports);
         let mut agents = AgentTable::default();
@@ -253,28 +262,30 @@ impl KernelLayers {
             .protect_only(std::process::id())
             .context("protecting the daemon's process from agents")?;
 
-        let egress = attached(
-            load_options.egress,
-            kernel.attach_egress(root.path()),
-            "egress programs attached",
-            "egress allowlist NOT enforced",
-        );
-        let tracepoints = attached(
-            load_options.exec,
-            kernel.attach_tracepoints(),
-            "tracepoints attached",
-            "event tagging NOT active",
-        );
-        let lsm = attached(
-            load_options.lsm,
-            kernel.attach_lsm(),
-            "BPF LSM programs attached",
-            "synchronous file/exec deny (BPF LSM) NOT enforced",
-        );
-        let mut capabilities = capability_report(&probed, egress, tracepoints, lsm);
-        capabilities.push(dns.capability(egress));
+        log_attach(kernel.attach_egress(root.path()), "egress programs");
+        log_attach(kernel.attach_lsm(), "BPF LSM programs");
+        let tracepoints = if kernel.family_state(Family::Lsm).is_attached() {
+            vec![Family::Exec]
+        } else {
+            vec![Family::Exec, Family::Files]
+        };
+        log_attach(kernel.attach_tracepoints_of(&tracepoints), "tracepoints");
+        let mut capabilities = capability_report(&probed, &kernel);
+        capabilities.push(dns.capability(kernel.family_state(Family::Egress).is_attached()));
         for c in &capabilities {
-            tracing::info!(layer = %c.name, active = c.active, "{}", c.detail);
+            if c.active {
+                tracing::info!(layer = %c.key, "{}: active: {}", c.name, c.detail);
+            } else {
+                tracing::warn!(layer = %c.key, "{}: INACTIVE: {}", c.name, c.detail);
+            }
+        }
+        let missing = missing_layers(&capabilities, &engine.policy().defaults.require);
+        if !missing.is_empty() {
+            anyhow::bail!(
+                "the policy requires layers that are not active on this kernel (defaults.require): \
+                 {}; not starting, and nothing of this start stays pinned",
+                describe_missing(&missing)
+            );
         }
         let reader = kernel
             .event_reader()
@@ -289,27 +300,17 @@ impl KernelLayers {
             capabilities,
             reader,
             dns,
+            start_guard,
         })
     }
 }
 
-/// Whether a layer that was loaded (`loaded`) is attached now; logs which.
-fn attached<T: std::fmt::Debug, E: std::fmt::Display>(
-    loaded: bool,
-    result: Result<T, E>,
-    done: &str,
-    failed: &str,
-) -> bool {
+/// Logs how attaching went; where each family stands is in [`Kernel::families`].
+fn log_attach<T: std::fmt::Debug, E: std::fmt::Display>(result: Result<Vec<T>, E>, what: &str) {
     match result {
-        Ok(_) if !loaded => false,
-        Ok(links) => {
-            tracing::info!(?links, "{done}");
-            true
-        }
-        Err(e) => {
-            tracing::error!("{failed}: {e}");
-            false
-        }
+        Ok(links) if links.is_empty() => {}
+        Ok(links) => tracing::info!(?links, "{what} attached"),
+        Err(e) => tracing::error!("{what} NOT attached: {e}"),
     }
 }
 

@@ -138,7 +138,7 @@ impl Shared {
     pub(crate) fn bpf_lsm_enforcing(&self) -> bool {
         self.capabilities
             .iter()
-            .any(|c| c.name == super::layers::BPF_LSM_LAYER && c.active)
+            .any(|c| c.key == crate::policy::Layer::Lsm.as_str() && c.active)
     }
 
     /// Every agent's name by its kernel index.

@@ -327,6 +327,27 @@ impl PinSnapshot {
     }
 }
 
+/// Removes what a start pinned unless [`StartGuard::disarm`]ed (see [`Kernel::start_guard`]).
+#[must_use = "dropping the guard at once unpins what the start pinned"]
+pub struct StartGuard {
+    pins_before: Option<PinSnapshot>,
+}
+
+impl StartGuard {
+    /// The start succeeded: what it pinned stays pinned (and outlives the daemon).
+    pub fn disarm(mut self) {
+        self.pins_before = None;
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        if let Some(before) = self.pins_before.take() {
+            before.remove_new_pins();
+        }
+    }
+}
+
 /// Every path secops pins in `pin_dir`: each program's link (and its staging name), then
 /// the maps.
 fn secops_pins(pin_dir: &Path) -> impl Iterator<Item = PathBuf> + '_ {
@@ -532,6 +553,15 @@ impl Kernel {
         before.remove_new_pins();
     }
 
+    /// A guard that does what [`Kernel::abandon_start`] does when it is dropped armed: the
+    /// daemon holds one from the load until it is ready, so that any error on the way (a
+    /// map write, a required layer missing, the socket taken) leaves nothing pinned.
+    pub fn start_guard(&self) -> StartGuard {
+        StartGuard {
+            pins_before: Some(self.pins_before.clone()),
+        }
+    }
+
     /// Keeps a link's fd for the daemon's lifetime (the pin keeps it after that).
     fn hold(&mut self, program: &'static str, fd: OwnedFd) {
         self.links.push(HeldLink { program, fd });
@@ -656,9 +686,19 @@ impl Kernel {
     /// Attaches the exec/exit and file tracepoint programs (those loaded), mounting tracefs
     /// first if needed. They report only tasks of agents.
     pub fn attach_tracepoints(&mut self) -> Result<Vec<(&'static str, Attached)>> {
+        self.attach_tracepoints_of(&[Family::Exec, Family::Files])
+    }
+
+    /// Attaches the tracepoint programs of these families (each if it loaded): the daemon
+    /// leaves the file tracepoints loaded but unattached where BPF LSM reports the same
+    /// operations with the kernel's verdict.
+    pub fn attach_tracepoints_of(
+        &mut self,
+        families: &[Family],
+    ) -> Result<Vec<(&'static str, Attached)>> {
         let mut report = Vec::new();
         let mut first_error = None;
-        for family in [Family::Exec, Family::Files] {
+        for &family in families {
             let result =
                 fs::mount_tracefs_if_needed().and_then(|_| self.attach_unupdatable(family));
             match self.record_attach(family, result) {

@@ -35,7 +35,7 @@ pub use events::{
 };
 pub use families::{verifier_error_line, Family, FamilyFailure, FamilyState};
 pub use loader::{
-    unpin_all, AncestorLookup, Attached, Kernel, LoadOptions, DEFAULT_RING_BUFFER_BYTES,
+    unpin_all, AncestorLookup, Attached, Kernel, LoadOptions, StartGuard, DEFAULT_RING_BUFFER_BYTES,
 };
 pub use maps::{AllowedEgress, EgressUpdate, FileCount, KernelMaps, LostCounts, NamesMap};
 pub use probe::{ancestor_helper_in_tracing, probe, Capabilities, Capability};

@@ -17,7 +17,7 @@ pub use error::{PolicyError, PolicyErrors};
 pub use load::{load_policy, parse_policy_str, set_max_file_mib, DEFAULT_MAX_FILE_MIB};
 pub use model::{
     Agent, AgentUser, Approvals, DnsRefusal, Egress, EgressDefault, EgressEntry, EgressTarget,
-    OnTimeout, Policy, Rule, Selectors, Unlisted,
+    Layer, OnTimeout, Policy, Rule, Selectors, Unlisted,
 };
 pub use pattern::compile_glob;
 pub use validate::{builtin_default_risk, DEFAULT_AUTONOMY, DEFAULT_HOMES};

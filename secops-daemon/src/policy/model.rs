@@ -44,6 +44,46 @@ pub struct Defaults {
     pub auto_lower: Option<AutoLower>,
     /// The account agents without their own `user` run as.
     pub user: Option<AgentUser>,
+    /// Kernel layers the daemon must not run without: one inactive on this kernel is a
+    /// start-up error (and a reload naming one is refused).
+    pub require: Vec<Layer>,
+}
+
+/// A kernel-dependent layer of enforcement, as `require:` names it and `secops status`
+/// keys it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layer {
+    /// The BPF LSM programs: synchronous file, exec, socket and self-protection denials.
+    Lsm,
+    /// The cgroup connect/sendmsg programs: the egress allowlist.
+    Egress,
+    /// The exec/exit (and, without BPF LSM, file) tracepoints.
+    Events,
+    /// The daemon's resolver for agents' DNS.
+    Dns,
+}
+
+impl Layer {
+    pub const ALL: [Layer; 4] = [Layer::Lsm, Layer::Egress, Layer::Events, Layer::Dns];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Lsm => "lsm",
+            Layer::Egress => "egress",
+            Layer::Events => "events",
+            Layer::Dns => "dns",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Layer> {
+        Layer::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Layer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What happens to approval tickets nobody decides.
@@ -103,6 +143,9 @@ pub struct Agent {
     pub user: Option<AgentUser>,
     /// `secops run` makes a missing workspace, owned by the agent's user.
     pub create_workspace: bool,
+    /// Layers `secops run` refuses to start the agent without: `defaults.require` and the
+    /// agent's own `require`.
+    pub require: Vec<Layer>,
 }
 
 /// An account as the policy names it; resolved to ids when an agent is started, so an

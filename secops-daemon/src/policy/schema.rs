@@ -59,6 +59,8 @@ pub struct DefaultsSpec {
     pub auto_lower: Option<serde_yaml::Value>,
     /// The account agents without their own `user` run as.
     pub user: Option<UserSpec>,
+    /// Kernel layers (`lsm`, `egress`, `events`, `dns`) the daemon must not start without.
+    pub require: Option<Vec<String>>,
 }
 
 /// A user account, by name or by number.
@@ -94,6 +96,8 @@ pub struct AgentSpec {
     /// `secops run` makes a missing workspace, owned by the agent's user (default: a missing
     /// workspace is an error).
     pub create_workspace: Option<bool>,
+    /// Layers, beyond `defaults.require`, `secops run` refuses to start this agent without.
+    pub require: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -786,3 +786,30 @@ fn a_list_item_folded_into_the_one_before_it_is_an_error() {
     let fine = source.replace("'~/.bashrc - ~/.bash_profile'", "'/srv/a?-?b'");
     assert!(parse_policy_str(Path::new("p.yaml"), &fine).is_ok());
 }
+
+#[test]
+fn required_layers_are_named_exactly_and_an_agent_adds_to_the_defaults() {
+    assert_error(
+        "defaults:\n  require: [egress, lms]\nagents:\n  - name: coder\n    workspace: /ws\n",
+        2,
+        21,
+        "defaults.require[1]",
+        "\"lms\" is not a layer; the layers are lsm, egress, events, dns",
+    );
+    assert_error(
+        &format!("{AGENT}    require: [lsm, landlocked]\n"),
+        4,
+        20,
+        "agents[0].require[1]",
+        "is not a layer",
+    );
+    let policy = parse_policy_str(
+        Path::new("p.yaml"),
+        "defaults:\n  require: [egress]\nagents:\n  - name: coder\n    workspace: /ws\n    \
+         require: [lsm, egress]\n  - name: other\n    workspace: /ws\n",
+    )
+    .unwrap();
+    assert_eq!(policy.defaults.require, [Layer::Egress]);
+    assert_eq!(policy.agents[0].require, [Layer::Lsm, Layer::Egress]);
+    assert_eq!(policy.agents[1].require, [Layer::Egress]);
+}

@@ -10,8 +10,8 @@ use super::auto_lower;
 use super::error::PolicyError;
 use super::load::SourceFile;
 use super::model::{
-    Agent, AgentUser, Approvals, Defaults, DnsRefusal, Egress, EgressEntry, EgressTarget, Origin,
-    Policy, Rule, Selectors, Unlisted,
+    Agent, AgentUser, Approvals, Defaults, DnsRefusal, Egress, EgressEntry, EgressTarget, Layer,
+    Origin, Policy, Rule, Selectors, Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
 use super::schema::{EgressDefault, OnTimeout, SelectorSpec, UserSpec};
@@ -113,6 +113,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         output_scan: ResponsePolicy::default(),
         auto_lower: None,
         user: None,
+        require: Vec::new(),
     };
     if let Some((file, spec)) = defaults_spec {
         defaults.autonomy = spec.autonomy.unwrap_or(DEFAULT_AUTONOMY);
@@ -137,6 +138,16 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
             match check_user(user) {
                 Ok(user) => defaults.user = Some(user),
                 Err(e) => v.push(file.error("defaults.user", e)),
+            }
+        }
+        if let Some(names) = &spec.require {
+            match check_layers(names) {
+                Ok(layers) => defaults.require = layers,
+                Err(errors) => {
+                    for (i, e) in errors {
+                        v.push(file.error(format!("defaults.require[{i}]"), e));
+                    }
+                }
             }
         }
         if let Some(homes) = &spec.homes {
@@ -275,6 +286,19 @@ impl Validator<'_> {
                     }
                     None => defaults.user.clone(),
                 };
+                let mut require = defaults.require.clone();
+                match spec.require.as_deref().map(check_layers) {
+                    Some(Ok(own)) => require.extend(own),
+                    Some(Err(errors)) => {
+                        for (i, e) in errors {
+                            self.push(file.error(at(&format!("require[{i}]")), e));
+                        }
+                        ok = false;
+                    }
+                    None => {}
+                }
+                require.sort();
+                require.dedup();
                 if ok {
                     first_seen.insert(spec.name.clone(), here.clone());
                     cgroups.insert(cgroup.clone(), here);
@@ -288,6 +312,7 @@ impl Validator<'_> {
                         auto_lower,
                         user,
                         create_workspace: spec.create_workspace.unwrap_or(false),
+                        require,
                     });
                 }
             }
@@ -774,6 +799,31 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
         }
         Ok(path) => Ok(path.as_str().to_owned()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The layers a `require:` list names; each unknown name is an error at its index.
+fn check_layers(names: &[String]) -> Result<Vec<Layer>, Vec<(usize, String)>> {
+    let mut layers = Vec::new();
+    let mut errors = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match Layer::parse(name) {
+            Some(layer) => layers.push(layer),
+            None => errors.push((
+                i,
+                format!(
+                    "{name:?} is not a layer; the layers are {}",
+                    Layer::ALL.map(Layer::as_str).join(", ")
+                ),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        layers.sort();
+        layers.dedup();
+        Ok(layers)
+    } else {
+        Err(errors)
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod bpf_lsm;
 mod daemon;
+mod degraded_lsm;
 mod lsm_attacks;
 mod lsm_overhead;
 mod mounts;
@@ -16,46 +17,56 @@ pub struct Scenario {
     /// What passing shows, for `--list`.
     pub about: &'static str,
     pub run: fn() -> Result<String, String>,
-    /// A benchmark: run only when named (`--only`), never in the default run.
-    pub bench: bool,
+    /// Run only when named (`--only`), never in the default run: benchmarks, and scenarios
+    /// that need a boot of their own (see [`DEGRADED_LSM`]).
+    pub named_only: bool,
 }
+
+/// The scenario the host runs in a boot of its own, with `bpf` left out of `lsm=`.
+pub use secops_vm_tests::protocol::DEGRADED_LSM;
 
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "mounts",
         about: "proc, sysfs, devtmpfs, tmpfs, cgroup2, bpffs, tracefs and securityfs are mounted",
         run: mounts::run,
-        bench: false,
+        named_only: false,
     },
     Scenario {
         name: "bpf-lsm-loads",
         about: "`secops status` without a daemon probes the kernel: BPF LSM programs load",
         run: bpf_lsm::run,
-        bench: false,
+        named_only: false,
     },
     Scenario {
         name: "daemon-starts",
         about:
             "`secops daemon` loads and attaches its programs, answers `status`, stops on SIGTERM",
         run: daemon::run,
-        bench: false,
+        named_only: false,
     },
     Scenario {
         name: "lsm-attacks",
         about: "every attack of `secops-attack` is blocked by BPF LSM and audited; every benign operation works",
         run: lsm_attacks::run,
-        bench: false,
+        named_only: false,
     },
     Scenario {
         name: "parked-delete",
         about: "`secops run --ask`: a parked delete passes on approval through an LSM grant; a path swapped while parked is denied",
         run: parked_delete::run,
-        bench: false,
+        named_only: false,
+    },
+    Scenario {
+        name: DEGRADED_LSM,
+        about: "booted with BPF LSM off (`lsm=` without bpf): the daemon starts with the LSM layer INACTIVE and why, egress still enforces, `defaults.require: [lsm]` refuses the start and leaves nothing pinned",
+        run: degraded_lsm::run,
+        named_only: true,
     },
     Scenario {
         name: "lsm-overhead",
         about: "benchmark: unlink/open/exec loops with the LSM programs attached vs detached",
         run: lsm_overhead::run,
-        bench: true,
+        named_only: true,
     },
 ];

@@ -303,6 +303,17 @@ impl Kernel {
         lsm_param(&self.config)
     }
 
+    /// `lsm=` with the kernel's built-in LSM list minus `bpf`: a boot where BPF LSM
+    /// programs load nowhere. `None` if the config names no list.
+    pub fn lsm_param_without_bpf(&self) -> Option<String> {
+        let list = config_value(&self.config, "CONFIG_LSM")?;
+        let kept: Vec<&str> = list
+            .split(',')
+            .filter(|l| !l.is_empty() && *l != "bpf")
+            .collect();
+        (!kept.is_empty()).then(|| format!("lsm={}", kept.join(",")))
+    }
+
     /// Built-ins from [`REQUIRED_BUILTINS`] this kernel lacks, each with what will not work.
     pub fn missing_builtins(&self) -> Vec<String> {
         REQUIRED_BUILTINS

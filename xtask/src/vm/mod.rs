@@ -193,17 +193,51 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
 
     let mut failures = Vec::new();
     let mut summary = Vec::new();
-    for t in &targets {
-        let outcome = boot_and_judge(t, &image, &options, &vm_dir)?;
+    let mut boots: Vec<(&Target, Option<String>)> = targets.iter().map(|t| (t, None)).collect();
+    // The default run also boots the newest kernel once more with `bpf` left out of `lsm=`:
+    // the daemon must then run degraded, and say so (scenario degraded-lsm).
+    if options.only.is_empty() {
+        if let Some(t) = targets.last() {
+            match t.kernel.lsm_param_without_bpf() {
+                Some(lsm) => boots.push((t, Some(lsm))),
+                None => failures.push((
+                    t.label(),
+                    format!(
+                        "scenario {}: the kernel's config names no CONFIG_LSM to leave bpf out of",
+                        protocol::DEGRADED_LSM
+                    ),
+                )),
+            }
+        }
+    }
+    for (t, without_bpf) in &boots {
+        let boot = match without_bpf {
+            None => Boot {
+                label: t.label(),
+                only: options.only.clone(),
+                append: options.append.clone(),
+                log: t.log(&vm_dir),
+            },
+            Some(lsm) => Boot {
+                label: format!("{} with {lsm}", t.label()),
+                only: vec![protocol::DEGRADED_LSM.to_owned()],
+                append: options
+                    .append
+                    .iter()
+                    .cloned()
+                    .chain([lsm.clone()])
+                    .collect(),
+                log: t.log(&vm_dir).with_extension("no-bpf-lsm.log"),
+            },
+        };
+        let outcome = boot_and_judge(t, &boot, &image, &options)?;
         summary.push(format!(
             "{}: {} passed, {} failed",
-            t.label(),
-            outcome.passed,
-            outcome.failed
+            boot.label, outcome.passed, outcome.failed
         ));
         failures.extend(outcome.failures);
     }
-    let passed: usize = targets.len()
+    let passed: usize = boots.len()
         - failures
             .iter()
             .map(|(k, _)| k)
@@ -216,9 +250,10 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
         }
     }
     eprintln!(
-        "vm-test: {} kernel(s), {passed} passed, {} failed; total {}",
+        "vm-test: {} boot(s) of {} kernel(s), {passed} passed, {} failed; total {}",
+        boots.len(),
         targets.len(),
-        targets.len() - passed,
+        boots.len() - passed,
         secs(started.elapsed())
     );
     if failures.is_empty() {
@@ -228,9 +263,9 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
         eprintln!("vm-test: FAILED on {kernel}: {what}");
     }
     bail!(
-        "vm-test failed on {} of {} kernel(s): {}",
-        targets.len() - passed,
-        targets.len(),
+        "vm-test failed on {} of {} boot(s): {}",
+        boots.len() - passed,
+        boots.len(),
         failures
             .iter()
             .map(|(kernel, what)| format!("{kernel}: {what}"))
@@ -247,31 +282,44 @@ struct KernelOutcome {
     failures: Vec<(String, String)>,
 }
 
+/// One boot of a kernel: what it is called in results, which scenarios, what is added to
+/// the kernel command line, where the console log goes.
+struct Boot {
+    label: String,
+    only: Vec<String>,
+    append: Vec<String>,
+    log: PathBuf,
+}
+
 fn boot_and_judge(
     t: &Target,
+    boot_spec: &Boot,
     image: &initramfs::Built,
     options: &Options,
-    vm_dir: &Path,
 ) -> Result<KernelOutcome> {
     let vm = Vm {
         kernel: t.kernel.vmlinuz.clone(),
         initrd: image.path.clone(),
-        append: kernel_command_line(&t.kernel, &options.only, &options.append),
+        append: kernel_command_line(&t.kernel, &boot_spec.only, &boot_spec.append),
         memory_mib: 1024,
         cpus: if options.icount.is_some() { 1 } else { 2 },
         icount: options.icount,
         timeout: options.timeout,
-        log: t.log(vm_dir),
+        log: boot_spec.log.clone(),
         echo: options.verbose,
     };
-    eprintln!("xtask: booting {}: {}", t.label(), describe_command(&vm));
+    eprintln!(
+        "xtask: booting {}: {}",
+        boot_spec.label.clone(),
+        describe_command(&vm)
+    );
     let boot = vm.boot()?;
     let report = results::evaluate(&boot.console, boot.timed_out, options.timeout.as_secs());
 
     print_table(&report);
     eprintln!(
         "vm-test: kernel {} | boot to results {} | qemu {}",
-        t.label(),
+        boot_spec.label.clone(),
         boot.results_after.map(secs).unwrap_or_else(|| "-".into()),
         secs(boot.elapsed),
     );
@@ -279,25 +327,33 @@ fn boot_and_judge(
         eprintln!("xtask: qemu exited with {status}");
     }
     let (passed, failed) = report.counts();
-    eprintln!("vm-test: {}: {passed} passed, {failed} failed", t.label());
+    eprintln!(
+        "vm-test: {}: {passed} passed, {failed} failed",
+        boot_spec.label.clone()
+    );
     let mut failures: Vec<(String, String)> = report
         .failed_scenarios()
         .into_iter()
-        .map(|name| (t.label(), format!("scenario {name}")))
-        .chain(report.problems.iter().map(|p| (t.label(), p.clone())))
+        .map(|name| (boot_spec.label.clone(), format!("scenario {name}")))
+        .chain(
+            report
+                .problems
+                .iter()
+                .map(|p| (boot_spec.label.clone(), p.clone())),
+        )
         .collect();
     if !report.passed() && failures.is_empty() {
-        failures.push((t.label(), "the run failed".into()));
+        failures.push((boot_spec.label.clone(), "the run failed".into()));
     }
     if !failures.is_empty() {
         eprintln!(
             "--- {}: last 40 console lines ({}) ---\n{}\n---",
-            t.label(),
+            boot_spec.label.clone(),
             vm.log.display(),
             qemu::tail(&boot.console, 40)
         );
         for problem in &report.problems {
-            eprintln!("vm-test: {}: {problem}", t.label());
+            eprintln!("vm-test: {}: {problem}", boot_spec.label.clone());
         }
     }
     Ok(KernelOutcome {

@@ -211,6 +211,7 @@ impl DnsLayer {
         };
         CapabilityStatus {
             name: "DNS resolver".to_owned(),
+            key: crate::policy::Layer::Dns.as_str().to_owned(),
             active,
             detail,
         }

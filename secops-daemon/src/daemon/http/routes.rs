@@ -34,6 +34,7 @@ use crate::approvals::{self, Decided, Ticket, TicketError, TicketStatus, TicketS
 use crate::audit::{
     AuditObject, AuditPaths, AuditReader, NewRecord, ObjectKind, QueryFilter, Record, Source,
 };
+use crate::daemon::layers::{describe_missing, missing_layers};
 use crate::scan::{Applied, ResponsePolicy};
 use crate::time::now_ns;
 
@@ -441,6 +442,15 @@ async fn register(
             let spec = engine.policy().agent(&agent).ok_or_else(|| {
                 ApiError::not_found(format!("the policy defines no agent named {agent:?}"))
             })?;
+            let missing = missing_layers(&shared.capabilities, &spec.require);
+            if !missing.is_empty() {
+                let why = format!(
+                    "refused: agent {agent} requires layers that are not active on this kernel: {}",
+                    describe_missing(&missing)
+                );
+                tracing::warn!(%agent, "{why}");
+                return Err(ApiError::new(StatusCode::CONFLICT, why));
+            }
             let (name, user) = (agent.clone(), spec.user.clone());
             let run_as =
                 tokio::task::spawn_blocking(move || accounts::run_as(&name, user.as_ref()))
