@@ -22,6 +22,7 @@
 //! defaults would otherwise deny reads of every file under `locked` autonomy.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -269,56 +270,100 @@ impl Judge<'_> {
 /// The anchors of one glob: its literal directory prefix (for names created there later),
 /// and its leading components expanded against the filesystem, `*`-style components
 /// included, up to a `**` (then the subtree below is enumerated: `true`).
+///
+/// The glob is walked as the engine matches it (`policy::glob` components, alternatives
+/// expanded before splitting, so `{a/b,c}` is two paths). Where the walk cannot go on
+/// exactly, it fails closed: a glob that does not parse, or a component with more matches
+/// than [`MAX_GLOB_MATCHES`], makes the directories reached so far enumerated subtrees, so
+/// every file below them gets its own verdict (up to [`MAX_ENUMERATED`]) instead of being
+/// left out of the kernel's map.
 fn glob_anchors(glob: &str) -> Vec<(PathBuf, bool)> {
+    use crate::policy::glob::Component;
+    let alternatives = match crate::policy::glob::parse(glob, false) {
+        Ok(alternatives) => alternatives,
+        Err(e) => {
+            let prefix = literal_dir_prefix(glob);
+            tracing::warn!(glob, %e, anchor = %prefix.display(), "a path glob that does not parse is anchored as the whole subtree of its literal prefix");
+            return vec![(prefix, true)];
+        }
+    };
     let mut anchors = Vec::new();
-    let mut frontier = vec![PathBuf::from("/")];
-    let mut literal_prefix = true;
-    for component in glob.split('/').filter(|c| !c.is_empty()) {
-        if component.contains("**") {
-            anchors.extend(frontier.into_iter().map(|p| (p, true)));
-            return anchors;
-        }
-        let wild = component.contains(['*', '?', '[', '{']);
-        if wild && literal_prefix {
-            literal_prefix = false;
-            anchors.extend(frontier.iter().map(|p| (p.clone(), false)));
-        }
-        let mut next = Vec::new();
-        if wild {
-            let Ok(matcher) = crate::policy::compile_glob(component).map(|g| g.compile_matcher())
-            else {
-                return anchors;
+    for components in alternatives {
+        let mut frontier = vec![PathBuf::from("/")];
+        let mut literal_prefix = true;
+        let mut walked = true;
+        for component in &components {
+            let pattern = match component {
+                Component::Recursive => {
+                    anchors.extend(frontier.drain(..).map(|p| (p, true)));
+                    walked = false;
+                    break;
+                }
+                Component::Literal(name) => {
+                    let name = std::ffi::OsStr::from_bytes(name);
+                    let next: Vec<PathBuf> = frontier
+                        .iter()
+                        .map(|dir| dir.join(name))
+                        .filter(|p| p.symlink_metadata().is_ok())
+                        .collect();
+                    if next.is_empty() {
+                        // Nothing by that name yet: its nearest existing directory is an
+                        // anchor, so the engine's verdict for a child there holds.
+                        break;
+                    }
+                    frontier = next;
+                    continue;
+                }
+                Component::Pattern(pattern) => pattern,
             };
+            if literal_prefix {
+                literal_prefix = false;
+                anchors.extend(frontier.iter().map(|p| (p.clone(), false)));
+            }
+            let mut next = Vec::new();
+            let mut overflowed = false;
             for dir in &frontier {
                 let Ok(entries) = std::fs::read_dir(dir) else {
                     continue;
                 };
                 for entry in entries.flatten() {
-                    if next.len() >= MAX_GLOB_MATCHES {
-                        break;
-                    }
-                    if matcher.is_match(entry.file_name()) {
+                    if pattern.matches(entry.file_name().as_bytes()) {
+                        if next.len() >= MAX_GLOB_MATCHES {
+                            overflowed = true;
+                            break;
+                        }
                         next.push(dir.join(entry.file_name()));
                     }
                 }
             }
-        } else {
-            next = frontier
-                .iter()
-                .map(|dir| dir.join(component))
-                .filter(|p| p.symlink_metadata().is_ok())
-                .collect();
+            if overflowed {
+                tracing::warn!(glob, limit = MAX_GLOB_MATCHES, "a path glob component matches more names than are expanded one by one; the directories above are enumerated as subtrees instead");
+                anchors.extend(frontier.drain(..).map(|p| (p, true)));
+                walked = false;
+                break;
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
         }
-        if next.is_empty() {
-            // Nothing by that name yet: its nearest existing directory is an anchor, so
-            // the engine's verdict for a child there holds.
+        if walked {
             anchors.extend(frontier.into_iter().map(|p| (p, false)));
-            return anchors;
         }
-        frontier = next;
     }
-    anchors.extend(frontier.into_iter().map(|p| (p, false)));
     anchors
+}
+
+/// The directories of `glob` before its first wildcard.
+fn literal_dir_prefix(glob: &str) -> PathBuf {
+    let mut prefix = PathBuf::from("/");
+    for component in glob.split('/').filter(|c| !c.is_empty()) {
+        if component.contains(['*', '?', '[', '{', '\\']) {
+            break;
+        }
+        prefix.push(component);
+    }
+    prefix
 }
 
 /// The engine's rule ids by index + 1, as the kernel entries carry them.

@@ -280,6 +280,43 @@ fn globs_expand_against_the_filesystem() {
     assert_eq!(glob_anchors("**/.env"), vec![(PathBuf::from("/"), true)]);
 }
 
+/// Where the walk cannot be exact it must anchor more, never less: the files a rule names
+/// would otherwise get no entry, and the kernel would allow what the engine denies.
+#[test]
+fn glob_walks_that_cannot_be_exact_fail_closed() {
+    let f = fixture();
+    let t = f.dir.path().display().to_string();
+    // Alternatives that span components are two paths, not a broken `{home` component.
+    let anchors = glob_anchors(&format!("{t}/{{home/.ssh,bin}}/**"));
+    assert!(
+        anchors.contains(&(f.path("home/.ssh"), true)),
+        "{anchors:?}"
+    );
+    assert!(anchors.contains(&(f.path("bin"), true)), "{anchors:?}");
+    // More matches than are expanded one by one: the directory becomes an enumerated
+    // subtree instead of losing the matches past the limit.
+    let many = f.path("many");
+    for i in 0..=MAX_GLOB_MATCHES {
+        std::fs::create_dir_all(many.join(format!("d{i}"))).unwrap();
+    }
+    let anchors = glob_anchors(&format!("{t}/many/*/secret"));
+    assert!(
+        anchors.contains(&(many.clone(), true)),
+        "{:?}",
+        &anchors[..anchors.len().min(4)]
+    );
+    assert!(
+        anchors.len() < 4,
+        "no partial expansion is kept: {}",
+        anchors.len()
+    );
+    // A glob that does not parse anchors its literal prefix's whole subtree.
+    assert_eq!(
+        glob_anchors(&format!("{t}/bin/[z-a")),
+        vec![(f.path("bin"), true)]
+    );
+}
+
 #[test]
 fn kernel_device_numbers_use_the_kernel_encoding() {
     // st_dev 8:1 (glibc: major 8, minor 1) is MKDEV(8, 1) = 8 << 20 | 1 in the kernel.
