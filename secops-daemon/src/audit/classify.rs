@@ -22,8 +22,8 @@ use std::collections::HashMap;
 
 use super::chain::{self, Hash};
 use super::frame::{CheckpointFrame, RecordFrame};
+use super::problem::Problem;
 use super::record::NewRecord;
-use super::verify::Problem;
 
 /// How far around a displaced record to look for the seq its contents really belong to.
 const SEQ_SEARCH_WINDOW: u64 = 4096;

@@ -22,8 +22,8 @@ use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtensio
 
 use super::error::AuditError;
 use super::frame::Frame;
+use super::paths::AuditPaths;
 use super::segment::{self, FrameScanner, ScanError};
-use super::store::AuditPaths;
 
 const SCHEMA_VERSION: &str = "1";
 

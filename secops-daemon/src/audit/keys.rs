@@ -14,7 +14,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand_core::{OsRng, RngCore};
 
 use super::error::AuditError;
-use super::store::AuditPaths;
+use super::paths::AuditPaths;
 
 /// A key file is a few dozen bytes; anything much longer is not ours.
 const MAX_KEY_FILE: u64 = 1024;

@@ -10,6 +10,8 @@ pub mod head;
 pub mod index;
 pub mod keys;
 pub mod ocsf;
+pub mod paths;
+mod problem;
 pub mod query;
 pub mod record;
 pub mod retention;
@@ -20,10 +22,9 @@ pub mod witness;
 pub mod writer;
 
 pub use error::AuditError;
+pub use paths::AuditPaths;
 pub use query::{AuditReader, QueryFilter, RecordIter};
 pub use record::{AuditObject, NewRecord, ObjectKind, Record, Source};
-pub use store::{
-    AuditPaths, AuditStore, Checkpoint, CheckpointPolicy, OpenReport, RewindPolicy, StoreOptions,
-};
+pub use store::{AuditStore, Checkpoint, CheckpointPolicy, OpenReport, RewindPolicy, StoreOptions};
 pub use verify::{verify, verify_with, CheckpointFault, Problem, VerifyOptions, VerifyReport};
 pub use writer::{AuditHealth, AuditWriter, CommitTicket, WriterOptions};

@@ -14,8 +14,9 @@ use secops_common::Verdict;
 use super::error::AuditError;
 use super::frame::{Frame, FRAME_PREFIX};
 use super::index::Index;
+use super::paths::AuditPaths;
 use super::segment::{self, FrameScanner, ScanError, SegmentRef};
-use super::store::{decode_record_frame, AuditPaths};
+use super::store::decode_record_frame;
 use super::Record;
 
 /// Rows fetched per round trip by [`RecordIter`]: bounds memory on export of huge logs.

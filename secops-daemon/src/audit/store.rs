@@ -21,53 +21,11 @@ use super::error::AuditError;
 use super::frame::{self, CheckpointFrame, Frame, RecordFrame, SegmentHeader, SEGMENT_VERSION};
 use super::head::{self, Expected, FoundTip, HeadFile, Rewind};
 use super::keys;
+use super::paths::AuditPaths;
 use super::record::{NewRecord, Source};
 use super::segment::{self, AppendFailure, FrameScanner, LiveSegment, ScanError};
 
 pub use super::frame::CheckpointFrame as Checkpoint;
-
-/// Where the audit log keeps its files under the state directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditPaths {
-    pub state_dir: PathBuf,
-    /// `<state>/audit`, mode 0700: the segments, the index and the lock.
-    pub audit_dir: PathBuf,
-    /// `<state>/audit/lock`: appenders take it exclusively for each batch.
-    pub lock: PathBuf,
-    /// `<state>/audit/index.db`: SQLite, derived from the segments (rebuilt if lost).
-    pub index: PathBuf,
-    /// `<state>/audit.head`: the newest checkpoint this host wrote, outside the log.
-    pub head_file: PathBuf,
-    /// `<state>/keys`, mode 0700.
-    pub keys_dir: PathBuf,
-    /// `<state>/keys/audit-signing.key`, mode 0600: the Ed25519 seed as hex.
-    pub signing_key: PathBuf,
-    /// `<state>/keys/audit-signing.pub`: the public key as hex.
-    pub public_key: PathBuf,
-}
-
-impl AuditPaths {
-    pub fn new(state_dir: impl AsRef<Path>) -> AuditPaths {
-        let state_dir = state_dir.as_ref().to_path_buf();
-        let keys_dir = state_dir.join("keys");
-        let audit_dir = state_dir.join("audit");
-        AuditPaths {
-            lock: audit_dir.join("lock"),
-            index: audit_dir.join("index.db"),
-            head_file: state_dir.join("audit.head"),
-            signing_key: keys_dir.join("audit-signing.key"),
-            public_key: keys_dir.join("audit-signing.pub"),
-            keys_dir,
-            audit_dir,
-            state_dir,
-        }
-    }
-
-    /// The single-file SQLite log of earlier versions.
-    pub fn legacy_db(&self) -> PathBuf {
-        self.state_dir.join("audit.db")
-    }
-}
 
 /// When to seal the chain with a signed checkpoint: after this many records, or when the
 /// oldest unsealed record is this old, whichever comes first.

@@ -25,10 +25,9 @@ use serde::Serialize;
 use super::chain;
 use super::error::AuditError;
 use super::index::Index;
+use super::paths::AuditPaths;
 use super::record::NewRecord;
-use super::store::{
-    audit_note, AuditPaths, AuditStore, Checkpoint, CheckpointPolicy, StoreOptions,
-};
+use super::store::{audit_note, AuditStore, Checkpoint, CheckpointPolicy, StoreOptions};
 use super::witness::{WitnessSet, WitnessSpec, WitnessStatus, WitnessedCheckpoint};
 
 /// Tuning for [`AuditWriter`].

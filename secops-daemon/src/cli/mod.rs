@@ -14,6 +14,7 @@ mod check;
 mod daemon;
 mod docs;
 mod policy;
+mod ticket_table;
 mod watch;
 
 use std::path::PathBuf;

@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use super::approvals::{ticket_row, HEADER};
 use super::daemon::SocketArg;
+use super::ticket_table::{ticket_row, HEADER};
 use crate::approvals::Ticket;
 use crate::time::now_ns;
 

@@ -19,7 +19,6 @@
 
 mod egress;
 mod globs;
-mod path;
 mod ruleset;
 #[doc(hidden)]
 pub mod synthetic;
@@ -30,7 +29,7 @@ use std::sync::Arc;
 
 use secops_common::{ActionId, AutonomyLevel, Category, CoreAction, RiskLevel, Verdict};
 
-pub use path::{NormalizedPath, PathError};
+pub use crate::policy::path::{NormalizedPath, PathError};
 
 use crate::policy::{EgressDefault, Policy};
 use egress::EgressCheck;

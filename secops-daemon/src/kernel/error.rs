@@ -9,6 +9,8 @@ use aya::pin::PinError;
 use aya::programs::ProgramError;
 use aya::EbpfError;
 
+use super::families::{verifier_error_line, FamilyFailure};
+
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("{action} {}: {source}", path.display())]
@@ -163,5 +165,43 @@ impl KernelError {
             program,
             source: Box::new(source),
         }
+    }
+}
+
+/// How a family failure is told from the error: the verifier's line for a refused program.
+impl FamilyFailure {
+    pub(crate) fn new(step: &'static str, error: &KernelError) -> FamilyFailure {
+        let (program, reason) = match error {
+            KernelError::Program {
+                program, source, ..
+            } => (Some(*program), program_reason(source)),
+            KernelError::Link { program, .. } => (Some(*program), error.to_string()),
+            other => (None, first_line(&other.to_string())),
+        };
+        FamilyFailure {
+            step,
+            program,
+            reason,
+            detail: error.to_string(),
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_owned()
+}
+
+/// The reason a program did not load: the verifier's error line, with the errno, or the
+/// error itself when the verifier said nothing.
+fn program_reason(error: &ProgramError) -> String {
+    match error {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => match verifier_error_line(&verifier_log.to_string()) {
+            Some(line) => format!("the verifier refused it: {line} ({io_error})"),
+            None => format!("BPF_PROG_LOAD failed: {io_error}"),
+        },
+        other => first_line(&other.to_string()),
     }
 }

@@ -4,10 +4,6 @@
 
 use std::fmt;
 
-use aya::programs::ProgramError;
-
-use super::error::KernelError;
-
 /// A group of programs that stand or fall together: one object, one layer of enforcement
 /// or observation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,49 +74,12 @@ pub struct FamilyFailure {
     pub detail: String,
 }
 
-impl FamilyFailure {
-    pub(crate) fn new(step: &'static str, error: &KernelError) -> FamilyFailure {
-        let (program, reason) = match error {
-            KernelError::Program {
-                program, source, ..
-            } => (Some(*program), program_reason(source)),
-            KernelError::Link { program, .. } => (Some(*program), error.to_string()),
-            other => (None, first_line(&other.to_string())),
-        };
-        FamilyFailure {
-            step,
-            program,
-            reason,
-            detail: error.to_string(),
-        }
-    }
-}
-
 impl fmt::Display for FamilyFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.program {
             Some(program) => write!(f, "{} {program} failed: {}", self.step, self.reason),
             None => write!(f, "{} failed: {}", self.step, self.reason),
         }
-    }
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().trim().to_owned()
-}
-
-/// The reason a program did not load: the verifier's error line, with the errno, or the
-/// error itself when the verifier said nothing.
-fn program_reason(error: &ProgramError) -> String {
-    match error {
-        ProgramError::LoadError {
-            io_error,
-            verifier_log,
-        } => match verifier_error_line(&verifier_log.to_string()) {
-            Some(line) => format!("the verifier refused it: {line} ({io_error})"),
-            None => format!("BPF_PROG_LOAD failed: {io_error}"),
-        },
-        other => first_line(&other.to_string()),
     }
 }
 

@@ -10,7 +10,7 @@ use sha2::Digest;
 use super::error::{PolicyError, PolicyErrors};
 use super::location::LocationIndex;
 use super::model::Policy;
-use super::schema::PolicyFile;
+use super::source::SourceFile;
 use super::{structure, validate};
 
 /// Includes nest at most this deep, so that a runaway chain is an error rather than a hang.
@@ -24,35 +24,6 @@ static MAX_FILE_MIB: AtomicU64 = AtomicU64::new(DEFAULT_MAX_FILE_MIB);
 /// Sets the largest policy file (each file, includes too) this process reads, in MiB.
 pub fn set_max_file_mib(mib: u64) {
     MAX_FILE_MIB.store(mib, Ordering::Relaxed);
-}
-
-/// One parsed policy file.
-pub struct SourceFile {
-    pub path: PathBuf,
-    pub index: LocationIndex,
-    pub doc: PolicyFile,
-    pub is_root: bool,
-    /// SHA-256 of the file's text.
-    pub digest: [u8; 32],
-}
-
-impl SourceFile {
-    /// An error at a field of this file, positioned where the field's value starts.
-    pub fn error(&self, field: impl Into<String>, message: impl Into<String>) -> PolicyError {
-        let field = field.into();
-        let (line, column) = self.index.position(&field);
-        PolicyError {
-            file: self.path.clone(),
-            line,
-            column,
-            field,
-            message: message.into(),
-        }
-    }
-
-    pub fn line_of(&self, field: &str) -> usize {
-        self.index.position(field).0
-    }
 }
 
 /// Loads and validates the policy at `path` and everything it includes.

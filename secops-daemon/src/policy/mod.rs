@@ -7,8 +7,10 @@ pub mod glob;
 mod load;
 mod location;
 pub mod model;
+pub mod path;
 pub mod pattern;
 mod schema;
+mod source;
 mod structure;
 mod validate;
 

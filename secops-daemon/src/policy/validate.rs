@@ -8,13 +8,13 @@ use secops_common::{ActionRegistry, AutonomyLevel, Category, CoreAction, RiskLev
 
 use super::auto_lower;
 use super::error::PolicyError;
-use super::load::SourceFile;
 use super::model::{
     Agent, AgentUser, Approvals, Defaults, DnsRefusal, Egress, EgressEntry, EgressTarget, Layer,
     Origin, Policy, Rule, Selectors, Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
 use super::schema::{EgressDefault, OnTimeout, SelectorSpec, UserSpec};
+use super::source::SourceFile;
 use crate::scan::ResponsePolicy;
 
 /// The autonomy of agents that do not name one: a human is asked before anything risky.
@@ -793,7 +793,7 @@ fn check_concrete_dir(raw: &str) -> Result<String, String> {
     }
     // `/srv//ws/` is `/srv/ws`: paths are matched normalized, and a workspace written
     // otherwise would match nothing.
-    match crate::engine::NormalizedPath::new(raw) {
+    match super::path::NormalizedPath::new(raw) {
         Ok(path) if path.as_str() == "/" => {
             Err("the root directory cannot be a workspace or home".to_owned())
         }

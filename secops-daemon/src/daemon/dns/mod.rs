@@ -25,7 +25,7 @@ pub(crate) use listeners::AgentRef;
 use listeners::Listener;
 pub(crate) use server::{spawn, DnsServer};
 
-use super::state::lock;
+use super::locks::lock;
 use crate::api::{CapabilityStatus, DnsAgentStatus, DnsStatus};
 use crate::dns::cache::CacheCounts;
 use crate::kernel::KernelMaps;

@@ -1,5 +1,6 @@
-//! Paths as the engine judges them: absolute and lexically normalized, so that
-//! `/ws/../etc/shadow` is judged as `/etc/shadow` and cannot borrow the workspace's allowance.
+//! Paths as policies name them and the engine judges them: absolute and lexically
+//! normalized, so that `/ws/../etc/shadow` is judged as `/etc/shadow` and cannot borrow the
+//! workspace's allowance.
 
 use std::fmt;
 
