@@ -9,6 +9,7 @@ mod location;
 pub mod model;
 pub mod path;
 pub mod pattern;
+pub mod response;
 mod schema;
 mod source;
 mod structure;

@@ -1,7 +1,7 @@
 //! A policy after validation: every name resolved, every pattern checked. Only the loader
 //! builds one, so holding a `Policy` means holding a whole, valid policy.
 
-use crate::scan::ResponsePolicy;
+use super::response::ResponsePolicy;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;

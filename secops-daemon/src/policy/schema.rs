@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use secops_common::{AutonomyLevel, RiskLevel, Verdict};
 use serde::Deserialize;
 
-use crate::scan::ResponsePolicy;
+use super::response::ResponsePolicy;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -512,7 +512,7 @@ mod files {
 
 #[test]
 fn output_scan_policies_are_checked_and_inherited() {
-    use crate::scan::{ResponsePolicy, TierPolicy};
+    use super::response::{ResponsePolicy, TierPolicy};
     use secops_common::AutonomyLevel;
     let source = "defaults:\n  output_scan: withhold\nagents:\n  - name: coder\n    workspace: /ws\n  - name: ops\n    workspace: /ops\n    output_scan:\n      autonomy-tiered: {full: log-only, semi: redact, supervised: redact, locked: withhold}\n";
     let policy = parse_policy_str(Path::new("p.yaml"), source).expect("valid");

@@ -13,9 +13,9 @@ use super::model::{
     Origin, Policy, Rule, Selectors, Unlisted,
 };
 use super::pattern::{parse_cidr, HostPattern, PathPattern, PortRange};
+use super::response::ResponsePolicy;
 use super::schema::{EgressDefault, OnTimeout, SelectorSpec, UserSpec};
 use super::source::SourceFile;
-use crate::scan::ResponsePolicy;
 
 /// The autonomy of agents that do not name one: a human is asked before anything risky.
 pub const DEFAULT_AUTONOMY: AutonomyLevel = AutonomyLevel::Supervised;
