@@ -98,6 +98,11 @@ struct TicketDecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -137,6 +142,9 @@ pub(crate) struct Snapshot {
     pub(crate) agents: Vec<AgentSnapshot>,
     /// Webhook notifications by result (delivered, retried, failed, dropped).
     pub(crate) notifications: Vec<(&'static str, u64)>,
+    /// The DNS layer's counts; `None` when they could not be read (the series keep their
+    /// last values).
+    pub(crate) dns: Option<crate::api::DnsStatus>,
 }
 
 /// How `/metrics` is written.
@@ -185,6 +193,10 @@ pub(crate) struct Metrics {
     kill_switch: Family<KillSwitchLabels, Counter>,
     autonomy_changes: Family<AutonomyChangeLabels, Counter>,
     notifications: Family<ResultLabel, Counter>,
+    dns_queries: Family<OutcomeLabel, Counter>,
+    dns_cache_lookups: Family<ResultLabel, Counter>,
+    dns_cache_entries: Gauge,
+    dns_resolved_addresses: Gauge,
     /// Serializes reads: copying the snapshot in and encoding must not interleave.
     encode_lock: Mutex<()>,
 }
@@ -313,6 +325,30 @@ impl Metrics {
             "Webhook notifications of tickets, by result: delivered, retried (an attempt failed and is tried again), failed (given up), dropped (the queue was full)",
             notifications.clone(),
         );
+        let dns_queries = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "dns_queries",
+            "Agents' DNS queries answered by the daemon's resolver, by outcome: answered, refused (a name the allowlist does not name), unanswerable (not one question), upstream_failure",
+            dns_queries.clone(),
+        );
+        let dns_cache_lookups = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "dns_cache_lookups",
+            "Lookups in the resolver's answer cache, by result (hit, miss)",
+            dns_cache_lookups.clone(),
+        );
+        let dns_cache_entries = Gauge::default();
+        registry.register(
+            "dns_cache_entries",
+            "Answers in the resolver's cache",
+            dns_cache_entries.clone(),
+        );
+        let dns_resolved_addresses = Gauge::default();
+        registry.register(
+            "dns_resolved_addresses",
+            "Addresses that DNS answers allowed agents to connect to, not yet expired, over every agent",
+            dns_resolved_addresses.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -333,6 +369,10 @@ impl Metrics {
             kill_switch,
             autonomy_changes,
             notifications,
+            dns_queries,
+            dns_cache_lookups,
+            dns_cache_entries,
+            dns_resolved_addresses,
             encode_lock: Mutex::new(()),
         }
     }
@@ -458,6 +498,31 @@ impl Metrics {
                 &self.notifications.get_or_create(&ResultLabel { result }),
                 *n,
             );
+        }
+        if let Some(dns) = &snapshot.dns {
+            for (outcome, n) in [
+                ("answered", dns.answered),
+                ("refused", dns.refused),
+                ("unanswerable", dns.unanswerable),
+                ("upstream_failure", dns.upstream_failures),
+            ] {
+                catch_up(
+                    &self.dns_queries.get_or_create(&OutcomeLabel { outcome }),
+                    n,
+                );
+            }
+            for (result, n) in [("hit", dns.cache_hits), ("miss", dns.cache_misses)] {
+                catch_up(
+                    &self
+                        .dns_cache_lookups
+                        .get_or_create(&ResultLabel { result }),
+                    n,
+                );
+            }
+            self.dns_cache_entries
+                .set(i64::try_from(dns.cache_entries).unwrap_or(i64::MAX));
+            self.dns_resolved_addresses
+                .set(i64::try_from(dns.resolved_addresses).unwrap_or(i64::MAX));
         }
         self.layers.clear();
         for (layer, active) in &snapshot.layers {
@@ -623,5 +688,31 @@ mod tests {
         let text = metrics.encode(&only_a, Exposition::PrometheusText);
         assert!(!text.contains("agent=\"b\""), "{text}");
         assert!(text.contains("secops_kill_switch_actions_total{agent=\"a\",action=\"freeze\"} 1"));
+        let with_dns = Snapshot {
+            dns: Some(crate::api::DnsStatus {
+                active: true,
+                detail: String::new(),
+                agents: Vec::new(),
+                cache_entries: 4,
+                cache_hits: 7,
+                cache_misses: 2,
+                resolved_addresses: 5,
+                answered: 9,
+                refused: 3,
+                unanswerable: 0,
+                upstream_failures: 1,
+            }),
+            ..Snapshot::default()
+        };
+        let text = metrics.encode(&with_dns, Exposition::PrometheusText);
+        for line in [
+            "secops_dns_queries_total{outcome=\"refused\"} 3",
+            "secops_dns_queries_total{outcome=\"upstream_failure\"} 1",
+            "secops_dns_cache_lookups_total{result=\"hit\"} 7",
+            "secops_dns_cache_entries 4",
+            "secops_dns_resolved_addresses 5",
+        ] {
+            assert!(text.contains(line), "{line} not in:\n{text}");
+        }
     }
 }

@@ -721,9 +721,10 @@ async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response 
     };
     // The agents' cgroup files are read on the blocking pool, like the queue.
     let shared = state.shared.clone();
-    let agents = tokio::task::spawn_blocking(move || shared.status().agents)
-        .await
-        .unwrap_or_default();
+    let (agents, dns) = match tokio::task::spawn_blocking(move || shared.status()).await {
+        Ok(status) => (status.agents, Some(status.dns)),
+        Err(_) => (Vec::new(), None),
+    };
     let counters = &state.shared.counters;
     let snapshot = Snapshot {
         events_received: counters.received.load(std::sync::atomic::Ordering::Relaxed),
@@ -748,6 +749,7 @@ async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response 
             })
             .collect(),
         notifications: state.shared.notifier.delivery.counts().to_vec(),
+        dns,
     };
     (
         [(header::CONTENT_TYPE, format.content_type())],
