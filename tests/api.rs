@@ -650,3 +650,109 @@ fn an_agent_holding_hundreds_of_connections_cannot_starve_the_admins_or_other_ag
     );
     assert_eq!(tally.get("200"), Some(&64), "{rest}");
 }
+
+/// Audit before action, also when the disk says no: with the state directory full, checks
+/// that must be recorded are not answered allow, `secops status` and `/metrics` say the log
+/// is failing, and once there is room again records are written again.
+#[test]
+fn a_full_disk_under_the_audit_log_shows_in_status_and_metrics_and_checks_are_not_allowed() {
+    if !need_root(
+        "a_full_disk_under_the_audit_log_shows_in_status_and_metrics_and_checks_are_not_allowed",
+    ) {
+        return;
+    }
+    let daemon =
+        Daemon::start_on_small_state(&binaries(), POLICY, &["--socket-gid", "65534"], "16m");
+    let push = json!({"action": "vcs:push", "arguments": "git push origin main"}).to_string();
+    let (status, body) = agent_request(&daemon, "web", "POST", "/v1/check", &push, "/v1/check");
+    assert_eq!(
+        (status, json_of(&body)["verdict"].as_str()),
+        (200, Some("allow")),
+        "{body}"
+    );
+    let healthy = daemon.status().expect("status");
+    assert!(healthy["audit"]["failing"].is_null(), "{healthy:#}");
+
+    // Fill the state directory's file system.
+    let fill = daemon.dir.join("state").join("fill");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", fill.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    // A durable check is answered only once its record is committed: never allow now.
+    let durable =
+        json!({"action": "vcs:push", "arguments": "git push origin main", "durable": true})
+            .to_string();
+    let mut refused = 0;
+    let mut failing = None;
+    for _ in 0..400 {
+        let (status, body) =
+            agent_request(&daemon, "web", "POST", "/v1/check", &durable, "/v1/check");
+        if status == 200 {
+            // Space left in a page already allocated still takes records: an allow is fine
+            // as long as its record is committed.
+            let answer = json_of(&body);
+            if answer["verdict"] == "allow" {
+                assert!(answer["audit_seq"].is_u64(), "an unrecorded allow: {body}");
+            }
+        } else {
+            refused += 1;
+        }
+        if let Some(why) = daemon
+            .status()
+            .and_then(|s| s["audit"]["failing"].as_str().map(str::to_owned))
+        {
+            failing = Some(why);
+            break;
+        }
+    }
+    let failing = failing
+        .unwrap_or_else(|| panic!("the audit log never reported failing:\n{}", daemon.log()));
+    let (status, body) = agent_request(&daemon, "web", "POST", "/v1/check", &durable, "/v1/check");
+    assert_ne!(
+        status, 200,
+        "a durable check answered while the log is failing: {body}"
+    );
+    refused += 1;
+    eprintln!("checks refused while the disk was full: {refused}; failing: {failing}");
+    // While the log is failing, a non-durable check is refused too (its loss window would
+    // have no end).
+    let (status, body) = agent_request(&daemon, "web", "POST", "/v1/check", &push, "/v1/check");
+    assert_ne!(status, 200, "{body}");
+    let text = daemon
+        .secops()
+        .args(["status", "--socket"])
+        .arg(daemon.socket())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("audit log: FAILING"), "{text}");
+    assert!(text.contains(&failing), "{text}");
+    let (status, metrics) = admin_request(&daemon, "GET", "/metrics", "", "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("secops_audit_log_up 0"), "{metrics}");
+
+    // Room again: records are written again.
+    std::fs::remove_file(&fill).unwrap();
+    let mut recovered = false;
+    for _ in 0..100 {
+        let (status, body) = agent_request(&daemon, "web", "POST", "/v1/check", &push, "/v1/check");
+        if status == 200 && json_of(&body)["verdict"] == "allow" {
+            recovered = daemon
+                .status()
+                .is_some_and(|s| s["audit"]["failing"].is_null());
+            if recovered {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        recovered,
+        "the audit log did not recover:\n{}",
+        daemon.log()
+    );
+    let (_, metrics) = admin_request(&daemon, "GET", "/metrics", "", "/metrics");
+    assert!(metrics.contains("secops_audit_log_up 1"), "{metrics}");
+}

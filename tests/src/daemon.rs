@@ -21,6 +21,8 @@ pub struct Daemon {
     namespace: Option<crate::namespace::Entry>,
     /// A command the daemon (only the daemon) is started under, e.g. `setpriv ... --`.
     wrapper: Vec<String>,
+    /// A tmpfs this daemon's state directory is on, unmounted when the daemon is dropped.
+    state_mount: Option<PathBuf>,
 }
 
 /// The binaries under test. Cargo tells only a package's tests and benches where its binaries
@@ -84,6 +86,47 @@ impl Daemon {
             extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
             namespace,
             wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
+            state_mount: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    /// A daemon whose state directory is a tmpfs of `size` (e.g. `8m`), so a test can fill
+    /// the disk under the audit log.
+    pub fn start_on_small_state(
+        binaries: &Binaries,
+        policy: &str,
+        daemon_args: &[&str],
+        size: &str,
+    ) -> Daemon {
+        let name = unique_name();
+        let dir = std::env::temp_dir().join(&name);
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "secops-test",
+            ])
+            .arg(&state)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(mounted, "mounting a tmpfs on {}", state.display());
+        let mut daemon = Daemon {
+            dir,
+            name,
+            child: None,
+            secops: binaries.secops.clone(),
+            probe: binaries.probe.clone(),
+            extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            namespace: None,
+            wrapper: Vec::new(),
+            state_mount: Some(state),
         };
         daemon.spawn();
         daemon
@@ -106,6 +149,7 @@ impl Daemon {
             extra_args: Vec::new(),
             namespace: None,
             wrapper: Vec::new(),
+            state_mount: None,
         };
         daemon.child = Some(daemon.command().spawn().unwrap());
         match daemon.wait_exit(Duration::from_secs(30)) {
@@ -420,6 +464,9 @@ impl Drop for Daemon {
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+        }
+        if let Some(state) = &self.state_mount {
+            let _ = Command::new("umount").arg(state).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -187,6 +187,38 @@ pub struct StatusReport {
     pub agents: Vec<AgentStatus>,
     pub events: EventCounters,
     pub dns: DnsStatus,
+    /// The audit log's writer: whether records are being written, and its witnesses.
+    #[serde(default)]
+    pub audit: Option<AuditLogStatus>,
+}
+
+/// The audit log as `secops status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLogStatus {
+    /// `None` while records are written; why not while they cannot be (checks that must be
+    /// recorded are then refused, never allowed unrecorded).
+    pub failing: Option<String>,
+    pub failing_since_ns: Option<i64>,
+    pub committed_seq: u64,
+    pub checkpoint_seq: u64,
+    pub records_committed: u64,
+    pub records_failed: u64,
+    pub records_refused: u64,
+    pub queued_records: usize,
+    pub witnesses: Vec<AuditWitnessStatus>,
+    pub index_error: Option<String>,
+}
+
+/// One witness the checkpoints are sent to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditWitnessStatus {
+    pub witness: String,
+    /// The newest checkpoint's seq it acknowledged (0: none yet).
+    pub witnessed_seq: u64,
+    pub pending: usize,
+    pub dropped: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
 }
 
 /// The DNS layer: secops' resolver, which every agent's port-53 traffic is sent to.
@@ -340,6 +372,47 @@ impl std::fmt::Display for StatusReport {
             self.cgroup_root.display(),
             self.pin_dir.display()
         )?;
+        if let Some(audit) = &self.audit {
+            match &audit.failing {
+                None => writeln!(
+                    f,
+                    "audit log: writing — committed up to seq {}, sealed up to {}; {} written, \
+                     {} failed, {} refused since start",
+                    audit.committed_seq,
+                    audit.checkpoint_seq,
+                    audit.records_committed,
+                    audit.records_failed,
+                    audit.records_refused
+                )?,
+                Some(why) => writeln!(
+                    f,
+                    "audit log: FAILING ({why}) — checks that must be recorded are refused; \
+                     committed up to seq {}",
+                    audit.committed_seq
+                )?,
+            }
+            for w in &audit.witnesses {
+                writeln!(
+                    f,
+                    "  witness {}: up to seq {}, {} pending, {} dropped, {} failures{}",
+                    w.witness,
+                    w.witnessed_seq,
+                    w.pending,
+                    w.dropped,
+                    w.failures,
+                    w.last_error
+                        .as_deref()
+                        .map(|e| format!(" (last: {e})"))
+                        .unwrap_or_default()
+                )?;
+            }
+            if let Some(e) = &audit.index_error {
+                writeln!(
+                    f,
+                    "  index: {e} (queries may lag; the log itself is intact)"
+                )?;
+            }
+        }
         writeln!(f, "layers:")?;
         for c in &self.capabilities {
             writeln!(

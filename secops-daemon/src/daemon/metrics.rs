@@ -98,6 +98,11 @@ struct TicketDecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessLabel {
+    witness: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: &'static str,
 }
@@ -145,6 +150,8 @@ pub(crate) struct Snapshot {
     /// The DNS layer's counts; `None` when they could not be read (the series keep their
     /// last values).
     pub(crate) dns: Option<crate::api::DnsStatus>,
+    /// The audit writer's health; `None`: the series keep their last values.
+    pub(crate) audit: Option<crate::api::AuditLogStatus>,
 }
 
 /// How `/metrics` is written.
@@ -197,6 +204,9 @@ pub(crate) struct Metrics {
     dns_cache_lookups: Family<ResultLabel, Counter>,
     dns_cache_entries: Gauge,
     dns_resolved_addresses: Gauge,
+    audit_log_up: Gauge,
+    audit_records: Family<ResultLabel, Counter>,
+    audit_witness_lag: Family<WitnessLabel, Gauge>,
     /// Serializes reads: copying the snapshot in and encoding must not interleave.
     encode_lock: Mutex<()>,
 }
@@ -349,6 +359,24 @@ impl Metrics {
             "Addresses that DNS answers allowed agents to connect to, not yet expired, over every agent",
             dns_resolved_addresses.clone(),
         );
+        let audit_log_up = Gauge::default();
+        registry.register(
+            "audit_log_up",
+            "Whether the audit log is being written (1) or failing (0: checks that must be recorded are refused)",
+            audit_log_up.clone(),
+        );
+        let audit_records = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "audit_records",
+            "Audit records since the daemon started, by result: committed, failed (could not be written; the producer was told), refused (not queued: failing log or loss bound)",
+            audit_records.clone(),
+        );
+        let audit_witness_lag = Family::<WitnessLabel, Gauge>::default();
+        registry.register(
+            "audit_witness_lag_records",
+            "Committed records not yet covered by a checkpoint the witness acknowledged",
+            audit_witness_lag.clone(),
+        );
         Metrics {
             registry,
             decisions,
@@ -373,6 +401,9 @@ impl Metrics {
             dns_cache_lookups,
             dns_cache_entries,
             dns_resolved_addresses,
+            audit_log_up,
+            audit_records,
+            audit_witness_lag,
             encode_lock: Mutex::new(()),
         }
     }
@@ -523,6 +554,28 @@ impl Metrics {
                 .set(i64::try_from(dns.cache_entries).unwrap_or(i64::MAX));
             self.dns_resolved_addresses
                 .set(i64::try_from(dns.resolved_addresses).unwrap_or(i64::MAX));
+        }
+        if let Some(audit) = &snapshot.audit {
+            self.audit_log_up.set(i64::from(audit.failing.is_none()));
+            for (result, n) in [
+                ("committed", audit.records_committed),
+                ("failed", audit.records_failed),
+                ("refused", audit.records_refused),
+            ] {
+                catch_up(
+                    &self.audit_records.get_or_create(&ResultLabel { result }),
+                    n,
+                );
+            }
+            self.audit_witness_lag.clear();
+            for w in &audit.witnesses {
+                let lag = audit.committed_seq.saturating_sub(w.witnessed_seq);
+                self.audit_witness_lag
+                    .get_or_create(&WitnessLabel {
+                        witness: w.witness.clone(),
+                    })
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
         }
         self.layers.clear();
         for (layer, active) in &snapshot.layers {

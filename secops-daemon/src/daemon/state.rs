@@ -125,6 +125,7 @@ impl Shared {
                 .map(|s| agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing()))
                 .collect(),
             dns: self.dns.status(engine.policy()),
+            audit: None,
             events: EventCounters {
                 received: self.counters.received.load(Ordering::Relaxed),
                 audited: self.counters.audited.load(Ordering::Relaxed),

@@ -387,7 +387,36 @@ async fn ask(State(state): Api, Extension(caller): Who, body: Body) -> ApiResult
 
 async fn status(State(state): Api, Extension(caller): Who) -> ApiResult<crate::api::StatusReport> {
     caller.require_admin()?;
-    Ok(Json(state.shared.status()))
+    let mut report = state.shared.status();
+    report.audit = Some(audit_status(&state.writer.health()));
+    Ok(Json(report))
+}
+
+/// The writer's health as the API reports it.
+fn audit_status(health: &crate::audit::AuditHealth) -> crate::api::AuditLogStatus {
+    crate::api::AuditLogStatus {
+        failing: health.failing.clone(),
+        failing_since_ns: health.failing_since_ns,
+        committed_seq: health.committed_seq,
+        checkpoint_seq: health.checkpoint_seq,
+        records_committed: health.records_committed,
+        records_failed: health.records_failed,
+        records_refused: health.records_refused,
+        queued_records: health.queued_records,
+        witnesses: health
+            .witnesses
+            .iter()
+            .map(|w| crate::api::AuditWitnessStatus {
+                witness: w.witness.clone(),
+                witnessed_seq: w.witnessed_seq,
+                pending: w.pending,
+                dropped: w.dropped,
+                failures: w.failures,
+                last_error: w.last_error.clone(),
+            })
+            .collect(),
+        index_error: health.index_error.clone(),
+    }
 }
 
 async fn agents(
@@ -750,6 +779,7 @@ async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response 
             .collect(),
         notifications: state.shared.notifier.delivery.counts().to_vec(),
         dns,
+        audit: Some(audit_status(&state.writer.health())),
     };
     (
         [(header::CONTENT_TYPE, format.content_type())],
