@@ -720,13 +720,7 @@ fn a_full_disk_under_the_audit_log_shows_in_status_and_metrics_and_checks_are_no
     // have no end).
     let (status, body) = agent_request(&daemon, "web", "POST", "/v1/check", &push, "/v1/check");
     assert_ne!(status, 200, "{body}");
-    let text = daemon
-        .secops()
-        .args(["status", "--socket"])
-        .arg(daemon.socket())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = daemon.status_text();
     assert!(text.contains("audit log: FAILING"), "{text}");
     assert!(text.contains(&failing), "{text}");
     let (status, metrics) = admin_request(&daemon, "GET", "/metrics", "", "/metrics");

@@ -95,13 +95,7 @@ fn every_layer_says_whether_it_is_active_and_why_not() {
             "the log does not report layer {key} as {word}:\n{log}"
         );
     }
-    let text = daemon
-        .secops()
-        .args(["status", "--socket"])
-        .arg(daemon.socket())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = daemon.status_text();
     if let Some((key, _, detail)) = layers.iter().find(|(_, active, _)| !active) {
         assert!(
             text.contains("INACTIVE") && text.contains(detail.as_str()),

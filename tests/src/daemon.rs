@@ -73,23 +73,30 @@ impl Daemon {
         namespace: Option<crate::namespace::Entry>,
         wrapper: &[&str],
     ) -> Daemon {
+        let mut daemon = Daemon::prepare(binaries, policy, daemon_args);
+        daemon.namespace = namespace;
+        daemon.wrapper = wrapper.iter().map(|a| a.to_string()).collect();
+        daemon.spawn();
+        daemon
+    }
+
+    /// A daemon not started yet: its directory made and its policy written.
+    fn prepare(binaries: &Binaries, policy: &str, daemon_args: &[&str]) -> Daemon {
         let name = unique_name();
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("policy.yaml"), policy).unwrap();
-        let mut daemon = Daemon {
+        Daemon {
             dir,
             name,
             child: None,
             secops: binaries.secops.clone(),
             probe: binaries.probe.clone(),
             extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
-            namespace,
-            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
+            namespace: None,
+            wrapper: Vec::new(),
             state_mount: None,
-        };
-        daemon.spawn();
-        daemon
+        }
     }
 
     /// A daemon whose state directory is a tmpfs of `size` (e.g. `8m`), so a test can fill
@@ -100,11 +107,9 @@ impl Daemon {
         daemon_args: &[&str],
         size: &str,
     ) -> Daemon {
-        let name = unique_name();
-        let dir = std::env::temp_dir().join(&name);
-        let state = dir.join("state");
-        std::fs::create_dir_all(&state).unwrap();
-        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
+        let mut daemon = Daemon::prepare(binaries, policy, daemon_args);
+        let state = daemon.dir.join("state");
+        std::fs::create_dir(&state).unwrap();
         let mounted = Command::new("mount")
             .args([
                 "-t",
@@ -117,17 +122,7 @@ impl Daemon {
             .status()
             .is_ok_and(|s| s.success());
         assert!(mounted, "mounting a tmpfs on {}", state.display());
-        let mut daemon = Daemon {
-            dir,
-            name,
-            child: None,
-            secops: binaries.secops.clone(),
-            probe: binaries.probe.clone(),
-            extra_args: daemon_args.iter().map(|a| a.to_string()).collect(),
-            namespace: None,
-            wrapper: Vec::new(),
-            state_mount: Some(state),
-        };
+        daemon.state_mount = Some(state);
         daemon.spawn();
         daemon
     }
@@ -136,21 +131,7 @@ impl Daemon {
     /// returns how it exited, its log, and the daemon (not running; dropping it still tears
     /// down whatever the failed start left). Panics if it comes up instead.
     pub fn start_refused(binaries: &Binaries, policy: &str) -> (std::process::ExitStatus, Daemon) {
-        let name = unique_name();
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("policy.yaml"), policy).unwrap();
-        let mut daemon = Daemon {
-            dir,
-            name,
-            child: None,
-            secops: binaries.secops.clone(),
-            probe: binaries.probe.clone(),
-            extra_args: Vec::new(),
-            namespace: None,
-            wrapper: Vec::new(),
-            state_mount: None,
-        };
+        let mut daemon = Daemon::prepare(binaries, policy, &[]);
         daemon.child = Some(daemon.command().spawn().unwrap());
         match daemon.wait_exit(Duration::from_secs(30)) {
             Some(status) => (status, daemon),
@@ -248,6 +229,17 @@ impl Daemon {
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
             .flatten()
+    }
+
+    /// `secops status` as a person reads it.
+    pub fn status_text(&self) -> String {
+        let out = self
+            .secops()
+            .args(["status", "--socket"])
+            .arg(self.socket())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn signal(&self, signal: i32) {
