@@ -10,8 +10,9 @@ pub mod types;
 pub use types::{
     ActionObject, AgentStatus, AskAccepted, AskRequest, AutonomyChange, AutonomyOverride,
     CapabilityStatus, CheckRequest, CheckResponse, ControlRequest, DnsAgentStatus, DnsStatus,
-    ErrorBody, EventCounters, Registered, Reloaded, Role, RunAs, ScanRequest, ScanResponse,
-    SetAutonomyRequest, StatusReport, StopAll, Whoami, MAX_SUMMARY_CHARS, MAX_WAIT,
+    ErrorBody, EventCounters, LandlockPath, LandlockPlan, Registered, Reloaded, Role, RunAs,
+    ScanRequest, ScanResponse, SetAutonomyRequest, StatusReport, StopAll, Whoami,
+    MAX_SUMMARY_CHARS, MAX_WAIT,
 };
 
 /// Where the daemon listens unless told otherwise.

@@ -269,6 +269,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
         account: Some(&account),
         workspace: Some(&registered.workspace),
         create_workspace: registered.create_workspace,
+        landlock: registered.landlock.as_ref(),
     };
     let (cmd, rest) = args
         .command

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown_notify: Notify,
     /// Where people hear of tickets (webhooks).
     pub(crate) notifier: crate::notify::Notifier,
+    /// The Landlock plans agents were started with.
+    pub(crate) landlock: super::landlock::LandlockPlans,
 }
 
 #[derive(Default)]
@@ -122,7 +124,12 @@ impl Shared {
             capabilities: self.capabilities.clone(),
             agents: agents
                 .slots()
-                .map(|s| agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing()))
+                .map(|s| {
+                    let mut status =
+                        agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing());
+                    status.landlock = self.landlock.summary(&s.name);
+                    status
+                })
                 .collect(),
             dns: self.dns.status(engine.policy()),
             events: EventCounters {
@@ -194,5 +201,6 @@ pub(crate) fn agent_status(
             .is_some_and(|e| e.frozen),
         user: user.map(|u| u.to_string()),
         warning,
+        landlock: None,
     }
 }
