@@ -219,6 +219,7 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
     assert!(out.status.success(), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("secops run: landlock ABI"), "{stderr}");
+    assert!(stderr.contains("TCP not handled"), "{stderr}");
 
     // The plain agent shows that file modes alone allow each attack.
     expect(
@@ -318,6 +319,20 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
         &format!("/lib64/ld-linux-x86-64.so.2 {b}/bin/denied; echo rc=$?"),
         "rc=0",
     );
+    // Grants are on inodes: a copy made beside it gets no exec right, and the binary renamed
+    // keeps having none.
+    expect(
+        &daemon,
+        "coder",
+        &format!("cp {b}/bin/denied {b}/bin/copied && {b}/bin/copied 2>&1; echo rc=$?"),
+        "rc=126",
+    );
+    expect(
+        &daemon,
+        "coder",
+        &format!("mv {b}/bin/denied {b}/bin/renamed && {b}/bin/renamed 2>&1; echo rc=$?"),
+        "rc=126",
+    );
 
     // An escalation is a denial on this layer.
     expect(
@@ -371,8 +386,8 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
     );
     expect_as_nobody(&connect, "connected");
     expect(&daemon, "coder", &connect, "refused");
-    // TCP: the allowlist's port is reached; another loopback port is refused by Landlock
-    // (EACCES, before the cgroup program, which would say EPERM).
+    // TCP: where the cgroup egress programs enforce (here), Landlock leaves TCP to them, so
+    // the refusal is theirs (EPERM) and audited; the allowlist's port is reached.
     let tcp = |port: u16| {
         format!(
             "{PYTHON} -c \"import socket, errno\ns = socket.socket()\ntry:\n    \
@@ -381,7 +396,7 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
         )
     };
     expect(&daemon, "coder", &tcp(allowed_port), "connected");
-    expect(&daemon, "coder", &tcp(refused_port), "EACCES");
+    expect(&daemon, "coder", &tcp(refused_port), "EPERM");
     drop((allowed, refused));
 
     // The tracepoint's record of the refused delete says Landlock blocked it.

@@ -253,7 +253,7 @@ pub struct DnsAgentStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapabilityStatus {
     pub name: String,
-    /// The layer's key as a policy's `require:` names it (`lsm`, `egress`, `events`, `dns`),
+    /// The layer's key as a policy's `require:` names it (`lsm`, `egress`, `events`, `dns`, `landlock`),
     /// or a part no policy can require (`ring-buffer`).
     #[serde(default)]
     pub key: String,

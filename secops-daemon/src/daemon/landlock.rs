@@ -64,11 +64,7 @@ pub(crate) fn judge_by_plan(plans: &LandlockPlans, request: &mut Request) {
 /// enforcing files): its rules and secops' own files (state, pins, policy, socket; the
 /// cgroup filesystem read-only).
 pub(crate) fn plan_for(shared: &Shared, agent: &str) -> Option<LandlockPlan> {
-    let active = shared
-        .capabilities
-        .iter()
-        .any(|c| c.key == Layer::Landlock.as_str() && c.active);
-    if !active {
+    if !shared.layer_active(Layer::Landlock) {
         return None;
     }
     let engine = shared.engine();
@@ -82,9 +78,22 @@ pub(crate) fn plan_for(shared: &Shared, agent: &str) -> Option<LandlockPlan> {
     if let Ok(cgroupfs) = crate::kernel::fs::cgroup2_mount() {
         fixed.push(Fixed::read_only(cgroupfs));
     }
-    let plan = compile(&engine, index, &fixed);
-    for item in &plan.unexpressed {
-        tracing::warn!(%agent, "landlock: {item}");
+    let mut plan = compile(&engine, index, &fixed);
+    if plan.tcp_connect.is_some() && shared.layer_active(Layer::Egress) {
+        // Landlock's connect hook runs before the cgroup programs': it would refuse first,
+        // with EACCES and without an audit record, what they refuse and audit.
+        plan.tcp_connect = None;
+        plan.tcp_why = "not handled: the cgroup egress programs enforce and audit the \
+                        allowlist here (Landlock's check would come first and leave no record)"
+            .to_owned();
+    }
+    if !plan.unexpressed.is_empty() {
+        tracing::info!(
+            %agent,
+            "landlock: {} policy item(s) this layer cannot hold: {}",
+            plan.unexpressed.len(),
+            plan.unexpressed.join("; ")
+        );
     }
     write(&shared.landlock.by_agent).insert(agent.to_owned(), Arc::new(plan.clone()));
     Some(plan)

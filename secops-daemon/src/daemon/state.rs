@@ -143,9 +143,14 @@ impl Shared {
     /// Whether the BPF LSM layer is attached and enforcing (it denies agents cgroup writes,
     /// so an agent running as root still cannot leave its cgroup).
     pub(crate) fn bpf_lsm_enforcing(&self) -> bool {
+        self.layer_active(crate::policy::Layer::Lsm)
+    }
+
+    /// Whether `layer` is active on this kernel, as the daemon runs it.
+    pub(crate) fn layer_active(&self, layer: crate::policy::Layer) -> bool {
         self.capabilities
             .iter()
-            .any(|c| c.key == crate::policy::Layer::Lsm.as_str() && c.active)
+            .any(|c| c.key == layer.as_str() && c.active)
     }
 
     /// Every agent's name by its kernel index.

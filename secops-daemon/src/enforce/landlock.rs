@@ -176,30 +176,36 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    /// The groups allowed at `path` (no rule denies or escalates any of their actions).
-    /// A path the engine cannot take allows nothing.
-    fn allowed(&self, path: &Path) -> u8 {
-        let mut mask = ALL_GROUPS;
+    /// Which of the `wanted` groups are allowed at `path` (no rule denies or escalates any
+    /// of their actions). A path the engine cannot take allows nothing.
+    fn allowed(&self, path: &Path, wanted: u8) -> u8 {
+        let mut mask = wanted;
         for fixed in self.fixed {
             if path.starts_with(&fixed.path) {
                 mask &= !fixed.denied;
             }
         }
-        mask &= self.allowed_as_written(path);
+        mask = self.allowed_as_written(path, mask);
         for (target, written) in &self.aliases {
             if let Ok(rest) = path.strip_prefix(target) {
-                mask &= self.allowed_as_written(&written.join(rest));
+                mask = self.allowed_as_written(&written.join(rest), mask);
             }
         }
         mask
     }
 
-    fn allowed_as_written(&self, path: &Path) -> u8 {
+    fn allowed_as_written(&self, path: &Path, wanted: u8) -> u8 {
+        if wanted == 0 {
+            return 0;
+        }
         let Some(normalized) = path.to_str().and_then(|p| NormalizedPath::new(p).ok()) else {
             return 0;
         };
         let mut mask = 0;
         for (i, group) in groups().iter().enumerate() {
+            if wanted & (1 << i) == 0 {
+                continue;
+            }
             let denied = group.actions.iter().any(|core| {
                 let mut request = ActionRequest::new(Some(self.agent), ActionId(*core as u16));
                 if *core == CoreAction::ProcExec {
@@ -243,9 +249,8 @@ impl Compiler<'_> {
         }
         if self.grants.len() >= MAX_PATH_RULES && !self.grants.contains_key(path) {
             self.unexpressed.push(format!(
-                "more than {MAX_PATH_RULES} path rules: {} and what is left of the walk get no \
-                 rights (denied)",
-                path.display()
+                "more than {MAX_PATH_RULES} path rules: what is left of the walk gets no \
+                 rights (denied)"
             ));
             return;
         }
@@ -254,8 +259,8 @@ impl Compiler<'_> {
 
     /// Grants the `pending` groups at or below `dir` wherever the engine allows them.
     fn walk(&mut self, dir: &Path, pending: u8, depth: usize) {
-        let child = self.allowed(&dir.join(PROBE_NAME));
-        let deep = self.allowed(&dir.join(PROBE_NAME).join(PROBE_NAME));
+        let child = self.allowed(&dir.join(PROBE_NAME), pending);
+        let deep = self.allowed(&dir.join(PROBE_NAME).join(PROBE_NAME), pending);
         let settled = pending & !self.named_below(dir) & !(child ^ deep);
         self.grant(dir, rights_of(settled & child));
         let descend = pending & !settled;
@@ -282,7 +287,7 @@ impl Compiler<'_> {
             if meta.is_dir() {
                 self.walk(&path, descend, depth + 1);
             } else if !meta.file_type().is_symlink() {
-                let own = self.allowed(&path) & descend & FILE_GROUPS;
+                let own = self.allowed(&path, descend & FILE_GROUPS);
                 self.grant(&path, rights_of(own) & file_rights());
             }
         }
@@ -297,7 +302,7 @@ impl Compiler<'_> {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
-            let around = self.allowed(&dir.join(PROBE_NAME)) & groups;
+            let around = self.allowed(&dir.join(PROBE_NAME), groups);
             for entry in entries.flatten() {
                 seen += 1;
                 if seen > MAX_ENUMERATED {
@@ -309,7 +314,7 @@ impl Compiler<'_> {
                     return;
                 }
                 let path = entry.path();
-                if self.allowed(&path) & groups != around {
+                if self.allowed(&path, groups) != around {
                     *self.anchors.entry(path.clone()).or_default() |= groups;
                 }
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -337,7 +342,7 @@ pub(crate) fn compile(engine: &Engine, agent: AgentIdx, fixed: &[Fixed]) -> Land
         return not_compiled("the agent is not in the policy");
     };
     let homes = policy.homes_of(spec);
-    let mut subtrees = Vec::new();
+    let mut subtrees = BTreeMap::new();
     for rule in policy
         .rules
         .iter()
@@ -348,19 +353,21 @@ pub(crate) fn compile(engine: &Engine, agent: AgentIdx, fixed: &[Fixed]) -> Land
             continue;
         }
         let protects = rule.verdict != Some(Verdict::Allow);
-        let patterns = rule
-            .selectors
-            .paths
+        let selected = rule.selectors.paths.iter().chain(&rule.selectors.binaries);
+        // An exception is where a grant is: it anchors, but has nothing to protect.
+        let excepted = rule
+            .unless
             .iter()
-            .chain(&rule.selectors.binaries)
-            .chain(
-                rule.unless
-                    .iter()
-                    .flat_map(|u| u.paths.iter().chain(&u.binaries)),
-            );
-        for pattern in patterns {
+            .flat_map(|u| u.paths.iter().chain(&u.binaries));
+        let patterns = selected
+            .map(|p| (p, protects))
+            .chain(excepted.map(|p| (p, false)));
+        for (pattern, protects) in patterns {
             for glob in pattern.expand(homes, Some(&spec.workspace)) {
                 for (path, subtree) in glob_anchors(&glob) {
+                    // `dir/**` is answered by the probes alone; only a glob that goes on
+                    // past its `**` has matches to look for.
+                    let subtree = subtree && !ends_at_recursion(&glob);
                     if path == Path::new("/") && subtree {
                         root_glob(&mut compiler, rule, &glob, groups, protects, &mut subtrees);
                         continue;
@@ -370,13 +377,13 @@ pub(crate) fn compile(engine: &Engine, agent: AgentIdx, fixed: &[Fixed]) -> Land
                             compiler.aliases.push((target.clone(), path.clone()));
                             *compiler.anchors.entry(target.clone()).or_default() |= groups;
                             if subtree && protects {
-                                subtrees.push((target, groups));
+                                *subtrees.entry(target).or_default() |= groups;
                             }
                         }
                     }
                     *compiler.anchors.entry(path.clone()).or_default() |= groups;
                     if subtree && protects {
-                        subtrees.push((path, groups));
+                        *subtrees.entry(path).or_default() |= groups;
                     }
                 }
             }
@@ -410,6 +417,12 @@ pub(crate) fn compile(engine: &Engine, agent: AgentIdx, fixed: &[Fixed]) -> Land
     }
 }
 
+/// Whether `glob`'s only recursion is its end (`/a/*/**`): then the probes below each
+/// anchor answer for everything under it.
+fn ends_at_recursion(glob: &str) -> bool {
+    glob.ends_with("/**") && glob.matches("**").count() == 1
+}
+
 /// A glob that starts with `**`: executables are looked for where binaries live; for the
 /// other rights it cannot be held.
 fn root_glob(
@@ -418,16 +431,27 @@ fn root_glob(
     glob: &str,
     groups: u8,
     protects: bool,
-    subtrees: &mut Vec<(PathBuf, u8)>,
+    subtrees: &mut BTreeMap<PathBuf, u8>,
 ) {
     if !protects {
         return;
     }
     if groups & EXEC != 0 {
+        // `**/sudo`: only that name is looked up; a wildcard in the name enumerates.
+        let name = glob.rsplit('/').next().unwrap_or(glob);
+        let literal = !name.contains(['*', '?', '[', '{', '\\']);
         for dir in BINARY_DIRS {
             let dir = Path::new(dir);
-            if dir.is_dir() && !dir.is_symlink() {
-                subtrees.push((dir.to_path_buf(), EXEC));
+            if !dir.is_dir() || dir.is_symlink() {
+                continue;
+            }
+            if literal {
+                let candidate = dir.join(name);
+                if candidate.symlink_metadata().is_ok() {
+                    *compiler.anchors.entry(candidate).or_default() |= EXEC;
+                }
+            } else {
+                *subtrees.entry(dir.to_path_buf()).or_default() |= EXEC;
             }
         }
     }

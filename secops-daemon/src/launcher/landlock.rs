@@ -76,6 +76,7 @@ pub struct Prepared {
     /// are left out, which only denies more.
     missing: usize,
     tcp: Option<usize>,
+    tcp_why: String,
 }
 
 impl Prepared {
@@ -126,6 +127,7 @@ impl Prepared {
             plan_paths: plan.paths.len(),
             missing,
             tcp,
+            tcp_why: plan.tcp_why.clone(),
         })
     }
 
@@ -143,7 +145,9 @@ impl Prepared {
             Some(n) if self.abi >= 4 => {
                 let _ = write!(out, "; TCP connect to {n} port(s) only");
             }
-            None => out.push_str("; TCP not handled by the policy's allowlist"),
+            None => {
+                let _ = write!(out, "; TCP {}", self.tcp_why);
+            }
             Some(_) => {}
         }
         out

@@ -185,10 +185,10 @@ fn tcp_ports_come_from_a_port_expressible_allowlist() {
 
 #[test]
 fn a_root_wildcard_is_reported_as_not_expressible() {
-    let f = fixture("");
-    let mut policy = (**f.engine.policy()).clone();
-    let source = "version: 1\nagents:\n  - name: a\n    workspace: /nonexistent/ws\nrules:\n  - id: hooks\n    actions: [fs:write]\n    paths: [\"**/.git/hooks/**\"]\n    verdict: deny\n    risk: high\n";
-    policy = parse_policy_str(Path::new("h.yaml"), source).unwrap_or(policy);
+    let source = "version: 1\nagents:\n  - name: a\n    workspace: /nonexistent/ws\n\
+                  rules:\n  - id: hooks\n    actions: [fs:write]\n    \
+                  paths: [\"**/.git/hooks/**\"]\n    verdict: deny\n    risk: high\n";
+    let policy = parse_policy_str(Path::new("h.yaml"), source).unwrap_or_else(|e| panic!("{e}"));
     let engine = Engine::new(Arc::new(policy));
     let plan = compile(&engine, engine.agent_index("a").expect("a"), &[]);
     assert!(
@@ -196,4 +196,11 @@ fn a_root_wildcard_is_reported_as_not_expressible() {
         "{:?}",
         plan.unexpressed
     );
+    // `/**` is no wildcard at the root: the probes answer it.
+    let source = source.replace("**/.git/hooks/**", "/**");
+    let policy = parse_policy_str(Path::new("h.yaml"), &source).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Engine::new(Arc::new(policy));
+    let plan = compile(&engine, engine.agent_index("a").expect("a"), &[]);
+    assert!(plan.unexpressed.is_empty(), "{:?}", plan.unexpressed);
+    assert!(!granted(&plan, Path::new("/etc/x")).contains(AccessFs::WriteFile));
 }
