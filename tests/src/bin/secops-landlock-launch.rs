@@ -24,14 +24,7 @@ fn main() {
             std::process::exit(2)
         });
     let without = options.iter().any(|o| o == "--without-landlock");
-    let run_as = &registered.run_as;
-    let account = Account {
-        name: run_as.user.clone(),
-        uid: run_as.uid,
-        gid: run_as.gid,
-        groups: run_as.groups.clone(),
-        home: run_as.home.clone(),
-    };
+    let account = Account::from(&registered.run_as);
     let launch = Launch {
         cgroup: &registered.cgroup,
         account: Some(&account),
