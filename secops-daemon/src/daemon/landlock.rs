@@ -25,7 +25,7 @@ impl LandlockPlans {
         read(&self.by_agent).get(agent).map(|plan| summary(plan))
     }
 
-    /// Whether the agent's last plan denies `action` on `path` (`None`: it has none).
+    /// Whether the agent's last plan denies `action` on `path` (false when it has none).
     pub(crate) fn denies(&self, agent: &str, action: CoreAction, path: &Path) -> bool {
         read(&self.by_agent)
             .get(agent)
