@@ -160,7 +160,11 @@ fn exec_and_unlink_in_an_agent_are_audited() {
         return;
     }
     let daemon = Daemon::start(&binaries(), &policy(&[9]));
-    let victim = daemon.dir.join("victim.txt");
+    // Not beside the daemon's own files: where the Landlock layer runs, agents may not
+    // delete in a directory that holds secops' state (Landlock grants by hierarchy).
+    let files = daemon.dir.join("files");
+    std::fs::create_dir(&files).unwrap();
+    let victim = files.join("victim.txt");
     std::fs::write(&victim, "x").unwrap();
     let victim = victim.to_str().unwrap().to_owned();
     let out = daemon.agent("web", &["unlink", &victim]);

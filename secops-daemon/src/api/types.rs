@@ -133,6 +133,36 @@ pub struct Registered {
     /// False when the agent runs as root and no kernel layer keeps it in its cgroup (BPF
     /// LSM is not active): it could leave its cgroup and become an admin on the socket.
     pub identity_enforced: bool,
+    /// The Landlock ruleset `secops run` applies before exec, as the daemon compiled it from
+    /// the policy; `None` when this layer does not run for the agent (no Landlock in the
+    /// kernel, or BPF LSM enforces its files).
+    #[serde(default)]
+    pub landlock: Option<LandlockPlan>,
+}
+
+/// An agent's policy as a Landlock ruleset. Access masks are the kernel's
+/// `LANDLOCK_ACCESS_FS_*` / `LANDLOCK_SCOPE_*` bits (stable kernel ABI), so the plan means the
+/// same to every launcher; the launcher applies it best-effort, feature by feature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockPlan {
+    /// The filesystem rights the ruleset handles: denied everywhere but beneath `paths`.
+    pub handled_fs: u64,
+    /// Hierarchies (or single files) and the handled rights granted beneath them.
+    pub paths: Vec<LandlockPath>,
+    /// TCP ports `connect` may reach; `None`: TCP connect is not handled (see `tcp_why`).
+    pub tcp_connect: Option<Vec<u16>>,
+    /// Why TCP is (not) handled.
+    pub tcp_why: String,
+    /// `LANDLOCK_SCOPE_*` bits: signals and abstract unix sockets stay inside the domain.
+    pub scopes: u64,
+    /// What the policy says that this ruleset cannot hold, one line each (rule and why).
+    pub unexpressed: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LandlockPath {
+    pub path: PathBuf,
+    pub access: u64,
 }
 
 /// The account an agent runs as.
@@ -255,7 +285,7 @@ pub struct DnsAgentStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapabilityStatus {
     pub name: String,
-    /// The layer's key as a policy's `require:` names it (`lsm`, `egress`, `events`, `dns`),
+    /// The layer's key as a policy's `require:` names it (`lsm`, `egress`, `events`, `dns`, `landlock`),
     /// or a part no policy can require (`ring-buffer`).
     #[serde(default)]
     pub key: String,
@@ -284,6 +314,10 @@ pub struct AgentStatus {
     pub user: Option<String>,
     /// Why its identity or confinement is weaker than it looks (root without BPF LSM).
     pub warning: Option<String>,
+    /// The Landlock ruleset of its last `secops run`, summarized; `None` when none was
+    /// compiled for it.
+    #[serde(default)]
+    pub landlock: Option<String>,
 }
 
 /// Who set an agent's autonomy away from the policy's, when and why.
@@ -483,6 +517,9 @@ impl std::fmt::Display for StatusReport {
             )?;
             if let Some(warning) = &a.warning {
                 writeln!(f, "  {:<16} WARNING: {warning}", "")?;
+            }
+            if let Some(landlock) = &a.landlock {
+                writeln!(f, "  {:<16} landlock: {landlock}", "")?;
             }
         }
         write!(

@@ -256,19 +256,13 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
             registered.agent
         );
     }
-    let run_as = &registered.run_as;
-    let account = Account {
-        name: run_as.user.clone(),
-        uid: run_as.uid,
-        gid: run_as.gid,
-        groups: run_as.groups.clone(),
-        home: run_as.home.clone(),
-    };
+    let account = Account::from(&registered.run_as);
     let launch = Launch {
         cgroup: &registered.cgroup,
         account: Some(&account),
         workspace: Some(&registered.workspace),
         create_workspace: registered.create_workspace,
+        landlock: registered.landlock.as_ref(),
     };
     let (cmd, rest) = args
         .command

@@ -133,6 +133,9 @@ pub(crate) struct DnsQuery {
 pub(crate) enum KernelCheck {
     /// A syscall tracepoint: it only observes (what it reports has happened or is about to).
     Tracepoint,
+    /// A syscall tracepoint saw a call the agent's Landlock ruleset refuses (judged from the
+    /// ruleset `secops run` applied: the tracepoint sees the call's entry, not its result).
+    Landlock,
     /// A cgroup connect/sendmsg program judging by the egress allowlist.
     Egress,
     /// A BPF LSM program judging by a compiled entry. `rule` is the entry's rule; `None` for
@@ -369,6 +372,30 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
              through port 53 (one agent may not speak for another)"
                 .to_owned(),
         ),
+        (_, KernelCheck::Landlock) => {
+            // The rule that protects the path; none for secops' own files (built in).
+            let rule = match decision.verdict {
+                Verdict::Allow => BUILTIN_RULE_ID.to_owned(),
+                _ => rule.unwrap_or_else(|| BUILTIN_RULE_ID.to_owned()),
+            };
+            let why = match decision.verdict {
+                Verdict::Escalate => format!(
+                    "the policy says escalate, which this layer denies (a Landlock domain \
+                     cannot be widened, so no approval can let it through): {}",
+                    decision.reason
+                ),
+                Verdict::Deny => decision.reason.to_string(),
+                Verdict::Allow => "secops' own files".to_owned(),
+            };
+            (
+                Verdict::Deny,
+                Some(rule.clone()),
+                with_detail(format!(
+                    "denied by Landlock, rule {rule} (the agent's ruleset grants no right for this \
+                     call on this path; judged from the ruleset at the call's entry): {why}"
+                )),
+            )
+        }
         (_, KernelCheck::Granted) => (
             Verdict::Allow,
             rule,

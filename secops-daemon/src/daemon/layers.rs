@@ -44,7 +44,33 @@ pub(crate) fn capability_report(probed: &Capabilities, kernel: &Kernel) -> Vec<C
                 &probed.bpf_lsm.reason,
             ),
         ),
+        landlock_status(lsm.is_attached(), crate::launcher::landlock::kernel_abi()),
     ]
+}
+
+/// The Landlock layer: what `secops run` applies to each agent on this kernel, by ABI. It
+/// stands by where BPF LSM enforces the files (a Landlock domain cannot be widened by an
+/// approval; BPF LSM grants can).
+pub(crate) fn landlock_status(lsm_attached: bool, abi: Option<i32>) -> CapabilityStatus {
+    let (active, detail) = match abi {
+        None => (
+            false,
+            "not enforcing: the kernel has no Landlock (or it is not in the boot's lsm= list)"
+                .to_owned(),
+        ),
+        Some(abi) if lsm_attached => (
+            false,
+            format!("standing by: BPF LSM enforces files here (Landlock ABI {abi} is available)"),
+        ),
+        Some(abi) => (
+            true,
+            format!(
+                "ABI {abi}, applied by `secops run` to each agent before exec: {}; escalations are denied on this layer (approvals cannot widen running agents)",
+                crate::launcher::landlock::abi_features(abi)
+            ),
+        ),
+    };
+    status(Layer::Landlock.as_str(), "landlock", (active, detail))
 }
 
 fn status(key: &str, name: &str, (active, detail): (bool, String)) -> CapabilityStatus {

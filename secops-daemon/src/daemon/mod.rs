@@ -38,6 +38,7 @@ mod enforcement;
 mod events;
 mod hosts;
 mod http;
+mod landlock;
 mod layers;
 mod locks;
 mod metrics;

@@ -153,7 +153,8 @@ impl Pipeline {
                 if let KernelEvent::Granted { ticket, .. } = captured.event {
                     captured.path = self.granted_object(ticket);
                 }
-                let request = request_for(&captured, self.agent_of(&captured), &files, &clock);
+                let mut request = request_for(&captured, self.agent_of(&captured), &files, &clock);
+                super::landlock::judge_by_plan(&self.shared.landlock, &mut request);
                 let outcome = decide(
                     self.shared.as_ref(),
                     &self.writer,

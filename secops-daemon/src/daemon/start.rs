@@ -72,6 +72,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         shutdown: AtomicBool::new(false),
         shutdown_notify: Notify::new(),
         notifier,
+        landlock: Default::default(),
         options: options.clone(),
     });
     let services = Services::spawn(&shared, &writer, layers.reader)?;

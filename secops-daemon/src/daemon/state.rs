@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) shutdown_notify: Notify,
     /// Where people hear of tickets (webhooks).
     pub(crate) notifier: crate::notify::Notifier,
+    /// The Landlock plans agents were started with.
+    pub(crate) landlock: super::landlock::LandlockPlans,
 }
 
 #[derive(Default)]
@@ -122,7 +124,12 @@ impl Shared {
             capabilities: self.capabilities.clone(),
             agents: agents
                 .slots()
-                .map(|s| agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing()))
+                .map(|s| {
+                    let mut status =
+                        agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing());
+                    status.landlock = self.landlock.summary(&s.name);
+                    status
+                })
                 .collect(),
             dns: self.dns.status(engine.policy()),
             audit: None,
@@ -137,9 +144,14 @@ impl Shared {
     /// Whether the BPF LSM layer is attached and enforcing (it denies agents cgroup writes,
     /// so an agent running as root still cannot leave its cgroup).
     pub(crate) fn bpf_lsm_enforcing(&self) -> bool {
+        self.layer_active(crate::policy::Layer::Lsm)
+    }
+
+    /// Whether `layer` is active on this kernel, as the daemon runs it.
+    pub(crate) fn layer_active(&self, layer: crate::policy::Layer) -> bool {
         self.capabilities
             .iter()
-            .any(|c| c.key == crate::policy::Layer::Lsm.as_str() && c.active)
+            .any(|c| c.key == layer.as_str() && c.active)
     }
 
     /// Every agent's name by its kernel index.
@@ -195,5 +207,6 @@ pub(crate) fn agent_status(
             .is_some_and(|e| e.frozen),
         user: user.map(|u| u.to_string()),
         warning,
+        landlock: None,
     }
 }

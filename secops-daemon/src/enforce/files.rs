@@ -42,7 +42,7 @@ const MAX_ENUMERATION_DEPTH: usize = 12;
 /// Matches of one `*` component expanded against the filesystem at most.
 const MAX_GLOB_MATCHES: usize = 5_000;
 /// A name no policy pattern names, standing for "any child" when asking the engine.
-const PROBE_NAME: &str = "\u{1}secops-any";
+pub(super) const PROBE_NAME: &str = "\u{1}secops-any";
 
 /// The id audit records give denials by the built-in self-protection (rule index 0).
 pub(crate) const BUILTIN_RULE_ID: &str = "secops.self-protection";
@@ -277,7 +277,7 @@ impl Judge<'_> {
 /// than [`MAX_GLOB_MATCHES`], makes the directories reached so far enumerated subtrees, so
 /// every file below them gets its own verdict (up to [`MAX_ENUMERATED`]) instead of being
 /// left out of the kernel's map.
-fn glob_anchors(glob: &str) -> Vec<(PathBuf, bool)> {
+pub(super) fn glob_anchors(glob: &str) -> Vec<(PathBuf, bool)> {
     use crate::policy::glob::Component;
     let alternatives = match crate::policy::glob::parse(glob, false) {
         Ok(alternatives) => alternatives,

@@ -17,6 +17,7 @@ mod egress;
 mod files;
 mod grants;
 mod inode;
+pub(crate) mod landlock;
 mod names;
 
 use std::path::{Path, PathBuf};

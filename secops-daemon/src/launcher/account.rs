@@ -18,6 +18,19 @@ pub struct Account {
     pub home: Option<PathBuf>,
 }
 
+impl From<&crate::api::RunAs> for Account {
+    /// The account a register answer names.
+    fn from(run_as: &crate::api::RunAs) -> Account {
+        Account {
+            name: run_as.user.clone(),
+            uid: run_as.uid,
+            gid: run_as.gid,
+            groups: run_as.groups.clone(),
+            home: run_as.home.clone(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
     #[error("dropping capability {cap} from the bounding set: {source}")]

@@ -9,8 +9,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::account::{become_account, identity_env, Account, AccountError};
+use super::landlock::{LandlockError, Prepared};
 use super::privileges::{set_no_new_privs, PrivilegeError};
 use super::seccomp::{SeccompBaseline, SeccompError};
+use crate::api::LandlockPlan;
 use crate::cgroups::{self, CgroupDir, CgroupError};
 
 /// Exit status when the launcher itself failed before the command ran (as env(1), chroot(1)
@@ -52,6 +54,9 @@ pub enum LaunchError {
 
     #[error("seccomp baseline: {0}")]
     Seccomp(#[from] SeccompError),
+
+    #[error("landlock: {0}")]
+    Landlock(#[from] LandlockError),
 
     #[error("--ask: {0}")]
     Ask(String),
@@ -96,6 +101,8 @@ pub struct Launch<'a> {
     pub workspace: Option<&'a Path>,
     /// A missing workspace is made, owned by the account; else it is an error.
     pub create_workspace: bool,
+    /// The Landlock ruleset to restrict the command to, as the daemon compiled it.
+    pub landlock: Option<&'a LandlockPlan>,
 }
 
 impl<'a> Launch<'a> {
@@ -106,14 +113,15 @@ impl<'a> Launch<'a> {
             account: None,
             workspace: None,
             create_workspace: false,
+            landlock: None,
         }
     }
 }
 
 /// Moves the calling process into the agent cgroup, confirms the kernel agrees, becomes the
 /// agent's account (groups, gid, uid; no capabilities), enters its workspace, sets
-/// no_new_privs, applies the seccomp baseline and execs `cmd` with `args` (searching `PATH`
-/// when `cmd` has no `/`). On success it never returns: the process *is* the command,
+/// no_new_privs, applies the seccomp baseline, restricts itself to the Landlock ruleset and
+/// execs `cmd` with `args` (searching `PATH` when `cmd` has no `/`). On success it never returns: the process *is* the command,
 /// so its exit status is the command's, and everything it starts inherits the cgroup (children,
 /// double forks and setsid cannot leave it) and the filter.
 ///
@@ -143,6 +151,8 @@ pub fn run_in_agent(
     if let Some(workspace) = launch.workspace {
         ensure_workspace(workspace, launch.create_workspace, launch.account)?;
     }
+    // Built while the launcher is root and can open every rule's path; restricted last.
+    let landlock = launch.landlock.map(Prepared::build).transpose()?;
     let dir = CgroupDir::open_path(launch.cgroup)?;
 
     dir.add_self()?;
@@ -179,6 +189,11 @@ pub fn run_in_agent(
                 .map_err(LaunchError::Ask)?;
         }
         None => baseline.apply()?,
+    }
+    if let Some(landlock) = landlock {
+        let described = landlock.describe();
+        landlock.restrict()?;
+        eprintln!("secops run: {described}");
     }
 
     let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();

@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod exec;
+pub mod landlock;
 pub mod privileges;
 pub mod seccomp;
 

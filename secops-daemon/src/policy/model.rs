@@ -61,10 +61,18 @@ pub enum Layer {
     Events,
     /// The daemon's resolver for agents' DNS.
     Dns,
+    /// The Landlock ruleset `secops run` applies to agents where BPF LSM does not enforce.
+    Landlock,
 }
 
 impl Layer {
-    pub const ALL: [Layer; 4] = [Layer::Lsm, Layer::Egress, Layer::Events, Layer::Dns];
+    pub const ALL: [Layer; 5] = [
+        Layer::Lsm,
+        Layer::Egress,
+        Layer::Events,
+        Layer::Dns,
+        Layer::Landlock,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +80,7 @@ impl Layer {
             Layer::Egress => "egress",
             Layer::Events => "events",
             Layer::Dns => "dns",
+            Layer::Landlock => "landlock",
         }
     }
 

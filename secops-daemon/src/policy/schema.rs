@@ -59,7 +59,7 @@ pub struct DefaultsSpec {
     pub auto_lower: Option<serde_yaml::Value>,
     /// The account agents without their own `user` run as.
     pub user: Option<UserSpec>,
-    /// Kernel layers (`lsm`, `egress`, `events`, `dns`) the daemon must not start without.
+    /// Kernel layers (`lsm`, `egress`, `events`, `dns`, `landlock`) the daemon must not start without.
     pub require: Option<Vec<String>>,
 }
 

@@ -794,7 +794,7 @@ fn required_layers_are_named_exactly_and_an_agent_adds_to_the_defaults() {
         2,
         21,
         "defaults.require[1]",
-        "\"lms\" is not a layer; the layers are lsm, egress, events, dns",
+        "\"lms\" is not a layer; the layers are lsm, egress, events, dns, landlock",
     );
     assert_error(
         &format!("{AGENT}    require: [lsm, landlocked]\n"),

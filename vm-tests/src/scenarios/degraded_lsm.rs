@@ -126,10 +126,12 @@ fn degraded_but_enforcing(daemon: &Daemon) -> Result<String, String> {
         "--",
         "/bin/secops-vm-runner",
         "--connect",
-        "127.0.0.1:9",
+        // The allowlist's port on an address it does not list: a Landlock ruleset (where the
+        // kernel has Landlock) lets the port through, so the EPERM is the cgroup program's.
+        "127.0.0.2:8080",
     ])?;
     let said = String::from_utf8_lossy(&out.stdout);
-    if said.trim() != "connect 127.0.0.1:9 errno EPERM" {
+    if said.trim() != "connect 127.0.0.2:8080 errno EPERM" {
         return Err(format!(
             "an agent's connect outside its allowlist was not denied without BPF LSM\n{}",
             describe(&out)

@@ -433,6 +433,30 @@ fn kernel_verdicts_are_what_the_kernel_did_and_the_reason_says_what_the_policy_s
 }
 
 #[test]
+fn a_call_the_landlock_ruleset_refused_is_a_denial_by_the_protecting_rule() {
+    let f = fixture();
+    let landlock = Door::Kernel {
+        verdict: Verdict::Deny,
+        check: KernelCheck::Landlock,
+    };
+    let denied = f
+        .decide(request(landlock.clone(), delete("/etc/hosts")))
+        .judged;
+    assert_eq!(denied.verdict, Verdict::Deny);
+    assert_eq!(denied.rule_id.as_deref(), Some("no-etc"));
+    assert!(
+        denied.reason.starts_with("denied by Landlock, rule no-etc"),
+        "{}",
+        denied.reason
+    );
+    assert!(!denied.reason.contains("NOT blocked"), "{}", denied.reason);
+    // Where no rule denies it (secops' own files), the built-in protection is named.
+    let own = f.decide(request(landlock, delete("/tmp/scratch"))).judged;
+    assert_eq!(own.rule_id.as_deref(), Some(BUILTIN_RULE_ID));
+    assert!(own.ticket.is_none(), "this layer opens no tickets");
+}
+
+#[test]
 fn escalations_open_one_ticket_per_object_with_the_door_as_source() {
     let f = fixture();
     let mut r = request(

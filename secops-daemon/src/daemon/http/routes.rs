@@ -489,7 +489,12 @@ async fn register(
             if !identity_enforced {
                 tracing::warn!(%agent, "agent starts as root without BPF LSM: its identity is not enforceable (it could leave its cgroup)");
             }
+            let (s, name) = (shared.clone(), agent.clone());
+            let landlock =
+                tokio::task::spawn_blocking(move || super::super::landlock::plan_for(&s, &name))
+                    .await?;
             Ok(Json(Registered {
+                landlock,
                 agent,
                 cgroup: slot.cgroup,
                 cgroup_id: slot.cgroup_id,
