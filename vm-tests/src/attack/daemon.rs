@@ -20,11 +20,11 @@ fn state(pid: libc::pid_t) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-fn alive(pid: libc::pid_t) -> bool {
+pub(super) fn alive(pid: libc::pid_t) -> bool {
     !matches!(state(pid), None | Some('Z' | 'X'))
 }
 
-fn tracer(pid: libc::pid_t) -> Option<libc::pid_t> {
+pub(super) fn tracer(pid: libc::pid_t) -> Option<libc::pid_t> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -110,7 +110,7 @@ pub fn ptrace_daemon(ctx: &Ctx) -> Outcome {
 
 /// PTRACE_DETACH needs the tracee in a ptrace stop: wait (bounded) for the stop the attach
 /// caused, then detach without a signal, so the SIGSTOP is swallowed.
-fn detach(pid: libc::pid_t) -> String {
+pub(super) fn detach(pid: libc::pid_t) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut status = 0;
