@@ -34,15 +34,20 @@ pub(super) fn tracer(pid: libc::pid_t) -> Option<libc::pid_t> {
         .ok()
 }
 
-fn daemon_before(ctx: &Ctx) -> Result<libc::pid_t, Outcome> {
-    let pid = ctx.args.daemon_pid;
+/// `pid`, if the process (`what`) runs: an attack on a process that is already gone is an
+/// ERROR, not a block.
+pub(super) fn running_before(pid: libc::pid_t, what: &str) -> Result<libc::pid_t, Outcome> {
     if alive(pid) {
         Ok(pid)
     } else {
         Err(Outcome::error(format!(
-            "the daemon (pid {pid}) is not running before the attack"
+            "the {what} (pid {pid}) is not running before the attack"
         )))
     }
+}
+
+fn daemon_before(ctx: &Ctx) -> Result<libc::pid_t, Outcome> {
+    running_before(ctx.args.daemon_pid, "daemon")
 }
 
 fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {

@@ -49,6 +49,12 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// (dev, inode) of what an attack aims at; its absence makes the attack an ERROR.
+fn identity_before(path: &Path) -> Result<(u64, u64), Outcome> {
+    identity(path)
+        .ok_or_else(|| Outcome::error(format!("{} is not there before the attack", path.display())))
+}
+
 /// The same file still at `path`.
 fn same_at(path: &Path, before: (u64, u64), what: &str) -> Target {
     match identity(path) {
@@ -83,11 +89,9 @@ pub fn bind_over_policy(ctx: &Ctx) -> Outcome {
     let Some(dir) = policy.parent() else {
         return Outcome::error(format!("{} has no directory", policy.display()));
     };
-    let Some(before) = identity(policy) else {
-        return Outcome::error(format!(
-            "{} is not there before the attack",
-            policy.display()
-        ));
+    let before = match identity_before(policy) {
+        Ok(id) => id,
+        Err(o) => return o,
     };
     let result = mount(&ctx.args.workspace, dir, None, libc::MS_BIND);
     let mounted = result.is_ok();
@@ -121,8 +125,9 @@ pub fn umount_pins(ctx: &Ctx) -> Outcome {
     let Some(point) = pin.parent().and_then(mount_point_of) else {
         return Outcome::error(format!("no mount point above {}", pin.display()));
     };
-    let Some(before) = identity(pin) else {
-        return Outcome::error(format!("{} is not there before the attack", pin.display()));
+    let before = match identity_before(pin) {
+        Ok(id) => id,
+        Err(o) => return o,
     };
     let result = cpath(&point).and_then(|c| {
         // SAFETY: a valid NUL-terminated string; flags 0 (no force, no detach).
@@ -207,11 +212,9 @@ pub fn rename_state_parent(ctx: &Ctx) -> Outcome {
     let Some(parent) = state.parent() else {
         return Outcome::error(format!("{} has no parent", state.display()));
     };
-    let Some(before) = identity(parent) else {
-        return Outcome::error(format!(
-            "{} is not there before the attack",
-            parent.display()
-        ));
+    let before = match identity_before(parent) {
+        Ok(id) => id,
+        Err(o) => return o,
     };
     let moved = parent.with_extension("moved");
     let result = sys::rename(parent, &moved);

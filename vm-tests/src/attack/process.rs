@@ -8,20 +8,13 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use super::daemon::{alive, detach, tracer};
+use super::daemon::{alive, detach, running_before, tracer};
 use super::judge::{judge, judge_call, Outcome, Target};
 use super::sys::{self, check, check_int};
 use super::Ctx;
 
 fn victim_before(ctx: &Ctx) -> Result<libc::pid_t, Outcome> {
-    let pid = ctx.args.victim_pid;
-    if alive(pid) {
-        Ok(pid)
-    } else {
-        Err(Outcome::error(format!(
-            "the victim (pid {pid}) is not running before the attack"
-        )))
-    }
+    running_before(ctx.args.victim_pid, "victim")
 }
 
 /// Not traced, and still there.
