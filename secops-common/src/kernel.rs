@@ -74,6 +74,15 @@ pub const LSM_BPF: u32 = 15;
 pub const LSM_PTRACE: u32 = 16;
 pub const LSM_SIGNAL: u32 = 17;
 pub const LSM_CGROUP_WRITE: u32 = 18;
+pub const LSM_MOUNT: u32 = 19;
+pub const LSM_UMOUNT: u32 = 20;
+pub const LSM_MOVE_MOUNT: u32 = 21;
+pub const LSM_PIVOT_ROOT: u32 = 22;
+pub const LSM_MODULE_REQUEST: u32 = 23;
+pub const LSM_KERNEL_LOAD: u32 = 24;
+pub const LSM_CHMOD: u32 = 25;
+pub const LSM_MKDIR: u32 = 26;
+pub const LSM_SYMLINK: u32 = 27;
 
 /// `Agent::flags`: judge this agent's connect/sendmsg against its egress tries.
 pub const AGENT_EGRESS_ENFORCED: u8 = 1;
@@ -536,6 +545,10 @@ pub fn kernel_action(kind: u32, sub: u32) -> Option<crate::CoreAction> {
             LSM_PTRACE => A::ProcPtrace,
             LSM_SIGNAL => A::ProcSignal,
             LSM_CGROUP_WRITE => A::SysCgroup,
+            LSM_MOUNT | LSM_UMOUNT | LSM_MOVE_MOUNT | LSM_PIVOT_ROOT => A::SysMount,
+            LSM_MODULE_REQUEST | LSM_KERNEL_LOAD => A::SysModule,
+            LSM_CHMOD => A::FsChmod,
+            LSM_MKDIR | LSM_SYMLINK => A::FsCreate,
             _ => return None,
         },
         (EVENT_GRANT, sub) if sub == STATS_GRANT_NET + u32::from(PROTO_UDP) => A::NetSend,
@@ -561,7 +574,7 @@ mod tests {
 
     #[test]
     fn every_reported_pair_is_one_kernel_action_and_fits_its_stats_slot() {
-        for op in LSM_UNLINK..=LSM_CGROUP_WRITE {
+        for op in LSM_UNLINK..=LSM_SYMLINK {
             let action = kernel_action(EVENT_LSM, op).expect("every LSM op has an action");
             assert!(action.category().is_kernel_observable(), "{op}: {action:?}");
             assert!((op as usize) < STATS_SUBS, "LSM op {op} fits a stats slot");

@@ -38,10 +38,13 @@
 /* Set by the loader before the object is loaded: 1 where the helper is allowed. */
 const volatile __u32 secops_ancestor_helper = 1;
 
-/* The walk: the task's default-hierarchy cgroup and its ancestor at `level`, or 0. */
-static __noinline __u64 secops_walk_ancestor(__u32 level)
+/*
+ * The walk: `task`'s default-hierarchy cgroup and its ancestor at `level`, or 0. Probe reads
+ * only, so `task` may be any task the kernel handed a hook (the LSM programs ask it of the
+ * target of a ptrace or a signal too).
+ */
+static __noinline __u64 secops_task_ancestor(struct task_struct *task, __u32 level)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct cgroup *cgrp = BPF_CORE_READ(task, cgroups, dfl_cgrp);
 	if (!cgrp)
 		return 0;
@@ -63,6 +66,11 @@ static __noinline __u64 secops_walk_ancestor(__u32 level)
 	    !ancestor)
 		return 0;
 	return BPF_CORE_READ(ancestor, kn, id);
+}
+
+static __always_inline __u64 secops_walk_ancestor(__u32 level)
+{
+	return secops_task_ancestor((struct task_struct *)bpf_get_current_task(), level);
 }
 #endif
 

@@ -157,6 +157,15 @@ enum secops_lsm_op {
 	SECOPS_LSM_PTRACE = 16,
 	SECOPS_LSM_SIGNAL = 17,
 	SECOPS_LSM_CGROUP_WRITE = 18,
+	SECOPS_LSM_MOUNT = 19, /* mount(2), a remount or bind mount included */
+	SECOPS_LSM_UMOUNT = 20,
+	SECOPS_LSM_MOVE_MOUNT = 21, /* move_mount(2): how fsmount/open_tree mounts attach */
+	SECOPS_LSM_PIVOT_ROOT = 22,
+	SECOPS_LSM_MODULE_REQUEST = 23, /* request_module: autoloading by name */
+	SECOPS_LSM_KERNEL_LOAD = 24, /* a file or buffer read into the kernel (modules, ...) */
+	SECOPS_LSM_CHMOD = 25,
+	SECOPS_LSM_MKDIR = 26,
+	SECOPS_LSM_SYMLINK = 27,
 };
 
 /* secops_grant_key.kind */

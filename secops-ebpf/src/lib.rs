@@ -83,6 +83,16 @@ pub mod programs {
     pub const LSM_BPF: &str = "secops_lsm_bpf";
     pub const LSM_PTRACE: &str = "secops_lsm_ptrace";
     pub const LSM_TASK_KILL: &str = "secops_lsm_task_kill";
+    pub const LSM_SB_MOUNT: &str = "secops_lsm_sb_mount";
+    pub const LSM_SB_UMOUNT: &str = "secops_lsm_sb_umount";
+    pub const LSM_MOVE_MOUNT: &str = "secops_lsm_move_mount";
+    pub const LSM_SB_PIVOTROOT: &str = "secops_lsm_sb_pivotroot";
+    pub const LSM_MODULE_REQUEST: &str = "secops_lsm_module_request";
+    pub const LSM_KERNEL_READ_FILE: &str = "secops_lsm_kernel_read_file";
+    pub const LSM_KERNEL_LOAD_DATA: &str = "secops_lsm_kernel_load_data";
+    pub const LSM_CHMOD: &str = "secops_lsm_chmod";
+    pub const LSM_MKDIR: &str = "secops_lsm_mkdir";
+    pub const LSM_SYMLINK: &str = "secops_lsm_symlink";
 }
 
 #[cfg(test)]

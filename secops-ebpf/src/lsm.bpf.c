@@ -642,26 +642,53 @@ int secops_lsm_bpf(unsigned long long *ctx)
 	return deny_other(agent, agent_cgroup, SECOPS_LSM_BPF, 0, (__u32)ctx[0]);
 }
 
-static __always_inline bool protected_task(struct task_struct *task)
+/*
+ * Whether `task` is outside the current agent: not in its agent cgroup or below it. Another
+ * agent's task, the daemon and every process of the host are all foreign. The answer is the
+ * task's ancestor at the agent level, read through CO-RE (no helper asks it of another task
+ * on every kernel); a task whose cgroup cannot be read is foreign.
+ */
+static __always_inline bool foreign_task(struct task_struct *task, __u64 agent_cgroup)
 {
+	__u32 zero = 0;
+	const struct secops_config *cfg = bpf_map_lookup_elem(&secops_config, &zero);
+	if (!task || !cfg)
+		return true;
+	/* The daemon, wherever it runs. */
 	__u32 tgid = (__u32)task->tgid;
-	return bpf_map_lookup_elem(&secops_protected_pids, &tgid) != NULL;
+	if (bpf_map_lookup_elem(&secops_protected_pids, &tgid))
+		return true;
+	return secops_task_ancestor(task, cfg->agent_level) != agent_cgroup;
 }
 
-/* int ptrace_access_check(struct task_struct *child, unsigned int mode) */
+#define PTRACE_MODE_NOAUDIT 0x04
+
+/*
+ * int ptrace_access_check(struct task_struct *child, unsigned int mode)
+ * Every way of acting through another process asks ptrace_may_access: PTRACE_ATTACH and
+ * SEIZE, process_vm_readv/writev, /proc/PID/mem, environ, maps and fd links, pidfd_getfd,
+ * setns through /proc/PID/ns. The kernel has answered "self" before this hook is called.
+ * A probe whose refusal the kernel itself keeps quiet (PTRACE_MODE_NOAUDIT: ps reading
+ * /proc/PID/stat, which then leaves the addresses out) is refused without an event, or
+ * every `ps` would flood the audit log.
+ */
 SEC("lsm/ptrace_access_check")
 int secops_lsm_ptrace(unsigned long long *ctx)
 {
 	AGENT_OR_PASS((int)ctx[2]);
 	struct task_struct *child = (struct task_struct *)ctx[0];
-	if (!protected_task(child))
+	if (!foreign_task(child, agent_cgroup))
 		return 0;
-	return deny_other(agent, agent_cgroup, SECOPS_LSM_PTRACE, (__u32)child->tgid, 0);
+	if ((unsigned int)ctx[1] & PTRACE_MODE_NOAUDIT)
+		return -EPERM;
+	return deny_other(agent, agent_cgroup, SECOPS_LSM_PTRACE, child ? (__u32)child->tgid : 0,
+			  0);
 }
 
 /*
  * int task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
  *               const struct cred *cred)
+ * Signals the kernel sends itself (SIGCHLD to a parent, a tty's SIGINT) do not come here.
  * Signal 0 (does it exist?) is not a signal and stays allowed.
  */
 SEC("lsm/task_kill")
@@ -670,10 +697,152 @@ int secops_lsm_task_kill(unsigned long long *ctx)
 	AGENT_OR_PASS((int)ctx[4]);
 	struct task_struct *target = (struct task_struct *)ctx[0];
 	int sig = (int)ctx[2];
-	if (sig == 0 || !protected_task(target))
+	if (sig == 0 || !foreign_task(target, agent_cgroup))
 		return 0;
-	return deny_other(agent, agent_cgroup, SECOPS_LSM_SIGNAL, (__u32)target->tgid,
-			  (__u32)sig);
+	return deny_other(agent, agent_cgroup, SECOPS_LSM_SIGNAL,
+			  target ? (__u32)target->tgid : 0, (__u32)sig);
+}
+
+/*
+ * The mount table is the operator's: agents mount, unmount, move and pivot nothing, in any
+ * mount namespace (a bind mount over the policy directory, a tmpfs over the state
+ * directory, an unmounted bpffs would each change what the daemon reads or pins). The
+ * event names `dentry` (the mount point, the file read into the kernel), if there is one.
+ */
+static __always_inline int deny_named(const struct secops_agent *agent, __u64 agent_cgroup,
+				      __u32 lsm_op, struct dentry *dentry)
+{
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY, lsm_op, 0);
+	if (ev) {
+		if (dentry)
+			fill_names(&ev->body.lsm, dentry, SECOPS_NAME_SLOTS);
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
+/* int sb_mount(const char *dev_name, const struct path *path, const char *type,
+ *              unsigned long flags, void *data) */
+SEC("lsm/sb_mount")
+int secops_lsm_sb_mount(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[5]);
+	const struct path *path = (const struct path *)ctx[1];
+	return deny_named(agent, agent_cgroup, SECOPS_LSM_MOUNT, path ? path->dentry : NULL);
+}
+
+/* int sb_umount(struct vfsmount *mnt, int flags) */
+SEC("lsm/sb_umount")
+int secops_lsm_sb_umount(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	return deny_named(agent, agent_cgroup, SECOPS_LSM_UMOUNT, NULL);
+}
+
+/* int move_mount(const struct path *from_path, const struct path *to_path) */
+SEC("lsm/move_mount")
+int secops_lsm_move_mount(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	const struct path *to = (const struct path *)ctx[1];
+	return deny_named(agent, agent_cgroup, SECOPS_LSM_MOVE_MOUNT, to ? to->dentry : NULL);
+}
+
+/* int sb_pivotroot(const struct path *old_path, const struct path *new_path) */
+SEC("lsm/sb_pivotroot")
+int secops_lsm_sb_pivotroot(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	const struct path *new_root = (const struct path *)ctx[1];
+	return deny_named(agent, agent_cgroup, SECOPS_LSM_PIVOT_ROOT,
+			  new_root ? new_root->dentry : NULL);
+}
+
+/*
+ * Agents put nothing into the kernel: no module autoloading by name, and no file or buffer
+ * read into the kernel (init_module, finit_module; firmware, kexec images and IMA policy
+ * come the same way and are no agent's business either). The launcher's seccomp filter
+ * refuses the syscalls too; these hold an agent some other program placed in its cgroup.
+ */
+
+/* int kernel_module_request(char *kmod_name): the event names the module asked for. */
+SEC("lsm/kernel_module_request")
+int secops_lsm_module_request(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[1]);
+	struct secops_event *ev = lsm_event(agent, agent_cgroup, SECOPS_VERDICT_DENY,
+					    SECOPS_LSM_MODULE_REQUEST, 0);
+	if (ev) {
+		const char *name = (const char *)ctx[0];
+		if (name && bpf_probe_read_kernel_str(ev->body.lsm.names[0], SECOPS_NAME_LEN,
+						      name) > 0)
+			ev->body.lsm.n_names = 1;
+		bpf_ringbuf_submit(ev, 0);
+	}
+	return -EPERM;
+}
+
+/* int kernel_read_file(struct file *file, enum kernel_read_file_id id, bool contents) */
+SEC("lsm/kernel_read_file")
+int secops_lsm_kernel_read_file(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[3]);
+	struct file *file = (struct file *)ctx[0];
+	return deny_named(agent, agent_cgroup, SECOPS_LSM_KERNEL_LOAD,
+			  file ? file->f_path.dentry : NULL);
+}
+
+/* int kernel_load_data(enum kernel_load_data_id id, bool contents) */
+SEC("lsm/kernel_load_data")
+int secops_lsm_kernel_load_data(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	return deny_named(agent, agent_cgroup, SECOPS_LSM_KERNEL_LOAD, NULL);
+}
+
+/*
+ * Metadata and new names, judged like writes (SECOPS_OP_WRITE, whose actions are fs:write,
+ * fs:create and fs:chmod): chmod of the object itself, and mkdir and symlink of a new name
+ * in a directory (as open(O_CREAT) is, in path_mknod). Not path_chown: its kuid_t and kgid_t
+ * are structs passed by value, which 5.10's trampolines refuse ("arg1 type STRUCT is
+ * unsupported").
+ */
+
+/* int path_chmod(const struct path *path, umode_t mode) */
+SEC("lsm/path_chmod")
+int secops_lsm_chmod(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[2]);
+	const struct path *path = (const struct path *)ctx[0];
+	struct dentry *dentry = path ? path->dentry : NULL;
+	if (!dentry)
+		return 0;
+	return judge_file(agent, agent_cgroup, dentry,
+			  CHECK(SECOPS_OP_WRITE, SECOPS_LSM_CHMOD, 0));
+}
+
+/* int path_mkdir(const struct path *dir, struct dentry *dentry, umode_t mode) */
+SEC("lsm/path_mkdir")
+int secops_lsm_mkdir(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[3]);
+	struct dentry *dentry = (struct dentry *)ctx[1];
+	if (!dentry)
+		return 0;
+	return judge_file(agent, agent_cgroup, dentry,
+			  CHECK(SECOPS_OP_WRITE, SECOPS_LSM_MKDIR, 0));
+}
+
+/* int path_symlink(const struct path *dir, struct dentry *dentry, const char *old_name) */
+SEC("lsm/path_symlink")
+int secops_lsm_symlink(unsigned long long *ctx)
+{
+	AGENT_OR_PASS((int)ctx[3]);
+	struct dentry *dentry = (struct dentry *)ctx[1];
+	if (!dentry)
+		return 0;
+	return judge_file(agent, agent_cgroup, dentry,
+			  CHECK(SECOPS_OP_WRITE, SECOPS_LSM_SYMLINK, 0));
 }
 
 SECOPS_LICENSE;

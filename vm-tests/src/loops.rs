@@ -11,9 +11,18 @@ use std::time::Instant;
 pub const UNLINKS: usize = 2_000;
 pub const OPENS: usize = 2_000;
 pub const EXECS: usize = 100;
+/// Fewer than the others: at 2,000 each the benchmark on 5.10 (a daemon started per round)
+/// ran past the boot's 240 s timeout.
+pub const CHMODS: usize = 500;
+pub const MKDIRS: usize = 500;
 
-/// The line `--loops` prints: `LOOPS unlink=<ns> open_write=<ns> exec=<ns>` (medians).
+/// The line `--loops` prints: `LOOPS unlink=<ns> open_write=<ns> exec=<ns> chmod=<ns>
+/// mkdir=<ns>` (medians).
 pub const PREFIX: &str = "LOOPS";
+
+/// The loops, in the order of the line and of [`parse`]'s answer.
+pub const NAMES: [&str; LOOPS] = ["unlink", "open_write", "exec", "chmod", "mkdir"];
+pub const LOOPS: usize = 5;
 
 fn median(mut samples: Vec<u64>) -> u64 {
     samples.sort_unstable();
@@ -93,24 +102,74 @@ fn exec_loop() -> Result<u64, String> {
     Ok(median(samples))
 }
 
+/// chmod(2) of one existing file, between two modes.
+fn chmod_loop(dir: &Path) -> Result<u64, String> {
+    let path = cpath(&dir.join("m"))?;
+    create(&path)?;
+    let mut samples = Vec::with_capacity(CHMODS);
+    for i in 0..CHMODS {
+        let mode = if i % 2 == 0 { 0o600 } else { 0o644 };
+        let t = Instant::now();
+        // SAFETY: a NUL-terminated path.
+        let rc = unsafe { libc::chmod(path.as_ptr(), mode) };
+        samples.push(t.elapsed().as_nanos() as u64);
+        if rc != 0 {
+            return Err(format!("chmod: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(median(samples))
+}
+
+/// mkdir(2) of new names (removing them is not timed).
+fn mkdir_loop(dir: &Path) -> Result<u64, String> {
+    let paths: Vec<CString> = (0..MKDIRS)
+        .map(|i| cpath(&dir.join(format!("d{i}"))))
+        .collect::<Result<_, _>>()?;
+    let mut samples = Vec::with_capacity(MKDIRS);
+    for p in &paths {
+        let t = Instant::now();
+        // SAFETY: a NUL-terminated path.
+        let rc = unsafe { libc::mkdir(p.as_ptr(), 0o755) };
+        samples.push(t.elapsed().as_nanos() as u64);
+        if rc != 0 {
+            return Err(format!("mkdir: {}", std::io::Error::last_os_error()));
+        }
+    }
+    for p in &paths {
+        // SAFETY: a NUL-terminated path.
+        unsafe { libc::rmdir(p.as_ptr()) };
+    }
+    Ok(median(samples))
+}
+
 /// Runs every loop in `dir` and prints the [`PREFIX`] line.
 pub fn run(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let unlink = unlink_loop(dir)?;
-    let open = open_write_loop(dir)?;
-    let exec = exec_loop()?;
-    println!("{PREFIX} unlink={unlink} open_write={open} exec={exec}");
+    let values = [
+        unlink_loop(dir)?,
+        open_write_loop(dir)?,
+        exec_loop()?,
+        chmod_loop(dir)?,
+        mkdir_loop(dir)?,
+    ];
+    let fields: Vec<String> = NAMES
+        .iter()
+        .zip(values)
+        .map(|(name, ns)| format!("{name}={ns}"))
+        .collect();
+    println!("{PREFIX} {}", fields.join(" "));
     Ok(())
 }
 
-/// (unlink, open_write, exec) medians in ns, from a `--loops` output.
-pub fn parse(output: &str) -> Option<[u64; 3]> {
+/// The medians in ns, in [`NAMES`] order, from a `--loops` output.
+pub fn parse(output: &str) -> Option<[u64; LOOPS]> {
     let line = output.lines().find(|l| l.starts_with(PREFIX))?;
-    let mut values = [0u64; 3];
-    for (slot, key) in values.iter_mut().zip(["unlink=", "open_write=", "exec="]) {
+    let mut values = [0u64; LOOPS];
+    for (slot, name) in values.iter_mut().zip(NAMES) {
+        let key = format!("{name}=");
         *slot = line
             .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))?
+            .find_map(|w| w.strip_prefix(key.as_str()))?
             .parse()
             .ok()?;
     }
@@ -124,8 +183,8 @@ mod tests {
     #[test]
     fn parses_the_loops_line() {
         assert_eq!(
-            parse("noise\nLOOPS unlink=10 open_write=20 exec=30\n"),
-            Some([10, 20, 30])
+            parse("noise\nLOOPS unlink=10 open_write=20 exec=30 chmod=40 mkdir=50\n"),
+            Some([10, 20, 30, 40, 50])
         );
         assert_eq!(parse("LOOPS unlink=10\n"), None);
     }
@@ -135,6 +194,8 @@ mod tests {
         let dir = tempfile_dir();
         assert!(unlink_loop(&dir).is_ok_and(|ns| ns > 0));
         assert!(open_write_loop(&dir).is_ok_and(|ns| ns > 0));
+        assert!(chmod_loop(&dir).is_ok_and(|ns| ns > 0));
+        assert!(mkdir_loop(&dir).is_ok_and(|ns| ns > 0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

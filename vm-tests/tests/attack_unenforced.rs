@@ -29,9 +29,39 @@ use secops_vm_tests::attack::{ATTACKS, BENIGN};
 
 const ATTACKER: &str = env!("CARGO_BIN_EXE_secops-attack");
 
-/// Attacks that cannot get through on a plain host, with the verdict they must have and why.
-/// Empty: as root on this host, with nothing enforcing, every attack does its damage.
-const EXPECTED_NOT_ALLOWED: &[(&str, &str, &str)] = &[];
+/// Attacks that cannot get through on a plain host, with the verdict they must have and why:
+/// as root, with nothing enforcing, every other attack does its damage.
+fn expected_not_allowed() -> Vec<(&'static str, &'static str, &'static str)> {
+    match module_loader() {
+        ModuleLoader::Present => Vec::new(),
+        ModuleLoader::Absent => vec![
+            (
+                "finit-module",
+                "ERROR",
+                "this kernel has no module loader (ENOSYS)",
+            ),
+            (
+                "init-module",
+                "ERROR",
+                "this kernel has no module loader (ENOSYS)",
+            ),
+        ],
+    }
+}
+
+enum ModuleLoader {
+    Present,
+    /// A kernel built without modules: finit_module and init_module are ENOSYS.
+    Absent,
+}
+
+fn module_loader() -> ModuleLoader {
+    if Path::new("/proc/modules").exists() {
+        ModuleLoader::Present
+    } else {
+        ModuleLoader::Absent
+    }
+}
 
 #[test]
 fn every_attack_gets_through_when_nothing_enforces() {
@@ -44,8 +74,9 @@ fn every_attack_gets_through_when_nothing_enforces() {
     let parsed = fx.run_attacker(None);
 
     let mut problems = Vec::new();
+    let expected_not_allowed = expected_not_allowed();
     for a in &parsed.attacks {
-        match EXPECTED_NOT_ALLOWED.iter().find(|(n, _, _)| *n == a.name) {
+        match expected_not_allowed.iter().find(|(n, _, _)| *n == a.name) {
             Some((_, verdict, why)) => {
                 let got = match &a.verdict {
                     Verdict::Blocked(e) => format!("blocked {e}"),
@@ -128,6 +159,29 @@ const DAC_EXPECTED: &[(&str, &str)] = &[
     ("bpf-prog-ids", "blocked"),
     // cgroup.procs is root's, 0644.
     ("cgroup-escape", "blocked"),
+    // The protected tree is root's: chmod/chown need ownership, new names write access.
+    ("chmod-protected", "blocked"),
+    ("mkdir-protected", "blocked"),
+    ("symlink-protected", "blocked"),
+    // The victim runs as root: no ptrace, no memory, no descriptors, no signals.
+    ("ptrace-attach-foreign", "blocked"),
+    ("ptrace-seize-foreign", "blocked"),
+    ("process-vm-writev", "blocked"),
+    ("proc-mem-write", "blocked"),
+    ("pidfd-getfd", "blocked"),
+    ("kill-foreign", "blocked"),
+    ("tgkill-foreign", "blocked"),
+    ("sigqueue-foreign", "blocked"),
+    // CAP_SYS_MODULE (where the kernel has a module loader at all).
+    ("finit-module", "blocked"),
+    ("init-module", "blocked"),
+    // CAP_SYS_ADMIN; pivot_root's child cannot even make its mount namespace.
+    ("mount-tmpfs", "blocked"),
+    ("bind-over-policy", "blocked"),
+    ("pivot-root", "blocked"),
+    // The fixtures' directory is root's (0755); the bpffs mount is root's business.
+    ("rename-state-parent", "blocked"),
+    ("umount-pins", "blocked"),
 ];
 
 #[test]
@@ -141,10 +195,12 @@ fn kernel_refusals_with_intact_targets_are_reported_blocked() {
     let parsed = fx.run_attacker(Some(NOBODY));
     let mut problems = Vec::new();
     for a in &parsed.attacks {
+        let no_loader = matches!(module_loader(), ModuleLoader::Absent)
+            && matches!(a.name.as_str(), "finit-module" | "init-module");
         let want = DAC_EXPECTED
             .iter()
             .find(|(n, _)| *n == a.name)
-            .map(|(_, v)| *v)
+            .map(|(_, v)| if no_loader { "ERROR" } else { *v })
             .unwrap_or("(missing from DAC_EXPECTED)");
         let got = match &a.verdict {
             Verdict::Blocked(_) => "blocked",
@@ -173,6 +229,7 @@ fn kernel_refusals_with_intact_targets_are_reported_blocked() {
 /// removed (empty by then) and the temp dir deleted last.
 struct Fixtures {
     daemon: ChildGuard,
+    victim: ChildGuard,
     link: BpfLink,
     bpffs: Mount,
     blocked: TcpListener,
@@ -184,6 +241,8 @@ struct Fixtures {
     secret: PathBuf,
     prelinked: PathBuf,
     denied: PathBuf,
+    policy_file: PathBuf,
+    state_dir: PathBuf,
     _tmp: TempDir,
 }
 
@@ -227,16 +286,27 @@ impl Fixtures {
         let link = BpfLink::attach_to(&cgroup_b.0);
         link.pin(&bpffs.0.join("link"));
 
-        let daemon = ChildGuard(
-            Command::new("sleep")
-                .arg("600")
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("spawn sleep"),
-        );
+        let sleeper = || {
+            ChildGuard(
+                Command::new("sleep")
+                    .arg("600")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .expect("spawn sleep"),
+            )
+        };
+        let daemon = sleeper();
+        let victim = sleeper();
+        // A fake daemon's directory: its policy file and state directory.
+        let daemon_dir = root.join("daemon");
+        let state_dir = daemon_dir.join("state");
+        fs::create_dir_all(&state_dir).expect("state dir");
+        let policy_file = daemon_dir.join("policy.yaml");
+        fs::write(&policy_file, b"version: 1\n").expect("policy file");
         let listen = || TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         Fixtures {
             daemon,
+            victim,
             link,
             bpffs,
             blocked: listen(),
@@ -248,6 +318,8 @@ impl Fixtures {
             secret,
             prelinked,
             denied,
+            policy_file,
+            state_dir,
             _tmp: tmp,
         }
     }
@@ -281,6 +353,12 @@ impl Fixtures {
             .arg(port(&self.blocked))
             .arg("--allowed-port")
             .arg(port(&self.allowed))
+            .arg("--victim-pid")
+            .arg(self.victim.0.id().to_string())
+            .arg("--policy-file")
+            .arg(&self.policy_file)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

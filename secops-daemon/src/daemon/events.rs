@@ -321,6 +321,13 @@ fn lsm_object(
             object(ObjectKind::Target, format!("pid {}", denial.target_pid)),
             format!("{check} {}", denial.signal),
         ),
+        LsmOp::ModuleRequest => (
+            None,
+            format!(
+                "{check} {}",
+                denial.names.first().map_or("?", String::as_str)
+            ),
+        ),
         LsmOp::SocketCreate => (
             None,
             format!(
@@ -328,6 +335,10 @@ fn lsm_object(
                 denial.family, denial.sock_type, denial.protocol
             ),
         ),
+        // An unmount, a buffer loaded into the kernel: nothing with a name to point at.
+        _ if denial.names.is_empty() && denial.anchor_ino == 0 && denial.ino == 0 => {
+            (None, check.to_owned())
+        }
         _ => {
             let p = lsm_path(denial, meta.agent_index, files);
             if matches!(

@@ -54,7 +54,13 @@ fn op_actions(op: usize) -> &'static [CoreAction] {
         OP_RENAME => &[CoreAction::FsRename],
         OP_LINK => &[CoreAction::FsLink],
         OP_TRUNCATE => &[CoreAction::FsTruncate],
-        OP_WRITE => &[CoreAction::FsWrite, CoreAction::FsCreate],
+        // Content, new names (open(O_CREAT), mkdir, symlink, mknod) and modes (chmod): one
+        // bit in the kernel, so a rule denying any of them denies all three there.
+        OP_WRITE => &[
+            CoreAction::FsWrite,
+            CoreAction::FsCreate,
+            CoreAction::FsChmod,
+        ],
         OP_READ => &[CoreAction::SecretRead, CoreAction::FsRead],
         OP_EXEC => &[CoreAction::ProcExec],
         OP_CONNECT => &[CoreAction::NetConnect],
@@ -441,6 +447,10 @@ fn compile_agent(
     for mount in mount_points {
         add_anchor(mount.clone(), false);
     }
+    let ancestors = builtin_ancestors(builtin);
+    for dir in &ancestors {
+        add_anchor(dir.clone(), false);
+    }
 
     for path in anchors.keys() {
         let (Some(key), Some([own, child, deep])) =
@@ -464,6 +474,20 @@ fn compile_agent(
         out.entries.insert(key, entry(deny, deny, deny));
         out.paths.insert(key, protected.path.clone());
     }
+    // The directories above them keep their rules' verdicts, except that they stay where
+    // they are: renaming one (or replacing it by a rename over it) would move secops' files
+    // away from the paths the daemon reads and reloads them by.
+    for dir in &ancestors {
+        let Some(rule) =
+            inode_key(agent.kernel_index, dir).and_then(|key| out.entries.get_mut(&key))
+        else {
+            continue;
+        };
+        for op in [OP_RENAME, OP_DELETE] {
+            rule.own[op] = RULE_DENY;
+            rule.own_rule[op] = 0;
+        }
+    }
 
     // The fallback for filesystems no entry covers (pipes, memfds): rules say nothing
     // there, and a file without a name may not be executed.
@@ -480,6 +504,16 @@ fn compile_agent(
     for (root, _) in anchors.iter().filter(|(_, enumerate)| **enumerate) {
         enumerate_below(&judge, agent.kernel_index, root, out);
     }
+}
+
+/// Every directory above a built-in protected path, `/` excepted (it cannot be renamed).
+fn builtin_ancestors(builtin: &[BuiltinProtection]) -> std::collections::BTreeSet<PathBuf> {
+    builtin
+        .iter()
+        .flat_map(|b| b.path.ancestors().skip(1))
+        .filter(|dir| dir.parent().is_some())
+        .map(Path::to_path_buf)
+        .collect()
 }
 
 /// Adds `rule` for `key`; an entry already there (the same inode under another name: a

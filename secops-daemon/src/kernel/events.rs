@@ -69,10 +69,22 @@ pub enum LsmOp {
     Ptrace,
     Signal,
     CgroupWrite,
+    /// mount(2), a bind mount or remount included.
+    Mount,
+    Umount,
+    MoveMount,
+    PivotRoot,
+    /// Module autoloading by name.
+    ModuleRequest,
+    /// A file or buffer read into the kernel: init_module, finit_module, firmware, kexec.
+    KernelLoad,
+    Chmod,
+    Mkdir,
+    Symlink,
 }
 
 /// `enum secops_lsm_op` both ways: the one list of which code is which check.
-const LSM_OPS: [(u32, LsmOp); 18] = {
+const LSM_OPS: [(u32, LsmOp); 27] = {
     use secops_common::kernel::*;
     [
         (LSM_UNLINK, LsmOp::Unlink),
@@ -93,6 +105,15 @@ const LSM_OPS: [(u32, LsmOp); 18] = {
         (LSM_PTRACE, LsmOp::Ptrace),
         (LSM_SIGNAL, LsmOp::Signal),
         (LSM_CGROUP_WRITE, LsmOp::CgroupWrite),
+        (LSM_MOUNT, LsmOp::Mount),
+        (LSM_UMOUNT, LsmOp::Umount),
+        (LSM_MOVE_MOUNT, LsmOp::MoveMount),
+        (LSM_PIVOT_ROOT, LsmOp::PivotRoot),
+        (LSM_MODULE_REQUEST, LsmOp::ModuleRequest),
+        (LSM_KERNEL_LOAD, LsmOp::KernelLoad),
+        (LSM_CHMOD, LsmOp::Chmod),
+        (LSM_MKDIR, LsmOp::Mkdir),
+        (LSM_SYMLINK, LsmOp::Symlink),
     ]
 };
 
@@ -130,6 +151,15 @@ impl LsmOp {
             LsmOp::Ptrace => "ptrace",
             LsmOp::Signal => "signal",
             LsmOp::CgroupWrite => "cgroup-write",
+            LsmOp::Mount => "mount",
+            LsmOp::Umount => "umount",
+            LsmOp::MoveMount => "move-mount",
+            LsmOp::PivotRoot => "pivot-root",
+            LsmOp::ModuleRequest => "module-request",
+            LsmOp::KernelLoad => "kernel-load",
+            LsmOp::Chmod => "chmod",
+            LsmOp::Mkdir => "mkdir",
+            LsmOp::Symlink => "symlink",
         }
     }
 }

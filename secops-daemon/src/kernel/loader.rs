@@ -112,6 +112,16 @@ const PROGRAMS: &[ProgramSpec] = &[
     lsm(names::LSM_BPF, "bpf"),
     lsm(names::LSM_PTRACE, "ptrace_access_check"),
     lsm(names::LSM_TASK_KILL, "task_kill"),
+    lsm(names::LSM_SB_MOUNT, "sb_mount"),
+    lsm(names::LSM_SB_UMOUNT, "sb_umount"),
+    lsm(names::LSM_MOVE_MOUNT, "move_mount"),
+    lsm(names::LSM_SB_PIVOTROOT, "sb_pivotroot"),
+    lsm(names::LSM_MODULE_REQUEST, "kernel_module_request"),
+    lsm(names::LSM_KERNEL_READ_FILE, "kernel_read_file"),
+    lsm(names::LSM_KERNEL_LOAD_DATA, "kernel_load_data"),
+    lsm(names::LSM_CHMOD, "path_chmod"),
+    lsm(names::LSM_MKDIR, "path_mkdir"),
+    lsm(names::LSM_SYMLINK, "path_symlink"),
 ];
 
 /// How the tracing programs (tracepoints, LSM) find a task's agent cgroup.

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "usage: secops-attack run --workspace DIR --protected DIR --secret FILE \
 --prelinked-secret FILE --denied-binary FILE --allowed-binary FILE --daemon-pid PID \
---bpf-pin FILE --foreign-procs FILE --blocked-port PORT --allowed-port PORT [--only NAME,...]
+--bpf-pin FILE --foreign-procs FILE --blocked-port PORT --allowed-port PORT --victim-pid PID \
+--policy-file FILE --state-dir DIR [--only NAME,...]
        secops-attack list      (the attack and benign names, in order)
        secops-attack marker    (prints the marker line; what the exec attacks try to run)";
 
@@ -21,6 +22,11 @@ pub struct Args {
     pub daemon_pid: libc::pid_t,
     pub bpf_pin: PathBuf,
     pub foreign_procs: PathBuf,
+    /// The daemon's policy file and state directory: what the mount and rename attacks aim at.
+    pub policy_file: PathBuf,
+    pub state_dir: PathBuf,
+    /// A process outside the agent's cgroup that is not the daemon.
+    pub victim_pid: libc::pid_t,
     pub blocked_port: u16,
     pub allowed_port: u16,
     pub only: Option<Vec<String>>,
@@ -28,8 +34,8 @@ pub struct Args {
 
 /// Parses what follows `run`.
 pub fn parse(argv: &[OsString]) -> Result<Args, String> {
-    let mut paths: [Option<PathBuf>; 8] = Default::default();
-    const PATH_OPTS: [&str; 8] = [
+    let mut paths: [Option<PathBuf>; 10] = Default::default();
+    const PATH_OPTS: [&str; 10] = [
         "--workspace",
         "--protected",
         "--secret",
@@ -38,8 +44,10 @@ pub fn parse(argv: &[OsString]) -> Result<Args, String> {
         "--allowed-binary",
         "--bpf-pin",
         "--foreign-procs",
+        "--policy-file",
+        "--state-dir",
     ];
-    let (mut pid, mut blocked, mut allowed, mut only) = (None, None, None, None);
+    let (mut pid, mut victim, mut blocked, mut allowed, mut only) = (None, None, None, None, None);
     let mut it = argv.iter();
     while let Some(opt) = it.next() {
         let opt = opt
@@ -70,6 +78,14 @@ pub fn parse(argv: &[OsString]) -> Result<Args, String> {
                 }
                 pid = Some(p);
             }
+            "--victim-pid" => {
+                let p: libc::pid_t = text()?.parse().map_err(|e| format!("--victim-pid: {e}"))?;
+                // SAFETY: getpid has no preconditions.
+                if p <= 1 || p == unsafe { libc::getpid() } {
+                    return Err(format!("--victim-pid {p}: not another process"));
+                }
+                victim = Some(p);
+            }
             "--blocked-port" => blocked = Some(port(opt, &text()?)?),
             "--allowed-port" => allowed = Some(port(opt, &text()?)?),
             "--only" => {
@@ -84,7 +100,7 @@ pub fn parse(argv: &[OsString]) -> Result<Args, String> {
             _ => return Err(format!("unknown option {opt}")),
         }
     }
-    let [workspace, protected, secret, prelinked_secret, denied_binary, allowed_binary, bpf_pin, foreign_procs] =
+    let [workspace, protected, secret, prelinked_secret, denied_binary, allowed_binary, bpf_pin, foreign_procs, policy_file, state_dir] =
         paths;
     let need = |v: Option<PathBuf>, name: &str| v.ok_or_else(|| format!("{name} is required"));
     Ok(Args {
@@ -96,6 +112,9 @@ pub fn parse(argv: &[OsString]) -> Result<Args, String> {
         allowed_binary: need(allowed_binary, "--allowed-binary")?,
         bpf_pin: need(bpf_pin, "--bpf-pin")?,
         foreign_procs: need(foreign_procs, "--foreign-procs")?,
+        policy_file: need(policy_file, "--policy-file")?,
+        state_dir: need(state_dir, "--state-dir")?,
+        victim_pid: victim.ok_or("--victim-pid is required")?,
         daemon_pid: pid.ok_or("--daemon-pid is required")?,
         blocked_port: blocked.ok_or("--blocked-port is required")?,
         allowed_port: allowed.ok_or("--allowed-port is required")?,

@@ -203,3 +203,29 @@ pub fn read_system_file(_: &Ctx) -> Step {
     }
     Ok(())
 }
+
+/// chmod and chown of a workspace file, and a directory made and removed there.
+pub fn chmod_in_workspace(ctx: &Ctx) -> Step {
+    let f = ws(ctx, "benign-mode.txt");
+    let d = ws(ctx, "benign-mode-dir");
+    let _ = fs::remove_dir(&d);
+    let r = with_cleanup(&[&f], || {
+        create(&f, b"m\n")?;
+        let c = cpath(&f).map_err(|e| at("path", e))?;
+        // SAFETY: c is a valid NUL-terminated string.
+        sys::check_int(unsafe { libc::chmod(c.as_ptr(), 0o600) }).map_err(|e| at("chmod(2)", e))?;
+        // SAFETY: as above; our own uid and gid, so nothing changes hands.
+        sys::check_int(unsafe { libc::chown(c.as_ptr(), libc::getuid(), libc::getgid()) })
+            .map_err(|e| at("chown(2)", e))?;
+        let dc = cpath(&d).map_err(|e| at("path", e))?;
+        // SAFETY: dc is a valid NUL-terminated string.
+        sys::check_int(unsafe { libc::mkdir(dc.as_ptr(), 0o700) })
+            .map_err(|e| at("mkdir(2)", e))?;
+        // SAFETY: as above.
+        sys::check_int(unsafe { libc::chmod(dc.as_ptr(), 0o755) })
+            .map_err(|e| at("chmod(2) of the new directory", e))?;
+        Ok(())
+    });
+    let _ = fs::remove_dir(&d);
+    r
+}

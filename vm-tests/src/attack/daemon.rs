@@ -20,11 +20,11 @@ fn state(pid: libc::pid_t) -> Option<char> {
     stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
-fn alive(pid: libc::pid_t) -> bool {
+pub(super) fn alive(pid: libc::pid_t) -> bool {
     !matches!(state(pid), None | Some('Z' | 'X'))
 }
 
-fn tracer(pid: libc::pid_t) -> Option<libc::pid_t> {
+pub(super) fn tracer(pid: libc::pid_t) -> Option<libc::pid_t> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
@@ -34,15 +34,20 @@ fn tracer(pid: libc::pid_t) -> Option<libc::pid_t> {
         .ok()
 }
 
-fn daemon_before(ctx: &Ctx) -> Result<libc::pid_t, Outcome> {
-    let pid = ctx.args.daemon_pid;
+/// `pid`, if the process (`what`) runs: an attack on a process that is already gone is an
+/// ERROR, not a block.
+pub(super) fn running_before(pid: libc::pid_t, what: &str) -> Result<libc::pid_t, Outcome> {
     if alive(pid) {
         Ok(pid)
     } else {
         Err(Outcome::error(format!(
-            "the daemon (pid {pid}) is not running before the attack"
+            "the {what} (pid {pid}) is not running before the attack"
         )))
     }
+}
+
+fn daemon_before(ctx: &Ctx) -> Result<libc::pid_t, Outcome> {
+    running_before(ctx.args.daemon_pid, "daemon")
 }
 
 fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
@@ -110,7 +115,7 @@ pub fn ptrace_daemon(ctx: &Ctx) -> Outcome {
 
 /// PTRACE_DETACH needs the tracee in a ptrace stop: wait (bounded) for the stop the attach
 /// caused, then detach without a signal, so the SIGSTOP is swallowed.
-fn detach(pid: libc::pid_t) -> String {
+pub(super) fn detach(pid: libc::pid_t) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut status = 0;

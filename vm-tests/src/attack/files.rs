@@ -254,3 +254,94 @@ pub fn symlink_delete(ctx: &Ctx) -> Outcome {
     .note(&ctx.prot.restore_keep())
     .note(&remove_leftover(&via))
 }
+
+/// The mode and owner of keep.txt, the same inode: what a chmod attack changes.
+fn keep_meta_after(
+    ctx: &Ctx,
+    before: super::fixture::Identity,
+    mode: u32,
+    owner: (u32, u32),
+) -> Target {
+    use std::os::unix::fs::MetadataExt;
+    match ctx.prot.keep_after(before) {
+        Target::Intact => match fs::symlink_metadata(&ctx.prot.keep) {
+            Ok(m) if m.mode() & 0o7777 != mode => {
+                Target::Damaged(format!("keep.txt's mode is {:o} now", m.mode() & 0o7777))
+            }
+            Ok(m) if (m.uid(), m.gid()) != owner => {
+                Target::Damaged(format!("keep.txt belongs to {}:{} now", m.uid(), m.gid()))
+            }
+            Ok(_) => Target::Intact,
+            Err(e) => Target::Unverifiable(format!("stat keep.txt: {}", describe(&e))),
+        },
+        other => other,
+    }
+}
+
+fn keep_mode_owner(ctx: &Ctx) -> Option<(u32, (u32, u32))> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::symlink_metadata(&ctx.prot.keep).ok()?;
+    Some((m.mode() & 0o7777, (m.uid(), m.gid())))
+}
+
+/// chmod(2) of protected/keep.txt to 0666; put back if it got through.
+pub fn chmod(ctx: &Ctx) -> Outcome {
+    let before = match ctx.prot.keep_before() {
+        Ok(id) => id,
+        Err(o) => return o,
+    };
+    let Some((mode, owner)) = keep_mode_owner(ctx) else {
+        return Outcome::error("stat keep.txt before the attack failed");
+    };
+    let wanted = if mode == 0o666 { 0o600 } else { 0o666 };
+    let result = cpath(&ctx.prot.keep).and_then(|c| {
+        // SAFETY: c is a valid NUL-terminated string.
+        check_int(unsafe { libc::chmod(c.as_ptr(), wanted) }).map(|_| format!("mode {wanted:o}"))
+    });
+    let outcome = judge(
+        &format!("chmod(2) protected/keep.txt {wanted:o}"),
+        result,
+        keep_meta_after(ctx, before, mode, owner),
+    );
+    if outcome.is_allowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&ctx.prot.keep, fs::Permissions::from_mode(mode));
+    }
+    outcome
+}
+
+/// A new name in the protected directory: made (damage) or not.
+fn new_name_outcome(op: &str, path: &std::path::Path, result: io::Result<()>) -> Outcome {
+    let exists = fs::symlink_metadata(path).is_ok();
+    let target = if exists {
+        Target::Damaged(format!("{} exists", path.display()))
+    } else {
+        Target::Intact
+    };
+    let outcome = judge(op, result.map(|()| "created".into()), target);
+    if exists {
+        let undo = fs::remove_dir(path).or_else(|_| fs::remove_file(path));
+        return outcome.note(&match undo {
+            Ok(()) => "removed it".to_owned(),
+            Err(e) => format!("could not remove it: {}", describe(&e)),
+        });
+    }
+    outcome
+}
+
+/// mkdir(2) inside the protected directory.
+pub fn mkdir(ctx: &Ctx) -> Outcome {
+    let path = ctx.prot.dir.join("planted-dir");
+    let result = cpath(&path).and_then(|c| {
+        // SAFETY: c is a valid NUL-terminated string.
+        check_int(unsafe { libc::mkdir(c.as_ptr(), 0o755) }).map(drop)
+    });
+    new_name_outcome("mkdir(2) protected/planted-dir", &path, result)
+}
+
+/// symlink(2) inside the protected directory (a name pointing anywhere).
+pub fn symlink(ctx: &Ctx) -> Outcome {
+    let path = ctx.prot.dir.join("planted-link");
+    let result = std::os::unix::fs::symlink(&ctx.args.workspace, &path);
+    new_name_outcome("symlink(2) protected/planted-link", &path, result)
+}

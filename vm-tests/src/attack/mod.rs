@@ -17,7 +17,10 @@ mod exec;
 mod files;
 mod fixture;
 pub mod judge;
+mod module;
+mod mounts;
 mod net;
+mod process;
 pub mod report;
 mod secret;
 mod sys;
@@ -54,6 +57,9 @@ pub const ATTACKS: &[Attack] = &[
     ("uring-renameat", uring::uring_renameat),
     ("uring-openat", uring::uring_openat),
     ("symlink-delete", files::symlink_delete),
+    ("chmod-protected", files::chmod),
+    ("mkdir-protected", files::mkdir),
+    ("symlink-protected", files::symlink),
     ("renamed-denied-binary", exec::renamed_denied_binary),
     ("memfd-exec", exec::memfd_exec),
     ("ldso-exec", exec::ldso_exec),
@@ -65,12 +71,27 @@ pub const ATTACKS: &[Attack] = &[
     ("packet-socket", net::packet_socket),
     ("connect-mapped", net::connect_mapped),
     ("connect-blocked", net::connect_blocked),
+    ("ptrace-attach-foreign", process::ptrace_attach),
+    ("ptrace-seize-foreign", process::ptrace_seize),
+    ("process-vm-writev", process::process_vm_writev),
+    ("proc-mem-write", process::proc_mem_write),
+    ("pidfd-getfd", process::pidfd_getfd),
+    ("kill-foreign", process::kill_foreign),
+    ("tgkill-foreign", process::tgkill_foreign),
+    ("sigqueue-foreign", process::sigqueue_foreign),
+    ("finit-module", module::finit_module),
+    ("init-module", module::init_module),
+    ("mount-tmpfs", mounts::mount_tmpfs),
+    ("bind-over-policy", mounts::bind_over_policy),
+    ("pivot-root", mounts::pivot_root),
+    ("rename-state-parent", mounts::rename_state_parent),
     ("stop-daemon", daemon::stop_daemon),
     ("ptrace-daemon", daemon::ptrace_daemon),
     ("daemon-mem", daemon::daemon_mem),
     ("kill-daemon", daemon::kill_daemon),
     ("bpf-detach", bpf::bpf_detach),
     ("bpf-prog-ids", bpf::bpf_prog_ids),
+    ("umount-pins", mounts::umount_pins),
     ("cgroup-escape", cgroup::cgroup_escape),
 ];
 
@@ -90,6 +111,9 @@ pub const BENIGN: &[Benign] = &[
     ("connect-allowed", net::connect_allowed),
     ("connect-allowed-mapped", net::connect_allowed_mapped),
     ("read-system-file", benign::read_system_file),
+    ("chmod-mkdir-in-workspace", benign::chmod_in_workspace),
+    ("signal-own-child", process::signal_own_child),
+    ("ptrace-own-child", process::ptrace_own_child),
 ];
 
 /// The program's entry: `argv` without the program name.

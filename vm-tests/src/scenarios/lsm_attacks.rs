@@ -50,7 +50,7 @@ rules:
     risk: low
   - id: protected.files
     description: nothing in the protected tree is deleted, moved, linked or changed
-    actions: [fs:delete, fs:rename, fs:link, fs:truncate, fs:write, fs:create]
+    actions: [fs:delete, fs:rename, fs:link, fs:truncate, fs:write, fs:create, fs:chmod]
     paths: [{PROTECTED}/**]
     verdict: deny
     risk: high
@@ -113,6 +113,9 @@ const EXPECTED_ACTIONS: &[(&str, &str)] = &[
     ("uring-renameat", "fs:rename"),
     ("uring-openat", "secret:read"),
     ("symlink-delete", "fs:delete"),
+    ("chmod-protected", "fs:chmod"),
+    ("mkdir-protected", "fs:create"),
+    ("symlink-protected", "fs:create"),
     ("renamed-denied-binary", "proc:exec"),
     ("memfd-exec", "proc:exec"),
     ("ldso-exec", "proc:exec"),
@@ -124,12 +127,27 @@ const EXPECTED_ACTIONS: &[(&str, &str)] = &[
     ("packet-socket", "net:send"),
     ("connect-mapped", "net:connect"),
     ("connect-blocked", "net:connect"),
+    ("ptrace-attach-foreign", "proc:ptrace"),
+    ("ptrace-seize-foreign", "proc:ptrace"),
+    ("process-vm-writev", "proc:ptrace"),
+    ("proc-mem-write", "proc:ptrace"),
+    ("pidfd-getfd", "proc:ptrace"),
+    ("kill-foreign", "proc:signal"),
+    ("tgkill-foreign", "proc:signal"),
+    ("sigqueue-foreign", "proc:signal"),
+    ("finit-module", "sys:module"),
+    ("init-module", "sys:module"),
+    ("mount-tmpfs", "sys:mount"),
+    ("bind-over-policy", "sys:mount"),
+    ("pivot-root", "sys:mount"),
+    ("rename-state-parent", "fs:rename"),
     ("stop-daemon", "proc:signal"),
     ("ptrace-daemon", "proc:ptrace"),
     ("daemon-mem", "proc:ptrace"),
     ("kill-daemon", "proc:signal"),
     ("bpf-detach", "sys:bpf"),
     ("bpf-prog-ids", "sys:bpf"),
+    ("umount-pins", "sys:mount"),
     ("cgroup-escape", "sys:cgroup"),
 ];
 
@@ -175,7 +193,7 @@ fn listen(port: u16) -> Result<(), String> {
 }
 
 /// Runs `secops-attack` with its first instruction being to join the agent cgroup.
-fn run_attacks(daemon: &Daemon, cgroup: &Path) -> Result<String, String> {
+fn run_attacks(daemon: &Daemon, cgroup: &Path, victim: u32) -> Result<String, String> {
     let daemon_pid = daemon.pid().ok_or("the daemon is not running")?;
     let bpf_pin = daemon.pin_dir().join("link_secops_connect4");
     let mut command = Command::new(ATTACK);
@@ -196,6 +214,11 @@ fn run_attacks(daemon: &Daemon, cgroup: &Path) -> Result<String, String> {
         .args(["--foreign-procs", "/sys/fs/cgroup/cgroup.procs"])
         .args(["--blocked-port", &BLOCKED_PORT.to_string()])
         .args(["--allowed-port", &ALLOWED_PORT.to_string()])
+        .args(["--victim-pid", &victim.to_string()])
+        .arg("--policy-file")
+        .arg(daemon.policy_file())
+        .arg("--state-dir")
+        .arg(daemon.state_dir())
         .stdin(Stdio::null());
     join_cgroup_before_exec(&mut command, cgroup)?;
     let out = command
@@ -205,6 +228,22 @@ fn run_attacks(daemon: &Daemon, cgroup: &Path) -> Result<String, String> {
         return Err(format!("{ATTACK} failed\n{}", describe(&out)));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The victim process: killed by its pid and reaped on drop.
+struct Victim(std::process::Child);
+
+impl Victim {
+    fn gone(&mut self) -> bool {
+        !matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Runs `argv` inside the agent cgroup (busybox tools: no seccomp, the kernel layer alone).
@@ -339,7 +378,21 @@ pub fn run() -> Result<String, String> {
 
 fn attack(daemon: &Daemon) -> Result<String, String> {
     let cgroup = daemon.agent_cgroup(AGENT)?;
-    let output = run_attacks(daemon, &cgroup)?;
+    // A process outside every agent that is not the daemon: what the ptrace and signal
+    // attacks aim at.
+    let mut victim = Victim(
+        Command::new("/bin/sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the victim: {e}"))?,
+    );
+    let output = run_attacks(daemon, &cgroup, victim.0.id())?;
+    if victim.gone() {
+        return Err(format!(
+            "the victim process died during the attacks\n{output}"
+        ));
+    }
     let report = report::parse(&output).map_err(|e| format!("{e}\noutput:\n{output}"))?;
 
     let mut problems = Vec::new();

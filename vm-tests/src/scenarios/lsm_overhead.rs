@@ -1,4 +1,4 @@
-//! What the BPF LSM programs cost (issue 4's measure): unlink, open-for-write and exec loops
+//! What the BPF LSM programs cost (issue 4's measure): unlink, open-for-write, exec, chmod and mkdir loops
 //! (`secops-vm-runner --loops`), inside an agent cgroup and in a process outside every agent
 //! cgroup, with the LSM programs attached and then detached, twice, in one boot. The figure
 //! is the ratio attached/detached of the loops' medians: software emulation makes absolute
@@ -72,7 +72,7 @@ rules:
 }
 
 /// Runs the loops in `dir`, first joining `cgroup` if one is given.
-fn loops_in(cgroup: Option<&Path>, dir: &str) -> Result<[u64; 3], String> {
+fn loops_in(cgroup: Option<&Path>, dir: &str) -> Result<[u64; loops::LOOPS], String> {
     let mut command = Command::new("/bin/secops-vm-runner");
     command.args(["--loops", dir]);
     if let Some(cgroup) = cgroup {
@@ -91,11 +91,11 @@ fn loops_in(cgroup: Option<&Path>, dir: &str) -> Result<[u64; 3], String> {
 /// Each round's attached/detached ratio per loop, and the medians (ns) behind them.
 #[derive(Default)]
 struct Ratios {
-    rounds: Vec<([u64; 3], [u64; 3])>,
+    rounds: Vec<([u64; loops::LOOPS], [u64; loops::LOOPS])>,
 }
 
 impl Ratios {
-    fn push(&mut self, attached: [u64; 3], detached: [u64; 3]) {
+    fn push(&mut self, attached: [u64; loops::LOOPS], detached: [u64; loops::LOOPS]) {
         self.rounds.push((attached, detached));
     }
 
@@ -115,7 +115,7 @@ impl Ratios {
 }
 
 fn describe_ratios(label: &str, ratios: &Ratios, target: f64) -> String {
-    let met = (0..3).all(|i| ratios.median(i).0 <= target);
+    let met = (0..loops::LOOPS).all(|i| ratios.median(i).0 <= target);
     let per = |i: usize| {
         let (r, a, d) = ratios.median(i);
         let spread: Vec<String> = ratios
@@ -125,11 +125,12 @@ fn describe_ratios(label: &str, ratios: &Ratios, target: f64) -> String {
             .collect();
         format!("{r:.2}x ({a} vs {d} ns; rounds {})", spread.join(" "))
     };
+    let each: Vec<String> = (0..loops::LOOPS)
+        .map(|i| format!("{} {}", loops::NAMES[i], per(i)))
+        .collect();
     format!(
-        "{label}: unlink {}, open-for-write {}, exec {} [target <= {target}x: {}]",
-        per(0),
-        per(1),
-        per(2),
+        "{label}: {} [target <= {target}x: {}]",
+        each.join(", "),
         if met { "met" } else { "NOT met" }
     )
 }

@@ -16,7 +16,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
-    for d in ["ws", "protected/sub", "home/.ssh", "bin", "state"] {
+    for d in ["ws", "protected/sub", "home/.ssh", "bin", "state", "modes"] {
         std::fs::create_dir_all(root.join(d)).expect("mkdir");
     }
     for f in [
@@ -48,6 +48,11 @@ rules:
   - id: protected
     actions: [fs:delete, fs:rename, fs:link, fs:truncate, fs:write, fs:create]
     paths: ["{t}/protected/**"]
+    verdict: deny
+    risk: high
+  - id: modes
+    actions: [fs:chmod]
+    paths: ["{t}/modes/**"]
     verdict: deny
     risk: high
   - id: secrets
@@ -322,4 +327,56 @@ fn kernel_device_numbers_use_the_kernel_encoding() {
     // st_dev 8:1 (glibc: major 8, minor 1) is MKDEV(8, 1) = 8 << 20 | 1 in the kernel.
     assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
     assert_eq!(kernel_dev(libc::makedev(0, 300)), 300);
+}
+
+#[test]
+fn ancestors_of_builtin_paths_cannot_be_moved_but_keep_their_rules() {
+    let f = fixture();
+    let nested = f.path("var/lib/secops");
+    std::fs::create_dir_all(&nested).expect("mkdir");
+    std::fs::write(f.path("var/lib/other.txt"), "x").expect("write");
+    let c = f.compile(&[BuiltinProtection {
+        path: nested,
+        connect_allowed: false,
+    }]);
+    for dir in ["var/lib", "var", ""] {
+        let dir = f.path(dir);
+        for op in [OP_RENAME, OP_DELETE] {
+            assert_eq!(
+                walk(&c, &dir, op),
+                (RULE_DENY, Arc::from(BUILTIN_RULE_ID)),
+                "{} op {op}",
+                dir.display()
+            );
+        }
+        assert_eq!(verdict(&c, &dir, OP_READ), RULE_ALLOW, "{}", dir.display());
+    }
+    // What is inside them is the rules' business (none here): still allowed.
+    let sibling = f.path("var/lib/other.txt");
+    for op in [OP_RENAME, OP_DELETE, OP_WRITE] {
+        assert_eq!(verdict(&c, &sibling, op), RULE_ALLOW, "op {op}");
+    }
+    assert_eq!(verdict(&c, &f.path("var/new"), OP_RENAME), RULE_ALLOW);
+}
+
+#[test]
+fn chmod_and_create_are_judged_with_writes() {
+    let f = fixture();
+    let c = f.compile(&[]);
+    // `protected` denies fs:write and fs:create: the kernel's write bit covers chmod, chown,
+    // mkdir and symlink there too.
+    assert_eq!(
+        walk(&c, &f.path("protected/keep.txt"), OP_WRITE),
+        (RULE_DENY, Arc::from("protected"))
+    );
+    assert_eq!(
+        verdict(&c, &f.path("protected/newdir"), OP_WRITE),
+        RULE_DENY
+    );
+    assert_eq!(verdict(&c, &f.path("ws/newdir"), OP_WRITE), RULE_ALLOW);
+    // A rule naming fs:chmod alone is enforced in the kernel (by the write bit).
+    assert_eq!(
+        walk(&c, &f.path("modes/file"), OP_WRITE),
+        (RULE_DENY, Arc::from("modes"))
+    );
 }
