@@ -2,36 +2,16 @@
 //! (`enforce::landlock`) where this layer runs, and kept per agent for `secops status` and
 //! for reading the file tracepoints' records (what the plan denies was blocked).
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use secops_common::CoreAction;
 
 use super::decide::{Door, KernelCheck, Request};
-use super::state::{read, write, Shared};
+use super::landlock_plans::LandlockPlans;
+use super::state::Shared;
 use crate::api::LandlockPlan;
-use crate::enforce::landlock::{compile, plan_denies, summary, Fixed};
+use crate::enforce::landlock::{compile, Fixed};
 use crate::policy::Layer;
-
-/// The plans `secops run` was given, by agent (the newest start of each).
-#[derive(Default)]
-pub(crate) struct LandlockPlans {
-    by_agent: std::sync::RwLock<HashMap<String, Arc<LandlockPlan>>>,
-}
-
-impl LandlockPlans {
-    pub(crate) fn summary(&self, agent: &str) -> Option<String> {
-        read(&self.by_agent).get(agent).map(|plan| summary(plan))
-    }
-
-    /// Whether the agent's last plan denies `action` on `path` (false when it has none).
-    pub(crate) fn denies(&self, agent: &str, action: CoreAction, path: &Path) -> bool {
-        read(&self.by_agent)
-            .get(agent)
-            .is_some_and(|plan| plan_denies(plan, action, path))
-    }
-}
 
 /// A file tracepoint's record for a call the agent's Landlock ruleset refuses becomes
 /// Landlock's denial (the tracepoint sees the call's entry; the ruleset decides its result).
@@ -95,6 +75,6 @@ pub(crate) fn plan_for(shared: &Shared, agent: &str) -> Option<LandlockPlan> {
             plan.unexpressed.join("; ")
         );
     }
-    write(&shared.landlock.by_agent).insert(agent.to_owned(), Arc::new(plan.clone()));
+    shared.landlock.remember(agent, plan.clone());
     Some(plan)
 }

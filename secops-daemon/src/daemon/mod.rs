@@ -39,6 +39,7 @@ mod events;
 mod hosts;
 mod http;
 mod landlock;
+mod landlock_plans;
 mod layers;
 mod locks;
 mod metrics;

@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     /// Where people hear of tickets (webhooks).
     pub(crate) notifier: crate::notify::Notifier,
     /// The Landlock plans agents were started with.
-    pub(crate) landlock: super::landlock::LandlockPlans,
+    pub(crate) landlock: super::landlock_plans::LandlockPlans,
 }
 
 #[derive(Default)]
