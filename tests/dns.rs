@@ -407,10 +407,17 @@ fn allowed_names_resolve_and_connect_and_nothing_else_reaches_the_upstream() {
         .find(|r| r["object"]["value"] == "pkg.test" && r["verdict"] == "deny")
         .expect("the TXT refusal");
     assert_eq!(txt["rule_id"], "egress.a.dns-types");
+    // The A answer's record (resolver libraries ask A and AAAA at once: either may be first).
     let answered = records
         .iter()
-        .find(|r| r["object"]["value"] == "pkg.test" && r["verdict"] == "allow")
-        .expect("the answer");
+        .find(|r| {
+            r["object"]["value"] == "pkg.test"
+                && r["verdict"] == "allow"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("A answered"))
+        })
+        .unwrap_or_else(|| panic!("no record of the A answer: {records:#?}"));
     assert!(
         answered["reason"]
             .as_str()

@@ -146,3 +146,61 @@ pub fn query_direct(server: SocketAddr, name: &str, qtype: u16) -> Option<(u8, u
     let (n, _) = socket.recv_from(&mut buf).ok()?;
     reply(0x1234, &buf[..n])
 }
+
+/// An upstream at a distance: a relay on loopback that holds every query for `delay` before
+/// passing it to `upstream` and relays the answer back, one query at a time (the benchmarks
+/// ask one at a time). Loopback dnsmasq answers in ~12 µs, the fastest upstream there is; a
+/// resolver on the LAN or in a cloud region is 0.2-1 ms away. (A netem qdisc on a veth into a
+/// namespace was the first choice; this host's kernel has no sch_netem.) Stops on drop.
+pub struct Delayed {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Delayed {
+    pub fn start(upstream: SocketAddr, delay: Duration) -> Delayed {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = front.local_addr().expect("addr");
+        front
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let back = UdpSocket::bind("127.0.0.1:0").expect("bind the relay's upstream side");
+        back.connect(upstream).expect("connect");
+        back.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, client)) = front.recv_from(&mut buf) else {
+                    continue;
+                };
+                let until = Instant::now() + delay;
+                let query = buf[..n].to_vec();
+                std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                if back.send(&query).is_err() {
+                    continue;
+                }
+                if let Ok(n) = back.recv(&mut buf) {
+                    let _ = front.send_to(&buf[..n], client);
+                }
+            }
+        });
+        Delayed {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Delayed {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

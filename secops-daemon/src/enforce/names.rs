@@ -35,13 +35,47 @@ pub(crate) type NameChange = (NameKey, Option<NameValue>);
 /// Every address a name resolved to, per agent, with the names behind it.
 #[derive(Debug, Default)]
 pub(crate) struct ResolvedNames {
-    by_addr: HashMap<(u32, IpAddr), BTreeMap<String, NameGrant>>,
+    by_addr: HashMap<(u32, IpAddr), Claims>,
+}
+
+/// The names claiming one address, and the kernel entry last written for them.
+#[derive(Debug, Default)]
+struct Claims {
+    names: BTreeMap<String, NameGrant>,
+    written: NameValue,
+}
+
+/// How much earlier than a name's own expiry the kernel's entry may end: a cached answer's
+/// age is counted in whole seconds, so asking for it again computes an expiry up to a second
+/// later than the one written; and a stream of new names on one address (a CDN) would
+/// otherwise rewrite the entry on every answer.
+const EXPIRY_SLACK_NS: u64 = 1_000_000_000;
+
+impl Claims {
+    /// Whether the written entry already allows `grant`'s ports for as long (within the slack).
+    fn covers(&self, grant: &NameGrant) -> bool {
+        let v = &self.written;
+        let n = (v.n_ranges as usize).min(MAX_PORT_RANGES);
+        grant.ports.iter().all(|rule| {
+            (0..n).any(|i| {
+                let r = &v.ranges[i];
+                (r.lo, r.hi, r.protocols) == (rule.lo, rule.hi, rule.protocols)
+                    && v.expires_ns[i].saturating_add(EXPIRY_SLACK_NS) >= grant.expires_ns
+            })
+        })
+    }
+
+    fn rewrite(&mut self) -> NameValue {
+        self.written = kernel_value(&self.names);
+        self.written
+    }
 }
 
 impl ResolvedNames {
     /// Records that `name` resolved to `addr` for agent `agent`. Returns the entry to write,
-    /// or `None` when the kernel's entry already allows as much for as long (within a
-    /// second), so a cached answer asked for again costs no map update.
+    /// or `None` when the kernel's entry already allows as much for as long (within
+    /// [`EXPIRY_SLACK_NS`]), so a cached answer asked for again, or another name on an
+    /// address already allowed, costs no map update (and no pass over the address's names).
     pub(crate) fn insert(
         &mut self,
         agent: u32,
@@ -50,15 +84,20 @@ impl ResolvedNames {
         grant: NameGrant,
     ) -> Option<NameChange> {
         let addr = addr.to_canonical();
-        let names = self.by_addr.entry((agent, addr)).or_default();
-        if let Some(old) = names.get(name) {
-            let lasts = old.expires_ns + 1_000_000_000 >= grant.expires_ns;
-            if old.ports == grant.ports && lasts {
-                return None;
+        let claims = self.by_addr.entry((agent, addr)).or_default();
+        let covered = claims.covers(&grant);
+        match claims.names.get_mut(name) {
+            Some(old) if old.ports == grant.ports => {
+                old.expires_ns = old.expires_ns.max(grant.expires_ns);
+            }
+            _ => {
+                claims.names.insert(name.to_owned(), grant);
             }
         }
-        names.insert(name.to_owned(), grant);
-        Some((name_key(agent, addr), Some(kernel_value(names))))
+        if covered {
+            return None;
+        }
+        Some((name_key(agent, addr), Some(claims.rewrite())))
     }
 
     /// Forgets the names that expired by `now_ns`; the entries to rewrite or remove.
@@ -73,34 +112,36 @@ impl ResolvedNames {
         ports_of: impl Fn(u32, &str) -> Option<Vec<PortRule>>,
     ) -> Vec<NameChange> {
         let mut changes = Vec::new();
-        self.by_addr.retain(|&(agent, addr), names| {
-            let before = names.clone();
-            names.retain(|name, grant| match ports_of(agent, name) {
-                Some(ports) if !ports.is_empty() => {
-                    grant.ports = ports;
-                    true
-                }
-                _ => false,
-            });
-            if *names != before {
-                let value = (!names.is_empty()).then(|| kernel_value(names));
+        self.by_addr.retain(|&(agent, addr), claims| {
+            let before = claims.names.clone();
+            claims
+                .names
+                .retain(|name, grant| match ports_of(agent, name) {
+                    Some(ports) if !ports.is_empty() => {
+                        grant.ports = ports;
+                        true
+                    }
+                    _ => false,
+                });
+            if claims.names != before {
+                let value = (!claims.names.is_empty()).then(|| claims.rewrite());
                 changes.push((name_key(agent, addr), value));
             }
-            !names.is_empty()
+            !claims.names.is_empty()
         });
         changes
     }
 
     fn retain(&mut self, keep: impl Fn(u32, &str, &NameGrant) -> bool) -> Vec<NameChange> {
         let mut changes = Vec::new();
-        self.by_addr.retain(|&(agent, addr), names| {
-            let before = names.len();
-            names.retain(|name, grant| keep(agent, name, grant));
-            if names.len() != before {
-                let value = (!names.is_empty()).then(|| kernel_value(names));
+        self.by_addr.retain(|&(agent, addr), claims| {
+            let before = claims.names.len();
+            claims.names.retain(|name, grant| keep(agent, name, grant));
+            if claims.names.len() != before {
+                let value = (!claims.names.is_empty()).then(|| claims.rewrite());
                 changes.push((name_key(agent, addr), value));
             }
-            !names.is_empty()
+            !claims.names.is_empty()
         });
         changes
     }
@@ -219,6 +260,35 @@ mod tests {
         let (key, _) = names.insert(2, addr, "a.test", grant(&[443], 1)).unwrap();
         assert_eq!(key.agent_index, 2);
         assert_eq!(names.len(), 2);
+    }
+
+    #[test]
+    fn another_name_on_an_address_already_allowed_writes_nothing_until_it_is_needed() {
+        let mut names = ResolvedNames::default();
+        let addr: IpAddr = "10.0.0.1".parse().unwrap();
+        let s = 1_000_000_000;
+        assert!(names
+            .insert(1, addr, "a.cdn.test", grant(&[443], 10 * s))
+            .is_some());
+        // Same ports, (nearly) no later: the kernel's entry already allows it.
+        assert!(names
+            .insert(1, addr, "b.cdn.test", grant(&[443], 10 * s + s / 2))
+            .is_none());
+        // Another port is not covered.
+        let (_, value) = names
+            .insert(1, addr, "c.cdn.test", grant(&[80], 3 * s))
+            .unwrap();
+        assert_eq!(
+            ranges(&value.unwrap()),
+            [(443, 10 * s + s / 2), (80, 3 * s)]
+        );
+        // When a.cdn.test (and c's port 80) expire, b.cdn.test's own expiry keeps 443.
+        let swept = names.sweep(10 * s);
+        assert_eq!(swept.len(), 1);
+        assert_eq!(
+            ranges(swept[0].1.as_ref().unwrap()),
+            [(443, 10 * s + s / 2)]
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::daemon::decide::{
 use crate::daemon::state::{lock, Shared};
 use crate::dns::cache::AnswerCache;
 use crate::dns::message::{Chain, Question, Transport};
-use crate::dns::upstream;
+use crate::dns::upstream::Pool;
 use crate::enforce::{clamp_ttl, name_dns_types, name_ports, NameChange, NameGrant, ResolvedNames};
 use crate::kernel::NamesMap;
 use crate::policy::DnsRefusal;
@@ -47,6 +47,7 @@ pub(crate) struct Resolver {
     shared: Arc<Shared>,
     writer: Arc<AuditWriter>,
     state: Mutex<State>,
+    upstream: Pool,
 }
 
 /// What became of an allowed name upstream.
@@ -68,6 +69,7 @@ impl Resolver {
                 map,
                 counters: DnsCounters::default(),
             }),
+            upstream: Pool::default(),
         }
     }
 
@@ -175,6 +177,16 @@ impl Resolver {
             let _ =
                 tokio::task::spawn_blocking(move || lower(shared.as_ref(), &writer, &judged)).await;
         }
+        // Queued is what the path asks of a door that answers at once; past the writer's bound
+        // on unawaited records the record is handed back to wait for (the answer waits too).
+        let recorded = match outcome.recorded {
+            Recorded::Queued | Recorded::NotNeeded => true,
+            Recorded::Refused => false,
+            Recorded::Committing(ticket) => matches!(
+                tokio::task::spawn_blocking(move || ticket.wait()).await,
+                Ok(Ok(_))
+            ),
+        };
         let judged = outcome.judged;
         {
             let mut state = lock(&self.state);
@@ -185,7 +197,7 @@ impl Resolver {
                 Noted::Overflow => state.window.overflowed(agent.index, &judged),
                 Noted::Repeat => {}
             }
-            if matches!(outcome.recorded, Recorded::Refused) {
+            if !recorded {
                 // The log does not have the decision: the agent gets nothing it allowed.
                 tracing::error!(agent = %agent.name, "the audit log refused a DNS decision; answering SERVFAIL");
                 return Some(question.reply(ResponseCode::ServFail));
@@ -258,13 +270,15 @@ impl Resolver {
                 failure: None,
             };
         }
-        match upstream::ask(
-            upstreams,
-            &question.dns_name,
-            question.qtype,
-            UPSTREAM_TIMEOUT,
-        )
-        .await
+        match self
+            .upstream
+            .ask(
+                upstreams,
+                &question.dns_name,
+                question.qtype,
+                UPSTREAM_TIMEOUT,
+            )
+            .await
         {
             Ok(response) => {
                 let chain = Chain::of(&response, &question.dns_name, question.qtype);

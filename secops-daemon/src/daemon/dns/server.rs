@@ -4,8 +4,11 @@
 //! behind). Stops with the daemon.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -176,13 +179,33 @@ async fn serve_udp(
         };
         let query = buf[..n].to_vec();
         let (resolver, agent, socket) = (resolver.clone(), agent.clone(), socket.clone());
-        tokio::spawn(async move {
+        let mut answering = Box::pin(async move {
             let _permit = permit;
             if let Some(reply) = resolver.answer(&agent, &query, Transport::Udp).await {
                 send_udp(&socket, &reply, peer).await;
             }
         });
+        // What needs no waiting (a cache hit, a refusal) is answered here and now, before the
+        // next datagram is read; only what waits (upstream, an approval, a commit) goes on
+        // as a task of its own.
+        if poll_once(answering.as_mut()).await.is_pending() {
+            tokio::spawn(answering);
+        }
     }
+}
+
+/// Polls `future` once, in the calling task. A future left pending may be polled again
+/// elsewhere (it registers the waker of whichever task polls it next).
+async fn poll_once(future: Pin<&mut (impl Future<Output = ()> + ?Sized)>) -> Poll<()> {
+    let mut future = Some(future);
+    std::future::poll_fn(|cx| {
+        Poll::Ready(
+            future
+                .take()
+                .map_or(Poll::Ready(()), |future| future.poll(cx)),
+        )
+    })
+    .await
 }
 
 async fn send_udp(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
