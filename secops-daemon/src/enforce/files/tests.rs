@@ -467,6 +467,10 @@ fn protection_follows_a_tree_whose_ancestor_was_renamed() {
     let third = f.compile_after(&[], &second.followed);
     assert_eq!(third.moves, second.moves);
     assert_eq!(walk(&third, &moved.join("key"), OP_READ).0, RULE_DENY);
+
+    // What a compile by path alone (no objects followed) would put in force: nothing.
+    let by_path = f.compile(&[]);
+    assert_eq!(walk(&by_path, &moved.join("key"), OP_READ).0, RULE_ALLOW);
 }
 
 #[test]
