@@ -234,10 +234,9 @@ impl Engine {
         let Some(path) = request.path.or(request.binary) else {
             return decision;
         };
-        let moves = self.moved.get();
-        if moves.is_empty() {
+        let Some(moves) = self.moved.get() else {
             return decision;
-        }
+        };
         let mut best = decision;
         for earlier in moved::earlier_names(&moves, path.as_str()) {
             let Ok(earlier) = NormalizedPath::new(&earlier) else {

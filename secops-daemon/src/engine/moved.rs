@@ -5,6 +5,7 @@
 //! the same as the kernel's. The daemon learns the moves from the objects it follows
 //! (`enforce::followed`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// One move: what is now at `current` was at `original` when the rules were compiled.
@@ -15,17 +16,26 @@ pub struct MovedPath {
 }
 
 /// The moves in force, swapped as a whole (the daemon recompiles them at every reload).
+/// Almost always empty: `any` lets a decision skip the lock (no shared write per decision).
 #[derive(Default)]
-pub(super) struct MovedPaths(RwLock<Arc<Vec<MovedPath>>>);
+pub(super) struct MovedPaths {
+    any: AtomicBool,
+    moves: RwLock<Arc<Vec<MovedPath>>>,
+}
 
 impl MovedPaths {
     pub(super) fn set(&self, moves: Vec<MovedPath>) {
-        let mut slot = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.moves.write().unwrap_or_else(|e| e.into_inner());
+        self.any.store(!moves.is_empty(), Ordering::Release);
         *slot = Arc::new(moves);
     }
 
-    pub(super) fn get(&self) -> Arc<Vec<MovedPath>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// The moves, or `None` when there are none.
+    pub(super) fn get(&self) -> Option<Arc<Vec<MovedPath>>> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.moves.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
 }
 

@@ -8,8 +8,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::lsm_attacks::{run_in_agent, AGENT, WORKSPACE};
 use crate::fixtures::{describe, Daemon};
 
@@ -165,7 +163,7 @@ fn reload(daemon: &Daemon) -> Result<(), String> {
         if started.elapsed() > Duration::from_secs(60) {
             return Err("no reload record 60 s after SIGHUP".into());
         }
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(Duration::from_secs(1));
     }
     Ok(())
 }
@@ -176,21 +174,22 @@ fn audited(daemon: &Daemon, tree: &str) -> Result<(), String> {
     let wanted = attacks(tree).len();
     let started = Instant::now();
     loop {
-        let records = daemon.audit_records(AGENT)?;
+        // One query (each is a process start, slow under emulation) for both checks.
+        let records = daemon.audit_query(&[])?;
         let denials = records
             .iter()
             .filter(|r| {
-                r["verdict"] == "deny"
+                r["agent"] == AGENT
+                    && r["verdict"] == "deny"
                     && r["rule_id"] == RULE
                     && r["object"]["value"]
                         .as_str()
                         .is_some_and(|v| v.starts_with(tree))
             })
             .count();
-        let moved: Vec<Value> = daemon.audit_query(&["--action", "fs:rename"])?;
-        let move_audited = moved
-            .iter()
-            .any(|r| r["source"] == "daemon" && r["object"]["value"] == tree);
+        let move_audited = records.iter().any(|r| {
+            r["action"] == "fs:rename" && r["source"] == "daemon" && r["object"]["value"] == tree
+        });
         if denials >= wanted && move_audited {
             return Ok(());
         }
@@ -200,6 +199,6 @@ fn audited(daemon: &Daemon, tree: &str) -> Result<(), String> {
                  audited: {move_audited}"
             ));
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
