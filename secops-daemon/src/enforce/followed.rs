@@ -38,6 +38,8 @@ pub(crate) struct Move {
     pub(crate) original: PathBuf,
     pub(crate) current: PathBuf,
     pub(crate) subtree: bool,
+    /// The object, (dev, inode): what carries it to the next set, wherever it is by then.
+    key: (u32, u64),
 }
 
 /// The protected objects of the rules in force.
@@ -47,17 +49,21 @@ pub(crate) struct Followed {
 }
 
 impl FollowedObject {
-    fn open(original: &Path, at: &Path, subtree: bool) -> Option<FollowedObject> {
-        let fd = rustix::fs::open(at, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    fn open(path: &Path, subtree: bool) -> Option<FollowedObject> {
+        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).ok()?;
         let object = FollowedObject {
-            original: original.to_path_buf(),
-            at: at.to_path_buf(),
+            original: path.to_path_buf(),
+            at: PathBuf::new(),
             subtree,
             fd: Arc::new(fd),
             key: (0, 0),
         };
         let key = kernel_inode(&std::fs::metadata(object.fd_link()).ok()?);
-        Some(FollowedObject { key, ..object })
+        let object = FollowedObject { key, ..object };
+        // Where the kernel says it is (symlinks resolved), as `current` will say it later:
+        // the rules' spelling of the path (`/bin/x` with `/bin` a symlink) is not it.
+        let at = object.current()?;
+        Some(FollowedObject { at, ..object })
     }
 
     fn fd_link(&self) -> PathBuf {
@@ -96,6 +102,7 @@ impl Followed {
                     original: o.original.clone(),
                     current: o.current()?,
                     subtree: o.subtree,
+                    key: o.key,
                 })
             })
             .collect();
@@ -120,12 +127,15 @@ impl Followed {
     ) -> Followed {
         let mut objects: Vec<FollowedObject> = protected
             .into_iter()
-            .filter_map(|(path, subtree)| FollowedObject::open(path, path, *subtree))
+            .filter_map(|(path, subtree)| FollowedObject::open(path, *subtree))
             .collect();
         for moved in kept {
-            let carried = self.objects.iter().find(|o| {
-                o.original == moved.original && o.current().as_ref() == Some(&moved.current)
-            });
+            // By identity: should it have moved again since `moves`, the next check sees
+            // it is not at `at` and compiles again.
+            let carried = self
+                .objects
+                .iter()
+                .find(|o| o.original == moved.original && o.key == moved.key);
             if let Some(object) = carried {
                 objects.push(FollowedObject {
                     at: moved.current.clone(),
@@ -157,13 +167,10 @@ mod tests {
         std::fs::rename(root.join("home/alice"), &renamed).unwrap();
         assert!(followed.moved_since());
         let moves = followed.moves();
+        assert_eq!(moves.len(), 1);
         assert_eq!(
-            moves,
-            vec![Move {
-                original: tree.clone(),
-                current: renamed.join("secrets"),
-                subtree: true,
-            }]
+            (&moves[0].original, &moves[0].current, moves[0].subtree),
+            (&tree, &renamed.join("secrets"), true)
         );
         // Carried over: still followed, now seen at its new place.
         let next = followed.next(&BTreeMap::new(), &moves);
@@ -172,6 +179,29 @@ mod tests {
 
         std::fs::remove_dir(renamed.join("secrets")).unwrap();
         assert!(next.moves().is_empty());
+    }
+
+    #[test]
+    fn a_path_spelled_through_a_symlink_is_not_a_move_and_a_second_move_is_carried() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join("real/tree")).unwrap();
+        std::os::unix::fs::symlink(root.join("real"), root.join("link")).unwrap();
+        let protected = BTreeMap::from([(root.join("link/tree"), false)]);
+        let followed = Followed::default().next(&protected, &[]);
+        assert!(
+            !followed.moved_since(),
+            "spelled through a symlink, not moved"
+        );
+        assert!(followed.moves().is_empty());
+
+        std::fs::rename(root.join("real"), root.join("first")).unwrap();
+        let moves = followed.moves();
+        // It moves again before the next set is made: still carried, and seen as moved.
+        std::fs::rename(root.join("first"), root.join("second")).unwrap();
+        let next = followed.next(&BTreeMap::new(), &moves);
+        assert!(next.moved_since());
+        assert_eq!(next.moves()[0].current, root.join("second/tree"));
     }
 
     #[test]
