@@ -18,7 +18,9 @@ use super::layers::{describe_missing, missing_layers};
 use super::options::DaemonOptions;
 use super::state::{lock, write, Shared};
 use crate::audit::{AuditObject, AuditWriter, NewRecord, ObjectKind, Source};
-use crate::enforce::{compile_file_rules, AgentTarget, BuiltinProtection, CountSlots, FileRules};
+use crate::enforce::{
+    compile_file_rules, AgentTarget, BuiltinProtection, CountSlots, FileRules, Followed,
+};
 use crate::engine::Engine;
 use crate::policy::{load_policy, Policy};
 use crate::time::now_ns;
@@ -223,7 +225,9 @@ impl Shared {
             &hosts,
             &self.dns,
         )?;
-        let files = file_rules(engine, &agents, &self.options)?;
+        let previous = self.files();
+        let files =
+            file_rules_following(engine, &agents, &self.options, &previous.compiled.followed)?;
         let update = kernel
             .maps_mut()
             .replace_inodes(&files.compiled.entries)
@@ -244,6 +248,17 @@ pub(crate) fn file_rules(
     engine: &Engine,
     agents: &AgentTable,
     options: &DaemonOptions,
+) -> anyhow::Result<FileRules> {
+    file_rules_following(engine, agents, options, &Followed::default())
+}
+
+/// [`file_rules`], with the protected objects of the rules compiled before followed to where
+/// they are now.
+fn file_rules_following(
+    engine: &Engine,
+    agents: &AgentTable,
+    options: &DaemonOptions,
+    previous: &Followed,
 ) -> anyhow::Result<FileRules> {
     let policy = engine.policy();
     let targets: Vec<AgentTarget> = agents
@@ -278,6 +293,7 @@ pub(crate) fn file_rules(
         &targets,
         &mounts,
         &builtin,
+        previous,
         &slots_file,
         |index| agents.by_index(index).map(|s| s.name.clone()),
     )?)

@@ -513,7 +513,7 @@ mod tests {
                 entries: BTreeMap::new(),
                 paths: HashMap::from([(anchor, PathBuf::from("/srv/ws"))]),
                 rule_ids: vec![Arc::from("secops.self-protection"), Arc::from("ws.files")],
-                truncated: Vec::new(),
+                ..CompiledFiles::default()
             },
             count_slots: CountSlots::default(),
         }

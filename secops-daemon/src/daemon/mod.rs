@@ -36,6 +36,7 @@ mod decided;
 mod dns;
 mod enforcement;
 mod events;
+mod follow;
 mod hosts;
 mod http;
 mod landlock;

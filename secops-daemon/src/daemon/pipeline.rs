@@ -17,6 +17,7 @@ use super::events::{
     allowed_egress_record, capture, file_count_record, lost_events_record, request_for, Captured,
     ExeCache,
 };
+use super::follow::{may_move, MoveWatch};
 use super::state::{lock, read, Shared};
 use crate::audit::{AuditWriter, CommitTicket, NewRecord};
 use crate::kernel::{EventReader, KernelEvent, LostCounts};
@@ -88,6 +89,10 @@ struct Pipeline {
     /// When the allowed-file counters were last drained (UTC ns): the window their counts
     /// cover. (Counts pinned before this daemon started fall in its first window.)
     file_counts_since: i64,
+    /// Protected objects that moved, followed and audited (`follow`).
+    moves: MoveWatch,
+    /// The last batch held a rename: look for moved protected objects now.
+    renamed: bool,
 }
 
 impl Pipeline {
@@ -101,6 +106,8 @@ impl Pipeline {
             lost_audited,
             lost_file,
             file_counts_since: crate::time::now_ns(),
+            moves: MoveWatch::default(),
+            renamed: false,
         }
     }
 
@@ -121,6 +128,10 @@ impl Pipeline {
                 last_lost_check = Instant::now();
                 self.audit_lost();
                 self.heartbeat();
+                self.renamed = true;
+            }
+            if std::mem::take(&mut self.renamed) {
+                self.moves.check(&self.shared, &self.writer);
             }
             if stopping || last_drain.elapsed() >= EGRESS_DRAIN {
                 last_drain = Instant::now();
@@ -150,6 +161,7 @@ impl Pipeline {
             let mut tickets = Vec::with_capacity(BATCH);
             let mut item = Some(first);
             while let Some(mut captured) = item.take() {
+                self.renamed |= may_move(&captured.event);
                 if let KernelEvent::Granted { ticket, .. } = captured.event {
                     captured.path = self.granted_object(ticket);
                 }

@@ -32,8 +32,9 @@ use secops_common::kernel::{
 };
 use secops_common::{CoreAction, RiskLevel, Verdict};
 
+use super::followed::{Followed, Move};
 use super::inode::kernel_inode;
-use crate::engine::{ActionRequest, AgentIdx, Engine, NormalizedPath};
+use crate::engine::{ActionRequest, AgentIdx, Engine, MovedPath, NormalizedPath};
 
 /// Files enumerated below one anchor at most; the rest keep their directory's verdict.
 pub(crate) const MAX_ENUMERATED: usize = 20_000;
@@ -94,6 +95,10 @@ pub(crate) struct CompiledFiles {
     pub(crate) rule_ids: Vec<Arc<str>>,
     /// Anchors whose enumeration stopped at [`MAX_ENUMERATED`].
     pub(crate) truncated: Vec<PathBuf>,
+    /// The protected objects, held open for the next compile (see `enforce::followed`).
+    pub(crate) followed: Followed,
+    /// Protected objects found away from the paths their rules name, compiled where they are.
+    pub(crate) moves: Vec<Move>,
 }
 
 impl CompiledFiles {
@@ -387,32 +392,77 @@ fn rule_table(engine: &Engine) -> (Vec<Arc<str>>, HashMap<Arc<str>, u16>) {
     (ids, index)
 }
 
-/// Compiles every agent's entries.
+/// Compiles every agent's entries. `previous` are the protected objects of the last compile:
+/// one that moved is compiled where it is now, judged as where its rules name it.
 pub(crate) fn compile(
     engine: &Engine,
     agents: &[AgentTarget],
     mount_points: &[PathBuf],
     builtin: &[BuiltinProtection],
+    previous: &Followed,
 ) -> CompiledFiles {
     let (rule_ids, rule_index) = rule_table(engine);
     let mut out = CompiledFiles {
         rule_ids,
         ..CompiledFiles::default()
     };
+    // A move is kept while some agent's rules still protect the object's original path.
+    let moves: Vec<Move> = previous
+        .moves()
+        .into_iter()
+        .filter(|m| {
+            agents.iter().any(|agent| {
+                let judge = Judge {
+                    engine,
+                    agent: agent.engine_index,
+                    rule_index: &rule_index,
+                };
+                judge
+                    .positions(&m.original)
+                    .is_some_and(|p| p.iter().any(OpVerdicts::denies_any))
+            })
+        })
+        .collect();
+    engine.set_moved(
+        moves
+            .iter()
+            .map(|m| MovedPath {
+                current: m.current.to_string_lossy().into_owned(),
+                original: m.original.to_string_lossy().into_owned(),
+            })
+            .collect(),
+    );
+    let mut protected = BTreeMap::new();
     for agent in agents {
-        compile_agent(engine, agent, mount_points, builtin, &rule_index, &mut out);
+        protected.extend(compile_agent(
+            engine,
+            agent,
+            mount_points,
+            builtin,
+            &rule_index,
+            &moves,
+            &mut out,
+        ));
     }
+    for m in &moves {
+        tracing::warn!(original = %m.original.display(), current = %m.current.display(), "a protected object is no longer where its rules name it; its protection follows it");
+    }
+    out.followed = previous.next(&protected, &moves);
+    out.moves = moves;
     out
 }
 
+/// Compiles one agent's entries into `out`; returns the anchors of its rules that protect
+/// something (path -> enumerated), to be followed.
 fn compile_agent(
     engine: &Engine,
     agent: &AgentTarget,
     mount_points: &[PathBuf],
     builtin: &[BuiltinProtection],
     rule_index: &HashMap<Arc<str>, u16>,
+    moves: &[Move],
     out: &mut CompiledFiles,
-) {
+) -> BTreeMap<PathBuf, bool> {
     let judge = Judge {
         engine,
         agent: agent.engine_index,
@@ -420,7 +470,7 @@ fn compile_agent(
     };
     let policy = engine.policy();
     let Some(spec) = policy.agents.get(agent.engine_index.0 as usize) else {
-        return;
+        return BTreeMap::new();
     };
     let homes = policy.homes_of(spec);
 
@@ -443,6 +493,15 @@ fn compile_agent(
                 }
             }
         }
+    }
+    let rule_anchors = anchors.clone();
+    // A protected object that moved is an anchor where it is now; the engine judges that
+    // path as the one its rules name (`Engine::set_moved`).
+    let mut add_anchor = |path: PathBuf, enumerate: bool| {
+        *anchors.entry(path).or_insert(false) |= enumerate;
+    };
+    for moved in moves {
+        add_anchor(moved.current.clone(), moved.subtree);
     }
     for mount in mount_points {
         add_anchor(mount.clone(), false);
@@ -504,6 +563,14 @@ fn compile_agent(
     for (root, _) in anchors.iter().filter(|(_, enumerate)| **enumerate) {
         enumerate_below(&judge, agent.kernel_index, root, out);
     }
+    rule_anchors
+        .into_iter()
+        .filter(|(path, _)| {
+            inode_key(agent.kernel_index, path)
+                .and_then(|key| out.entries.get(&key))
+                .is_some_and(|rule| split(rule).iter().any(OpVerdicts::denies_any))
+        })
+        .collect()
 }
 
 /// Every directory above a built-in protected path, `/` excepted (it cannot be renamed).

@@ -7,6 +7,7 @@
 //! - [`egress`]: each agent's allowlist for the egress tries, and what a resolved name opens;
 //! - [`names`]: the addresses names resolved to for each agent, as kernel entries;
 //! - [`files`]: file, exec and socket-file rules as (dev, inode) entries for the LSM programs;
+//! - [`followed`]: protected objects held open, so protection follows them when they move;
 //! - [`count_slots`]: which (agent, rule) each counter of allowed deletes belongs to;
 //! - [`grants`]: an approved ticket as `secops_grants` keys, and a used grant read back;
 //! - [`inode`]: (dev, inode) as the kernel numbers them.
@@ -15,6 +16,7 @@ mod agents;
 mod count_slots;
 mod egress;
 mod files;
+mod followed;
 mod grants;
 mod inode;
 pub(crate) mod landlock;
@@ -28,6 +30,7 @@ pub(crate) use egress::{
     allowlist_hosts, compile_allowlist, egress_enforced, name_dns_types, name_ports, HostAddrs,
 };
 pub(crate) use files::{AgentTarget, BuiltinProtection, CompiledFiles, BUILTIN_RULE_ID};
+pub(crate) use followed::{Followed, Move};
 pub(crate) use grants::{grant_keys, grant_value, granted_endpoint};
 pub(crate) use inode::kernel_inode;
 pub(crate) use names::{clamp_ttl, NameChange, NameGrant, ResolvedNames};
@@ -60,16 +63,18 @@ pub(crate) struct FileRules {
 
 /// Compiles the file rules for `agents`, and gives every counted verdict its counter slot
 /// from the table in `slots_file`. A table that grew is saved before this returns, so no
-/// count the kernel makes is ever under a slot nobody can name.
+/// count the kernel makes is ever under a slot nobody can name. `previous` are the protected
+/// objects of the rules compiled last: one that moved keeps its protection where it is now.
 pub(crate) fn compile_file_rules(
     engine: &Engine,
     agents: &[AgentTarget],
     mount_points: &[PathBuf],
     builtin: &[BuiltinProtection],
+    previous: &Followed,
     slots_file: &Path,
     agent_name: impl Fn(u32) -> Option<String>,
 ) -> Result<FileRules, CountSlotsError> {
-    let mut compiled = files::compile(engine, agents, mount_points, builtin);
+    let mut compiled = files::compile(engine, agents, mount_points, builtin, previous);
     let mut count_slots = CountSlots::load(slots_file)?;
     if count_slots.assign(&mut compiled, agent_name) {
         count_slots.save(slots_file)?;

@@ -19,6 +19,7 @@
 
 mod egress;
 mod globs;
+mod moved;
 mod ruleset;
 #[doc(hidden)]
 pub mod synthetic;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use secops_common::{ActionId, AutonomyLevel, Category, CoreAction, RiskLevel, Verdict};
 
 pub use crate::policy::path::{NormalizedPath, PathError};
+pub use moved::MovedPath;
 
 use crate::policy::{EgressDefault, Policy};
 use egress::EgressCheck;
@@ -103,6 +105,8 @@ pub struct Engine {
     regular: RuleSet,
     kinds: Vec<(Category, Option<CoreAction>)>,
     reasons: FixedReasons,
+    /// Protected trees that moved since the rules named them: judged under both names.
+    moved: moved::MovedPaths,
 }
 
 struct FixedReasons {
@@ -185,7 +189,14 @@ impl Engine {
                 locked: Arc::from("the agent is locked: nothing is allowed without a human"),
             },
             policy,
+            moved: moved::MovedPaths::default(),
         }
+    }
+
+    /// Puts in force the moves the daemon found: a path below one is judged at its earlier
+    /// name too, and the strictest decision holds.
+    pub fn set_moved(&self, moves: Vec<MovedPath>) {
+        self.moved.set(moves);
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -202,14 +213,51 @@ impl Engine {
 
     /// Decides one action.
     pub fn decide(&self, request: &ActionRequest<'_>) -> Decision {
-        self.decide_traced(request, &mut NoTrace)
+        self.decide_following_moves(request, &mut NoTrace)
     }
 
     /// Decides one action and says why, step by step.
     pub fn explain(&self, request: &ActionRequest<'_>) -> Explanation {
         let mut steps = Vec::new();
-        let decision = self.decide_traced(request, &mut steps);
+        let decision = self.decide_following_moves(request, &mut steps);
         Explanation { decision, steps }
+    }
+
+    /// The decision for the request's path and for every earlier name of it (a protected
+    /// tree that moved): the strictest holds, so a rename of an ancestor loosens nothing.
+    fn decide_following_moves(
+        &self,
+        request: &ActionRequest<'_>,
+        trace: &mut impl Trace,
+    ) -> Decision {
+        let decision = self.decide_traced(request, trace);
+        let Some(path) = request.path.or(request.binary) else {
+            return decision;
+        };
+        let Some(moves) = self.moved.get() else {
+            return decision;
+        };
+        let mut best = decision;
+        for earlier in moved::earlier_names(&moves, path.as_str()) {
+            let Ok(earlier) = NormalizedPath::new(&earlier) else {
+                continue;
+            };
+            trace.note(|| format!("{path} was {earlier} when the rules were put in force"));
+            let mut moved_request = request.clone();
+            if request.path.is_some() {
+                moved_request.path = Some(&earlier);
+            } else {
+                moved_request.binary = Some(&earlier);
+            }
+            let other = self.decide_traced(&moved_request, trace);
+            if (other.verdict, other.risk) > (best.verdict, best.risk) {
+                best = Decision {
+                    reason: Arc::from(format!("{} (moved from {earlier})", other.reason)),
+                    ..other
+                };
+            }
+        }
+        best
     }
 
     fn decide_traced(&self, request: &ActionRequest<'_>, trace: &mut impl Trace) -> Decision {

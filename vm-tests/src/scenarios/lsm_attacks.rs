@@ -15,8 +15,8 @@ use serde_json::Value;
 use crate::fixtures::{describe, join_cgroup_before_exec, Daemon};
 use secops_vm_tests::attack::report::{self, Verdict};
 
-const AGENT: &str = "attack";
-const WORKSPACE: &str = "/srv/agents/attack/ws";
+pub(super) const AGENT: &str = "attack";
+pub(super) const WORKSPACE: &str = "/srv/agents/attack/ws";
 const PROTECTED: &str = "/srv/protected";
 const SECRET_DIR: &str = "/root/.ssh";
 /// Not a busybox applet name: every applet is the one busybox inode, which a deny by
@@ -89,12 +89,13 @@ rules:
       binaries: [/bin/*, /usr/bin/*, /lib64/*]
     verdict: deny
     risk: high
-egress:
+{moved_tree}egress:
   {AGENT}:
     allow:
       - cidr: 127.0.0.1/32
         ports: [{ALLOWED_PORT}]
-"#
+"#,
+        moved_tree = super::moved_tree::rule()
     )
 }
 
@@ -177,7 +178,7 @@ fn make_fixtures() -> Result<(), String> {
     std::fs::hard_link(&key, &prelinked).map_err(|e| format!("linking {prelinked}: {e}"))?;
     std::fs::copy(ATTACK, DENIED_BINARY)
         .map_err(|e| format!("copying {ATTACK} to {DENIED_BINARY}: {e}"))?;
-    Ok(())
+    super::moved_tree::make_fixtures()
 }
 
 /// Accepts and drops connections until the process ends.
@@ -247,7 +248,7 @@ impl Drop for Victim {
 }
 
 /// Runs `argv` inside the agent cgroup (busybox tools: no seccomp, the kernel layer alone).
-fn run_in_agent(cgroup: &Path, argv: &[&str]) -> Result<std::process::Output, String> {
+pub(super) fn run_in_agent(cgroup: &Path, argv: &[&str]) -> Result<std::process::Output, String> {
     let mut command = Command::new(argv[0]);
     command.args(&argv[1..]).stdin(Stdio::null());
     join_cgroup_before_exec(&mut command, cgroup)?;
@@ -413,6 +414,10 @@ fn attack(daemon: &Daemon) -> Result<String, String> {
     if let Err(why) = escalation_opens_a_ticket(daemon, &cgroup) {
         problems.push(why);
     }
+    let moved_tree = super::moved_tree::run(daemon, &cgroup).unwrap_or_else(|found| {
+        problems.extend(found);
+        String::new()
+    });
 
     let mut wanted: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, action) in EXPECTED_ACTIONS {
@@ -461,7 +466,7 @@ fn attack(daemon: &Daemon) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "{} attacks blocked and audited ({} denials), {} benign operations ok",
+        "{} attacks blocked and audited ({} denials), {} benign operations ok; {moved_tree}",
         report.attacks.len(),
         denials.len(),
         report.benign.len()

@@ -9,6 +9,7 @@ mod degraded_lsm;
 mod lsm_attacks;
 mod lsm_overhead;
 mod mounts;
+mod moved_tree;
 mod parked_delete;
 
 pub struct Scenario {

@@ -29,7 +29,9 @@ use kernel::Kernel;
 use qemu::Vm;
 use results::Report;
 
-const DEFAULT_TIMEOUT_SECS: u64 = 240;
+/// One boot runs every scenario; on a loaded shared host `daemon-starts` alone took ~100 s
+/// and `lsm-attacks` (with two reloads in its moved-tree part) 55-75 s, past the old 240 s.
+const DEFAULT_TIMEOUT_SECS: u64 = 420;
 /// With `--icount` (the benchmark): one vCPU and instruction-counted time. The overhead
 /// bench on 5.10 starts a daemon per round (26 LSM programs verified each time): 400 s.
 const ICOUNT_TIMEOUT_SECS: u64 = 900;
@@ -52,7 +54,7 @@ usage: cargo xtask vm-test [--all-kernels | [--kernel-package NAME[=VERSION]] [-
                     SUITE-security, refreshed when older than an hour); the host's apt is untouched
   --mirror          the Debian mirror for --suite (default: the one the host's apt sources use,
                     and its security mirror)
-  --timeout         seconds before qemu is killed and the run fails (default 240; 900 with
+  --timeout         seconds before qemu is killed and the run fails (default 420; 900 with
                     --icount)
   --only            run only these scenarios (`secops-vm-runner --list` names them)
   --append          extra kernel parameters (e.g. `loglevel=7`, or an `lsm=` list to try)

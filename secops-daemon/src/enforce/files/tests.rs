@@ -94,12 +94,23 @@ impl Fixture {
     }
 
     fn compile(&self, builtin: &[BuiltinProtection]) -> CompiledFiles {
+        self.compile_after(builtin, &Followed::default())
+    }
+
+    /// Compiles again after a compile whose protected objects were `previous`.
+    fn compile_after(&self, builtin: &[BuiltinProtection], previous: &Followed) -> CompiledFiles {
         let target = AgentTarget {
             engine_index: self.engine.agent_index("a").expect("agent a"),
             kernel_index: 7,
             workspace: self.path("ws"),
         };
-        compile(&self.engine, &[target], &[PathBuf::from("/")], builtin)
+        compile(
+            &self.engine,
+            &[target],
+            &[PathBuf::from("/")],
+            builtin,
+            previous,
+        )
     }
 }
 
@@ -378,5 +389,109 @@ fn chmod_and_create_are_judged_with_writes() {
     assert_eq!(
         walk(&c, &f.path("modes/file"), OP_WRITE),
         (RULE_DENY, Arc::from("modes"))
+    );
+}
+
+/// A tree the rules protect, below an unprotected ancestor the agent may rename.
+fn moved_tree_fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().canonicalize().expect("canonical tempdir");
+    std::fs::create_dir_all(root.join("ws")).expect("mkdir");
+    std::fs::create_dir_all(root.join("home/alice/secrets/deep")).expect("mkdir");
+    std::fs::write(root.join("home/alice/secrets/key"), "k").expect("write");
+    std::fs::write(root.join("home/alice/secrets/deep/more"), "m").expect("write");
+    let t = root.display();
+    let source = format!(
+        r#"
+version: 1
+agents:
+  - name: a
+    workspace: {t}/ws
+    autonomy: semi
+rules:
+  - id: secrets
+    actions: [secret:read, fs:read, fs:write, fs:delete, fs:rename]
+    paths: ["{t}/home/alice/secrets/**"]
+    verdict: deny
+    risk: critical
+"#
+    );
+    let policy = parse_policy_str(Path::new("t.yaml"), &source).unwrap_or_else(|e| panic!("{e}"));
+    Fixture {
+        dir,
+        engine: Engine::new(Arc::new(policy)),
+    }
+}
+
+#[test]
+fn protection_follows_a_tree_whose_ancestor_was_renamed() {
+    let f = moved_tree_fixture();
+    let root = f.dir.path().canonicalize().expect("canonical");
+    let first = f.compile(&[]);
+    let key = root.join("home/alice/secrets/key");
+    assert_eq!(walk(&first, &key, OP_READ).0, RULE_DENY);
+
+    std::fs::rename(root.join("home/alice"), root.join("home/alice2")).expect("rename");
+    // A decoy where the tree was: the rules' path now names something else, and still gets
+    // the rules' verdicts.
+    std::fs::create_dir_all(root.join("home/alice/secrets")).expect("mkdir");
+    let second = f.compile_after(&[], &first.followed);
+    let moved = root.join("home/alice2/secrets");
+    assert_eq!(second.moves.len(), 1, "{:?}", second.moves);
+    assert_eq!(second.moves[0].current, moved);
+    for file in ["key", "deep/more", "created-later"] {
+        for op in [OP_READ, OP_WRITE, OP_DELETE] {
+            let (verdict, rule) = walk(&second, &moved.join(file), op);
+            assert_eq!((verdict, &*rule), (RULE_DENY, "secrets"), "{file} op {op}");
+        }
+    }
+    assert_eq!(
+        walk(&second, &root.join("home/alice/secrets/x"), OP_READ).0,
+        RULE_DENY
+    );
+    // Events name the object where it is now.
+    let anchor = inode_key(7, &moved).expect("moved tree");
+    assert_eq!(second.paths.get(&anchor), Some(&moved));
+    // The engine judges the new path as the rules' path (what /v1/check answers).
+    let request_path = NormalizedPath::new(&moved.join("key").to_string_lossy()).expect("path");
+    let mut request = ActionRequest::new(
+        f.engine.agent_index("a"),
+        secops_common::ActionId(CoreAction::FsRead as u16),
+    );
+    request.path = Some(&request_path);
+    let decision = f.engine.decide(&request);
+    assert_eq!(decision.verdict, Verdict::Deny);
+    assert_eq!(decision.rule_id.as_deref(), Some("secrets"));
+
+    // A third compile still follows it, from the second's objects.
+    let third = f.compile_after(&[], &second.followed);
+    assert_eq!(third.moves, second.moves);
+    assert_eq!(walk(&third, &moved.join("key"), OP_READ).0, RULE_DENY);
+
+    // What a compile by path alone (no objects followed) would put in force: nothing.
+    let by_path = f.compile(&[]);
+    assert_eq!(walk(&by_path, &moved.join("key"), OP_READ).0, RULE_ALLOW);
+}
+
+#[test]
+fn a_followed_tree_the_rules_no_longer_protect_is_let_go() {
+    let f = moved_tree_fixture();
+    let root = f.dir.path().canonicalize().expect("canonical");
+    let first = f.compile(&[]);
+    std::fs::rename(root.join("home/alice"), root.join("home/alice2")).expect("rename");
+    let source = format!(
+        "version: 1\nagents:\n  - name: a\n    workspace: {}/ws\n    autonomy: semi\n",
+        root.display()
+    );
+    let policy = parse_policy_str(Path::new("t.yaml"), &source).unwrap_or_else(|e| panic!("{e}"));
+    let g = Fixture {
+        dir: f.dir,
+        engine: Engine::new(Arc::new(policy)),
+    };
+    let second = g.compile_after(&[], &first.followed);
+    assert!(second.moves.is_empty());
+    assert_eq!(
+        walk(&second, &root.join("home/alice2/secrets/key"), OP_READ).0,
+        RULE_ALLOW
     );
 }
