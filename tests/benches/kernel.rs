@@ -162,6 +162,7 @@ fn connect_overhead(allowed_by: AllowedBy) {
             root_cgroup_id: kfs::cgroup_id(&cgroups.path).expect("id"),
             agent_level: kfs::cgroup_level(&agent_dir).expect("level"),
             flags: 0,
+            ..Config::default()
         })
         .expect("config");
         maps.upsert_agent(
