@@ -1,8 +1,9 @@
 //! Exact loss accounting across crashes for BPF LSM denials (issue 20, item 4): an agent
 //! floods opens for writing of a file the policy protects, each denied by the `file_open`
-//! program, while its daemon is killed with SIGKILL and started again three times (each
-//! start verifies every LSM program: five would not fit the boot's time under emulation;
-//! the host test does five with the egress programs). Then every denial the flood saw is
+//! program, while its daemon is killed with SIGKILL and started again twice (each start
+//! verifies every LSM program, 20-40 s under emulation on a loaded host: five would not fit
+//! the boot's 240 s with the other scenarios; the host test does five with the egress
+//! programs). Then every denial the flood saw is
 //! in the audit log exactly once: its own deny record, or inside a typed record of denials
 //! lost in a crash, or of events the full ring buffer dropped; and the status says every
 //! counted denial is accounted for.
@@ -18,7 +19,7 @@ const AGENT: &str = "crasher";
 const WORKSPACE: &str = "/srv/agents/crasher/ws";
 const PROTECTED: &str = "/srv/crash-protected";
 const TARGET: &str = "/srv/crash-protected/file";
-const KILLS: usize = 3;
+const KILLS: usize = 2;
 const LOST_IN_CRASH: &str = "kernel.decisions-lost-in-crash";
 const RING_FULL: &str = "kernel.events-lost";
 
@@ -100,10 +101,10 @@ pub fn run() -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("starting the flood: {e}"))?;
     for _ in 0..KILLS {
-        std::thread::sleep(Duration::from_millis(1_500));
+        std::thread::sleep(Duration::from_millis(1_000));
         daemon.kill_and_restart()?;
     }
-    std::thread::sleep(Duration::from_millis(1_000));
+    std::thread::sleep(Duration::from_millis(500));
     std::fs::write(&stop, b"").map_err(|e| format!("writing {}: {e}", stop.display()))?;
     let out = flood
         .wait_with_output()

@@ -54,7 +54,7 @@ pub const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "lsm-crash-accounting",
-        about: "an agent floods denied opens while its daemon is SIGKILLed 3 times: every LSM denial is a deny record or counted in a typed lost record, exactly",
+        about: "an agent floods denied opens while its daemon is SIGKILLed twice: every LSM denial is a deny record or counted in a typed lost record, exactly",
         run: lsm_crash_accounting::run,
         named_only: false,
     },
