@@ -133,7 +133,7 @@ fn main() -> ExitCode {
 fn deny_flood(target: &str, stop: &std::path::Path) -> (u64, u64) {
     let (mut refused, mut other) = (0u64, 0u64);
     loop {
-        for _ in 0..16 {
+        for _ in 0..8 {
             match std::fs::OpenOptions::new().write(true).open(target) {
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => refused += 1,
                 _ => other += 1,
