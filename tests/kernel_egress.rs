@@ -85,6 +85,7 @@ fn setup(pins: &TestPinDir, cgroups: &TestCgroup, ports: &Ports, options: &LoadO
         root_cgroup_id: kfs::cgroup_id(&cgroups.path).unwrap_or_else(|e| panic!("{e}")),
         agent_level: level,
         flags: 0,
+        ..Config::default()
     })
     .unwrap_or_else(|e| panic!("set_config: {e}"));
     maps.upsert_agent(
@@ -319,6 +320,7 @@ fn an_empty_agents_map_changes_nothing() {
             root_cgroup_id: 0,
             agent_level: level,
             flags: 0,
+            ..Config::default()
         })
         .unwrap_or_else(|e| panic!("{e}"));
     let run = run_child(

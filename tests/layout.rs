@@ -55,7 +55,10 @@ macro_rules! record {
 
 fn rust_records() -> Vec<RustRecord> {
     vec![
-        record!("secops_config", struct Config { root_cgroup_id, agent_level, flags }),
+        record!(
+            "secops_config",
+            struct Config { root_cgroup_id, agent_level, flags, decision_epoch, pad }
+        ),
         record!("secops_agent", struct Agent { agent_index, autonomy, flags, dns_port }),
         record!("secops_ancestor_key", struct AncestorKey { cgroup_id, level, pad }),
         record!("secops_port_range", struct PortRange { lo, hi, protocols, pad }),
@@ -72,7 +75,10 @@ fn rust_records() -> Vec<RustRecord> {
         ),
         record!(
             "secops_event_header",
-            struct EventHeader { kind, agent_index, cgroup_id, ts_boot_ns, pid, tgid, uid, verdict, comm }
+            struct EventHeader {
+                kind, agent_index, cgroup_id, ts_boot_ns, pid, tgid, uid, verdict, comm,
+                decision_epoch, decision_slot, pad
+            }
         ),
         record!("secops_exec_body", struct ExecBody { filename, argv, argv_len, args_size }),
         record!("secops_exit_body", struct ExitBody { exit_code, pad }),
@@ -91,6 +97,7 @@ fn rust_records() -> Vec<RustRecord> {
             struct GrantKey { agent_index, kind, op, port, dev, family, pad, ino, addr }
         ),
         record!("secops_grant", struct Grant { expires_ns, ticket, flags, pad }),
+        record!("secops_decision_key", struct DecisionKey { cgroup_id, epoch, slot, verdict, pad }),
         record!("secops_grant_body", struct GrantBody { key, ticket, flags, lsm_op }),
         record!(
             "secops_inode_rule",
@@ -305,7 +312,7 @@ fn a_changed_field_is_caught() {
     assert_eq!(
         problems,
         [
-            "secops_config: C size 16, Rust size 24",
+            "secops_config: C size 24, Rust size 32",
             "secops_config.agent_level: C offset 8, Rust offset 12",
             "secops_config.extra: only in Rust",
         ]

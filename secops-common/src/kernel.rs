@@ -139,7 +139,8 @@ pub const MAP_ROOT_CGROUP: &str = "secops_root_cgroup";
 pub const MAP_DNS_LISTENERS: &str = "secops_dns_listeners";
 pub const MAP_DNS_ORIGINS: &str = "secops_dns_origins";
 pub const MAP_EGRESS_NAMES: &str = "secops_egress_names";
-pub const MAPS: [&str; 17] = [
+pub const MAP_DECISIONS: &str = "secops_decisions";
+pub const MAPS: [&str; 18] = [
     MAP_CONFIG,
     MAP_AGENTS,
     MAP_EGRESS4,
@@ -157,6 +158,7 @@ pub const MAPS: [&str; 17] = [
     MAP_DNS_LISTENERS,
     MAP_DNS_ORIGINS,
     MAP_EGRESS_NAMES,
+    MAP_DECISIONS,
 ];
 
 /// `struct secops_config`, the one entry of `secops_config`.
@@ -168,6 +170,9 @@ pub struct Config {
     /// cgroup2 level of agent cgroups (children of the root); 0: programs ignore everyone.
     pub agent_level: u32,
     pub flags: u32,
+    /// The epoch denials are counted in ([`DecisionKey`]); 0: not counted.
+    pub decision_epoch: u32,
+    pub pad: u32,
 }
 
 /// `struct secops_ancestor_key`, the key of `secops_cgroup_ancestors` (value: the `u64` id
@@ -272,6 +277,10 @@ pub struct EventHeader {
     pub uid: u32,
     pub verdict: u32,
     pub comm: [u8; COMM_LEN],
+    /// Where this denial was counted ([`DecisionKey`]); epoch 0: not counted.
+    pub decision_epoch: u32,
+    pub decision_slot: u16,
+    pub pad: u16,
 }
 
 /// `struct secops_exec_body`.
@@ -445,6 +454,19 @@ pub struct Grant {
     pub pad: u32,
 }
 
+/// `struct secops_decision_key`, the key of `secops_decisions` (value: `u64`, the denials
+/// and escalations reported under this key): per agent cgroup, action slot (`kind *
+/// STATS_SUBS + sub`, as in `secops_stats`) and verdict, in one decision epoch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DecisionKey {
+    pub cgroup_id: u64,
+    pub epoch: u32,
+    pub slot: u16,
+    pub verdict: u8,
+    pub pad: u8,
+}
+
 /// `struct secops_grant_body`: an operation that passed because of a grant.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -477,7 +499,7 @@ pub struct Event {
     pub body: EventBody,
 }
 
-const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(size_of::<Config>() == 24);
 const _: () = assert!(size_of::<Agent>() == 8);
 const _: () = assert!(size_of::<PortRange>() == 8);
 const _: () = assert!(size_of::<Egress4Key>() == 12);
@@ -488,7 +510,7 @@ const _: () = assert!(size_of::<EgressAllowedValue>() == 24);
 const _: () = assert!(size_of::<DnsOrigin>() == 24);
 const _: () = assert!(size_of::<NameKey>() == 24);
 const _: () = assert!(size_of::<NameValue>() == 8 + 16 * MAX_PORT_RANGES);
-const _: () = assert!(size_of::<EventHeader>() == 56);
+const _: () = assert!(size_of::<EventHeader>() == 64);
 const _: () = assert!(size_of::<RenameBody>() == 16 + 2 * PATH_LEN);
 const _: () = assert!(size_of::<InodeKey>() == 16);
 const _: () = assert!(size_of::<GrantKey>() == 40);
@@ -497,7 +519,8 @@ const _: () = assert!(size_of::<GrantBody>() == 56);
 const _: () = assert!(size_of::<InodeRule>() == 3 * FS_OPS + 6 * FS_OPS);
 const _: () = assert!(size_of::<LsmBody>() == 72 + NAME_SLOTS * NAME_LEN);
 const _: () = assert!(size_of::<EventBody>() == size_of::<RenameBody>());
-const _: () = assert!(size_of::<Event>() == 56 + 16 + 2 * PATH_LEN);
+const _: () = assert!(size_of::<Event>() == 64 + 16 + 2 * PATH_LEN);
+const _: () = assert!(size_of::<DecisionKey>() == 16);
 
 /// The one table from what the kernel reports to action types: an event kind
 /// (`EVENT_*`) and its sub-kind, which tells one kind's actions apart (an LSM event's

@@ -38,6 +38,41 @@ static __always_inline void secops_count_lost(__u32 kind, __u32 sub)
 }
 
 /*
+ * Counts the denial or escalation `ev` reports, once it has its place in the ring buffer (see
+ * struct secops_decision_key), and writes into its header where: the epoch stays 0 if it was
+ * not counted (no epoch set, or the map is full: the daemon leaves it out of its reckoning).
+ * Allowed events are not counted: the constant verdict of their call sites removes this code
+ * there.
+ */
+static __always_inline void secops_count_decision(struct secops_event_header *ev, __u32 kind,
+						  __u32 sub, __u64 agent_cgroup, __u32 verdict)
+{
+	if (verdict == SECOPS_VERDICT_ALLOW)
+		return;
+	__u32 zero = 0;
+	const struct secops_config *cfg = bpf_map_lookup_elem(&secops_config, &zero);
+	if (!cfg || !cfg->decision_epoch)
+		return;
+	struct secops_decision_key key;
+	__builtin_memset(&key, 0, sizeof(key)); /* the key is hashed whole, padding too */
+	key.cgroup_id = agent_cgroup;
+	key.epoch = cfg->decision_epoch;
+	key.slot = (__u16)(kind * SECOPS_STATS_SUBS + (sub & (SECOPS_STATS_SUBS - 1)));
+	key.verdict = (__u8)verdict;
+	__u64 *count = bpf_map_lookup_elem(&secops_decisions, &key);
+	if (!count) {
+		__u64 none = 0;
+		bpf_map_update_elem(&secops_decisions, &key, &none, BPF_NOEXIST);
+		count = bpf_map_lookup_elem(&secops_decisions, &key);
+		if (!count)
+			return;
+	}
+	__sync_fetch_and_add(count, 1);
+	ev->decision_epoch = key.epoch;
+	ev->decision_slot = key.slot;
+}
+
+/*
  * A zeroed event with its header filled in, or NULL when the ring buffer is full: then
  * the loss is counted by kind and `sub` (see SECOPS_STATS_SUBS) so the daemon can audit
  * exactly what it did not see, as the action it was. The caller fills the body and calls
@@ -64,6 +99,7 @@ secops_event_start(__u32 kind, __u32 sub, const struct secops_agent *agent, __u6
 	ev->header.uid = (__u32)bpf_get_current_uid_gid();
 	ev->header.verdict = verdict;
 	bpf_get_current_comm(ev->header.comm, sizeof(ev->header.comm));
+	secops_count_decision(&ev->header, kind, sub, agent_cgroup, verdict);
 	return ev;
 }
 

@@ -157,6 +157,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } secops_stats SEC(".maps");
 
+/* See struct secops_decision_key. Preallocated: tracing programs on 5.10 need it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct secops_decision_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} secops_decisions SEC(".maps");
+
 /* Written by the daemon (a timestamp); read by nothing yet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -187,6 +187,12 @@ struct secops_config {
 	/* cgroup2 level of agent cgroups; 0 means "not configured": programs ignore everyone. */
 	__u32 agent_level;
 	__u32 flags;
+	/*
+	 * The daemon's decision epoch (see struct secops_decision_key); 0: denials are not
+	 * counted. Each daemon start begins a new one.
+	 */
+	__u32 decision_epoch;
+	__u32 pad;
 };
 
 /*
@@ -334,6 +340,24 @@ struct secops_inode_rule {
 	__u16 deep_rule[SECOPS_FS_OPS];
 };
 
+/*
+ * HASH secops_decisions, value __u64: the denials and escalations the programs reported,
+ * counted when the event got its place in the ring buffer (one that found the ring full is
+ * counted in secops_stats instead), per agent cgroup, action (`slot`: kind *
+ * SECOPS_STATS_SUBS + sub, as in secops_stats) and verdict, within a decision epoch. The
+ * counters are never reset by the programs: after a crash the next daemon starts a new
+ * epoch, waits until no program can still count in the old one, and audits what the old
+ * epoch counted and the log does not account for as lost, exactly and by type. A cgroup id
+ * is never reused, so an agent re-registered in a new cgroup starts from nothing.
+ */
+struct secops_decision_key {
+	__u64 cgroup_id;
+	__u32 epoch;
+	__u16 slot;
+	__u8 verdict; /* enum secops_verdict */
+	__u8 pad;
+};
+
 /* HASH secops_protected_pids: tgids agents may not signal or ptrace (the daemon). */
 
 /*
@@ -384,6 +408,10 @@ struct secops_event_header {
 	__u32 uid;
 	__u32 verdict; /* enum secops_verdict */
 	char comm[SECOPS_COMM_LEN];
+	/* Where this denial was counted (struct secops_decision_key); epoch 0: not counted. */
+	__u32 decision_epoch;
+	__u16 decision_slot;
+	__u16 pad;
 };
 
 /* sched_process_exec: the new program. */

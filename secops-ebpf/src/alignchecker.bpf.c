@@ -29,6 +29,7 @@ struct secops_inode_rule secops_check_inode_rule;
 struct secops_lsm_body secops_check_lsm_body;
 struct secops_grant_key secops_check_grant_key;
 struct secops_grant secops_check_grant;
+struct secops_decision_key secops_check_decision_key;
 struct secops_grant_body secops_check_grant_body;
 union secops_event_body secops_check_event_body;
 struct secops_event secops_check_event;

@@ -10,6 +10,11 @@
 //! 4. (1) again with the destination allowed only by a resolved name, among 10,000 addresses
 //!    names resolved to for the agent (`secops_egress_names`), the tries holding no entry for
 //!    it (issue 17). Target: at most 1.10x.
+//! 5. A denied loopback `connect()` inside an agent cgroup (refused with EPERM, its event
+//!    read from the ring buffer by a thread), with the denial counted in `secops_decisions`
+//!    (issue 20, item 4) over the same loop with counting off (decision epoch 0), rounds
+//!    interleaved. `cargo bench -p secops-host-tests --bench kernel -- denied-counting` runs
+//!    this one alone.
 //!
 //! Needs root; prints `skipped: ...` otherwise.
 
@@ -104,6 +109,17 @@ fn connect_close(addr: &libc::sockaddr_in) -> bool {
     }
 }
 
+fn loopback(port: u16) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
 /// Per-connect times of one round, sorted.
 fn measure(addr: &libc::sockaddr_in) -> Vec<Duration> {
     let mut samples = Vec::with_capacity(CONNECTS_PER_ROUND);
@@ -129,14 +145,7 @@ fn connect_overhead(allowed_by: AllowedBy) {
             drop(stream);
         }
     });
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
+    let addr = loopback(port);
 
     // This process (all its threads) becomes the agent for the measurement.
     std::fs::write(
@@ -162,6 +171,7 @@ fn connect_overhead(allowed_by: AllowedBy) {
             root_cgroup_id: kfs::cgroup_id(&cgroups.path).expect("id"),
             agent_level: kfs::cgroup_level(&agent_dir).expect("level"),
             flags: 0,
+            ..Config::default()
         })
         .expect("config");
         maps.upsert_agent(
@@ -250,6 +260,116 @@ fn burst(daemon: &Daemon) -> (f64, u64, u64) {
     (micros / 1e6, audited, lost)
 }
 
+/// Per-connect times of `n` refused connects, sorted.
+fn measure_refused(addr: &libc::sockaddr_in, n: usize) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        assert!(!connect_close(addr), "a denied connect went through");
+        samples.push(t.elapsed());
+    }
+    samples.sort_unstable();
+    samples
+}
+
+fn denied_counting_overhead() {
+    let home = own_cgroup();
+    let cgroups = TestCgroup::new(&["agent"]);
+    let pins = TestPinDir::new();
+    let agent_dir = cgroups.child("agent");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let addr = loopback(port);
+    let options = LoadOptions {
+        exec: false,
+        files: false,
+        ..LoadOptions::default()
+    };
+    let mut kernel = Kernel::load(&pins.path, &options).expect("load");
+    let config = |epoch| Config {
+        root_cgroup_id: kfs::cgroup_id(&cgroups.path).expect("id"),
+        agent_level: kfs::cgroup_level(&agent_dir).expect("level"),
+        decision_epoch: epoch,
+        ..Config::default()
+    };
+    let maps = kernel.maps_mut();
+    maps.set_config(&config(0)).expect("config");
+    maps.upsert_agent(
+        kfs::cgroup_id(&agent_dir).expect("id"),
+        &Agent {
+            agent_index: 1,
+            autonomy: 1,
+            flags: AGENT_EGRESS_ENFORCED,
+            dns_port: 0,
+        },
+    )
+    .expect("agent");
+    kernel.attach_egress(&cgroups.path).expect("attach");
+    // The ring buffer is drained as the daemon would, so every denial finds room (a full
+    // ring buffer skips the counting).
+    let mut reader = kernel.event_reader().expect("reader");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let draining = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = reader.wait(Duration::from_millis(20));
+                while reader.try_next().is_some() {}
+            }
+        })
+    };
+    std::fs::write(
+        agent_dir.join("cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .expect("join the agent cgroup");
+    measure_refused(&addr, 2_000);
+    // Short rounds, the order mirrored every round, so drift falls on both sides alike.
+    const DENIED_ROUNDS: usize = 40;
+    const PER_ROUND: usize = 5_000;
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..DENIED_ROUNDS {
+        for counted in [round % 2 == 0, round % 2 == 1] {
+            let epoch = u32::from(counted);
+            kernel
+                .maps_mut()
+                .set_config(&config(epoch))
+                .expect("config");
+            let samples = measure_refused(&addr, PER_ROUND);
+            if counted {
+                on.extend(samples);
+            } else {
+                off.extend(samples);
+            }
+        }
+    }
+    std::fs::write(home.join("cgroup.procs"), std::process::id().to_string())
+        .expect("leave the agent cgroup");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = draining.join();
+    let counted: u64 = kernel
+        .maps()
+        .decision_counts()
+        .expect("counts")
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    kernel.detach_and_unpin().expect("detach");
+    on.sort_unstable();
+    off.sort_unstable();
+    let ratio = |p| percentile(&on, p).as_secs_f64() / percentile(&off, p).as_secs_f64();
+    println!(
+        "denied connect inside an agent cgroup, {DENIED_ROUNDS} interleaved rounds x {PER_ROUND}: counted p50 {:?} p90 {:?}, not counted p50 {:?} p90 {:?}; ratio {:.3} at p50, {:.3} at p90; {counted} denials counted (of {})",
+        percentile(&on, 0.5),
+        percentile(&on, 0.9),
+        percentile(&off, 0.5),
+        percentile(&off, 0.9),
+        ratio(0.5),
+        ratio(0.9),
+        DENIED_ROUNDS * PER_ROUND,
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -257,8 +377,12 @@ fn main() {
     if !need_root("kernel benchmarks") {
         return;
     }
+    if std::env::args().any(|a| a == "denied-counting") {
+        return denied_counting_overhead();
+    }
     connect_overhead(AllowedBy::Allowlist);
     connect_overhead(AllowedBy::ResolvedName);
+    denied_counting_overhead();
 
     let daemon = Daemon::start(&binaries(), &policy());
     let (secs, audited, lost) = burst(&daemon);

@@ -36,6 +36,7 @@ pub fn make_agent(maps: &mut KernelMaps, root: &Path, agent_dir: &Path, agent: A
         root_cgroup_id: kfs::cgroup_id(root).unwrap_or_else(|e| panic!("{e}")),
         agent_level: kfs::cgroup_level(agent_dir).unwrap_or_else(|e| panic!("{e}")),
         flags: 0,
+        ..Config::default()
     })
     .unwrap_or_else(|e| panic!("set_config: {e}"));
     maps.set_root_cgroup(root)

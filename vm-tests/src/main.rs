@@ -41,6 +41,14 @@ fn main() -> ExitCode {
             }
         };
     }
+    if std::env::args().nth(1).as_deref() == Some("--deny-flood") {
+        // An agent's flood of denied opens (the lsm-crash-accounting scenario).
+        let target = std::env::args().nth(2).unwrap_or_default();
+        let stop = std::env::args().nth(3).unwrap_or_default();
+        let (refused, other) = deny_flood(&target, std::path::Path::new(&stop));
+        println!("flood refused {refused} other {other}");
+        return ExitCode::SUCCESS;
+    }
     if std::env::args().nth(1).as_deref() == Some("--connect") {
         // What an agent's connect(2) gets: scenarios run this inside agent cgroups.
         let target = std::env::args().nth(2).unwrap_or_default();
@@ -118,6 +126,25 @@ fn main() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Opens `target` for writing until `stop` exists: (opens refused with EPERM, the others).
+fn deny_flood(target: &str, stop: &std::path::Path) -> (u64, u64) {
+    let (mut refused, mut other) = (0u64, 0u64);
+    loop {
+        for _ in 0..8 {
+            match std::fs::OpenOptions::new().write(true).open(target) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => refused += 1,
+                _ => other += 1,
+            }
+        }
+        if stop.exists() {
+            return (refused, other);
+        }
+        // Slow enough that a restarting daemon (every LSM program verified under emulation)
+        // does not leave a full ring buffer to every scenario after this one.
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

@@ -10,9 +10,9 @@ pub mod types;
 pub use types::{
     ActionObject, AgentStatus, AskAccepted, AskRequest, AuditLogStatus, AuditWitnessStatus,
     AutonomyChange, AutonomyOverride, CapabilityStatus, CheckRequest, CheckResponse,
-    ControlRequest, DnsAgentStatus, DnsStatus, ErrorBody, EventCounters, LandlockPath,
-    LandlockPlan, Registered, Reloaded, Role, RunAs, ScanRequest, ScanResponse, SetAutonomyRequest,
-    StatusReport, StopAll, Whoami, MAX_SUMMARY_CHARS, MAX_WAIT,
+    ControlRequest, DnsAgentStatus, DnsStatus, ErrorBody, EventCounters, KernelDenials,
+    LandlockPath, LandlockPlan, Registered, Reloaded, Role, RunAs, ScanRequest, ScanResponse,
+    SetAutonomyRequest, StatusReport, StopAll, Whoami, MAX_SUMMARY_CHARS, MAX_WAIT,
 };
 
 /// Where the daemon listens unless told otherwise.

@@ -382,6 +382,24 @@ pub struct EventCounters {
     pub received: u64,
     pub audited: u64,
     pub lost: u64,
+    /// The kernel's counted denials and escalations against what the log accounts for.
+    #[serde(default)]
+    pub denials: KernelDenials,
+}
+
+/// The kernel's counts of its denials and escalations (`secops_decisions`, in every epoch
+/// not yet settled), and what the audit log accounts for of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelDenials {
+    /// Counted by the programs, in the epochs the kernel still holds.
+    pub counted: u64,
+    /// Committed as records, ever (in this counter map).
+    pub committed: u64,
+    /// Audited as lost in daemon crashes, ever (in this counter map).
+    pub lost_in_crash: u64,
+    /// Counted and not yet accounted for: on their way to the log (or, for an earlier
+    /// daemon's epoch not yet settled, perhaps lost).
+    pub pending: u64,
 }
 
 impl std::fmt::Display for StatusReport {
@@ -522,10 +540,16 @@ impl std::fmt::Display for StatusReport {
                 writeln!(f, "  {:<16} landlock: {landlock}", "")?;
             }
         }
-        write!(
+        writeln!(
             f,
             "kernel events: {} received, {} audited, {} lost",
             self.events.received, self.events.audited, self.events.lost
+        )?;
+        let d = &self.events.denials;
+        write!(
+            f,
+            "kernel denials: {} counted, {} committed, {} lost in crashes, {} pending",
+            d.counted, d.committed, d.lost_in_crash, d.pending
         )
     }
 }

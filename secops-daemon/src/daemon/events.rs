@@ -489,6 +489,7 @@ mod tests {
             uid: 1000,
             verdict,
             comm: "bash".into(),
+            counted: None,
         }
     }
 

@@ -152,6 +152,8 @@ pub(crate) struct Snapshot {
     pub(crate) dns: Option<crate::api::DnsStatus>,
     /// The audit writer's health; `None`: the series keep their last values.
     pub(crate) audit: Option<crate::api::AuditLogStatus>,
+    /// The kernel's counted denials against the log's account of them.
+    pub(crate) kernel_denials: Option<crate::api::KernelDenials>,
 }
 
 /// How `/metrics` is written.
@@ -207,6 +209,7 @@ pub(crate) struct Metrics {
     audit_log_up: Gauge,
     audit_records: Family<ResultLabel, Counter>,
     audit_witness_lag: Family<WitnessLabel, Gauge>,
+    kernel_denials: Family<StateLabel, Gauge>,
     /// Serializes reads: copying the snapshot in and encoding must not interleave.
     encode_lock: Mutex<()>,
 }
@@ -377,7 +380,14 @@ impl Metrics {
             "Committed records not yet covered by a checkpoint the witness acknowledged",
             audit_witness_lag.clone(),
         );
+        let kernel_denials = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "kernel_denials",
+            "The kernel's counted denials and escalations: counted (in the counter epochs the kernel still holds), committed (as records, ever), lost_in_crash (audited as lost after a daemon crash, ever), pending (counted, not yet accounted for)",
+            kernel_denials.clone(),
+        );
         Metrics {
+            kernel_denials,
             registry,
             decisions,
             latency,
@@ -507,6 +517,18 @@ impl Metrics {
         let _guard = super::locks::lock(&self.encode_lock);
         catch_up(&self.events_received, snapshot.events_received);
         catch_up(&self.events_lost, snapshot.events_lost);
+        if let Some(d) = &snapshot.kernel_denials {
+            for (state, n) in [
+                ("counted", d.counted),
+                ("committed", d.committed),
+                ("lost_in_crash", d.lost_in_crash),
+                ("pending", d.pending),
+            ] {
+                self.kernel_denials
+                    .get_or_create(&StateLabel { state })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
         if let Some(counts) = &snapshot.tickets {
             for status in [
                 TicketStatus::Open,

@@ -33,6 +33,7 @@ mod autonomy;
 mod control;
 mod decide;
 mod decided;
+mod decisions;
 mod dns;
 mod enforcement;
 mod events;

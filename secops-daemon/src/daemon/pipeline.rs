@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::decide::{decide, AuditMode, Recorded};
+use super::decisions::{self, Accounting, EpochStart, Tagged};
 use super::events::{
     allowed_egress_record, capture, file_count_record, lost_events_record, request_for, Captured,
     ExeCache,
 };
 use super::follow::{may_move, MoveWatch};
 use super::state::{lock, read, Shared};
-use crate::audit::{AuditWriter, CommitTicket, NewRecord};
+use crate::audit::{AuditPaths, AuditWriter, CommitTicket, NewRecord};
 use crate::kernel::{EventReader, KernelEvent, LostCounts};
 use crate::time::{boot_now_ns, Clock};
 
@@ -40,22 +41,49 @@ pub(crate) fn spawn(
     reader: EventReader,
     writer: Arc<AuditWriter>,
 ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+    // What the log accounts for is read before this daemon's first record; the new epoch
+    // begins before the reader takes the first event out of the ring buffer.
+    let map_id = lock(&shared.kernel).maps().decisions_map_id()?;
+    let accounting = Accounting::from_log(&AuditPaths::new(&shared.options.state_dir), map_id)
+        .context("reading what the audit log accounts for of the kernel's denials")?;
+    let epoch = decisions::begin_epoch(lock(&shared.kernel).maps_mut(), || reader.produced())
+        .context("beginning a new decision epoch")?;
+    tracing::info!(
+        epoch = epoch.epoch,
+        committed = accounting.committed(),
+        lost = accounting.lost(),
+        "kernel denials are counted in a new decision epoch"
+    );
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let reader_shared = shared.clone();
     let reader = std::thread::Builder::new()
         .name("secops-ringbuf".into())
-        .spawn(move || read_ring(reader_shared, reader, tx))
+        .spawn(move || read_ring(reader_shared, reader, tx, epoch.drain_to))
         .context("starting the ring buffer reader")?;
     std::thread::Builder::new()
         .name("secops-events".into())
-        .spawn(move || Pipeline::new(shared, rx, writer).run(reader))
+        .spawn(move || Pipeline::new(shared, rx, writer, accounting, epoch).run(reader))
         .context("starting the event pipeline thread")
 }
 
+/// A counted event's counter and agent, accounted for once its record commits.
+type Counted = (Tagged, Option<String>);
+/// A record being committed, and what it accounts for.
+type Pending = (CommitTicket, Option<Counted>);
+
+/// What the reader hands the auditor.
+enum Piped {
+    Event(Box<Captured>),
+    /// Every event of an earlier decision epoch has been handed over before this.
+    EarlierEpochsRead,
+}
+
 /// Moves events from the ring buffer into the queue as fast as they come, with what /proc
-/// says about their process, until shutdown (after one last drain).
-fn read_ring(shared: Arc<Shared>, mut reader: EventReader, tx: SyncSender<Captured>) {
+/// says about their process, until shutdown (after one last drain). Says when it has
+/// consumed up to `drain_to`.
+fn read_ring(shared: Arc<Shared>, mut reader: EventReader, tx: SyncSender<Piped>, drain_to: u64) {
     let mut exes = ExeCache::default();
+    let mut earlier_epochs_pending = true;
     loop {
         let stopping = shared.shutdown.load(Ordering::SeqCst);
         if let Err(e) = reader.wait(Duration::from_millis(100)) {
@@ -65,11 +93,18 @@ fn read_ring(shared: Arc<Shared>, mut reader: EventReader, tx: SyncSender<Captur
             match next {
                 Ok(event) => {
                     shared.counters.received.fetch_add(1, Ordering::Relaxed);
-                    if tx.send(capture(event, &mut exes)).is_err() {
+                    let piped = Piped::Event(Box::new(capture(event, &mut exes)));
+                    if tx.send(piped).is_err() {
                         return;
                     }
                 }
                 Err(e) => tracing::warn!("unreadable kernel event: {e}"),
+            }
+        }
+        if earlier_epochs_pending && reader.consumed() >= drain_to {
+            earlier_epochs_pending = false;
+            if tx.send(Piped::EarlierEpochsRead).is_err() {
+                return;
             }
         }
         if stopping {
@@ -80,8 +115,15 @@ fn read_ring(shared: Arc<Shared>, mut reader: EventReader, tx: SyncSender<Captur
 
 struct Pipeline {
     shared: Arc<Shared>,
-    events: Receiver<Captured>,
+    events: Receiver<Piped>,
     writer: Arc<AuditWriter>,
+    /// What the log accounts for of the kernel's counted denials (see `decisions`).
+    accounting: Accounting,
+    /// Whether `accounting` changed since its last record.
+    accounting_changed: bool,
+    epoch: EpochStart,
+    /// Set once the earlier epochs' events are all read: reconciled after this batch.
+    settle_earlier_epochs: bool,
     /// Lost-event counts already audited. Kept in the state directory: the pinned counters
     /// outlive a daemon, and a restarted daemon must neither hide nor repeat losses.
     lost_audited: LostCounts,
@@ -96,13 +138,24 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn new(shared: Arc<Shared>, events: Receiver<Captured>, writer: Arc<AuditWriter>) -> Pipeline {
+    fn new(
+        shared: Arc<Shared>,
+        events: Receiver<Piped>,
+        writer: Arc<AuditWriter>,
+        accounting: Accounting,
+        epoch: EpochStart,
+    ) -> Pipeline {
         let lost_file = shared.options.state_dir.join("kernel-lost-events.audited");
         let lost_audited = read_lost(&lost_file);
+        shared.counters.publish_accounting(&accounting);
         Pipeline {
             shared,
             events,
             writer,
+            accounting,
+            accounting_changed: false,
+            epoch,
+            settle_earlier_epochs: false,
             lost_audited,
             lost_file,
             file_counts_since: crate::time::now_ns(),
@@ -124,9 +177,13 @@ impl Pipeline {
                 }
             }
             let open = self.audit_events(Duration::from_millis(100));
+            if std::mem::take(&mut self.settle_earlier_epochs) {
+                self.audit_lost_in_crash();
+            }
             if stopping || last_lost_check.elapsed() >= LOST_CHECK {
                 last_lost_check = Instant::now();
                 self.audit_lost();
+                self.record_accounting();
                 self.heartbeat();
                 self.renamed = true;
             }
@@ -160,37 +217,158 @@ impl Pipeline {
             let files = self.shared.files();
             let mut tickets = Vec::with_capacity(BATCH);
             let mut item = Some(first);
-            while let Some(mut captured) = item.take() {
-                self.renamed |= may_move(&captured.event);
-                if let KernelEvent::Granted { ticket, .. } = captured.event {
-                    captured.path = self.granted_object(ticket);
-                }
-                let mut request = request_for(&captured, self.agent_of(&captured), &files, &clock);
-                super::landlock::judge_by_plan(&self.shared.landlock, &mut request);
-                let outcome = decide(
-                    self.shared.as_ref(),
-                    &self.writer,
-                    request,
-                    AuditMode::Commit,
-                );
-                match outcome.recorded {
-                    Recorded::Committing(ticket) => tickets.push(ticket),
-                    Recorded::Refused => {
-                        tracing::error!("the audit log refused a kernel event's record")
+            while let Some(piped) = item.take() {
+                match piped {
+                    Piped::Event(mut captured) => {
+                        self.renamed |= may_move(&captured.event);
+                        if let Some(ticket) = self.audit_event(&mut captured, &files, &clock) {
+                            tickets.push(ticket);
+                        }
                     }
-                    Recorded::Queued | Recorded::NotNeeded => {}
+                    Piped::EarlierEpochsRead => self.settle_earlier_epochs = true,
                 }
-                if tickets.len() < BATCH {
+                if tickets.len() < BATCH && !self.settle_earlier_epochs {
                     item = self.events.try_recv().ok();
                 }
             }
             let full = tickets.len() >= BATCH;
-            self.settle(tickets);
-            if full {
+            self.settle_counted(tickets);
+            if full && !self.settle_earlier_epochs {
                 next = self.events.try_recv().ok();
             }
         }
         true
+    }
+
+    /// Decides one event and hands its record to the writer: the ticket to wait on, with
+    /// the counter the record accounts for if the kernel counted the event.
+    fn audit_event(
+        &self,
+        captured: &mut Captured,
+        files: &crate::enforce::FileRules,
+        clock: &Clock,
+    ) -> Option<Pending> {
+        if let KernelEvent::Granted { ticket, .. } = captured.event {
+            captured.path = self.granted_object(ticket);
+        }
+        let agent = self.agent_of(captured);
+        let counted = captured.event.meta().counted.map(|key| {
+            let tagged = Tagged { key, lost: None };
+            (tagged, agent.as_ref().map(|(name, _)| name.clone()))
+        });
+        let mut request = request_for(captured, agent, files, clock);
+        if let Some((tagged, _)) = &counted {
+            request.note.push_str(&decisions::tag(&tagged.key));
+        }
+        super::landlock::judge_by_plan(&self.shared.landlock, &mut request);
+        let outcome = decide(
+            self.shared.as_ref(),
+            &self.writer,
+            request,
+            AuditMode::Commit,
+        );
+        match outcome.recorded {
+            Recorded::Committing(ticket) => Some((ticket, counted)),
+            Recorded::Refused => {
+                tracing::error!("the audit log refused a kernel event's record");
+                None
+            }
+            Recorded::Queued | Recorded::NotNeeded => None,
+        }
+    }
+
+    /// [`Pipeline::settle`], and what each committed record accounts for is added to the
+    /// accounting (a record that did not commit is lost, and found so after a restart).
+    fn settle_counted(&mut self, tickets: Vec<Pending>) {
+        for (ticket, counted) in tickets {
+            match ticket.wait() {
+                Ok(_) => {
+                    self.shared.counters.audited.fetch_add(1, Ordering::Relaxed);
+                    if let Some((tagged, agent)) = counted {
+                        self.accounting.add(&tagged, agent.as_deref());
+                        self.accounting_changed = true;
+                    }
+                }
+                Err(e) => tracing::error!("an event could not be written to the audit log: {e}"),
+            }
+        }
+        self.shared.counters.publish_accounting(&self.accounting);
+    }
+
+    /// Writes what the log accounts for, if it changed, and waits for its commit.
+    fn record_accounting(&mut self) {
+        if !std::mem::take(&mut self.accounting_changed) {
+            return;
+        }
+        let record = self.accounting.record(crate::time::now_ns());
+        if let Err(e) = self.writer.append(record).wait() {
+            self.accounting_changed = true;
+            tracing::error!("recording what the log accounts for of the kernel's denials: {e}");
+        }
+    }
+
+    /// Once every event of the earlier epochs is read and its record committed: audits what
+    /// their counters say the kernel denied and the log does not account for, as lost.
+    fn audit_lost_in_crash(&mut self) {
+        let epoch = self.epoch.epoch;
+        let counts = match lock(&self.shared.kernel).maps().decision_counts() {
+            Ok(c) => c,
+            Err(e) => return tracing::error!("reading the kernel's decision counters: {e}"),
+        };
+        let lost = {
+            let agents = read(&self.shared.agents);
+            self.accounting.settle_epochs_before(
+                epoch,
+                &counts,
+                |cgroup| agents.by_cgroup_id(cgroup).map(|s| s.name.clone()),
+                crate::time::now_ns(),
+            )
+        };
+        let mut failed = false;
+        let tickets: Vec<_> = lost
+            .into_iter()
+            .map(|(tagged, record)| {
+                tracing::warn!(
+                    count = tagged.lost,
+                    action = %record.action,
+                    agent = record.agent.as_deref().unwrap_or("?"),
+                    "kernel denials lost in a daemon crash"
+                );
+                let agent = record.agent.clone();
+                (self.writer.append(record), Some((tagged, agent)))
+            })
+            .collect();
+        for (ticket, counted) in tickets {
+            match ticket.wait() {
+                Ok(_) => {
+                    if let Some((tagged, agent)) = counted {
+                        self.accounting.add(&tagged, agent.as_deref());
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::error!("recording kernel denials lost in a crash: {e}");
+                }
+            }
+        }
+        self.accounting_changed = true;
+        if failed {
+            // Left for the next start, which finds the same counters unaccounted for.
+            self.record_accounting();
+            return self.shared.counters.publish_accounting(&self.accounting);
+        }
+        // The counters go only once the log accounts for all of them; the state forgets the
+        // epochs after that, so a crash in between finds them accounted for, not lost.
+        if let Err(e) = lock(&self.shared.kernel)
+            .maps_mut()
+            .retire_decision_epochs_before(epoch)
+        {
+            tracing::warn!("removing the settled decision counters: {e}");
+        } else {
+            self.accounting.retire_before(epoch);
+        }
+        self.record_accounting();
+        self.shared.counters.publish_accounting(&self.accounting);
     }
 
     /// The agent an event's cgroup belongs to (name, cgroup id), as the agent table says now.

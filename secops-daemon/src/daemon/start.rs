@@ -225,6 +225,9 @@ impl KernelLayers {
                 .context("the secops root cgroup's level")?
                 + 1,
             flags: 0,
+            // The epoch a daemon before this one counted in, until the pipeline begins anew.
+            decision_epoch: kernel.maps().config().map_or(0, |c| c.decision_epoch),
+            pad: 0,
         };
         kernel
             .maps_mut()

@@ -72,6 +72,34 @@ pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
     pub(crate) audited: AtomicU64,
     pub(crate) lost: AtomicU64,
+    /// From the pipeline's `decisions::Accounting`: counted denials committed as records,
+    /// lost in crashes, and everything accounted for in the epochs the kernel still holds.
+    pub(crate) denials_committed: AtomicU64,
+    pub(crate) denials_lost_in_crash: AtomicU64,
+    pub(crate) denials_accounted_open: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn publish_accounting(&self, accounting: &super::decisions::Accounting) {
+        self.denials_committed
+            .store(accounting.committed(), Ordering::Relaxed);
+        self.denials_lost_in_crash
+            .store(accounting.lost(), Ordering::Relaxed);
+        self.denials_accounted_open
+            .store(accounting.accounted_total(), Ordering::Relaxed);
+    }
+
+    /// The kernel's counted denials against what the log accounts for (`counted`: the sum of
+    /// the kernel's counters now).
+    pub(crate) fn kernel_denials(&self, counted: u64) -> crate::api::KernelDenials {
+        let open = self.denials_accounted_open.load(Ordering::Relaxed);
+        crate::api::KernelDenials {
+            counted,
+            committed: self.denials_committed.load(Ordering::Relaxed),
+            lost_in_crash: self.denials_lost_in_crash.load(Ordering::Relaxed),
+            pending: counted.saturating_sub(open),
+        }
+    }
 }
 
 impl Shared {
@@ -112,6 +140,8 @@ impl Shared {
         // Taken before `agents` (the lock order) and let go at once.
         let autonomy = lock(&self.live).view();
         let engine = self.engine();
+        // `kernel` before `agents`.
+        let denials = self.counters.kernel_denials(self.kernel_denials_counted());
         let agents = read(&self.agents);
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -137,7 +167,19 @@ impl Shared {
                 received: self.counters.received.load(Ordering::Relaxed),
                 audited: self.counters.audited.load(Ordering::Relaxed),
                 lost: self.counters.lost.load(Ordering::Relaxed),
+                denials,
             },
+        }
+    }
+
+    /// The sum of the kernel's decision counters (0 if they cannot be read).
+    pub(crate) fn kernel_denials_counted(&self) -> u64 {
+        match lock(&self.kernel).maps().decision_counts() {
+            Ok(counts) => counts.iter().map(|(_, n)| n).sum(),
+            Err(e) => {
+                tracing::warn!("reading the kernel's decision counters: {e}");
+                0
+            }
         }
     }
 

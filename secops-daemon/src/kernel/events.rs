@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use aya::maps::{Map, MapData, RingBuf};
 use secops_common::kernel::{
-    Event, EventHeader, GrantKey, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT, EVENT_GRANT,
-    EVENT_LSM, EVENT_NET, EVENT_RENAME, EVENT_UNLINK, GRANT_ONE_SHOT, MAP_EVENTS, NET_CONNECT,
-    NET_DNS_LISTENER, NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY, VERDICT_ESCALATE,
+    DecisionKey, Event, EventHeader, GrantKey, AF_INET, AF_INET6, EVENT_EXEC, EVENT_EXIT,
+    EVENT_GRANT, EVENT_LSM, EVENT_NET, EVENT_RENAME, EVENT_UNLINK, GRANT_ONE_SHOT, MAP_EVENTS,
+    NET_CONNECT, NET_DNS_LISTENER, NET_SENDMSG, VERDICT_ALLOW, VERDICT_DENY, VERDICT_ESCALATE,
 };
 use secops_common::Verdict;
 use tokio::io::unix::AsyncFd;
 
 use super::error::{KernelError, Result};
+use super::ring_positions::RingPositions;
 
 /// What every event says about who did it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +34,8 @@ pub struct EventMeta {
     /// What the kernel did: `Allow` (observed) or `Deny` (blocked).
     pub verdict: Verdict,
     pub comm: String,
+    /// Where the programs counted this denial (`secops_decisions`), if they did.
+    pub counted: Option<DecisionKey>,
 }
 
 /// Which egress hook judged a destination.
@@ -312,6 +315,13 @@ pub fn parse_event(record: &[u8]) -> Result<KernelEvent> {
         uid: h.uid,
         verdict,
         comm: c_string(&h.comm),
+        counted: (h.decision_epoch != 0).then_some(DecisionKey {
+            cgroup_id: h.cgroup_id,
+            epoch: h.decision_epoch,
+            slot: h.decision_slot,
+            verdict: h.verdict as u8,
+            pad: 0,
+        }),
     };
     // SAFETY (each union read): every member is plain data valid for any bit pattern; the
     // header's kind only says which one is meaningful.
@@ -440,13 +450,25 @@ fn open_ring(pin_dir: &Path) -> Result<RingBuf<MapData>> {
 /// One reader per ring buffer: records are consumed as they are read.
 pub struct EventReader {
     ring: RingBuf<MapData>,
+    positions: RingPositions,
 }
 
 impl EventReader {
     pub fn open(pin_dir: &Path) -> Result<EventReader> {
-        Ok(EventReader {
-            ring: open_ring(pin_dir)?,
-        })
+        let ring = open_ring(pin_dir)?;
+        let positions = RingPositions::map(ring.as_raw_fd())?;
+        Ok(EventReader { ring, positions })
+    }
+
+    /// Bytes of events ever reserved in the ring buffer: every event the programs have begun
+    /// lies below this position.
+    pub fn produced(&self) -> u64 {
+        self.positions.produced()
+    }
+
+    /// Bytes of events ever consumed: read by this reader or an earlier daemon's.
+    pub fn consumed(&self) -> u64 {
+        self.positions.consumed()
     }
 
     /// The next event already in the buffer, if any.
@@ -579,6 +601,9 @@ mod tests {
             uid: 1000,
             verdict,
             comm,
+            decision_epoch: 0,
+            decision_slot: 0,
+            pad: 0,
         }
     }
 
@@ -612,6 +637,7 @@ mod tests {
                     uid: 1000,
                     verdict: Verdict::Allow,
                     comm: "curl".into(),
+                    counted: None,
                 },
                 filename: "/bin/true".into(),
                 argv: vec!["true".into(), "--version".into()],

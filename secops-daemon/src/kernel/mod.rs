@@ -15,6 +15,7 @@
 //! `secops_common::kernel`. Every program ignores tasks outside agent cgroups.
 
 mod cgroup_level;
+mod decisions;
 mod egress;
 mod error;
 mod events;
@@ -23,6 +24,7 @@ pub mod fs;
 mod loader;
 mod maps;
 mod probe;
+mod ring_positions;
 mod sys;
 
 pub use egress::{

@@ -8,6 +8,9 @@
 //!   unlink PATH          unlink(2)
 //!   unlinks N PREFIX     unlink(2) of PREFIX0 .. PREFIX{N-1} as fast as possible (a burst of
 //!                        events; the files need not exist), then `unlinks N done MICROS`
+//!   flood ADDR:PORT PATH connect(2) over TCP again and again (64 at a time, 5 ms apart)
+//!                        until PATH exists, then
+//!                        `flood ADDR refused N other M` (N: EPERM, M: any other outcome)
 //!   detach               fork, setsid, fork: the rest runs in a grandchild (double fork)
 //!   sleep MS             wait
 //!   lookup NAME:PORT     getaddrinfo(NAME) (the system's resolver library and resolv.conf),
@@ -37,6 +40,28 @@ fn report(op: &str, target: &str, result: std::io::Result<()>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Connects to `target` until `stop` exists: (connects refused with EPERM, the others).
+fn flood(target: &str, stop: &std::path::Path) -> (u64, u64) {
+    let Ok(addr) = target.parse::<SocketAddr>() else {
+        return (0, 0);
+    };
+    let (mut refused, mut other) = (0u64, 0u64);
+    loop {
+        for _ in 0..64 {
+            match TcpStream::connect(addr) {
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => refused += 1,
+                _ => other += 1,
+            }
+        }
+        if stop.exists() {
+            return (refused, other);
+        }
+        // At most ~12,800 connects a second: a flood the log keeps up with on a loaded
+        // machine, so the test measures accounting, not a backlog.
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn connect_mapped(target: &str) -> std::io::Result<()> {
@@ -182,6 +207,13 @@ fn main() -> ExitCode {
                     "unlinks {count} done {}",
                     started.elapsed().as_micros()
                 );
+                i += 3;
+            }
+            "flood" => {
+                let stop = std::path::PathBuf::from(args.get(i + 2).cloned().unwrap_or_default());
+                let (refused, other) = flood(&target, &stop);
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "flood {target} refused {refused} other {other}");
                 i += 3;
             }
             "hold" => {

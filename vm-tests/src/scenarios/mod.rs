@@ -7,6 +7,7 @@ mod bpf_lsm;
 mod daemon;
 mod degraded_lsm;
 mod lsm_attacks;
+mod lsm_crash_accounting;
 mod lsm_overhead;
 mod mounts;
 mod moved_tree;
@@ -50,6 +51,12 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "lsm-attacks",
         about: "every attack of `secops-attack` is blocked by BPF LSM and audited; every benign operation works",
         run: lsm_attacks::run,
+        named_only: false,
+    },
+    Scenario {
+        name: "lsm-crash-accounting",
+        about: "an agent floods denied opens while its daemon is SIGKILLed twice: every LSM denial is a deny record or counted in a typed lost record, exactly",
+        run: lsm_crash_accounting::run,
         named_only: false,
     },
     Scenario {

@@ -755,10 +755,11 @@ async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response 
     };
     // The agents' cgroup files are read on the blocking pool, like the queue.
     let shared = state.shared.clone();
-    let (agents, dns) = match tokio::task::spawn_blocking(move || shared.status()).await {
-        Ok(status) => (status.agents, Some(status.dns)),
-        Err(_) => (Vec::new(), None),
-    };
+    let (agents, dns, kernel_denials) =
+        match tokio::task::spawn_blocking(move || shared.status()).await {
+            Ok(status) => (status.agents, Some(status.dns), Some(status.events.denials)),
+            Err(_) => (Vec::new(), None, None),
+        };
     let counters = &state.shared.counters;
     let snapshot = Snapshot {
         events_received: counters.received.load(std::sync::atomic::Ordering::Relaxed),
@@ -785,6 +786,7 @@ async fn metrics(State(state): Api, headers: axum::http::HeaderMap) -> Response 
         notifications: state.shared.notifier.delivery.counts().to_vec(),
         dns,
         audit: Some(audit_status(&state.writer.health())),
+        kernel_denials,
     };
     (
         [(header::CONTENT_TYPE, format.content_type())],
