@@ -61,6 +61,20 @@ pub enum AuditCommand {
     /// key replaced without such a statement is a finding.
     #[command(after_help = "Example:\n  secops audit rotate-key")]
     RotateKey,
+    /// Write an evidence bundle: the records of a window (and agent) with the chain that
+    /// proves them, the checkpoints, keys and key rotations, the policies in force, OCSF
+    /// events and a signed manifest, in one tar file that `verify-bundle` checks offline.
+    #[command(
+        after_help = "Example:\n  secops audit bundle --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z --agent coder -o coder.bundle"
+    )]
+    Bundle(super::audit_bundle::BundleArgs),
+    /// Check an evidence bundle with nothing but the bundle (no state directory, no daemon):
+    /// the chain across the range, checkpoint and manifest signatures, member hashes, that
+    /// left-out records are other agents', the policies' bytes. Exits 1 on any problem.
+    #[command(
+        after_help = "Example:\n  secops audit verify-bundle coder.bundle --public-key audit-key.pub"
+    )]
+    VerifyBundle(super::audit_bundle::VerifyBundleArgs),
     /// Serve an HTTP witness: keeps every checkpoint line POSTed to it in FILE (appended and
     /// synced, signatures checked) and answers GET with them, for `verify --witness URL`.
     /// Run it on another machine, or at least as another user.
@@ -198,6 +212,8 @@ impl FilterArgs {
 pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
     let paths = AuditPaths::new(state_dir);
     match command {
+        AuditCommand::Bundle(args) => super::audit_bundle::bundle(args, &paths),
+        AuditCommand::VerifyBundle(args) => super::audit_bundle::verify(args),
         AuditCommand::Verify(args) => {
             let mut options = VerifyOptions {
                 archives: args.archive,
@@ -452,7 +468,7 @@ fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Re
     Ok(())
 }
 
-fn hostname() -> Option<String> {
+pub(super) fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

@@ -47,6 +47,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     private_state_dir(&options.state_dir)?;
     let live = load_live(&options)?;
     let writer = Arc::new(open_audit_log(&options)?);
+    crate::audit::policy_copy::record_at_start(&writer, &options.state_dir, &live.policy)?;
     let tickets = open_tickets(&options)?;
     let notifier = start_notifier(&options)?;
     let layers = KernelLayers::start(&options, &live)?;

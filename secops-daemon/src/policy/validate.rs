@@ -854,13 +854,18 @@ fn check_user(spec: &UserSpec) -> Result<AgentUser, String> {
 
 /// SHA-256 over each file's path and the digest of its text, in order.
 fn content_hash<'a>(files: impl Iterator<Item = &'a SourceFile>) -> String {
+    policy_hash(files.map(|f| (f.path.to_string_lossy().into_owned(), f.digest)))
+}
+
+/// The policy's content hash from each file's path and text digest, in load order: also how
+/// an evidence bundle's copy of a policy is checked against the hash the audit log names.
+pub fn policy_hash(files: impl Iterator<Item = (String, [u8; 32])>) -> String {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
-    for f in files {
-        let path = f.path.to_string_lossy();
+    for (path, digest) in files {
         hash.update((path.len() as u64).to_le_bytes());
         hash.update(path.as_bytes());
-        hash.update(f.digest);
+        hash.update(digest);
     }
     hex::encode(hash.finalize())
 }
