@@ -352,6 +352,7 @@ impl Services {
             tokio::spawn(services::watch_signals(shared.clone(), writer.clone())),
             tokio::spawn(services::watch_policy_files(shared.clone(), writer.clone())),
             tokio::spawn(hosts::refresh_hosts(shared.clone())),
+            tokio::spawn(super::retention::rotate_on_timer(shared.clone())),
         ];
         Ok(Services {
             pipeline,

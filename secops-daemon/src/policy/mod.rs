@@ -10,6 +10,7 @@ pub mod model;
 pub mod path;
 pub mod pattern;
 pub mod response;
+pub mod retention;
 mod schema;
 mod source;
 mod structure;

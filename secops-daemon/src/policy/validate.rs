@@ -178,6 +178,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
     let rules = v.rules(files, &agents);
     let egress = v.egress(files, &agents);
     let approvals = v.approvals(files);
+    let retention = super::retention::section(files, v.errors);
 
     Policy {
         registry: v.registry,
@@ -189,6 +190,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         default_risk,
         files: files.iter().rev().map(|f| f.path.clone()).collect(),
         content_hash: content_hash(files.iter().rev()),
+        retention,
     }
 }
 
