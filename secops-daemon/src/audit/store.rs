@@ -537,7 +537,7 @@ impl AuditStore {
                 tracing::warn!("audit log rewind accepted: {text}");
                 notes.push(audit_note(
                     RiskLevel::Critical,
-                    format!("the audit log was found not as this host left it: {text}"),
+                    format!("{}: {text}", super::witness::at_start::ACCEPTED_PREFIX),
                 ));
                 report.rewind_accepted = Some(text);
             }

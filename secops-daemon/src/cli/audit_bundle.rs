@@ -53,7 +53,7 @@ pub fn bundle(args: BundleArgs, paths: &AuditPaths) -> anyhow::Result<u8> {
         agent: args.agent,
         archives: args.archive,
         policy_file: args.policy,
-        host: super::audit::hostname(),
+        host: crate::audit::witness::hostname(),
     };
     let started = std::time::Instant::now();
     let summary = build_bundle(paths, &options, &args.output)?;

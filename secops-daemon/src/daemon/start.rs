@@ -149,6 +149,10 @@ fn load_live(options: &DaemonOptions) -> anyhow::Result<autonomy::Live> {
 }
 
 fn open_audit_log(options: &DaemonOptions) -> anyhow::Result<AuditWriter> {
+    crate::audit::witness::at_start::hold_to_witnesses(
+        &AuditPaths::new(&options.state_dir),
+        &options.audit_witnesses,
+    )?;
     AuditWriter::open(
         &AuditPaths::new(&options.state_dir),
         CheckpointPolicy::default(),
