@@ -26,15 +26,8 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // Archived segments are immutable where inode flags are on: take that off first.
-        if let Ok(d) = std::fs::read_dir(self.0.join("archive")) {
-            for e in d.flatten() {
-                let _ = std::process::Command::new("chattr")
-                    .arg("-ia")
-                    .arg(e.path())
-                    .output();
-            }
-        }
+        // Archived segments stay immutable where inode flags are on.
+        secops_daemon::audit::segment::unprotect_tree(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -90,6 +83,14 @@ fn retention_rotates_on_the_daemons_timer_and_a_bundle_of_its_log_verifies_offli
             archive.display()
         )),
     );
+    // Inode flags are on by default: the open segment append-only, closed ones immutable.
+    assert!(
+        daemon
+            .status_text()
+            .contains("append-only/immutable (inode flags set)"),
+        "{}",
+        daemon.status_text()
+    );
     let files = daemon.dir.join("files");
     std::fs::create_dir(&files).unwrap();
     let started = Instant::now();
@@ -128,7 +129,32 @@ fn retention_rotates_on_the_daemons_timer_and_a_bundle_of_its_log_verifies_offli
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("(seq 1..="), "{}", text(&out));
-
+    // The open segment is append-only; the archived ones are immutable (rotation took the
+    // flag off each live one it moved, and put it on the copy).
+    let flags_of = |dir: &std::path::Path| -> Vec<String> {
+        let mut segs: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segs.sort();
+        segs.iter()
+            .map(|p| {
+                format!(
+                    "{:?}",
+                    secops_daemon::audit::segment::inode_flags(p).unwrap()
+                )
+            })
+            .collect()
+    };
+    let live = flags_of(&daemon.dir.join("state/audit"));
+    assert!(live.last().unwrap().contains("APPEND"), "{live:?}");
+    let archived = flags_of(&archive);
+    assert!(
+        archived.len() >= 2 && archived.iter().all(|f| f.contains("IMMUTABLE")),
+        "{archived:?}"
+    );
     // A bundle of the last minute; its policy is the daemon's, recorded at start (which is
     // in the archive by now).
     let bundle = base.path().join("web.bundle");

@@ -153,9 +153,17 @@ fn open_audit_log(options: &DaemonOptions) -> anyhow::Result<AuditWriter> {
         &AuditPaths::new(&options.state_dir),
         &options.audit_witnesses,
     )?;
-    AuditWriter::open(
-        &AuditPaths::new(&options.state_dir),
-        CheckpointPolicy::default(),
+    AuditWriter::start(
+        crate::audit::AuditStore::open_with(
+            &AuditPaths::new(&options.state_dir),
+            crate::audit::StoreOptions {
+                checkpoints: CheckpointPolicy::default(),
+                // Segments append-only while open, immutable once closed, where the file
+                // system and capabilities allow (verify reports a flag taken away).
+                inode_flags: true,
+                ..Default::default()
+            },
+        )?,
         WriterOptions {
             witnesses: options.audit_witnesses.clone(),
             ..WriterOptions::default()
