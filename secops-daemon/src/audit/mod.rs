@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod chain;
 mod classify;
+pub mod daemon_log;
 pub mod dir;
 pub mod error;
 pub mod frame;

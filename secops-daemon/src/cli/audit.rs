@@ -221,7 +221,7 @@ fn accept_rewind(paths: &AuditPaths, reason: String, witnesses: &[String]) -> an
         .iter()
         .map(|w| w.parse().map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let findings = witness_findings(paths, &specs, hostname().as_deref())?;
+    let findings = witness_findings(paths, &specs, crate::audit::witness::hostname().as_deref())?;
     let by = format!(
         "uid {} (secops audit accept-rewind)",
         crate::audit::dir::euid()
@@ -413,7 +413,7 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
             };
             let mut out = BufWriter::new(sink);
             let context = OcsfContext {
-                hostname: hostname(),
+                hostname: crate::audit::witness::hostname(),
             };
             let mut count = 0u64;
             for record in reader.iter(&filter)? {
@@ -507,13 +507,6 @@ fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Re
         reason = one_line(&b.reason),
     )?;
     Ok(())
-}
-
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]

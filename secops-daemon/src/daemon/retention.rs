@@ -46,7 +46,7 @@ pub(crate) async fn rotate_on_timer(shared: Arc<Shared>) {
 }
 
 /// One rotation; returns how many segments were archived.
-pub(crate) fn rotate_once(paths: &AuditPaths, retention: &Retention) -> anyhow::Result<usize> {
+fn rotate_once(paths: &AuditPaths, retention: &Retention) -> anyhow::Result<usize> {
     let mut store = AuditStore::open(paths, Default::default())?;
     store.close_segment()?;
     let policy = RetentionPolicy {

@@ -21,7 +21,7 @@ use super::state::{Counters, Shared};
 use super::{hosts, pipeline, services, timeouts};
 use crate::api::CapabilityStatus;
 use crate::approvals::TicketStore;
-use crate::audit::{AuditPaths, AuditWriter, CheckpointPolicy, WriterOptions};
+use crate::audit::{AuditPaths, AuditWriter};
 use crate::cgroups::CgroupDir;
 use crate::enforce::{FileRules, HostAddrs};
 use crate::engine::Engine;
@@ -149,25 +149,9 @@ fn load_live(options: &DaemonOptions) -> anyhow::Result<autonomy::Live> {
 }
 
 fn open_audit_log(options: &DaemonOptions) -> anyhow::Result<AuditWriter> {
-    crate::audit::witness::at_start::hold_to_witnesses(
+    crate::audit::daemon_log::open_daemon_log(
         &AuditPaths::new(&options.state_dir),
         &options.audit_witnesses,
-    )?;
-    AuditWriter::start(
-        crate::audit::AuditStore::open_with(
-            &AuditPaths::new(&options.state_dir),
-            crate::audit::StoreOptions {
-                checkpoints: CheckpointPolicy::default(),
-                // Segments append-only while open, immutable once closed, where the file
-                // system and capabilities allow (verify reports a flag taken away).
-                inode_flags: true,
-                ..Default::default()
-            },
-        )?,
-        WriterOptions {
-            witnesses: options.audit_witnesses.clone(),
-            ..WriterOptions::default()
-        },
     )
     .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))
 }
