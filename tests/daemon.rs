@@ -279,11 +279,20 @@ fn sighup_reloads_the_allowlist_and_a_broken_policy_changes_nothing() {
     );
 
     // Every reload is audited: what set it off, and the policy's hash old -> new.
-    let reloads: Vec<Value> = daemon
+    let (started, reloads): (Vec<Value>, Vec<Value>) = daemon
         .records()
         .into_iter()
         .filter(|r| r["action"] == "sys:policy")
-        .collect();
+        .partition(|r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("policy in force at daemon start: sha256 "))
+        });
+    assert_eq!(
+        started.len(),
+        1,
+        "the policy in force at start is recorded: {started:#?}"
+    );
     let applied = reloads
         .iter()
         .find(|r| r["verdict"] == "allow")

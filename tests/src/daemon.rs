@@ -460,6 +460,8 @@ impl Drop for Daemon {
         if let Some(state) = &self.state_mount {
             let _ = Command::new("umount").arg(state).status();
         }
+        // The daemon's closed segments are immutable and its open one append-only.
+        secops_daemon::audit::segment::unprotect_tree(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -237,6 +237,9 @@ pub struct AuditLogStatus {
     pub queued_records: usize,
     pub witnesses: Vec<AuditWitnessStatus>,
     pub index_error: Option<String>,
+    /// Segments append-only while open and immutable once closed (inode flags).
+    #[serde(default)]
+    pub inode_protected: bool,
 }
 
 /// One witness the checkpoints are sent to.
@@ -429,12 +432,17 @@ impl std::fmt::Display for StatusReport {
                 None => writeln!(
                     f,
                     "audit log: writing — committed up to seq {}, sealed up to {}; {} written, \
-                     {} failed, {} refused since start",
+                     {} failed, {} refused since start; segments {}",
                     audit.committed_seq,
                     audit.checkpoint_seq,
                     audit.records_committed,
                     audit.records_failed,
-                    audit.records_refused
+                    audit.records_refused,
+                    if audit.inode_protected {
+                        "append-only/immutable (inode flags set)"
+                    } else {
+                        "NOT protected by inode flags (file system or capabilities lack them)"
+                    }
                 )?,
                 Some(why) => writeln!(
                     f,

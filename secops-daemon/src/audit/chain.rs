@@ -1,13 +1,16 @@
 //! The hash chain: the canonical encoding of a record, the record hash, the genesis value and
 //! the bytes a checkpoint signature covers.
 //!
-//! # Record hash (version 2)
+//! # Record hash (version 3)
 //!
-//! A record's hash is
-//! `SHA-256(RECORD_TAG || prev_hash || seq || SHA-256(CONTENT_TAG || encoding))`: the chain
-//! links *content hashes*. So a record can be left out of an evidence bundle (another agent's)
-//! and the chain still be checked through it from its seq and content hash alone, while every
-//! record that is included is checked down to its bytes.
+//! A record's hash is `SHA-256(RECORD_TAG || prev_hash || seq || content)`, with
+//! `content = SHA-256(CONTENT_TAG || u32 len(head) || head || SHA-256(BODY_TAG || body))`,
+//! where `head` is the start of the encoding (seq, ts_ns, agent) and `body` the rest. The
+//! chain links *content hashes*, and a content hash opens to whose record it is and when
+//! without the rest: an evidence bundle for one agent carries other agents' records as their
+//! head and body digest only ([`RedactedRecord`]), and a verifier still checks the chain
+//! through them and sees that they are not that agent's, while every record that is included
+//! is checked down to its bytes.
 //!
 //! # Canonical encoding
 //!
@@ -56,8 +59,9 @@ pub type Hash = [u8; 32];
 /// Length of a log id: random, chosen when the log is created.
 pub const LOG_ID_LEN: usize = 16;
 
-pub const RECORD_TAG: &[u8] = b"secops-audit-record-v2";
-pub const CONTENT_TAG: &[u8] = b"secops-audit-content-v2";
+pub const RECORD_TAG: &[u8] = b"secops-audit-record-v3";
+pub const CONTENT_TAG: &[u8] = b"secops-audit-content-v3";
+pub const BODY_TAG: &[u8] = b"secops-audit-body-v3";
 pub const GENESIS_TAG: &[u8] = b"secops-audit-genesis-v1";
 pub const CHECKPOINT_TAG: &[u8] = b"secops-audit-checkpoint-v2";
 pub const ROTATION_TAG: &[u8] = b"secops-audit-key-rotation-v1";
@@ -80,18 +84,85 @@ pub fn genesis_hash(log_id: &[u8; LOG_ID_LEN]) -> Hash {
 
 /// The hash of record `seq` whose predecessor's hash is `prev`.
 pub fn record_hash(prev: &Hash, seq: u64, body: &NewRecord) -> Hash {
-    let mut h = Sha256::new();
-    h.update(CONTENT_TAG);
-    encode(seq, body, &mut h);
-    link_hash(prev, seq, &h.finalize().into())
+    link_hash(prev, seq, &content_hash(&encode_record(seq, body)))
 }
 
 /// The content hash of a record's canonical encoding (which starts with its seq).
 pub fn content_hash(encoding: &[u8]) -> Hash {
+    let (head, body) = encoding.split_at(head_len(encoding));
+    content_hash_of_parts(head, &body_digest(body))
+}
+
+/// The content hash from a record's head and the digest of its body: all a bundle keeps of a
+/// record it leaves out.
+pub fn content_hash_of_parts(head: &[u8], body_digest: &Hash) -> Hash {
     let mut h = Sha256::new();
     h.update(CONTENT_TAG);
-    h.update(encoding);
+    h.update((head.len() as u32).to_be_bytes());
+    h.update(head);
+    h.update(body_digest);
     h.finalize().into()
+}
+
+/// The digest of the part of an encoding after its head.
+pub fn body_digest(body: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(BODY_TAG);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// Where the head (seq, ts_ns, agent) of an encoding ends. A malformed encoding still splits
+/// somewhere definite (and fails to decode elsewhere), so hashing stays total.
+pub fn head_len(encoding: &[u8]) -> usize {
+    let fixed = 16;
+    let len = match encoding.get(fixed) {
+        Some(1) => encoding
+            .get(fixed + 1..fixed + 5)
+            .map(|b| fixed + 5 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(encoding.len()),
+        Some(_) => fixed + 1,
+        None => encoding.len(),
+    };
+    len.min(encoding.len())
+}
+
+/// What a bundle keeps of a record it leaves out: enough to link the chain through it and to
+/// see whose it was and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedactedRecord {
+    /// The encoding's head: seq, ts_ns, agent.
+    pub head: Vec<u8>,
+    pub body_digest: Hash,
+}
+
+impl RedactedRecord {
+    pub fn of(encoding: &[u8]) -> RedactedRecord {
+        let (head, body) = encoding.split_at(head_len(encoding));
+        RedactedRecord {
+            head: head.to_vec(),
+            body_digest: body_digest(body),
+        }
+    }
+
+    pub fn content_hash(&self) -> Hash {
+        content_hash_of_parts(&self.head, &self.body_digest)
+    }
+
+    /// seq, ts_ns and agent, if the head is well-formed (and nothing more).
+    pub fn decode_head(&self) -> Result<(u64, i64, Option<String>), String> {
+        let mut d = Decoder {
+            bytes: &self.head,
+            at: 0,
+        };
+        let seq = d.u64("seq")?;
+        let ts = d.u64("ts_ns")? as i64;
+        let agent = d.opt_str("agent")?;
+        if d.at != self.head.len() {
+            return Err("bytes after the agent".into());
+        }
+        Ok((seq, ts, agent))
+    }
 }
 
 /// The chain step: the hash of record `seq` with content hash `content` after `prev`.
@@ -569,5 +640,34 @@ mod tests {
             link_hash(&prev, 9, &content),
             link_hash(&prev, 10, &content)
         );
+    }
+
+    #[test]
+    fn a_redacted_record_has_the_same_content_hash_and_shows_only_its_head() {
+        let r = sample();
+        let encoding = encode_record(9, &r);
+        let redacted = RedactedRecord::of(&encoding);
+        assert_eq!(redacted.content_hash(), content_hash(&encoding));
+        assert_eq!(
+            redacted.decode_head().unwrap(),
+            (9, r.ts_ns, Some("builder".into()))
+        );
+        assert!(!redacted.head.windows(2).any(|w| w == b"rm"));
+        let mut none = r.clone();
+        none.agent = None;
+        let e = encode_record(9, &none);
+        assert_eq!(head_len(&e), 17);
+        assert_eq!(RedactedRecord::of(&e).decode_head().unwrap().2, None);
+        // Moving bytes between head and body changes the hash.
+        let mut other = r.clone();
+        other.agent = Some("builde".into());
+        other.cgroup_id = None;
+        assert_ne!(
+            content_hash(&encode_record(9, &other)),
+            content_hash(&encoding)
+        );
+        for cut in [0, 3, 16, 18, 25] {
+            let _ = content_hash(&encoding[..cut]);
+        }
     }
 }

@@ -23,7 +23,8 @@ pub const MAX_FRAME_PAYLOAD: u32 = 16 << 20;
 pub const FRAME_PREFIX: usize = 5;
 
 /// Format version written into every header.
-pub const SEGMENT_VERSION: u16 = 1;
+/// 2: record hash v3 (content hashes that open to a record's head).
+pub const SEGMENT_VERSION: u16 = 2;
 
 const SEGMENT_TAG: &[u8] = b"secops-audit-segment-v1";
 

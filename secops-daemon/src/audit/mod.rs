@@ -1,8 +1,10 @@
 //! The audit log: hash-chained records and signed checkpoints in append-only segment files,
 //! an SQLite index built behind them, and witnesses that keep every checkpoint elsewhere.
 
+pub mod bundle;
 pub mod chain;
 mod classify;
+pub mod daemon_log;
 pub mod dir;
 pub mod error;
 pub mod frame;
@@ -11,6 +13,7 @@ pub mod index;
 pub mod keys;
 pub mod ocsf;
 pub mod paths;
+pub mod policy_copy;
 mod problem;
 pub mod query;
 pub mod record;

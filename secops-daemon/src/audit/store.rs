@@ -537,7 +537,7 @@ impl AuditStore {
                 tracing::warn!("audit log rewind accepted: {text}");
                 notes.push(audit_note(
                     RiskLevel::Critical,
-                    format!("the audit log was found not as this host left it: {text}"),
+                    format!("{}: {text}", super::witness::at_start::ACCEPTED_PREFIX),
                 ));
                 report.rewind_accepted = Some(text);
             }
@@ -727,6 +727,19 @@ impl AuditStore {
         )
     }
 
+    /// Whether the next segment gets inode flags: if this store was asked to, or the log
+    /// already protects its open segment (so another appender rolling the segment, `secops
+    /// check` or the retention timer, never drops the protection the daemon put on).
+    fn protect_next(&self) -> bool {
+        self.options.inode_flags || self.live.header.inode_protected()
+    }
+
+    /// Whether the open segment carries inode flags (its header says so only where they were
+    /// set).
+    pub fn inode_protected(&self) -> bool {
+        self.live.header.inode_protected()
+    }
+
     /// Records after the last checkpoint, as of this store's last batch.
     pub fn unsealed(&self) -> u64 {
         self.head
@@ -892,11 +905,8 @@ impl AuditStore {
                 {
                     // The other appender closed the segment and died before the next.
                     let header = next_header(&s, next_seq, now_ns());
-                    self.live = LiveSegment::create(
-                        &self.paths.audit_dir,
-                        header,
-                        self.options.inode_flags,
-                    )?;
+                    let protect = self.protect_next();
+                    self.live = LiveSegment::create(&self.paths.audit_dir, header, protect)?;
                     self.head.link = self.live.header.link_hash();
                     break;
                 }
@@ -932,7 +942,7 @@ impl AuditStore {
             public_key: self.public,
             flags: 0,
         };
-        let next = LiveSegment::create(&self.paths.audit_dir, header, self.options.inode_flags)?;
+        let next = LiveSegment::create(&self.paths.audit_dir, header, self.protect_next())?;
         let closed = std::mem::replace(&mut self.live, next);
         closed.close()?;
         self.head.link = self.live.header.link_hash();

@@ -419,7 +419,13 @@ impl Walk {
             }
         };
         if !self.broken {
-            if header.log_id != self.log_id {
+            if header.version != super::frame::SEGMENT_VERSION {
+                self.fail(bad(format!(
+                    "its format version is {}; this secops reads version {}",
+                    header.version,
+                    super::frame::SEGMENT_VERSION
+                )));
+            } else if header.log_id != self.log_id {
                 self.fail(bad(format!(
                     "it belongs to another log ({})",
                     hex::encode(header.log_id)

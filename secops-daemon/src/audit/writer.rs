@@ -111,6 +111,8 @@ pub struct AuditHealth {
     pub queued_bytes: usize,
     pub witnesses: Vec<WitnessStatus>,
     pub index_error: Option<String>,
+    /// Whether the open segment is append-only (and closed ones immutable) by inode flags.
+    pub inode_protected: bool,
 }
 
 /// The result of one batch, shared by every ticket in it.
@@ -285,6 +287,7 @@ impl AuditWriter {
         let db = paths.audit_dir.clone();
         store.defer_head_file();
         let health = AuditHealth {
+            inode_protected: store.inode_protected(),
             committed_seq: store.last_seq(),
             checkpoint_seq: store.last_checkpoint().map_or(0, |c| c.seq),
             checkpoint_number: store.last_checkpoint().map_or(0, |c| c.number),

@@ -38,6 +38,10 @@ pub enum AuditCommand {
         /// Why this is accepted; goes into the audit record.
         #[arg(long)]
         reason: String,
+        /// A witness the daemon holds the log to (as given to `daemon --audit-witness`):
+        /// what it saw that the log contradicts is accepted too. Repeatable.
+        #[arg(long)]
+        witness: Vec<String>,
     },
     /// Close the open segment (with a checkpoint) so the log goes on in a new one; with
     /// `--archive`, move closed segments out of the live log into DIR (oldest first, each
@@ -61,6 +65,20 @@ pub enum AuditCommand {
     /// key replaced without such a statement is a finding.
     #[command(after_help = "Example:\n  secops audit rotate-key")]
     RotateKey,
+    /// Write an evidence bundle: the records of a window (and agent) with the chain that
+    /// proves them, the checkpoints, keys and key rotations, the policies in force, OCSF
+    /// events and a signed manifest, in one tar file that `verify-bundle` checks offline.
+    #[command(
+        after_help = "Example:\n  secops audit bundle --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z --agent coder -o coder.bundle"
+    )]
+    Bundle(super::audit_bundle::BundleArgs),
+    /// Check an evidence bundle with nothing but the bundle (no state directory, no daemon):
+    /// the chain across the range, checkpoint and manifest signatures, member hashes, that
+    /// left-out records are other agents', the policies' bytes. Exits 1 on any problem.
+    #[command(
+        after_help = "Example:\n  secops audit verify-bundle coder.bundle --public-key audit-key.pub"
+    )]
+    VerifyBundle(super::audit_bundle::VerifyBundleArgs),
     /// Serve an HTTP witness: keeps every checkpoint line POSTed to it in FILE (appended and
     /// synced, signatures checked) and answers GET with them, for `verify --witness URL`.
     /// Run it on another machine, or at least as another user.
@@ -195,9 +213,65 @@ impl FilterArgs {
     }
 }
 
+/// Records what the head file and the given witnesses found, and who accepted it, so
+/// appenders (the daemon, `secops check`) write to the log again.
+fn accept_rewind(paths: &AuditPaths, reason: String, witnesses: &[String]) -> anyhow::Result<u8> {
+    use crate::audit::witness::at_start::{witness_findings, ACCEPTED_PREFIX};
+    let specs = witnesses
+        .iter()
+        .map(|w| w.parse().map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let findings = witness_findings(paths, &specs, crate::audit::witness::hostname().as_deref())?;
+    let by = format!(
+        "uid {} (secops audit accept-rewind)",
+        crate::audit::dir::euid()
+    );
+    let opened = AuditStore::open_with(
+        paths,
+        StoreOptions {
+            rewind: RewindPolicy::Accept {
+                by: by.clone(),
+                reason: reason.clone(),
+            },
+            ..StoreOptions::default()
+        },
+    );
+    let mut store = match opened {
+        Ok(store) => {
+            if let Some(what) = &store.open_report().rewind_accepted {
+                println!("recorded in the audit log: {what}");
+            }
+            store
+        }
+        Err(crate::audit::AuditError::NothingToAccept { .. }) if !findings.is_empty() => {
+            AuditStore::open(paths, Default::default())?
+        }
+        Err(crate::audit::AuditError::NothingToAccept { .. }) => {
+            println!("nothing to accept");
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !findings.is_empty() {
+        let text = format!(
+            "{ACCEPTED_PREFIX}: its witnesses saw what it does not hold: {}; accepted by {by}: {reason}",
+            findings.join("; ")
+        );
+        store.append(&crate::audit::store::audit_note(
+            secops_common::RiskLevel::Critical,
+            text.clone(),
+        ))?;
+        store.checkpoint_now()?;
+        println!("recorded in the audit log: {text}");
+    }
+    Ok(0)
+}
+
 pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
     let paths = AuditPaths::new(state_dir);
     match command {
+        AuditCommand::Bundle(args) => super::audit_bundle::bundle(args, &paths),
+        AuditCommand::VerifyBundle(args) => super::audit_bundle::verify(args),
         AuditCommand::Verify(args) => {
             let mut options = VerifyOptions {
                 archives: args.archive,
@@ -219,24 +293,7 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
             println!("{report}");
             Ok(if report.is_ok() { 0 } else { 1 })
         }
-        AuditCommand::AcceptRewind { reason } => {
-            let by = format!(
-                "uid {} (secops audit accept-rewind)",
-                crate::audit::dir::euid()
-            );
-            let store = AuditStore::open_with(
-                &paths,
-                StoreOptions {
-                    rewind: RewindPolicy::Accept { by, reason },
-                    ..StoreOptions::default()
-                },
-            )?;
-            match &store.open_report().rewind_accepted {
-                Some(what) => println!("recorded in the audit log: {what}"),
-                None => println!("nothing to accept"),
-            }
-            Ok(0)
-        }
+        AuditCommand::AcceptRewind { reason, witness } => accept_rewind(&paths, reason, &witness),
         AuditCommand::Rotate {
             archive,
             keep_age,
@@ -356,7 +413,7 @@ pub fn run(command: AuditCommand, state_dir: &Path) -> anyhow::Result<u8> {
             };
             let mut out = BufWriter::new(sink);
             let context = OcsfContext {
-                hostname: hostname(),
+                hostname: crate::audit::witness::hostname(),
             };
             let mut count = 0u64;
             for record in reader.iter(&filter)? {
@@ -450,13 +507,6 @@ fn print_record(out: &mut impl Write, record: &Record, json: bool) -> anyhow::Re
         reason = one_line(&b.reason),
     )?;
     Ok(())
-}
-
-fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]

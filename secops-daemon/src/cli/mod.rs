@@ -10,6 +10,7 @@ mod action_args;
 mod agents;
 mod approvals;
 mod audit;
+mod audit_bundle;
 mod check;
 mod daemon;
 mod docs;

@@ -156,6 +156,9 @@ impl Shared {
                     );
                 }
                 let hash = policy.content_hash.clone();
+                if let Err(e) = crate::audit::policy_copy::keep(&self.options.state_dir, &policy) {
+                    tracing::warn!("no copy kept of the reloaded policy: {e:#}");
+                }
                 self.apply(policy, generation).map(|files| (hash, files))
             });
         let (record, result) = match result {

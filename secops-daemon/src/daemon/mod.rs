@@ -49,6 +49,7 @@ mod options;
 mod parked;
 mod pipeline;
 mod process;
+mod retention;
 mod services;
 mod start;
 mod state;

@@ -21,7 +21,7 @@ use super::state::{Counters, Shared};
 use super::{hosts, pipeline, services, timeouts};
 use crate::api::CapabilityStatus;
 use crate::approvals::TicketStore;
-use crate::audit::{AuditPaths, AuditWriter, CheckpointPolicy, WriterOptions};
+use crate::audit::{AuditPaths, AuditWriter};
 use crate::cgroups::CgroupDir;
 use crate::enforce::{FileRules, HostAddrs};
 use crate::engine::Engine;
@@ -47,6 +47,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     private_state_dir(&options.state_dir)?;
     let live = load_live(&options)?;
     let writer = Arc::new(open_audit_log(&options)?);
+    crate::audit::policy_copy::record_at_start(&writer, &options.state_dir, &live.policy)?;
     let tickets = open_tickets(&options)?;
     let notifier = start_notifier(&options)?;
     let layers = KernelLayers::start(&options, &live)?;
@@ -148,13 +149,9 @@ fn load_live(options: &DaemonOptions) -> anyhow::Result<autonomy::Live> {
 }
 
 fn open_audit_log(options: &DaemonOptions) -> anyhow::Result<AuditWriter> {
-    AuditWriter::open(
+    crate::audit::daemon_log::open_daemon_log(
         &AuditPaths::new(&options.state_dir),
-        CheckpointPolicy::default(),
-        WriterOptions {
-            witnesses: options.audit_witnesses.clone(),
-            ..WriterOptions::default()
-        },
+        &options.audit_witnesses,
     )
     .with_context(|| format!("opening the audit log in {}", options.state_dir.display()))
 }
@@ -354,6 +351,7 @@ impl Services {
             tokio::spawn(services::watch_signals(shared.clone(), writer.clone())),
             tokio::spawn(services::watch_policy_files(shared.clone(), writer.clone())),
             tokio::spawn(hosts::refresh_hosts(shared.clone())),
+            tokio::spawn(super::retention::rotate_on_timer(shared.clone())),
         ];
         Ok(Services {
             pipeline,

@@ -10,6 +10,7 @@ pub mod model;
 pub mod path;
 pub mod pattern;
 pub mod response;
+pub mod retention;
 mod schema;
 mod source;
 mod structure;
@@ -23,7 +24,7 @@ pub use model::{
     Layer, OnTimeout, Policy, Rule, Selectors, Unlisted,
 };
 pub use pattern::compile_glob;
-pub use validate::{builtin_default_risk, DEFAULT_AUTONOMY, DEFAULT_HOMES};
+pub use validate::{builtin_default_risk, policy_hash, DEFAULT_AUTONOMY, DEFAULT_HOMES};
 
 #[cfg(test)]
 mod tests;

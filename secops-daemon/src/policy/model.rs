@@ -29,6 +29,8 @@ pub struct Policy {
     /// SHA-256 (hex) over every file's path and content, in `files` order: what audit
     /// records of reloads name, so a policy in force can be matched to its files.
     pub content_hash: String,
+    /// The `retention:` section: the daemon moves sealed audit segments out on a timer.
+    pub retention: Option<super::retention::Retention>,
 }
 
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@ pub struct PolicyFile {
     pub egress: BTreeMap<String, EgressSpec>,
     /// What happens to tickets nobody decides. One file of a policy may set it.
     pub approvals: Option<ApprovalsSpec>,
+    /// Where the daemon moves sealed audit segments. One file of a policy may set it.
+    pub retention: Option<super::retention::RetentionSpec>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -178,6 +178,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
     let rules = v.rules(files, &agents);
     let egress = v.egress(files, &agents);
     let approvals = v.approvals(files);
+    let retention = super::retention::section(files, v.errors);
 
     Policy {
         registry: v.registry,
@@ -189,6 +190,7 @@ pub fn validate(files: &[SourceFile], errors: &mut Vec<PolicyError>) -> Policy {
         default_risk,
         files: files.iter().rev().map(|f| f.path.clone()).collect(),
         content_hash: content_hash(files.iter().rev()),
+        retention,
     }
 }
 
@@ -854,13 +856,18 @@ fn check_user(spec: &UserSpec) -> Result<AgentUser, String> {
 
 /// SHA-256 over each file's path and the digest of its text, in order.
 fn content_hash<'a>(files: impl Iterator<Item = &'a SourceFile>) -> String {
+    policy_hash(files.map(|f| (f.path.to_string_lossy().into_owned(), f.digest)))
+}
+
+/// The policy's content hash from each file's path and text digest, in load order: also how
+/// an evidence bundle's copy of a policy is checked against the hash the audit log names.
+pub fn policy_hash(files: impl Iterator<Item = (String, [u8; 32])>) -> String {
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
-    for f in files {
-        let path = f.path.to_string_lossy();
+    for (path, digest) in files {
         hash.update((path.len() as u64).to_le_bytes());
         hash.update(path.as_bytes());
-        hash.update(f.digest);
+        hash.update(digest);
     }
     hex::encode(hash.finalize())
 }

@@ -7,6 +7,7 @@
 //! checkpoint, the log id and the public key that signed it, so a witness alone can check
 //! the signatures it holds and name the key.
 
+pub mod at_start;
 mod file;
 mod http;
 mod read;

@@ -403,6 +403,7 @@ fn audit_status(health: &crate::audit::AuditHealth) -> crate::api::AuditLogStatu
         records_failed: health.records_failed,
         records_refused: health.records_refused,
         queued_records: health.queued_records,
+        inode_protected: health.inode_protected,
         witnesses: health
             .witnesses
             .iter()
