@@ -357,3 +357,27 @@ fn planted_corpus_recall_and_false_positives() {
         score.false_positives
     );
 }
+
+/// Anchors are examined wherever they start, also inside or right after another literal:
+/// a key name glued to an AWS-like prefix, a PEM armour after a longer run of dashes, the
+/// webhook host in any case, `:=`/`=>` separators and names in either case.
+#[test]
+fn anchors_next_to_other_literals_are_still_examined() {
+    let scanner = Scanner::new();
+    let categories =
+        |text: &str| -> Vec<Category> { scanner.scan(text).iter().map(|f| f.category).collect() };
+    assert_eq!(
+        categories("ACCAuth = q8Vz3kLm0PxR7tYw2NbCq8Vz3kLm"),
+        [Category::GenericSecret]
+    );
+    assert_eq!(
+        categories("export MY_API_KEY:=q8Vz3kLm0PxR7tYw2NbC and PassWord => 'Zq81mVx0Lr4aa9'"),
+        [Category::GenericSecret, Category::GenericSecret]
+    );
+    assert_eq!(
+        categories("see HOOKS.Slack.com/services/T0D74CC7HN5/B1Y6IIWJFN6/fwfuZ9QV3QKmWfARnMhK4JmT"),
+        [Category::SlackToken]
+    );
+    let pem = ed25519_pem([7; 32]).replacen("-----BEGIN", "--------begin", 1);
+    assert_eq!(private_keys_in(&scanner, &pem), 1, "{pem}");
+}

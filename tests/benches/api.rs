@@ -165,7 +165,15 @@ fn pin_as_idle(cpu: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn run(daemon: &Daemon, label: &str, socket: &Path, count: &str, body: &str, get_path: &str) {
+/// Runs the probe's fixed-rate client and prints its percentiles; returns its p99 (µs).
+fn run(
+    daemon: &Daemon,
+    label: &str,
+    socket: &Path,
+    count: &str,
+    body: &str,
+    get_path: &str,
+) -> f64 {
     let percentiles = daemon.api_probe(
         Path::new(APIPROBE),
         "bench",
@@ -174,6 +182,25 @@ fn run(daemon: &Daemon, label: &str, socket: &Path, count: &str, body: &str, get
         &[RATE, count, body, get_path],
     );
     println!("{label:<44} {RATE} req/s x {count}: {percentiles} (µs)");
+    percentiles
+        .split_whitespace()
+        .skip_while(|w| *w != "p99")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Issue 21's target: `/v1/check` p99 at most 1.3x the fixed-answer server's, same run. The
+/// floor is measured before and after the checks; the ratio is given against both.
+fn print_ratio(label: &str, check_p99: f64, floor_p99: &[f64]) {
+    let ratios: Vec<String> = floor_p99
+        .iter()
+        .map(|f| format!("{:.2}x", check_p99 / f))
+        .collect();
+    println!(
+        "{label:<44} p99 ratio to the floor: {} (target <= 1.3x)",
+        ratios.join(" / ")
+    );
 }
 
 fn main() {
@@ -193,7 +220,7 @@ fn main() {
     let floor = FloorServer::start();
     let socket = daemon.socket();
     let floor_label = "floor: fixed-answer blocking server";
-    run(&daemon, floor_label, &floor.socket, COUNT, "", "/floor");
+    let floor_before = run(&daemon, floor_label, &floor.socket, COUNT, "", "/floor");
     run(
         &daemon,
         "/v1/whoami (HTTP on the socket, no decision)",
@@ -202,7 +229,7 @@ fn main() {
         "",
         "/v1/whoami",
     );
-    run(
+    let check_p99 = run(
         &daemon,
         "/v1/check (answered once queued for audit)",
         &socket,
@@ -210,7 +237,8 @@ fn main() {
         check,
         "",
     );
-    run(&daemon, floor_label, &floor.socket, COUNT, "", "/floor");
+    let floor_after = run(&daemon, floor_label, &floor.socket, COUNT, "", "/floor");
+    print_ratio("/v1/check", check_p99, &[floor_before, floor_after]);
     print_handler_latency(&daemon);
     run(
         &daemon,
@@ -228,8 +256,8 @@ fn main() {
         }
     };
     let busy_floor = "floor, no CPU idle (SCHED_IDLE spinners)";
-    run(&daemon, busy_floor, &floor.socket, COUNT, "", "/floor");
-    run(
+    let busy_floor_p99 = run(&daemon, busy_floor, &floor.socket, COUNT, "", "/floor");
+    let busy_check_p99 = run(
         &daemon,
         "/v1/check, no CPU idle (SCHED_IDLE spinners)",
         &socket,
@@ -237,6 +265,7 @@ fn main() {
         check,
         "",
     );
+    print_ratio("/v1/check, no CPU idle", busy_check_p99, &[busy_floor_p99]);
     drop(busy);
 }
 

@@ -4,22 +4,23 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 
-use super::entropy::looks_random;
 use super::luhn::is_card_number;
-use super::{Category, Finding};
+use super::{names, Category, Finding};
 
-/// What a literal in the automaton is the start of.
+/// What a literal in the automaton is the start of. Every literal holds a byte pair that
+/// ordinary text rarely has (`AK`, `_`, `eyJ`, `://`, `-----`), so the case-sensitive
+/// packed search (Teddy) over them runs at memory speed. Key-like names (`password`,
+/// `token`: common letters) are found from their assignment instead (`names.rs`).
 #[derive(Clone, Copy, Debug)]
 enum Anchor {
-    PemBegin,
-    /// A fixed token prefix (case-sensitive after the case-insensitive search) and the rule
-    /// for the body that must follow it.
+    /// Five dashes: a PEM armour line if `BEGIN ` (any case) follows the run of dashes.
+    PemDashes,
+    /// A fixed token prefix (case-sensitive) and the rule for the body that must follow it.
     Token(&'static [u8], Category, Body),
+    /// `.sl` in any case: the first dot of `hooks.slack.com/services/`.
     SlackWebhook,
     Jwt,
     Url,
-    /// Part of a key-like name: `api_key`, `password`, ...
-    Name,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -34,7 +35,8 @@ const fn body(min: usize, max: usize, extra: &'static [u8]) -> Body {
 }
 
 const ANCHORS: &[(&str, Anchor)] = &[
-    ("-----BEGIN ", Anchor::PemBegin),
+    // The armour's dashes; `BEGIN ` after them is compared in any case at the candidate.
+    ("-----", Anchor::PemDashes),
     // AWS key ids: 4-letter type prefix + 16 upper-case alphanumerics.
     (
         "AKIA",
@@ -132,7 +134,6 @@ const ANCHORS: &[(&str, Anchor)] = &[
         "xoxe-",
         Anchor::Token(b"xoxe-", Category::SlackToken, body(10, 255, b"-")),
     ),
-    ("hooks.slack.com/services/", Anchor::SlackWebhook),
     // Publishable keys (pk_) are public by design; secret and restricted keys are not.
     (
         "sk_live_",
@@ -153,19 +154,12 @@ const ANCHORS: &[(&str, Anchor)] = &[
     // `{"` in base64url: every JWT header starts with it.
     ("eyJ", Anchor::Jwt),
     ("://", Anchor::Url),
-    ("pass", Anchor::Name),
-    ("pwd", Anchor::Name),
-    ("secret", Anchor::Name),
-    ("token", Anchor::Name),
-    ("apikey", Anchor::Name),
-    ("api_key", Anchor::Name),
-    ("api-key", Anchor::Name),
-    ("access_key", Anchor::Name),
-    ("accesskey", Anchor::Name),
-    ("auth", Anchor::Name),
-    ("credential", Anchor::Name),
-    ("private_key", Anchor::Name),
-    ("privatekey", Anchor::Name),
+    // The webhook host is matched in any case: its first dot and the two letters after it,
+    // in each case, find it; the whole host is compared at the candidate.
+    (".sl", Anchor::SlackWebhook),
+    (".sL", Anchor::SlackWebhook),
+    (".Sl", Anchor::SlackWebhook),
+    (".SL", Anchor::SlackWebhook),
 ];
 
 #[derive(Debug, Clone)]
@@ -176,8 +170,7 @@ pub(super) struct Anchors {
 impl Anchors {
     pub(super) fn new() -> Anchors {
         let automaton = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
+            .match_kind(MatchKind::LeftmostFirst)
             .build(ANCHORS.iter().map(|(p, _)| p))
             .unwrap_or_else(|e| {
                 // The pattern list is a constant: a build failure is a programming error
@@ -189,31 +182,54 @@ impl Anchors {
 }
 
 pub(super) fn find_all(anchors: &Anchors, text: &[u8], out: &mut Vec<Finding>) {
-    // Key-like names are often long identifiers holding several anchors
-    // (`aws_secret_access_key`); the first anchor handles the whole identifier.
-    let mut name_done_until = 0usize;
-    for m in anchors.automaton.find_iter(text) {
-        let (start, end) = (m.start(), m.end());
+    let mut at = 0usize;
+    // Every position where a literal starts is examined, also inside an earlier match
+    // (`xoxb------BEGIN `): the search resumes one byte after a match's start.
+    while let Some(m) = anchors
+        .automaton
+        .find(aho_corasick::Input::new(text).range(at..))
+    {
+        let start = m.start();
+        at = start + 1;
         match ANCHORS[m.pattern().as_usize()].1 {
-            Anchor::PemBegin => private_key(text, start, out),
+            Anchor::PemDashes => at = pem_dashes(text, start, out),
             Anchor::Token(prefix, category, body) => {
                 token(text, start, prefix, category, body, out)
             }
-            Anchor::SlackWebhook => slack_webhook(text, end, out),
-            Anchor::Jwt => jwt(text, start, out),
-            Anchor::Url => url_password(text, start, out),
-            Anchor::Name => {
-                if start >= name_done_until {
-                    name_done_until = key_value(text, start, out);
+            Anchor::SlackWebhook => {
+                const HOST: &[u8] = b"hooks.slack.com/services/";
+                if let Some(host) = start
+                    .checked_sub(5)
+                    .and_then(|s| text.get(s..s + HOST.len()))
+                {
+                    if host.eq_ignore_ascii_case(HOST) {
+                        slack_webhook(text, start + HOST.len() - 5, out);
+                    }
                 }
             }
+            Anchor::Jwt => jwt(text, start, out),
+            Anchor::Url => url_password(text, start, out),
         }
     }
+    names::assignments(text, out);
     emails(text, out);
     cards(text, out);
 }
 
-fn push(out: &mut Vec<Finding>, category: Category, start: usize, end: usize) {
+/// A run of dashes starting at `start`: a PEM armour line starts at its last five if
+/// `BEGIN ` (any case) follows. Returns where the run ends, where the search resumes.
+fn pem_dashes(text: &[u8], start: usize, out: &mut Vec<Finding>) -> usize {
+    let end = start + text[start..].iter().take_while(|&&b| b == b'-').count();
+    if text
+        .get(end..end + 6)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"BEGIN "))
+    {
+        private_key(text, end - 5, out);
+    }
+    end
+}
+
+pub(super) fn push(out: &mut Vec<Finding>, category: Category, start: usize, end: usize) {
     out.push(Finding {
         category,
         start,
@@ -221,7 +237,7 @@ fn push(out: &mut Vec<Finding>, category: Category, start: usize, end: usize) {
     });
 }
 
-fn is_word(b: u8) -> bool {
+pub(super) fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
@@ -232,7 +248,7 @@ fn is_word(b: u8) -> bool {
 /// 5-letter word (any case) by chance about once in a million. A shorter marker such as
 /// `xxxx` would be found in about 0.15% of RSA-2048 private key bodies, so masking is
 /// recognised by a run of one masking character instead ([`is_masked`]).
-fn is_marked_example(secret: &[u8]) -> bool {
+pub(super) fn is_marked_example(secret: &[u8]) -> bool {
     const MARKERS: &[&[u8]] = &[b"example", b"dummy", b"placeholder", b"redacted"];
     MARKERS
         .iter()
@@ -501,115 +517,6 @@ fn url_password(text: &[u8], sep: usize, out: &mut Vec<Finding>) {
     }
     let start = auth_start + colon + 1;
     push(out, Category::UrlPassword, start, start + pw.len());
-}
-
-/// Bytes of a value assigned to a key-like name.
-fn is_value_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"+/=_-.~!@#%^*".contains(&b)
-}
-
-/// Handles the identifier around a key-like name at `anchor`. Returns where the identifier
-/// ends, so that other anchors inside it are skipped.
-fn key_value(text: &[u8], anchor: usize, out: &mut Vec<Finding>) -> usize {
-    let ident_byte = |b: &u8| is_word(*b) || *b == b'-' || *b == b'.';
-    let back = text[..anchor]
-        .iter()
-        .rev()
-        .take(64)
-        .take_while(|b| ident_byte(b))
-        .count();
-    let name_start = anchor - back;
-    let name_end = anchor
-        + text[anchor..]
-            .iter()
-            .take(64)
-            .take_while(|b| ident_byte(b))
-            .count();
-    let name = &text[name_start..name_end];
-
-    // Separator: optional closing quote, spaces, one of `=`, `:`, `:=`, `=>`, spaces,
-    // optional opening quote, and an optional auth scheme (`Authorization: Bearer ...`).
-    let mut i = name_end;
-    let at = |i: usize| text.get(i).copied();
-    if matches!(at(i), Some(b'"' | b'\'')) {
-        i += 1;
-    }
-    while matches!(at(i), Some(b' ' | b'\t')) {
-        i += 1;
-    }
-    match (at(i), at(i + 1)) {
-        (Some(b':'), Some(b'=')) | (Some(b'='), Some(b'>')) => i += 2,
-        (Some(b':' | b'='), _) => i += 1,
-        _ => return name_end,
-    }
-    while matches!(at(i), Some(b' ' | b'\t')) {
-        i += 1;
-    }
-    if matches!(at(i), Some(b'"' | b'\'')) {
-        i += 1;
-    }
-    for scheme in [&b"Bearer "[..], b"Basic ", b"token "] {
-        if text
-            .get(i..i + scheme.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-        {
-            i += scheme.len();
-        }
-    }
-    let value_start = i;
-    let n = text[i..]
-        .iter()
-        .take(513)
-        .take_while(|&&b| is_value_byte(b))
-        .count();
-    if n > 512 {
-        return name_end;
-    }
-    let mut value = &text[value_start..value_start + n];
-    // A sentence-ending period or a trailing comma is punctuation, not part of the value.
-    while let Some((&last, rest)) = value.split_last() {
-        if matches!(last, b'.' | b'!') {
-            value = rest;
-        } else {
-            break;
-        }
-    }
-    if value.is_empty() || is_marked_example(value) || is_uuid(value) {
-        return name_end;
-    }
-    let category = if is_aws_secret_name(name)
-        && value.len() == 40
-        && value
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
-    {
-        Category::AwsSecretKey
-    } else {
-        Category::GenericSecret
-    };
-    if looks_random(value) {
-        push(out, category, value_start, value_start + value.len());
-    }
-    name_end
-}
-
-fn is_aws_secret_name(name: &[u8]) -> bool {
-    let squashed: Vec<u8> = name
-        .iter()
-        .filter(|b| b.is_ascii_alphanumeric())
-        .map(u8::to_ascii_lowercase)
-        .collect();
-    let has = |needle: &[u8]| squashed.windows(needle.len()).any(|w| w == needle);
-    has(b"secretaccesskey") || (has(b"aws") && has(b"secret"))
-}
-
-/// 8-4-4-4-12 hex: request and object ids, which look random and are not secrets.
-fn is_uuid(v: &[u8]) -> bool {
-    v.len() == 36
-        && v.iter().enumerate().all(|(i, b)| match i {
-            8 | 13 | 18 | 23 => *b == b'-',
-            _ => b.is_ascii_hexdigit(),
-        })
 }
 
 /// Domains reserved for documentation and testing (RFC 2606, RFC 6761) and the file

@@ -1,17 +1,19 @@
 //! Output scanning: finds credentials and personal data in what a tool printed, before the
 //! agent (or the audit log) sees it, and applies the operator's response policy.
 //!
-//! One pass of a literal automaton finds every place a prefixed token, a key-like name, a PEM
-//! header or a URL could start; `@` (e-mail) and digit runs (card numbers) have their own
-//! skip loops because neither has a literal prefix. Each candidate is then checked by hand
-//! at that position, so the cost on ordinary text is the literal search, not a regex per
-//! category.
+//! One SIMD literal search finds every place a prefixed token, a PEM header or a URL could
+//! start; key-like names are found from their assignment (`=`, `:`) backwards, because their
+//! common letters would make a literal search fire everywhere; `@` (e-mail) and digit runs
+//! (card numbers) have their own skip loops because neither has a literal prefix. Each
+//! candidate is then checked by hand at that position, so the cost on ordinary text is the
+//! searches, not a regex per category.
 
 #[doc(hidden)]
 pub mod corpus;
 mod detectors;
 mod entropy;
 mod luhn;
+mod names;
 mod response;
 
 use std::collections::BTreeMap;
