@@ -154,19 +154,27 @@ impl Pipeline {
                     captured.path = self.granted_object(ticket);
                 }
                 let mut request = request_for(&captured, self.agent_of(&captured), &files, &clock);
-                super::landlock::judge_by_plan(&self.shared.landlock, &mut request);
-                let outcome = decide(
-                    self.shared.as_ref(),
-                    &self.writer,
-                    request,
-                    AuditMode::Commit,
+                // A call the ruleset refuses, which the kernel's own record will tell of,
+                // waits for it (the kernel names only the directory; this, the path).
+                let deferred = super::landlock::judge_by_plan(
+                    &self.shared.landlock,
+                    &mut request,
+                    captured.target.as_deref(),
                 );
-                match outcome.recorded {
-                    Recorded::Committing(ticket) => tickets.push(ticket),
-                    Recorded::Refused => {
-                        tracing::error!("the audit log refused a kernel event's record")
+                if !deferred {
+                    let outcome = decide(
+                        self.shared.as_ref(),
+                        &self.writer,
+                        request,
+                        AuditMode::Commit,
+                    );
+                    match outcome.recorded {
+                        Recorded::Committing(ticket) => tickets.push(ticket),
+                        Recorded::Refused => {
+                            tracing::error!("the audit log refused a kernel event's record")
+                        }
+                        Recorded::Queued | Recorded::NotNeeded => {}
                     }
-                    Recorded::Queued | Recorded::NotNeeded => {}
                 }
                 if tickets.len() < BATCH {
                     item = self.events.try_recv().ok();

@@ -493,6 +493,10 @@ async fn register(
             let landlock =
                 tokio::task::spawn_blocking(move || super::super::landlock::plan_for(&s, &name))
                     .await?;
+            if let (Some(_), Some(pid)) = (&landlock, caller.pid) {
+                // It restricts itself: the kernel's records name its domain by this pid.
+                shared.landlock.launcher(pid as u32, &agent);
+            }
             Ok(Json(Registered {
                 landlock,
                 agent,
