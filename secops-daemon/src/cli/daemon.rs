@@ -258,7 +258,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     };
     if !registered.identity_enforced {
         eprintln!(
-            "secops run: warning: agent {} runs as root and no kernel layer (BPF LSM) holds it \
+            "secops run: warning: agent {} runs as root and no kernel layer (BPF LSM, Landlock) holds it \
              in its cgroup on this host: its identity is not enforceable (it could leave its \
              cgroup and act as an admin). Give it its own `user:` in the policy.",
             registered.agent

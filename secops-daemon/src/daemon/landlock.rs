@@ -10,7 +10,7 @@ use super::decide::{Door, KernelCheck, LandlockSeen, Request};
 use super::landlock_plans::LandlockPlans;
 use super::state::Shared;
 use crate::api::LandlockPlan;
-use crate::enforce::landlock::{compile, Fixed};
+use crate::enforce::landlock::{compile, plan_denies, Fixed};
 use crate::policy::Layer;
 
 /// A file tracepoint's record for a call the agent's Landlock ruleset refuses becomes
@@ -57,6 +57,15 @@ pub(crate) fn judge_by_plan(
     plans.await_kernel_record(core, target.map(Path::to_path_buf), request)
 }
 
+/// Whether `plan` keeps the agent off the cgroup files (no write under the cgroup2 mount),
+/// so even as root it cannot move itself out of its cgroup.
+pub(crate) fn holds_cgroup_files(plan: &LandlockPlan) -> bool {
+    crate::kernel::fs::cgroup2_mount().is_ok_and(|mount| {
+        plan_denies(plan, CoreAction::FsWrite, &mount.join("cgroup.procs"))
+            && plan_denies(plan, CoreAction::FsCreate, &mount.join("escape"))
+    })
+}
+
 /// The agent's plan, when this layer runs here (Landlock in the kernel, BPF LSM not
 /// enforcing files): its rules and secops' own files (state, pins, policy, socket; the
 /// cgroup filesystem read-only).
@@ -66,6 +75,10 @@ pub(crate) fn plan_for(shared: &Shared, agent: &str) -> Option<LandlockPlan> {
     }
     let engine = shared.engine();
     let index = engine.agent_index(agent)?;
+    if let Some(plan) = shared.landlock.compiled_for(agent, &engine) {
+        shared.landlock.remember(agent, plan.clone());
+        return Some(plan);
+    }
     let options = &shared.options;
     let mut fixed: Vec<Fixed> = [&options.state_dir, &options.pin_dir, &options.socket]
         .into_iter()
@@ -92,6 +105,7 @@ pub(crate) fn plan_for(shared: &Shared, agent: &str) -> Option<LandlockPlan> {
             plan.unexpressed.join("; ")
         );
     }
+    shared.landlock.keep_compiled(agent, &engine, &plan);
     shared.landlock.remember(agent, plan.clone());
     Some(plan)
 }

@@ -26,6 +26,10 @@ pub(crate) struct LandlockPlans {
     domains: std::sync::RwLock<HashMap<u64, String>>,
     /// Whether the kernel's Landlock records are read (then they tell of every refusal).
     kernel_records: std::sync::atomic::AtomicBool,
+    /// Compiled plans by agent, for the engine they were compiled with: a start under the
+    /// same policy (no reload, no autonomy change since) and within [`PLAN_REUSE`] reuses
+    /// it instead of compiling again.
+    compiled: std::sync::Mutex<HashMap<String, CompiledPlan>>,
     /// Deletes and renames the file tracepoints saw and the plan refuses, waiting for the
     /// kernel's record of the refusal.
     awaiting: std::sync::Mutex<std::collections::VecDeque<AwaitingRecord>>,
@@ -40,6 +44,19 @@ pub(crate) struct AwaitingRecord {
     pub(crate) request: super::decide::Request,
 }
 
+/// A plan, and what it was compiled from.
+struct CompiledPlan {
+    engine: std::sync::Weak<crate::engine::Engine>,
+    at: std::time::Instant,
+    plan: LandlockPlan,
+}
+
+/// How long a compiled plan is reused under the same engine: the filesystem it was
+/// compiled against (existing matches of globs, symlinked anchors, binary directories)
+/// drifts; a path gone since is left out by the launcher (fail closed), a new one waits for
+/// the next compile.
+pub(crate) const PLAN_REUSE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Tracepoint records kept waiting for the kernel's; the oldest go first past it.
 const MAX_AWAITING: usize = 4096;
 /// How long a tracepoint record waits for the kernel's; unmatched, the call failed before
@@ -50,6 +67,39 @@ impl LandlockPlans {
     /// Keeps the plan of the agent's newest start.
     pub(crate) fn remember(&self, agent: &str, plan: LandlockPlan) {
         write(&self.by_agent).insert(agent.to_owned(), Arc::new(plan));
+    }
+
+    /// The plan compiled for `agent` under `engine` within [`PLAN_REUSE`], if any.
+    pub(crate) fn compiled_for(
+        &self,
+        agent: &str,
+        engine: &Arc<crate::engine::Engine>,
+    ) -> Option<LandlockPlan> {
+        let compiled = lock(&self.compiled);
+        let entry = compiled.get(agent)?;
+        (std::sync::Weak::ptr_eq(&entry.engine, &Arc::downgrade(engine))
+            && entry.at.elapsed() < PLAN_REUSE)
+            .then(|| entry.plan.clone())
+    }
+
+    /// Keeps `plan`, compiled for `agent` under `engine`, for the next starts.
+    pub(crate) fn keep_compiled(
+        &self,
+        agent: &str,
+        engine: &Arc<crate::engine::Engine>,
+        plan: &LandlockPlan,
+    ) {
+        let mut compiled = lock(&self.compiled);
+        // Plans of an engine no longer in force are never used again.
+        compiled.retain(|_, c| c.engine.strong_count() > 0);
+        compiled.insert(
+            agent.to_owned(),
+            CompiledPlan {
+                engine: Arc::downgrade(engine),
+                at: std::time::Instant::now(),
+                plan: plan.clone(),
+            },
+        );
     }
 
     /// The kernel's Landlock records are read from now on.
