@@ -220,18 +220,16 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
     } else {
         Vec::new()
     };
-    {
-        for t in degraded {
-            match t.kernel.lsm_param_without_bpf() {
-                Some(lsm) => boots.push((t, Some(lsm))),
-                None => failures.push((
-                    t.label(),
-                    format!(
-                        "scenario {}: the kernel's config names no CONFIG_LSM to leave bpf out of",
-                        protocol::DEGRADED_LSM
-                    ),
-                )),
-            }
+    for t in degraded {
+        match t.kernel.lsm_param_without_bpf() {
+            Some(lsm) => boots.push((t, Some(lsm))),
+            None => failures.push((
+                t.label(),
+                format!(
+                    "scenario {}: the kernel's config names no CONFIG_LSM to leave bpf out of",
+                    protocol::DEGRADED_LSM
+                ),
+            )),
         }
     }
     for (t, without_bpf) in &boots {
