@@ -191,16 +191,12 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
     let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let allowed_port = allowed.local_addr().unwrap().port();
     let refused_port = refused.local_addr().unwrap().port();
-    let audit_before = secops_daemon::kernel::audit_netlink::status().ok();
-    // The operator's choice: the kernel's audit on, so Landlock logs what it refuses (the
-    // daemon turns it back off when it stops).
-    let daemon = Daemon::start_with(
+    let daemon = Daemon::start(
         &Binaries {
             secops: SECOPS.into(),
             probe: NETPROBE.into(),
         },
         &policy(&base, allowed_port),
-        &["--enable-kernel-audit"],
     );
     let status = daemon.status().unwrap();
     if capability(&status, "lsm")["active"] == true {
@@ -216,10 +212,6 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
             .contains("approvals cannot widen running agents"),
         "{layer:#}"
     );
-    let kernel_records =
-        secops_daemon::launcher::landlock::kernel_abi().is_some_and(|abi| abi >= 7);
-    let audit = capability(&status, "landlock-audit");
-    assert_eq!(audit["active"], kernel_records, "{audit:#}");
     let b = base.display();
 
     // `secops run` says what it applied.
@@ -441,16 +433,6 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
         records[0]
     );
 
-    if kernel_records {
-        every_refusal_is_one_record(&daemon, &base, pid, daemon_pid, &name);
-    } else {
-        eprintln!("skipped: the kernel's Landlock audit records (ABI 7): status says refusals other than deletes and renames are not audited");
-        assert!(
-            audit["detail"].as_str().unwrap().contains("NOT audited"),
-            "{audit:#}"
-        );
-    }
-
     // `secops status` per agent.
     let status = daemon.status().unwrap();
     let coder = status["agents"]
@@ -467,131 +449,6 @@ fn the_policy_becomes_a_landlock_domain_that_blocks_the_attack_classes() {
         "{coder:#}"
     );
     drop(abstract_listener);
-    // Killed (no clean stop), the daemon leaves audit on; `secops teardown` turns it off.
-    drop(daemon);
-    if let (Some(before), Ok(after)) =
-        (audit_before, secops_daemon::kernel::audit_netlink::status())
-    {
-        if before.enabled == 0 && before.auditd_pid == 0 {
-            assert_eq!(after.enabled, 0, "audit was left on after teardown");
-        }
-    }
-}
-
-/// Each refusal above is exactly one `deny` record of the agent, with the real action type
-/// and the rule that protects the object: deletes and renames from the file tracepoints,
-/// everything else from the kernel's Landlock records.
-fn every_refusal_is_one_record(
-    daemon: &Daemon,
-    base: &Path,
-    outsider: u32,
-    daemon_pid: u64,
-    socket: &str,
-) {
-    let b = base.display();
-    let target = |pid: u64| format!("pid {pid} ");
-    // The rule that protects each; `None`: the policy's default decided (no exec grant for
-    // a binary no rule allows).
-    let kinds: Vec<(&str, String, Option<&str>)> = vec![
-        (
-            "fs:delete",
-            format!("{b}/protected/victim"),
-            Some("protected.tree"),
-        ),
-        (
-            "fs:delete",
-            format!("{b}/asked/victim"),
-            Some("protected.asked"),
-        ),
-        ("fs:rename", format!("{b}/ws/x"), Some("protected.tree")),
-        (
-            "fs:rename",
-            format!("{b}/protected/victim"),
-            Some("protected.tree"),
-        ),
-        // Links: the kernel names the source's directory.
-        ("fs:link", format!("{b}/protected"), Some("protected.tree")),
-        ("fs:link", format!("{b}/secrets"), Some("secrets.keys")),
-        // truncate(1) opens for writing first: that open is what is refused.
-        (
-            "fs:write",
-            format!("{b}/protected/victim"),
-            Some("protected.tree"),
-        ),
-        (
-            "fs:truncate",
-            format!("{b}/protected/victim"),
-            Some("protected.tree"),
-        ),
-        ("proc:exec", format!("{b}/bin/denied"), Some("exec.denied")),
-        ("proc:exec", format!("{b}/bin/copied"), None),
-        ("proc:exec", format!("{b}/bin/renamed"), None),
-    ];
-    let owned = |action: &str, object: &str, r: &Value| {
-        r["agent"] == "coder"
-            && r["verdict"] == "deny"
-            && r["action"] == action
-            && r["object"]["value"] == object
-    };
-    for (action, object, _) in &kinds {
-        daemon.wait_for_records(1, &format!("{action} {object}"), |r| {
-            owned(action, object, r)
-        });
-    }
-    let signal = |pid: u64| {
-        let prefix = target(pid);
-        move |r: &Value| {
-            r["agent"] == "coder"
-                && r["action"] == "proc:signal"
-                && r["object"]["value"]
-                    .as_str()
-                    .is_some_and(|v| v.starts_with(&prefix))
-        }
-    };
-    daemon.wait_for_records(1, "the signal to the outsider", signal(outsider as u64));
-    // The signal to the daemon (root) is refused by credentials before Landlock is asked:
-    // no Landlock record, and none is expected.
-    let abstract_object = format!("abstract unix socket @{socket}");
-    let connect = |r: &Value| {
-        r["agent"] == "coder"
-            && r["action"] == "net:connect"
-            && r["object"]["value"] == abstract_object.as_str()
-    };
-    daemon.wait_for_records(1, "the abstract socket connect", connect);
-    let secret = format!("{b}/secrets/key");
-    daemon.wait_for_records(2, "the secret reads (direct, /proc/self/fd)", |r| {
-        owned("secret:read", &secret, r)
-    });
-    // Late duplicates would come within the kernel's and the pipeline's latency.
-    std::thread::sleep(std::time::Duration::from_secs(2));
-    let records = daemon.records();
-    let count = |f: &dyn Fn(&Value) -> bool| records.iter().filter(|r| f(r)).count();
-    for (action, object, rule) in &kinds {
-        let found: Vec<&Value> = records
-            .iter()
-            .filter(|r| owned(action, object, r))
-            .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "{action} {object}: exactly one record\n{found:#?}"
-        );
-        assert_eq!(found[0]["rule_id"].as_str(), *rule, "{:#}", found[0]);
-        let reason = found[0]["reason"].as_str().unwrap();
-        assert!(reason.contains("denied by Landlock"), "{reason}");
-    }
-    assert_eq!(count(&signal(outsider as u64)), 1);
-    assert_eq!(count(&signal(daemon_pid)), 0);
-    assert_eq!(count(&connect), 1);
-    assert_eq!(count(&|r| owned("secret:read", &secret, r)), 2);
-    for r in records.iter().filter(|r| {
-        r["agent"] == "coder"
-            && (r["action"] == "proc:signal" || r["action"] == "net:connect")
-            && r["object"]["kind"] == "target"
-    }) {
-        assert_eq!(r["verdict"], "deny", "{r:#}");
-        assert_eq!(r["rule_id"], "secops.self-protection", "{r:#}");
-    }
 }
 
 #[test]

@@ -122,13 +122,6 @@ pub struct DaemonArgs {
     /// Seconds between checks of the policy files for changes.
     #[arg(long, default_value_t = 1)]
     pub watch_secs: u64,
-    /// Turn the kernel's audit subsystem on if it is off (host-wide: audit_enabled=1), so
-    /// the kernel logs every refusal of an agent's Landlock ruleset (ABI 7) and secops
-    /// audits it. Processes started afterwards get audit contexts, and without auditd the
-    /// kernel prints the records to its log. Turned back off at stop. Without it, where
-    /// audit is off, only refused deletes and renames are audited (`secops status` says so).
-    #[arg(long)]
-    pub enable_kernel_audit: bool,
 }
 
 #[derive(Debug, Args)]
@@ -214,7 +207,6 @@ pub fn run_daemon(args: DaemonArgs, state_dir: &Path) -> anyhow::Result<u8> {
         watch_interval: Duration::from_secs(args.watch_secs.max(1)),
         host_refresh: Duration::from_secs(30),
         audit_witnesses: args.audit_witness,
-        enable_kernel_audit: args.enable_kernel_audit,
     })?;
     Ok(0)
 }
@@ -258,7 +250,7 @@ pub fn run_agent(args: RunArgs) -> anyhow::Result<u8> {
     };
     if !registered.identity_enforced {
         eprintln!(
-            "secops run: warning: agent {} runs as root and no kernel layer (BPF LSM, Landlock) holds it \
+            "secops run: warning: agent {} runs as root and no kernel layer (BPF LSM) holds it \
              in its cgroup on this host: its identity is not enforceable (it could leave its \
              cgroup and act as an admin). Give it its own `user:` in the policy.",
             registered.agent

@@ -70,7 +70,7 @@ impl Shared {
             &self.slot_or_404(name)?,
             &view,
             engine.policy(),
-            self.root_agents_held(),
+            self.bpf_lsm_enforcing(),
         ))
     }
 

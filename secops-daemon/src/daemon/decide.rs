@@ -128,28 +128,14 @@ pub(crate) struct DnsQuery {
     pub(crate) repeat: bool,
 }
 
-/// How a Landlock refusal was seen.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum LandlockSeen {
-    /// A file tracepoint saw the call's entry; the ruleset's answer for its path decides.
-    AtEntry,
-    /// The kernel's Landlock audit record of the refusal (ABI 7), with the rule that
-    /// protects its object when it is not the action's own (a link refused because it would
-    /// carry a secret to where it can be read is the secret rule's).
-    Refused { rule: Option<Arc<str>> },
-    /// The kernel's record of a signal or abstract-socket connect outside the agent's scope
-    /// (no policy rule: secops' own protection).
-    Scope,
-}
-
 /// Which kernel layer acted on a kernel event.
 #[derive(Clone, Debug)]
 pub(crate) enum KernelCheck {
     /// A syscall tracepoint: it only observes (what it reports has happened or is about to).
     Tracepoint,
-    /// The agent's Landlock ruleset refused a call: as a syscall tracepoint saw it (judged
-    /// from the ruleset `secops run` applied), or as the kernel's own record says.
-    Landlock(LandlockSeen),
+    /// A syscall tracepoint saw a call the agent's Landlock ruleset refuses (judged from the
+    /// ruleset `secops run` applied: the tracepoint sees the call's entry, not its result).
+    Landlock,
     /// A cgroup connect/sendmsg program judging by the egress allowlist.
     Egress,
     /// A BPF LSM program judging by a compiled entry. `rule` is the entry's rule; `None` for
@@ -386,62 +372,28 @@ fn outcome_by_door(request: &Request, decision: &Decision) -> (Verdict, Option<S
              through port 53 (one agent may not speak for another)"
                 .to_owned(),
         ),
-        (_, KernelCheck::Landlock(LandlockSeen::Scope)) => (
-            Verdict::Deny,
-            Some(BUILTIN_RULE_ID.to_owned()),
-            with_detail(format!(
-                "denied by Landlock, rule {BUILTIN_RULE_ID}: signals and abstract unix sockets \
-                 reach only the agent's own processes (the ruleset's scopes)"
-            )),
-        ),
-        (_, KernelCheck::Landlock(seen)) => {
-            // The rule that protects the object: the one the door found (a rename or link
-            // refused for what it would carry out), else the policy's for the action; none
-            // where the policy's default decided; built in for secops' own files.
-            let given = match seen {
-                LandlockSeen::Refused { rule: Some(r) } => Some(r.to_string()),
-                _ => None,
+        (_, KernelCheck::Landlock) => {
+            // The rule that protects the path; none for secops' own files (built in).
+            let rule = match decision.verdict {
+                Verdict::Allow => BUILTIN_RULE_ID.to_owned(),
+                _ => rule.unwrap_or_else(|| BUILTIN_RULE_ID.to_owned()),
             };
-            let carried = given.is_some() && given != rule;
-            let (rule, why) = match (given, decision.verdict) {
-                (Some(r), _) if carried => {
-                    let why = format!(
-                        "the call would carry the file to where rule {r} no longer holds (a \
-                         rename or link across directories may not widen its rights)"
-                    );
-                    (Some(r), why)
-                }
-                (_, Verdict::Escalate) => (
-                    rule,
-                    format!(
-                        "the policy says escalate, which this layer denies (a Landlock domain \
-                         cannot be widened, so no approval can let it through): {}",
-                        decision.reason
-                    ),
+            let why = match decision.verdict {
+                Verdict::Escalate => format!(
+                    "the policy says escalate, which this layer denies (a Landlock domain \
+                     cannot be widened, so no approval can let it through): {}",
+                    decision.reason
                 ),
-                (_, Verdict::Deny) => (rule, decision.reason.to_string()),
-                (_, Verdict::Allow) => (
-                    Some(BUILTIN_RULE_ID.to_owned()),
-                    "no rule denies this path itself: it is secops' own, or its directory \
-                     holds something protected (Landlock grants whole hierarchies)"
-                        .to_owned(),
-                ),
-            };
-            let how = match seen {
-                LandlockSeen::AtEntry => {
-                    "the agent's ruleset grants no right for this call on this path; judged \
-                     from the ruleset at the call's entry"
-                }
-                _ => "the kernel refused the call and logged it",
-            };
-            let named = match &rule {
-                Some(r) => format!("rule {r}"),
-                None => "the policy's default".to_owned(),
+                Verdict::Deny => decision.reason.to_string(),
+                Verdict::Allow => "secops' own files".to_owned(),
             };
             (
                 Verdict::Deny,
-                rule,
-                with_detail(format!("denied by Landlock, {named} ({how}): {why}")),
+                Some(rule.clone()),
+                with_detail(format!(
+                    "denied by Landlock, rule {rule} (the agent's ruleset grants no right for this \
+                     call on this path; judged from the ruleset at the call's entry): {why}"
+                )),
             )
         }
         (_, KernelCheck::Granted) => (

@@ -6,35 +6,25 @@ use std::path::Path;
 
 use secops_common::CoreAction;
 
-use super::decide::{Door, KernelCheck, LandlockSeen, Request};
+use super::decide::{Door, KernelCheck, Request};
 use super::landlock_plans::LandlockPlans;
 use super::state::Shared;
 use crate::api::LandlockPlan;
-use crate::enforce::landlock::{compile, plan_denies, Fixed};
+use crate::enforce::landlock::{compile, Fixed};
 use crate::policy::Layer;
 
 /// A file tracepoint's record for a call the agent's Landlock ruleset refuses becomes
 /// Landlock's denial (the tracepoint sees the call's entry; the ruleset decides its result).
-/// A rename is refused when its source or its target is (`target`: where it goes).
-///
-/// Where the kernel's Landlock records are read, such a call is not recorded here: it waits
-/// for the kernel's record of the refusal (returns true), which tells whether the kernel
-/// really refused it (a call that failed before Landlock's check, as a rename that must not
-/// replace an existing file, leaves none) and is recorded once, with this whole path.
-pub(crate) fn judge_by_plan(
-    plans: &LandlockPlans,
-    request: &mut Request,
-    target: Option<&str>,
-) -> bool {
+pub(crate) fn judge_by_plan(plans: &LandlockPlans, request: &mut Request) {
     let Door::Kernel { verdict, check } = &mut request.door else {
-        return false;
+        return;
     };
     if !matches!(check, KernelCheck::Tracepoint) {
-        return false;
+        return;
     }
     let (Some(agent), Some(path)) = (request.actor.agent.as_deref(), request.action.path.as_ref())
     else {
-        return false;
+        return;
     };
     // The calls the file tracepoints see on entry (the exec tracepoint fires only after an
     // exec succeeded, so an exec Landlock refused leaves no event at all).
@@ -42,28 +32,12 @@ pub(crate) fn judge_by_plan(
         .into_iter()
         .find(|c| secops_common::ActionId(*c as u16) == request.action.action)
     else {
-        return false;
+        return;
     };
-    let target = target
-        .filter(|_| core == CoreAction::FsRename)
-        .map(Path::new);
-    if !(plans.denies(agent, core, Path::new(&path.to_string()))
-        || target.is_some_and(|t| plans.denies(agent, core, t)))
-    {
-        return false;
+    if plans.denies(agent, core, Path::new(&path.to_string())) {
+        *verdict = secops_common::Verdict::Deny;
+        *check = KernelCheck::Landlock;
     }
-    *verdict = secops_common::Verdict::Deny;
-    *check = KernelCheck::Landlock(LandlockSeen::AtEntry);
-    plans.await_kernel_record(core, target.map(Path::to_path_buf), request)
-}
-
-/// Whether `plan` keeps the agent off the cgroup files (no write under the cgroup2 mount),
-/// so even as root it cannot move itself out of its cgroup.
-pub(crate) fn holds_cgroup_files(plan: &LandlockPlan) -> bool {
-    crate::kernel::fs::cgroup2_mount().is_ok_and(|mount| {
-        plan_denies(plan, CoreAction::FsWrite, &mount.join("cgroup.procs"))
-            && plan_denies(plan, CoreAction::FsCreate, &mount.join("escape"))
-    })
 }
 
 /// The agent's plan, when this layer runs here (Landlock in the kernel, BPF LSM not
@@ -75,10 +49,6 @@ pub(crate) fn plan_for(shared: &Shared, agent: &str) -> Option<LandlockPlan> {
     }
     let engine = shared.engine();
     let index = engine.agent_index(agent)?;
-    if let Some(plan) = shared.landlock.compiled_for(agent, &engine) {
-        shared.landlock.remember(agent, plan.clone());
-        return Some(plan);
-    }
     let options = &shared.options;
     let mut fixed: Vec<Fixed> = [&options.state_dir, &options.pin_dir, &options.socket]
         .into_iter()
@@ -105,7 +75,6 @@ pub(crate) fn plan_for(shared: &Shared, agent: &str) -> Option<LandlockPlan> {
             plan.unexpressed.join("; ")
         );
     }
-    shared.landlock.keep_compiled(agent, &engine, &plan);
     shared.landlock.remember(agent, plan.clone());
     Some(plan)
 }

@@ -41,7 +41,6 @@ mod follow;
 mod hosts;
 mod http;
 mod landlock;
-mod landlock_audit;
 mod landlock_plans;
 mod layers;
 mod locks;
@@ -72,7 +71,6 @@ use crate::kernel;
 /// Tears down what a daemon with these options left pinned: programs, links and maps, and
 /// the secops cgroups that hold no process. For uninstalling and for tests.
 pub(crate) fn teardown(pin_dir: &Path, cgroup_root: &str) -> anyhow::Result<()> {
-    landlock_audit::teardown(pin_dir);
     if pin_dir.exists() {
         kernel::unpin_all(pin_dir).with_context(|| format!("unpinning {}", pin_dir.display()))?;
     }

@@ -30,9 +30,6 @@ pub(crate) struct DaemonOptions {
     pub(crate) host_refresh: Duration,
     /// Where audit checkpoints are also sent.
     pub(crate) audit_witnesses: Vec<crate::audit::witness::WitnessSpec>,
-    /// Turn the kernel's audit on (host-wide) if it is off, so Landlock logs the refusals
-    /// of agents' rulesets; off again at stop.
-    pub(crate) enable_kernel_audit: bool,
 }
 
 /// The API's limits; `secops daemon --help` names the flags. How the connection limits

@@ -260,17 +260,7 @@ impl Pipeline {
         if let Some((tagged, _)) = &counted {
             request.note.push_str(&decisions::tag(&tagged.key));
         }
-        // A call the ruleset refuses, which the kernel's own record will tell of, waits
-        // for it (the kernel names only the directory; this, the path). A counted kernel
-        // decision is never deferred: the accounting needs its own record.
-        let deferred = super::landlock::judge_by_plan(
-            &self.shared.landlock,
-            &mut request,
-            captured.target.as_deref(),
-        );
-        if deferred && counted.is_none() {
-            return None;
-        }
+        super::landlock::judge_by_plan(&self.shared.landlock, &mut request);
         let outcome = decide(
             self.shared.as_ref(),
             &self.writer,

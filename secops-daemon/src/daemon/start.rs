@@ -50,8 +50,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
     crate::audit::policy_copy::record_at_start(&writer, &options.state_dir, &live.policy)?;
     let tickets = open_tickets(&options)?;
     let notifier = start_notifier(&options)?;
-    let mut layers = KernelLayers::start(&options, &live)?;
-    let kernel_audit = super::landlock_audit::start(&options, &mut layers.capabilities);
+    let layers = KernelLayers::start(&options, &live)?;
     let start_guard = layers.start_guard;
     let shared = Arc::new(Shared {
         engine: RwLock::new(layers.engine),
@@ -77,7 +76,7 @@ async fn run_async(options: DaemonOptions) -> anyhow::Result<()> {
         landlock: Default::default(),
         options: options.clone(),
     });
-    let services = Services::spawn(&shared, &writer, layers.reader, kernel_audit)?;
+    let services = Services::spawn(&shared, &writer, layers.reader)?;
     start_guard.disarm();
     tracing::info!(socket = %options.socket.display(), metrics = ?options.metrics_listen, "secops daemon ready");
     super::systemd::notify("READY=1");
@@ -322,7 +321,6 @@ struct Services {
     server: http::Server,
     sweeper: timeouts::Sweeper,
     dns: Option<dns::DnsServer>,
-    landlock_audit: Option<super::landlock_audit::Reader>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -331,7 +329,6 @@ impl Services {
         shared: &Arc<Shared>,
         writer: &Arc<AuditWriter>,
         reader: EventReader,
-        kernel_audit: Option<super::landlock_audit::KernelAudit>,
     ) -> anyhow::Result<Services> {
         let options = &shared.options;
         let pipeline = pipeline::spawn(shared.clone(), reader, writer.clone())?;
@@ -350,9 +347,6 @@ impl Services {
         let server = http::Server::start(listener, metrics_listener, api)?;
         let sweeper = timeouts::spawn(shared.clone(), writer.clone())?;
         let dns = dns::spawn(shared.clone(), writer.clone())?;
-        let landlock_audit = kernel_audit
-            .map(|a| a.spawn(shared.clone(), writer.clone()))
-            .transpose()?;
         let tasks = vec![
             tokio::spawn(services::watch_signals(shared.clone(), writer.clone())),
             tokio::spawn(services::watch_policy_files(shared.clone(), writer.clone())),
@@ -364,7 +358,6 @@ impl Services {
             server,
             sweeper,
             dns,
-            landlock_audit,
             tasks,
         })
     }
@@ -382,9 +375,6 @@ impl Services {
         let _ = tokio::task::spawn_blocking(move || sweeper.stop()).await;
         if let Some(dns) = self.dns {
             let _ = tokio::task::spawn_blocking(move || dns.join()).await;
-        }
-        if let Some(reader) = self.landlock_audit {
-            let _ = tokio::task::spawn_blocking(move || reader.stop()).await;
         }
         self.pipeline
             .join()

@@ -156,7 +156,7 @@ impl Shared {
                 .slots()
                 .map(|s| {
                     let mut status =
-                        agent_status(s, &autonomy, engine.policy(), self.root_agents_held());
+                        agent_status(s, &autonomy, engine.policy(), self.bpf_lsm_enforcing());
                     status.landlock = self.landlock.summary(&s.name);
                     status
                 })
@@ -189,13 +189,6 @@ impl Shared {
         self.layer_active(crate::policy::Layer::Lsm)
     }
 
-    /// Whether a kernel layer keeps a root agent started by `secops run` in its cgroup: BPF
-    /// LSM (the cgroup files are secops'), or the Landlock ruleset (the cgroup filesystem
-    /// read-only; no capability to mount another; signals and ptrace scoped to the agent).
-    pub(crate) fn root_agents_held(&self) -> bool {
-        self.bpf_lsm_enforcing() || self.layer_active(crate::policy::Layer::Landlock)
-    }
-
     /// Whether `layer` is active on this kernel, as the daemon runs it.
     pub(crate) fn layer_active(&self, layer: crate::policy::Layer) -> bool {
         self.capabilities
@@ -217,20 +210,20 @@ impl Shared {
     }
 }
 
-/// One agent as `secops agents list` and `secops status` show it. `held`: a kernel layer
-/// keeps even a root agent in its cgroup here (BPF LSM, or the Landlock ruleset).
+/// One agent as `secops agents list` and `secops status` show it. `lsm`: BPF LSM enforces
+/// here (it keeps even a root agent in its cgroup).
 pub(crate) fn agent_status(
     slot: &AgentSlot,
     autonomy: &autonomy::View,
     policy: &Policy,
-    held: bool,
+    lsm: bool,
 ) -> AgentStatus {
     let cgroup = CgroupDir::open_path(&slot.cgroup).ok();
     let (policy_autonomy, autonomy_override) = autonomy.of(&slot.name);
     let user = policy.agent(&slot.name).and_then(|a| a.user.clone());
     let warning = match &user {
-        Some(u) if u.is_root() && !held => Some(
-            "runs as root and no kernel layer (BPF LSM, Landlock) holds it in its cgroup here: its \
+        Some(u) if u.is_root() && !lsm => Some(
+            "runs as root and no kernel layer (BPF LSM) holds it in its cgroup here: its \
              identity is not enforceable (it could leave its cgroup and act as an admin)"
                 .to_owned(),
         ),

@@ -14,7 +14,6 @@
 //! The contract with the programs is `secops-ebpf/include/secops.h`, mirrored by
 //! `secops_common::kernel`. Every program ignores tasks outside agent cgroups.
 
-pub mod audit_netlink;
 mod cgroup_level;
 mod decisions;
 mod egress;

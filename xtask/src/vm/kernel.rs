@@ -307,15 +307,10 @@ impl Kernel {
     /// programs load nowhere. `None` if the config names no list.
     pub fn lsm_param_without_bpf(&self) -> Option<String> {
         let list = config_value(&self.config, "CONFIG_LSM")?;
-        let mut kept: Vec<&str> = list
+        let kept: Vec<&str> = list
             .split(',')
             .filter(|l| !l.is_empty() && *l != "bpf")
             .collect();
-        // The host to stand for has Landlock where the kernel has it (5.10's list lacks it).
-        if self.config_value("CONFIG_SECURITY_LANDLOCK") == Some("y") && !kept.contains(&"landlock")
-        {
-            kept.push("landlock");
-        }
         (!kept.is_empty()).then(|| format!("lsm={}", kept.join(",")))
     }
 

@@ -205,33 +205,21 @@ pub fn vm_test(args: &[String], target: &Path, is_root: bool) -> Result<()> {
 
     let mut failures = Vec::new();
     let mut summary = Vec::new();
-    // `--only degraded-lsm` boots only without BPF LSM, every kernel asked for (one row per
-    // kernel of what Landlock enforces there).
-    let only_degraded = options.only == [protocol::DEGRADED_LSM];
-    let mut boots: Vec<(&Target, Option<String>)> = if only_degraded {
-        Vec::new()
-    } else {
-        targets.iter().map(|t| (t, None)).collect()
-    };
+    let mut boots: Vec<(&Target, Option<String>)> = targets.iter().map(|t| (t, None)).collect();
     // The default run also boots the newest kernel once more with `bpf` left out of `lsm=`:
     // the daemon must then run degraded, and say so (scenario degraded-lsm).
-    let degraded: Vec<&Target> = if only_degraded {
-        targets.iter().collect()
-    } else if options.only.is_empty() {
-        targets.last().into_iter().collect()
-    } else {
-        Vec::new()
-    };
-    for t in degraded {
-        match t.kernel.lsm_param_without_bpf() {
-            Some(lsm) => boots.push((t, Some(lsm))),
-            None => failures.push((
-                t.label(),
-                format!(
-                    "scenario {}: the kernel's config names no CONFIG_LSM to leave bpf out of",
-                    protocol::DEGRADED_LSM
-                ),
-            )),
+    if options.only.is_empty() {
+        if let Some(t) = targets.last() {
+            match t.kernel.lsm_param_without_bpf() {
+                Some(lsm) => boots.push((t, Some(lsm))),
+                None => failures.push((
+                    t.label(),
+                    format!(
+                        "scenario {}: the kernel's config names no CONFIG_LSM to leave bpf out of",
+                        protocol::DEGRADED_LSM
+                    ),
+                )),
+            }
         }
     }
     for (t, without_bpf) in &boots {

@@ -437,7 +437,7 @@ fn a_call_the_landlock_ruleset_refused_is_a_denial_by_the_protecting_rule() {
     let f = fixture();
     let landlock = Door::Kernel {
         verdict: Verdict::Deny,
-        check: KernelCheck::Landlock(super::LandlockSeen::AtEntry),
+        check: KernelCheck::Landlock,
     };
     let denied = f
         .decide(request(landlock.clone(), delete("/etc/hosts")))
@@ -450,46 +450,10 @@ fn a_call_the_landlock_ruleset_refused_is_a_denial_by_the_protecting_rule() {
         denied.reason
     );
     assert!(!denied.reason.contains("NOT blocked"), "{}", denied.reason);
-    // Where no rule decides it, the policy's default did (no grant for what it does not
-    // allow); where the policy allows it, the ruleset's own protection refused it.
-    let unruled = f
-        .decide(request(landlock.clone(), delete("/tmp/scratch")))
-        .judged;
-    match unruled.decision.verdict {
-        Verdict::Allow => assert_eq!(unruled.rule_id.as_deref(), Some(BUILTIN_RULE_ID)),
-        _ => {
-            assert_eq!(unruled.rule_id, None);
-            assert!(
-                unruled.reason.contains("the policy's default"),
-                "{}",
-                unruled.reason
-            );
-        }
-    }
-    assert!(unruled.ticket.is_none(), "this layer opens no tickets");
-    // The kernel's record of a link refused for what it would carry out names the rule
-    // protecting the file where it is, not the link's.
-    let carried = Door::Kernel {
-        verdict: Verdict::Deny,
-        check: KernelCheck::Landlock(super::LandlockSeen::Refused {
-            rule: Some(Arc::from("secret-keys")),
-        }),
-    };
-    let link = f.decide(request(carried, delete("/tmp/scratch"))).judged;
-    assert_eq!(link.rule_id.as_deref(), Some("secret-keys"));
-    assert!(
-        link.reason.contains("would carry the file"),
-        "{}",
-        link.reason
-    );
-    // Signals and abstract sockets outside the agent: secops' own protection.
-    let scope = Door::Kernel {
-        verdict: Verdict::Deny,
-        check: KernelCheck::Landlock(super::LandlockSeen::Scope),
-    };
-    let signal = f.decide(request(scope, delete("/tmp/scratch"))).judged;
-    assert_eq!(signal.verdict, Verdict::Deny);
-    assert_eq!(signal.rule_id.as_deref(), Some(BUILTIN_RULE_ID));
+    // Where no rule denies it (secops' own files), the built-in protection is named.
+    let own = f.decide(request(landlock, delete("/tmp/scratch"))).judged;
+    assert_eq!(own.rule_id.as_deref(), Some(BUILTIN_RULE_ID));
+    assert!(own.ticket.is_none(), "this layer opens no tickets");
 }
 
 #[test]

@@ -486,24 +486,14 @@ async fn register(
                 tokio::task::spawn_blocking(move || accounts::run_as(&name, user.as_ref()))
                     .await?
                     .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+            let identity_enforced = run_as.uid != 0 || shared.bpf_lsm_enforcing();
+            if !identity_enforced {
+                tracing::warn!(%agent, "agent starts as root without BPF LSM: its identity is not enforceable (it could leave its cgroup)");
+            }
             let (s, name) = (shared.clone(), agent.clone());
             let landlock =
                 tokio::task::spawn_blocking(move || super::super::landlock::plan_for(&s, &name))
                     .await?;
-            if let (Some(_), Some(pid)) = (&landlock, caller.pid) {
-                // It restricts itself: the kernel's records name its domain by this pid.
-                shared.landlock.launcher(pid as u32, &agent);
-            }
-            // A root agent is held in its cgroup by BPF LSM, or by its Landlock ruleset
-            // keeping the cgroup files read-only (it has no capability to mount others).
-            let identity_enforced = run_as.uid != 0
-                || shared.bpf_lsm_enforcing()
-                || landlock
-                    .as_ref()
-                    .is_some_and(super::super::landlock::holds_cgroup_files);
-            if !identity_enforced {
-                tracing::warn!(%agent, "agent starts as root without BPF LSM or Landlock: its identity is not enforceable (it could leave its cgroup)");
-            }
             Ok(Json(Registered {
                 landlock,
                 agent,
